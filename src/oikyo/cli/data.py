@@ -1,0 +1,265 @@
+"""`oikyo data ...`: import, inspect, split and export datasets.
+
+Every command adapts one function of :mod:`oikyo.data`; no data logic lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from oikyo.cli.console import err, fail, out
+
+app = typer.Typer(help="Import, check, version, split and export datasets.", no_args_is_help=True)
+
+MAX_SHOWN_PROBLEMS = 20
+
+
+def _parse_mapping(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            fail(f"--map takes field=column (for example --map instruction=question), not {pair!r}")
+        mapping[field.strip()] = column.strip()
+    return mapping
+
+
+@contextmanager
+def _byte_progress(label: str, enabled: bool):
+    """A progress bar fed with (bytes done, bytes total); a no-op when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def print_problems(result, console=err) -> None:
+    """The first problems in full, then exact counts per error class."""
+    from rich.table import Table
+
+    if result.question:
+        console.print(f"[bold yellow]The format is not clear.[/] {result.question}")
+    problems = result.problems[:MAX_SHOWN_PROBLEMS]
+    if problems:
+        table = Table(title="Problems found", title_justify="left")
+        for column in ("where", "field", "error", "message"):
+            table.add_column(column, overflow="fold")
+        for p in problems:
+            table.add_row(p.location(), p.field or "", p.error, p.message)
+        console.print(table)
+    counts = result.problem_counts
+    if counts:
+        summary = ", ".join(f"{n} {error}" for error, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        shown = min(len(result.problems), MAX_SHOWN_PROBLEMS)
+        console.print(f"{sum(counts.values())} problem(s) in all ({summary}); first {shown} shown.")
+
+
+def _token_counter(model: Optional[str]):
+    """A picklable row-length function for ``model`` (None: no token counting)."""
+    if not model:
+        return None
+    from oikyo.models.catalog import token_counter
+
+    return token_counter(model)
+
+
+@app.command("import")
+def import_(
+    path: Path = typer.Argument(..., help="The file: JSONL, JSON array, CSV, TSV or Parquet, optionally .gz."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Dataset name (default: from the file name)."),
+    format: str = typer.Option("auto", "--format", "-f", help="Input format, or auto to detect it: openai, sharegpt, alpaca, prompt_completion, text, preference, classification."),
+    map_: list[str] = typer.Option([], "--map", help="Use a source column for a format field: --map instruction=question (repeatable)."),
+    on_error: str = typer.Option("fail", "--on-error", help="fail: store nothing if any row is invalid; skip: keep the valid rows and record the dropped ones."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Check lengths and count tokens with this model's tokenizer (a catalog name or a local model folder)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest allowed example in tokens (default with --model: the model's context length)."),
+    min_rows: int = typer.Option(1, "--min-rows", help="Fewest valid rows accepted for training."),
+    eval_set: bool = typer.Option(False, "--eval-set", help="Register this version as an evaluation set (other data is checked for leakage into it)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Show the quality report after importing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Validate a file and store it as an immutable, content-addressed dataset version.
+
+    The format is detected and shown; every problem is reported with its line (JSONL/CSV) or
+    record index (JSON), field, error class and message. Exit code 1 when validation fails.
+    """
+    from oikyo.data import versions
+
+    counter = _token_counter(model)
+    if counter is not None and max_tokens is None:
+        max_tokens = counter.context_length
+    with _byte_progress(f"Importing {path.name}", enabled=not as_json) as progress:
+        try:
+            outcome = versions.import_dataset(
+                path, name=name, format=format, mapping=_parse_mapping(map_), on_error=on_error,
+                length_fn=counter, max_tokens=max_tokens, min_rows=min_rows, eval_set=eval_set,
+                lineage_extra={"model": model} if model else None, progress=progress,
+            )
+        except versions.ImportFailed as failure:
+            if as_json:
+                out.print_json(data={"ok": False, "question": failure.result.question,
+                                     "problem_counts": failure.result.problem_counts,
+                                     "problems": [p.to_dict() for p in failure.result.problems]})
+            else:
+                print_problems(failure.result)
+                err.print("[red]Nothing was stored.[/] Fix the file, or pass --on-error skip to keep the valid rows.")
+            raise typer.Exit(1)
+    version, result = outcome.version, outcome.result
+    if as_json:
+        out.print_json(data={"ok": True, "existed": outcome.existed, "detected_format": result.format,
+                             "dropped": result.dropped, "version": versions.describe(version)})
+        return
+    out.print(f"Detected format: [bold]{result.format}[/] (kind: {result.kind})")
+    if result.dropped:
+        err.print(f"[yellow]Skipped {result.dropped} invalid row(s)[/]; `oikyo data show {version.id} --dropped` lists them.")
+        print_problems(result)
+    verb = "Already stored as" if outcome.existed else "Stored"
+    out.print(f"{verb} dataset [bold]{version.name}@{version.id}[/]: {version.rows} rows")
+    if report:
+        _print_report(version, counter)
+
+
+def _print_report(version, counter) -> None:
+    from oikyo.data import quality, versions
+
+    rows = versions.iter_rows(version)
+    sets = {f"{v.name}@{v.id}": versions.iter_rows(v) for v in versions.eval_sets(exclude=version.id)}
+    result = quality.build_report(rows, version.kind, count_tokens=counter.text if counter else None, eval_sets=sets)
+    quality.render_report(result, out)
+
+
+@app.command("report")
+def report_(
+    dataset: str = typer.Argument(..., help="Dataset version: id, name (newest version) or name@id."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Count tokens with this model's tokenizer (default: whitespace words)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Quality report: tokens, lengths, duplicates, short answers, roles, labels, personal data, leakage."""
+    from oikyo.data import quality, versions
+
+    version = versions.resolve(dataset)
+    counter = _token_counter(model)
+    sets = {f"{v.name}@{v.id}": versions.iter_rows(v) for v in versions.eval_sets(exclude=version.id)}
+    result = quality.build_report(versions.iter_rows(version), version.kind,
+                                  count_tokens=counter.text if counter else None, eval_sets=sets)
+    if as_json:
+        out.print_json(data=result)
+    else:
+        out.print(f"Quality report for [bold]{version.name}@{version.id}[/] ({version.kind}, {version.rows} rows)")
+        quality.render_report(result, out)
+
+
+@app.command("list")
+def list_(
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Only versions of this dataset."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List dataset versions, newest first."""
+    from rich.table import Table
+
+    from oikyo.data import versions
+
+    found = versions.list_versions(name)
+    if as_json:
+        out.print_json(data=[versions.describe(v) for v in found])
+        return
+    if not found:
+        out.print("No datasets yet. Import one with `oikyo data import FILE`.")
+        return
+    table = Table("version", "name", "kind", "format", "rows", "splits", "parent", "created")
+    for v in found:
+        splits = " ".join(f"{k}={n}" for k, n in sorted((v.splits or {}).items())) or "-"
+        flag = " (eval set)" if v.is_eval_set else ""
+        table.add_row(v.id, v.name + flag, v.kind, v.format or "-", str(v.rows), splits, v.parent_id or "-",
+                      v.created_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@app.command("show")
+def show(
+    dataset: str = typer.Argument(..., help="Dataset version: id, name (newest version) or name@id."),
+    rows: int = typer.Option(3, "--rows", help="How many rows to preview."),
+    dropped: bool = typer.Option(False, "--dropped", help="List the rows an import with --on-error skip left out."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Show a version: kind, rows, splits, lineage, and a preview of its rows."""
+    from itertools import islice
+
+    from oikyo.data import versions
+
+    version = versions.resolve(dataset)
+    info = versions.describe(version)
+    preview = list(islice(versions.iter_rows(version), rows))
+    if as_json:
+        info["preview"] = preview
+        if dropped:
+            info["dropped_rows"] = versions.dropped_rows(version)
+        out.print_json(data=info)
+        return
+    for key in ("id", "name", "kind", "format", "rows", "splits", "parent", "eval_set", "created_at", "content_hash"):
+        out.print(f"[bold]{key:>12}[/]  {info[key]}")
+    out.print("[bold]     lineage[/]")
+    out.print_json(data=info["lineage"])
+    if dropped:
+        out.print("[bold]dropped rows[/]")
+        for problem in versions.dropped_rows(version):
+            out.print(f"  {problem}")
+    for i, row in enumerate(preview):
+        out.print(f"[bold]row {i}[/]")
+        out.print(json.dumps(row, ensure_ascii=False, indent=1)[:2000])
+
+
+@app.command("split")
+def split(
+    dataset: str = typer.Argument(..., help="Dataset version to split."),
+    validation: float = typer.Option(0.1, "--validation", help="Share of rows for validation."),
+    test: float = typer.Option(0.1, "--test", help="Share of rows for test."),
+    seed: int = typer.Option(0, "--seed", help="The same seed always gives the same split."),
+    stratify: str = typer.Option("auto", "--stratify", help="auto: stratify by label when rows have labels; yes; no."),
+) -> None:
+    """Split into train/validation/test: deterministic, stratified by label, duplicates never straddle splits.
+
+    Makes a new version (the original is immutable) whose rows carry their split.
+    """
+    from oikyo.data.split import split_dataset
+
+    version, existed = split_dataset(dataset, validation=validation, test=test, seed=seed, stratify=stratify)
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(version.splits.items()))
+    verb = "Already stored as" if existed else "Stored"
+    out.print(f"{verb} split version [bold]{version.name}@{version.id}[/] (parent {version.parent_id}): {counts}")
+
+
+@app.command("export")
+def export(
+    dataset: str = typer.Argument(..., help="Dataset version to export."),
+    to: str = typer.Option(..., "--to", help="openai, sharegpt, alpaca, jsonl (canonical rows) or parquet."),
+    out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file or folder (default: NAME-ID[-SPLIT].FORMAT.jsonl here)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only this split: train, validation or test."),
+) -> None:
+    """Export a version (or one split of it) for other tools."""
+    from oikyo.data.export import export_version
+
+    path, count = export_version(dataset, to, out_path, split=split)
+    out.print(f"Wrote {count} rows to {path}")
+
+
+@app.command("eval-set")
+def eval_set(
+    dataset: str = typer.Argument(..., help="Dataset version to (un)register as an evaluation set."),
+    unset: bool = typer.Option(False, "--unset", help="Remove the mark instead."),
+) -> None:
+    """Register a version as an evaluation set: reports then flag any other data that leaks into it."""
+    from oikyo.data import versions
+
+    version = versions.set_eval_set(dataset, not unset)
+    state = "is now" if not unset else "is no longer"
+    out.print(f"{version.name}@{version.id} {state} an evaluation set")

@@ -1,0 +1,57 @@
+"""The `oikyo` command line: one Typer app, one module per command group.
+
+Command modules import heavy libraries (torch, transformers, pyarrow) inside the commands that
+need them, so `oikyo --help` answers at once. User errors (:class:`oikyo.errors.OikyoError`) are
+printed as a plain message with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from oikyo import __version__
+from oikyo.cli import data as data_cli
+from oikyo.cli import quickstart as quickstart_cli
+
+app = typer.Typer(
+    name="oikyo",
+    help="Fine-tune language models: from raw data to a deployed, monitored model, offline on a laptop or on a GPU cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cli.app, name="data")
+app.command("quickstart")(quickstart_cli.quickstart)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"oikyo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Workspace: $OIKYO_HOME (default ~/.oikyo); database: $OIKYO_DATABASE_URL (default SQLite in the workspace)."""
+
+
+def main() -> None:
+    from oikyo.errors import OikyoError
+
+    try:
+        app()
+    except OikyoError as error:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

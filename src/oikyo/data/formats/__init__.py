@@ -1,0 +1,1 @@
+"""oikyo.data.formats."""

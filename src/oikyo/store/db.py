@@ -1,0 +1,99 @@
+"""Database engine, sessions and schema migrations.
+
+The store holds ids, states, paths and small JSON records; blobs live in the artifact store.
+SQLite (WAL mode) in the workspace by default; any SQLAlchemy URL through ``OIKYO_DATABASE_URL``
+(PostgreSQL at scale). The schema is created and upgraded by Alembic migrations the first time a
+process opens the database, so a fresh workspace and an old one both end up at the newest schema.
+
+Usage::
+
+    from oikyo.store import db
+    with db.session() as s:           # commits on success, rolls back on any exception
+        s.add(record)
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from oikyo import workspace
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_engine_url: str | None = None
+_sessionmaker: sessionmaker | None = None
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets the CLI, workers and servers read while one of them writes; busy_timeout makes a
+    # writer wait for the lock instead of failing at once when several processes write.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database at ``engine`` to the newest schema (append-only named migrations)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def engine() -> Engine:
+    """The process-wide engine for the current workspace, migrated on first use."""
+    global _engine, _engine_url, _sessionmaker
+    url = workspace.database_url()
+    with _lock:
+        if _engine is not None and _engine_url == url:
+            return _engine
+        if _engine is not None:
+            _engine.dispose()
+        new = create_engine(url, future=True, pool_pre_ping=True)
+        if new.dialect.name == "sqlite":
+            event.listen(new, "connect", _sqlite_pragmas)
+        migrate(new)
+        _engine, _engine_url = new, url
+        _sessionmaker = sessionmaker(bind=new, expire_on_commit=False)
+        return new
+
+
+def reset_engine() -> None:
+    """Forget the engine (tests switch workspaces; worker processes start clean after fork)."""
+    global _engine, _engine_url, _sessionmaker
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = _engine_url = _sessionmaker = None
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    """A unit of work: commits when the block ends, rolls back on any exception."""
+    engine()
+    assert _sessionmaker is not None
+    s = _sessionmaker()
+    try:
+        yield s
+        s.commit()
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        s.close()

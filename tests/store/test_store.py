@@ -1,0 +1,69 @@
+"""The store: migrations, SQLite WAL, the artifact store, and the same schema on PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from oikyo.store import artifacts, db
+from oikyo.store.models import DatasetVersion
+
+
+def _version(n: int = 0) -> DatasetVersion:
+    digest = f"{n:064x}"
+    return DatasetVersion(id=digest[:12], content_hash=digest, name="demo", kind="text", rows=1,
+                          artifact="sha256/00/x.parquet", lineage={"operation": "test"})
+
+
+def test_fresh_workspace_is_migrated_to_head_in_wal_mode(workspace):
+    engine = db.engine()
+    assert (workspace / "oikyo.db").exists()
+    assert "dataset_versions" in inspect(engine).get_table_names()
+    with engine.connect() as c:
+        assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001_dataset_versions"
+
+
+def test_session_rolls_back_on_error():
+    with pytest.raises(RuntimeError):
+        with db.session() as s:
+            s.add(_version(1))
+            s.flush()
+            raise RuntimeError("boom")
+    with db.session() as s:
+        assert s.scalars(select(DatasetVersion)).all() == []
+
+
+def test_artifacts_are_content_addressed(tmp_path):
+    key1 = artifacts.put_bytes(b"hello", ".txt")
+    key2 = artifacts.put_bytes(b"hello", ".txt")
+    assert key1 == key2 == "sha256/2c/f24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824.txt"
+    assert artifacts.path_of(key1).read_bytes() == b"hello"
+    assert list((artifacts.path_of(key1).parent.parent.parent.parent / "tmp").iterdir()) == []
+    for bad in ("../../etc/passwd", "/etc/passwd"):
+        with pytest.raises(ValueError):
+            artifacts.path_of(bad)
+
+
+def test_reopening_an_existing_workspace_keeps_records():
+    with db.session() as s:
+        s.add(_version(2))
+    db.reset_engine()
+    with db.session() as s:
+        assert [v.id for v in s.scalars(select(DatasetVersion))] == [f"{2:064x}"[:12]]
+
+
+@pytest.mark.postgres
+def test_postgresql_gets_the_same_schema_and_records(postgres_url):
+    engine = db.engine()
+    assert engine.dialect.name == "postgresql"
+    assert "dataset_versions" in inspect(engine).get_table_names()
+    with db.session() as s:
+        s.add(_version(3))
+    with pytest.raises(Exception):  # the content hash is unique on PostgreSQL too
+        with db.session() as s:
+            s.add(DatasetVersion(id="other", content_hash=f"{3:064x}", name="x", kind="text", rows=1,
+                                 artifact="k", lineage={}))
+    with db.session() as s:
+        record = s.scalars(select(DatasetVersion)).one()
+        assert record.lineage == {"operation": "test"} and record.created_at.tzinfo is not None
