@@ -2,8 +2,8 @@
 
 ``split_dataset("support", validation=0.1, test=0.1, seed=0)`` makes a new immutable version whose
 rows carry a ``split`` column; the parent version is untouched. The same seed always gives the same
-split. Rows that are duplicates of each other (same normalized text, or the same prompt with another
-answer) form one group, and a group always lands in one split, so no example leaks from training
+split. Rows that are duplicates of each other (same normalized text, the same prompt with another
+answer, or near duplicates by MinHash) form one group, and a group always lands in one split, so no example leaks from training
 into evaluation through a copy. When rows have labels the split is stratified: each label keeps
 roughly the same share in every split.
 
@@ -18,7 +18,9 @@ import random
 import re
 from collections import Counter, defaultdict
 
-from oikyo.data import versions
+from oikyo.data import overlap, versions
+from oikyo.data.leakage import LEAK_SHARE, NGRAM
+from oikyo.data.quality import leakage_text, overlap_text
 from oikyo.data.schema import ASSISTANT_ROLES
 from oikyo.store import artifacts
 from oikyo.store.models import DatasetVersion
@@ -61,10 +63,17 @@ class _Groups:
 
 
 def _group_rows(version: DatasetVersion) -> tuple[list[int], list[str | None]]:
-    """Each row's group id and label, from one streaming pass."""
+    """Each row's group id and label, from one streaming pass.
+
+    Rows join a group when they share a normalized text or prompt, when MinHash finds them near
+    duplicates, or when one row's prompt holds half of another's word 8-grams: the measures the
+    quality report uses, so it finds no duplicates straddling the splits this makes.
+    """
     first_seen: dict[int, int] = {}
     labels: list[str | None] = []
     groups = _Groups(version.rows)
+    near = overlap.NearDuplicates()
+    contained = overlap.Containment(LEAK_SHARE)
     for i, row in enumerate(versions.iter_rows(version)):
         labels.append(row.get("label"))
         for key in _keys(row):
@@ -73,6 +82,10 @@ def _group_rows(version: DatasetVersion) -> tuple[list[int], list[str | None]]:
             j = first_seen.setdefault(key, i)
             if j != i:
                 groups.union(i, j)
+        near.add(i, overlap.word_hashes(overlap.normalize(overlap_text(row))))
+        contained.add(i, overlap.ngram_hashes(overlap.word_hashes(overlap.normalize(leakage_text(row))), NGRAM))
+    for earlier, later, *_ in (*zip(*near.pairs()), *zip(*contained.pairs())):
+        groups.union(int(earlier), int(later))
     return [groups.find(i) for i in range(len(labels))], labels
 
 

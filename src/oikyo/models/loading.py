@@ -79,6 +79,13 @@ def context_length(model_dir: str | Path) -> int:
         for key in _CONTEXT_KEYS:
             if isinstance(section.get(key), int) and section[key] > 0:
                 return section[key]
+    # A tokenizer-only folder (the bundled tokenizer extracted alone) records it as model_max_length;
+    # tokenizers without a real limit store a huge sentinel there, which is ignored.
+    tokenizer_config = Path(model_dir) / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        limit = json.loads(tokenizer_config.read_text()).get("model_max_length")
+        if isinstance(limit, int) and 0 < limit <= 1_000_000:
+            return limit
     return DEFAULT_CONTEXT_LENGTH
 
 
