@@ -1,7 +1,7 @@
 """base model catalog
 
 Revision ID: 0003_base_models
-Revises: 0001_dataset_versions
+Revises: 0002_runs_jobs
 Create Date: 2026-11-24
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_base_models"
-down_revision = "0001_dataset_versions"
+down_revision = "0002_runs_jobs"
 branch_labels = None
 depends_on = None
 

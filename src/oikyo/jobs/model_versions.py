@@ -1,0 +1,165 @@
+"""Model versions: the immutable trained models a run produces, each with its full lineage.
+
+When a run succeeds the worker registers its output folder (an adapter or a full model) in the
+same transaction that marks the run succeeded. A merged export of an adapter is a further version
+whose lineage names its parent. The lineage answers "where did this model come from?" completely:
+base model, dataset version and content hash, resolved config and its hash, code version (oikyo's
+version and git commit when running from a checkout), seed, and the versions of the libraries that
+trained it.
+
+Usage::
+
+    from oikyo.jobs import model_versions
+    model_versions.list_versions()                 # newest first
+    mv = model_versions.get("mv-1a2b")             # an id or a unique prefix
+    merged = model_versions.merge(mv.id)           # base + adapter as one Hugging Face folder
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from sqlalchemy import select
+
+from oikyo import __version__, workspace
+from oikyo.errors import OikyoError
+from oikyo.store import db
+from oikyo.store.models import DatasetVersion, ModelVersion, Run, utcnow
+
+KINDS = ("adapter", "full", "merged")
+PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "tokenizers", "safetensors", "datasets",
+            "bitsandbytes", "liger-kernel", "flash-attn")
+
+
+def new_id() -> str:
+    return f"mv-{secrets.token_hex(4)}"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict:
+    """oikyo's version, plus the git commit (and whether the tree had changes) when run from a checkout."""
+    info: dict = {"oikyo": __version__, "git_commit": None, "git_dirty": None}
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5)
+        if commit.returncode == 0:
+            info["git_commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(here), "diff", "--quiet", "HEAD", "--", "."],
+                                   capture_output=True, timeout=10)
+            info["git_dirty"] = dirty.returncode == 1
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape training results (absent ones are left out)."""
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def output_kind(path: Path) -> str:
+    """``adapter`` for a PEFT adapter folder, else ``full``."""
+    return "adapter" if (Path(path) / "adapter_config.json").is_file() else "full"
+
+
+def build(run: Run, path: Path, *, kind: str | None = None, extra: dict | None = None) -> ModelVersion:
+    """A model version record for ``run``'s output at ``path`` (not yet stored)."""
+    kind = kind or output_kind(path)
+    if kind not in KINDS:
+        raise OikyoError(f"unknown model version kind {kind!r}; kinds are {', '.join(KINDS)}")
+    dataset_hash = None
+    if run.dataset_version_id:
+        with db.session() as s:
+            version = s.get(DatasetVersion, run.dataset_version_id)
+            dataset_hash = version.content_hash if version else None
+    lineage = {
+        "run_id": run.id,
+        "base_model": run.base_model,
+        "dataset_version": run.dataset_version_id,
+        "dataset_hash": dataset_hash,
+        "config": run.config,
+        "config_hash": run.config_hash,
+        "seed": run.seed,
+        "code": code_version(),
+        "packages": package_versions(),
+        **(extra or {}),
+    }
+    return ModelVersion(id=new_id(), run_id=run.id, base_model=run.base_model, kind=kind,
+                        path=str(Path(path).resolve()), lineage=lineage, created_at=utcnow())
+
+
+def register(run_id: str, path: Path, *, kind: str | None = None, extra: dict | None = None) -> ModelVersion:
+    """Store a model version for run ``run_id``'s output folder ``path``."""
+    with db.session() as s:
+        run = s.get(Run, run_id)
+    if run is None:
+        raise OikyoError(f"no run {run_id!r}")
+    if not Path(path).is_dir():
+        raise OikyoError(f"no model folder at {path}")
+    record = build(run, path, kind=kind, extra=extra)
+    with db.session() as s:
+        s.add(record)
+    return record
+
+
+def list_versions(run_id: str | None = None, base_model: str | None = None) -> list[ModelVersion]:
+    """Model versions, newest first, optionally of one run or one base model."""
+    query = select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id)
+    if run_id:
+        query = query.where(ModelVersion.run_id == run_id)
+    if base_model:
+        query = query.where(ModelVersion.base_model == base_model)
+    with db.session() as s:
+        return list(s.scalars(query))
+
+
+def get(ref: str) -> ModelVersion:
+    """The model version with id ``ref`` or a unique prefix of it (``mv-`` may be left out)."""
+    ref = ref.strip()
+    prefix = ref if ref.startswith("mv-") else f"mv-{ref}"
+    with db.session() as s:
+        found = list(s.scalars(select(ModelVersion).where(ModelVersion.id.startswith(prefix)).limit(6)))
+    if not found:
+        raise OikyoError(f"no model version matches {ref!r}; `oikyo models versions` lists them")
+    exact = [mv for mv in found if mv.id == prefix]
+    if exact:
+        return exact[0]
+    if len(found) > 1:
+        raise OikyoError(f"{ref!r} matches several model versions ({', '.join(mv.id for mv in found)}); give more of the id")
+    return found[0]
+
+
+def merge(ref: str, out_dir: Path | None = None) -> ModelVersion:
+    """Merge an adapter version into its base model; registers and returns the ``merged`` version."""
+    from oikyo.jobs import training
+
+    parent = get(ref)
+    if parent.kind != "adapter":
+        raise OikyoError(f"{parent.id} is a {parent.kind} model, not an adapter; there is nothing to merge")
+    merged_id = new_id()
+    out_dir = Path(out_dir) if out_dir else workspace.subdir("models") / merged_id
+    path = training.merge(parent.base_model, Path(parent.path), out_dir)
+    lineage = {**parent.lineage, "parent_model_version": parent.id, "operation": "merge",
+               "code": code_version(), "packages": package_versions()}
+    record = ModelVersion(id=merged_id, run_id=parent.run_id, base_model=parent.base_model, kind="merged",
+                          path=str(Path(path).resolve()), lineage=lineage, created_at=utcnow())
+    with db.session() as s:
+        s.add(record)
+    return record
+
+
+def describe(mv: ModelVersion) -> dict:
+    """A JSON-serializable description of a model version."""
+    return {"id": mv.id, "run_id": mv.run_id, "base_model": mv.base_model, "kind": mv.kind, "path": mv.path,
+            "created_at": mv.created_at.isoformat() if mv.created_at else None, "lineage": mv.lineage}

@@ -1,0 +1,235 @@
+"""The bridge between the job system and the training recipe (see docs/contracts-training.md).
+
+Submitting: :func:`submit_training` loads and validates the whole config, resolves the dataset
+and base-model references, pins the dataset to its exact version id, writes the resolved config
+to ``runs/<run-id>/config.yaml`` and only then queues the run. Every problem is reported at once
+(:class:`SubmitError`), and nothing is queued when there is one.
+
+Running: :func:`execute` turns a claimed run back into the recipe's arguments (config, run folder,
+model folder, row readers) and calls ``run_training``.
+
+The recipe is ``oikyo.train.config`` + ``oikyo.train.runner``. ``OIKYO_RECIPE=some.module`` swaps in
+another module that provides the same names (``TrainConfig``, ``load_config``, ``config_hash``,
+``run_training`` and optionally ``merge_adapter``); the tests use this to drive the job system with
+a fast fake recipe, in worker processes too.
+
+Usage::
+
+    from oikyo.jobs import training
+    run = training.submit_training("run.yaml", ["train.lr=1e-4"])
+    run = training.submit_training(None, dataset="support", model="smollm2-135m-instruct")
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from oikyo import workspace
+from oikyo.errors import OikyoError
+from oikyo.store.models import DatasetVersion, Run
+
+RECIPE_ENV = "OIKYO_RECIPE"
+
+
+class SubmitError(OikyoError):
+    """The run cannot be queued: one line per problem found."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The functions of the training contract, from ``oikyo.train`` or the ``OIKYO_RECIPE`` module."""
+
+    load_config: Callable[..., Any]
+    config_hash: Callable[[Any], str]
+    parse: Callable[[dict], Any]  # resolved config dict -> TrainConfig
+    run_training: Callable[..., Any]
+    merge_adapter: Callable[..., Path] | None
+
+
+def recipe() -> Recipe:
+    """The recipe in use (``OIKYO_RECIPE`` when set, else ``oikyo.train``)."""
+    spec = os.environ.get(RECIPE_ENV)
+    if spec:
+        module = importlib.import_module(spec)
+        config_module = runner_module = module
+    else:
+        try:
+            config_module = importlib.import_module("oikyo.train.config")
+            runner_module = importlib.import_module("oikyo.train.runner")
+        except ModuleNotFoundError as error:
+            if not (error.name or "").startswith("oikyo.train"):
+                raise
+            raise OikyoError(f"the training recipe is not available in this install ({error.name} is missing)") from None
+    return Recipe(
+        load_config=config_module.load_config,
+        config_hash=config_module.config_hash,
+        parse=config_module.TrainConfig.model_validate,
+        run_training=runner_module.run_training,
+        merge_adapter=getattr(runner_module, "merge_adapter", None),
+    )
+
+
+def resolve_model_dir(name: str, log: Callable[[str], None] | None = None) -> Path:
+    """The local folder of base model ``name`` (a catalog name or a model folder)."""
+    from oikyo.models.catalog import resolve_model_dir as resolve
+
+    return Path(resolve(name, log=log))
+
+
+def config_seed(config: Any) -> int | None:
+    """The run's seed, wherever the config keeps it (``train.seed``, else a top-level ``seed``)."""
+    for holder in (getattr(config, "train", None), config):
+        seed = getattr(holder, "seed", None)
+        if isinstance(seed, int):
+            return seed
+    return None
+
+
+@dataclass
+class PreparedRun:
+    """A validated config with its references resolved: everything needed to queue a run."""
+
+    config: Any
+    config_dict: dict
+    config_hash: str
+    dataset: DatasetVersion
+    model_dir: Path
+    seed: int | None
+    name: str
+
+
+def prepare(config_path: str | Path | None = None, overrides: Iterable[str] = (), *,
+            dataset: str | None = None, model: str | None = None, name: str | None = None,
+            log: Callable[[str], None] | None = None) -> PreparedRun:
+    """Load and validate the config, then resolve its dataset and model (all problems at once)."""
+    rec = recipe()
+    quick = {key: value for key, value in (("dataset", dataset), ("model", model)) if value}
+    config = rec.load_config(config_path, list(overrides), **quick)  # ConfigError lists every problem
+    return _pin(rec, config, name=name, log=log)
+
+
+def _pin(rec: Recipe, config: Any, *, name: str | None, log=None) -> PreparedRun:
+    """Resolve the references of a valid config and pin the dataset to its version id."""
+    from oikyo.data import versions
+
+    problems: list[str] = []
+    version = model_dir = None
+    if not config.data.dataset:
+        problems.append("data.dataset: no dataset given; pass --dataset NAME or set data.dataset "
+                        "(`oikyo data list` shows the versions)")
+    else:
+        try:
+            version = versions.resolve(str(config.data.dataset))
+        except OikyoError as error:
+            problems.append(f"data.dataset: {error}")
+    if version is not None:
+        problems += _split_problems(config, version)
+        if not versions.parquet_path(version).is_file():
+            problems.append(f"data.dataset: the data file of {version.name}@{version.id} is missing from "
+                            f"the artifact store ({versions.parquet_path(version)})")
+    try:
+        model_dir = resolve_model_dir(str(config.model.name), log=log)
+    except OikyoError as error:
+        problems.append(f"model.name: {error}")
+    if problems:
+        raise SubmitError("the run was not queued:\n" + "\n".join(f"  - {p}" for p in problems))
+    data = config.model_dump(mode="json")
+    data["data"]["dataset"] = version.id  # the exact version, whatever the name points at later
+    config = rec.parse(data)
+    resolved = config.model_dump(mode="json")
+    run_name = name or getattr(config, "name", None) or f"{version.name}-{Path(str(config.model.name)).name}"
+    return PreparedRun(config=config, config_dict=resolved, config_hash=rec.config_hash(config),
+                       dataset=version, model_dir=model_dir, seed=config_seed(config), name=str(run_name)[:200])
+
+
+def _split_problems(config: Any, version: DatasetVersion) -> list[str]:
+    problems = []
+    for field in ("train_split", "eval_split"):
+        split = getattr(config.data, field, None)
+        if not split:
+            continue
+        if not version.splits:
+            problems.append(f"data.{field}: dataset {version.name}@{version.id} is not split; run "
+                            f"`oikyo data split {version.name}` first, or set data.{field} to null")
+        elif not version.splits.get(split):
+            have = ", ".join(f"{k} ({n} rows)" for k, n in version.splits.items()) or "none"
+            problems.append(f"data.{field}: dataset {version.name}@{version.id} has no {split!r} rows (it has {have})")
+    return problems
+
+
+def submit_training(config_path: str | Path | None = None, overrides: Iterable[str] = (), *,
+                    dataset: str | None = None, model: str | None = None, name: str | None = None,
+                    log: Callable[[str], None] | None = None) -> Run:
+    """Validate, resolve and queue a training run; returns the queued run."""
+    return enqueue(prepare(config_path, overrides, dataset=dataset, model=model, name=name, log=log))
+
+
+def enqueue(prepared: PreparedRun, *, reproduced_from: str | None = None) -> Run:
+    """Write the run folder with its resolved config, then queue the run."""
+    import yaml
+
+    from oikyo.jobs import queue
+
+    run_id = queue.new_run_id()
+    run_dir = workspace.subdir("runs") / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    tmp = run_dir / f".config.yaml.{secrets.token_hex(4)}"
+    tmp.write_text(yaml.safe_dump(prepared.config_dict, sort_keys=False, allow_unicode=True))
+    tmp.replace(run_dir / "config.yaml")
+    return queue.submit(name=prepared.name, config=prepared.config_dict, config_hash=prepared.config_hash,
+                        base_model=str(prepared.config.model.name), dataset_version_id=prepared.dataset.id,
+                        seed=prepared.seed, run_id=run_id, run_dir=run_dir, reproduced_from=reproduced_from)
+
+
+def parse_recorded(rec: Recipe, run: Run) -> Any:
+    """The run's recorded config as a TrainConfig; a readable "bad config" error when it no longer validates
+    (another oikyo version, or hardware checks that fail on this machine)."""
+    try:
+        return rec.parse(run.config)
+    except Exception as error:  # noqa: BLE001 - pydantic's ValidationError: reported as the reason
+        raise SubmitError(f"bad config: the recorded config of {run.id} does not validate here:\n{error}") from None
+
+
+def reproduce(run: Run) -> Run:
+    """Queue a new run from ``run``'s recorded resolved config (same dataset version, same seed)."""
+    rec = recipe()
+    config = parse_recorded(rec, run)
+    prepared = _pin(rec, config, name=f"{run.name}-repro"[:200])
+    return enqueue(prepared, reproduced_from=run.id)
+
+
+def execute(run: Run, *, on_metrics: Callable[[int, dict], None], should_stop: Callable[[], bool],
+            log: Callable[[str], None]) -> Any:
+    """Run the recipe for a claimed run; returns its TrainResult (raises what the recipe raises)."""
+    from oikyo.data import versions
+
+    rec = recipe()
+    config = parse_recorded(rec, run)
+    if run.dataset_version_id is None:
+        raise OikyoError(f"run {run.id} has no dataset version")
+    version = versions.resolve(run.dataset_version_id)
+    if not versions.parquet_path(version).is_file():
+        raise OikyoError(f"missing dataset: the data file of {version.name}@{version.id} is gone from the "
+                         f"artifact store ({versions.parquet_path(version)})")
+    model_dir = resolve_model_dir(str(config.model.name), log=log)
+    train_split = getattr(config.data, "train_split", None)
+    eval_split = getattr(config.data, "eval_split", None)
+    return rec.run_training(
+        config, run_dir=Path(run.run_dir), model_dir=model_dir,
+        train_rows=lambda: versions.iter_rows(version, split=train_split),
+        eval_rows=(lambda: versions.iter_rows(version, split=eval_split)) if eval_split else None,
+        on_metrics=on_metrics, should_stop=should_stop, log=log,
+    )
+
+
+def merge(base_model: str, adapter_dir: Path, out_dir: Path) -> Path:
+    """Merge an adapter into its base model with the recipe's ``merge_adapter``."""
+    rec = recipe()
+    if rec.merge_adapter is None:
+        raise OikyoError("this training recipe cannot merge adapters")
+    return Path(rec.merge_adapter(resolve_model_dir(base_model), adapter_dir, out_dir))
