@@ -89,3 +89,58 @@ def remove(name: str = typer.Argument(..., help="Catalog name to forget (its fil
 
     catalog.remove_model(name)
     out.print(f"Removed {name} from the catalog")
+
+
+@app.command("versions")
+def versions(
+    run: Optional[str] = typer.Option(None, "--run", help="Only versions made by this run."),
+    base: Optional[str] = typer.Option(None, "--base", help="Only versions of this base model."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List fine-tuned model versions (adapters, full models, merged exports), newest first."""
+    from rich.table import Table
+
+    from oikyo.jobs import model_versions
+
+    found = model_versions.list_versions(run_id=run, base_model=base)
+    if as_json:
+        out.print_json(data=[model_versions.describe(mv) for mv in found])
+        return
+    if not found:
+        out.print("No model versions yet. Train one with `oikyo train --dataset D --model M`.")
+        return
+    table = Table("version", "kind", "base model", "run", "dataset", "created")
+    for mv in found:
+        dataset = (mv.lineage or {}).get("dataset_version") or "-"
+        table.add_row(mv.id, mv.kind, mv.base_model, mv.run_id or "-", dataset, mv.created_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@app.command("version")
+def version(
+    ref: str = typer.Argument(..., help="Model version id (or a unique prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Show one model version with its full lineage (base, dataset hash, config hash, code, seed, packages)."""
+    from oikyo.jobs import model_versions
+
+    info = model_versions.describe(model_versions.get(ref))
+    if as_json:
+        out.print_json(data=info)
+        return
+    for key in ("id", "kind", "base_model", "run_id", "path", "created_at"):
+        out.print(f"[bold]{key:>11}[/]  {info[key]}")
+    out.print("[bold]    lineage[/]")
+    out.print_json(data=info["lineage"])
+
+
+@app.command("merge")
+def merge(
+    ref: str = typer.Argument(..., help="Adapter model version to merge into its base model."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the merged model (default: in the workspace)."),
+) -> None:
+    """Merge a LoRA adapter into its base model: a Hugging Face folder plain transformers loads."""
+    from oikyo.jobs import model_versions
+
+    merged = model_versions.merge(ref, out_dir)
+    out.print(f"Merged into model version [bold]{merged.id}[/] at {merged.path}")
