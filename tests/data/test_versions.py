@@ -201,3 +201,34 @@ def test_template_siblings_stay_in_one_split(tmp_path):
         by_template[row["messages"][0]["content"].split()[1]].add(row["split"])
     assert all(len(s) == 1 for s in by_template.values()), by_template
     assert {"train", "test"} <= set(split.splits)
+
+
+def test_drop_leaves_out_extra_columns(tmp_path):
+    records = [{"id": i, "url": f"https://example.com/{i}", "text": f"document {i}"} for i in range(5)]
+    path = _write_jsonl(tmp_path / "web.jsonl", records)
+    with pytest.raises(versions.ImportFailed) as failure:
+        versions.import_dataset(path)
+    assert "--drop" in failure.value.result.problems[0].message
+    outcome = versions.import_dataset(path, drop=["id", "url"])
+    assert outcome.result.format == "text" and outcome.version.rows == 5
+    assert outcome.version.lineage["options"]["drop"] == ["id", "url"]
+    assert list(versions.iter_rows(outcome.version))[0] == {"text": "document 0"}
+
+
+def test_split_and_export_hash_like_an_import(tmp_path):
+    version = versions.import_dataset(_write_jsonl(tmp_path / "a.jsonl", [_chat(i) for i in range(12)])).version
+    split, _ = split_dataset(version.id, seed=0)
+    path, _ = export_version(split.id, "parquet", tmp_path / "split.parquet")
+    # The split's Parquet file, imported, is the split version itself (one definition of the hash).
+    assert versions.import_dataset(path).version.id == split.id
+
+
+def test_a_file_that_is_already_split_keeps_its_split(tmp_path):
+    records = [{"text": f"doc {i}", "split": "train" if i < 4 else "test"} for i in range(6)]
+    version = versions.import_dataset(_write_jsonl(tmp_path / "pre.jsonl", records)).version
+    assert version.splits == {"train": 4, "test": 2}
+    assert [r["text"] for r in versions.iter_rows(version, split="test")] == ["doc 4", "doc 5"]
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"text": "x", "split": "dev"}])
+    with pytest.raises(versions.ImportFailed) as failure:
+        versions.import_dataset(bad)
+    assert failure.value.result.problems[0].field == "split"

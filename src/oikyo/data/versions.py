@@ -73,6 +73,7 @@ def import_dataset(
     name: str | None = None,
     format: str = "auto",
     mapping: dict[str, str] | None = None,
+    drop: list[str] | None = None,
     on_error: str = "fail",
     length_fn: Callable[[dict], int] | None = None,
     max_tokens: int | None = None,
@@ -98,7 +99,7 @@ def import_dataset(
     tmp = artifacts.temp_path(".parquet")
     try:
         result = ingest.convert_file(
-            path, tmp, format=format, mapping=mapping, on_error=on_error, length_fn=length_fn,
+            path, tmp, format=format, mapping=mapping, drop=drop or (), on_error=on_error, length_fn=length_fn,
             max_tokens=max_tokens, min_rows=min_rows, progress=progress,
         )
         if not result.ok:
@@ -111,16 +112,24 @@ def import_dataset(
             "source": {"path": str(path.resolve()), "sha256": result.source_sha256,
                        "size": path.stat().st_size},
             "options": {"format": format, "detected_format": result.format, "mapping": mapping or {},
-                        "on_error": on_error, "max_tokens": max_tokens, "min_rows": min_rows,
+                        "drop": sorted(drop or []), "on_error": on_error, "max_tokens": max_tokens, "min_rows": min_rows,
                         **(lineage_extra or {})},
             "dropped": result.dropped,
         }
         version = store_version(tmp, result.content_hash, name=name, kind=result.kind, fmt=result.format,
-                         rows=result.rows, lineage=lineage, eval_set=eval_set,
+                         rows=result.rows, lineage=lineage, eval_set=eval_set, splits=_split_counts(tmp),
                          dropped=[p.to_dict() for p in result.dropped_rows])
         return ImportOutcome(version, result, existed=False)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _split_counts(parquet: Path) -> dict | None:
+    """Rows per split of a file that came already split (None when it did not)."""
+    column = pq.read_table(parquet, columns=["split"]).column("split")
+    counts = column.value_counts().to_pylist()
+    splits = {c["values"]: c["counts"] for c in counts if c["values"] is not None}
+    return splits or None
 
 
 def _default_name(path: Path) -> str:
@@ -246,7 +255,7 @@ def write_parquet_rows(rows: Iterator[dict], out: Path, batch_rows: int = 4096) 
     digest, count, buffer = hashlib.sha256(), 0, []
     with pq.ParquetWriter(out, ARROW_SCHEMA) as writer:
         for row in rows:
-            digest.update(ingest.row_bytes(row))
+            digest.update(ingest.row_bytes(row) + b"\n")  # the same definition as ingest's content hash
             buffer.append(row)
             count += 1
             if len(buffer) >= batch_rows:

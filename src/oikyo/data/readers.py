@@ -1,0 +1,568 @@
+"""Streaming readers for dataset files: JSONL, JSON (array or a stream of values), CSV, TSV, Parquet.
+
+Any of them may be gzip-compressed (``.gz`` or the gzip magic bytes). The file type comes from
+the extension, else from the content. Nothing reads a whole file into memory: a
+:class:`Source` turns the file into *tasks*, small picklable tuples that the ingest engine hands to
+worker processes (or handles in-process)::
+
+    ("lines", data)                 # JSONL lines: bytes ending on a line break (or the file's end)
+    ("range", path, start, end)     # the same, as a byte range the worker reads itself
+    ("records", items)              # items: [(line, index, value, problem), ...]
+
+Line tasks are numbered by whoever consumes them, in order (counting lines is the workers' job,
+not the reader's, so the reading process stays light).
+
+``problem`` is ``None`` or ``(error, field, message)`` for a record the reader already knows is
+bad (invalid UTF-8, a duplicate key, a broken CSV line). While producing tasks the source hashes
+the file's raw bytes (:meth:`Source.sha256`) and counts progress (:attr:`Source.bytes_done`).
+
+A byte-order mark at the start and CRLF line endings are accepted silently. Problems that stop
+the reading (a corrupt gzip stream, a broken JSON array) land in :attr:`Source.problems`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import hashlib
+import json
+import re
+import shutil
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import orjson
+
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+BOM = b"\xef\xbb\xbf"
+FILETYPES = ("jsonl", "json", "csv", "tsv", "parquet")
+EXTENSIONS = {
+    "jsonl": "jsonl", "ndjson": "jsonl", "jsonlines": "jsonl", "json": "json",
+    "csv": "csv", "tsv": "tsv", "tab": "tsv", "parquet": "parquet", "pq": "parquet",
+}  # fmt: skip
+CHUNK_BYTES = 2 << 20  # bytes of input per task
+RECORDS_PER_TASK = 4096
+SNIFF_BYTES = 1 << 20
+# Errors a damaged file raises while being read (gzip, zlib, the OS).
+READ_ERRORS = (OSError, EOFError, zlib.error)
+
+# An upper bound on the number of object keys in JSON text: every key is a string followed by a
+# colon. Equality with the number of keys actually parsed proves there was no duplicate key.
+_KEYISH = re.compile(rb'"\s*:')
+_KEYISH_STR = re.compile(r'"\s*:')
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long texts are normal in datasets
+
+
+class ReadError(Exception):
+    """The file cannot be read at all (missing, unreadable, not a known file type)."""
+
+
+# ---------------------------------------------------------------------------- JSON values
+
+
+def count_keys(value) -> int:
+    """How many object keys a parsed JSON value holds, at any depth (iterative: no recursion limit)."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            total += len(item)
+            children = item.values()
+        else:
+            children = item
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                stack.append(child)
+    return total
+
+
+def _first_duplicate(text) -> str | None:
+    """The path of the first duplicate key in JSON text (re-parsed with object_pairs_hook)."""
+
+    class Dup(dict):
+        key = ""
+
+    def hook(pairs):
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        seen = set()
+        dup = Dup(obj)
+        dup.key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        return dup
+
+    try:
+        value = json.loads(text, object_pairs_hook=hook)
+    except (ValueError, RecursionError):
+        return None
+    stack = [(value, "")]
+    while stack:
+        item, path = stack.pop(0)
+        if isinstance(item, Dup):
+            return f"{path}.{item.key}" if path else item.key
+        if isinstance(item, dict):
+            stack += [(v, f"{path}.{k}" if path else k) for k, v in item.items() if isinstance(v, (dict, list))]
+        elif isinstance(item, list):
+            stack += [(v, f"{path}[{i}]") for i, v in enumerate(item) if isinstance(v, (dict, list))]
+    return None
+
+
+def duplicate_key(text, value) -> tuple[str, str, str] | None:
+    """A duplicate_key problem for JSON ``text`` that parsed to ``value``, or None.
+
+    Fast path: a count of colons (then of ``"\\s*:``) that equals the parsed key count proves
+    there is no duplicate; only otherwise is the text parsed again to find one.
+    """
+    if type(value) is not dict:
+        return None  # not an object: reported as not_object instead
+    keys = count_keys(value)
+    if isinstance(text, bytes):
+        if text.count(b":") == keys or len(_KEYISH.findall(text)) == keys:
+            return None
+    elif text.count(":") == keys or len(_KEYISH_STR.findall(text)) == keys:
+        return None
+    path = _first_duplicate(text)
+    if path is None:
+        return None
+    return ("duplicate_key", path, f"key {path.rsplit('.', 1)[-1]!r} appears twice in one object; keep only one")
+
+
+def parse_line(line: bytes):
+    """Parse one JSONL line: ``(value, None)`` or ``(None, (error, field, message))``."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return None, ("invalid_utf8", None, f"line is not valid UTF-8 (byte {bad.start + 1}); re-save it as UTF-8")
+        return None, ("invalid_json", None, f"line is not valid JSON: {exc}")
+    return value, duplicate_key(line, value)
+
+
+# ---------------------------------------------------------------------------- file types
+
+
+class _HashingReader:
+    """A raw file wrapper that hashes and counts every byte read through it."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "rb")  # noqa: SIM115 (closed by Source.close)
+        self.hash = hashlib.sha256()
+        self.done = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.file.read(n)
+        self.hash.update(data)
+        self.done += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> str:
+        """Hash the rest of the file; return the hex digest of all of it."""
+        while self.read(CHUNK_BYTES):
+            pass
+        return self.hash.hexdigest()
+
+
+def _head(path: Path, gzipped: bool) -> bytes:
+    """The first bytes of the (decompressed) content."""
+    with open(path, "rb") as raw:
+        if not gzipped:
+            return raw.read(SNIFF_BYTES)
+        try:
+            with gzip.GzipFile(fileobj=raw) as stream:
+                return stream.read(SNIFF_BYTES)
+        except READ_ERRORS as exc:
+            raise ReadError(f"the file looks gzip-compressed but cannot be decompressed: {exc}") from None
+
+
+def _json_kind(head: bytes, ext: str) -> str:
+    """``jsonl`` (one value per line) or ``json`` (an array, or values spread over lines)."""
+    body = head.removeprefix(BOM).lstrip()
+    first_line = body.split(b"\n", 1)[0]
+    if body[:1] == b"[":
+        # A .jsonl file is JSON lines unless it plainly opens an array on a line of its own.
+        return "jsonl" if ext == "jsonl" and first_line.strip() != b"[" else "json"
+    if body[:1] == b"{" and ext != "jsonl":
+        try:
+            orjson.loads(first_line)
+        except orjson.JSONDecodeError:
+            return "json"  # a pretty-printed object: read it as a stream of values
+        return "jsonl" if b"\n" in body or len(head) < SNIFF_BYTES else "json"
+    return "json" if ext == "json" else "jsonl"
+
+
+def sniff(path: Path) -> tuple[str, bool]:
+    """``(filetype, gzipped)`` from the extension, else the content; raises ReadError."""
+    try:
+        with open(path, "rb") as raw:
+            magic = raw.read(4)
+    except OSError as exc:
+        raise ReadError(f"cannot open the file: {exc.strerror or exc}") from None
+    gzipped = magic[:2] == GZIP_MAGIC
+    name = path.name.lower()
+    for suffix in (".gz", ".gzip"):
+        name = name.removesuffix(suffix)
+    ext = EXTENSIONS.get(name.rsplit(".", 1)[-1]) if "." in name else None
+    head = _head(path, gzipped)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ReadError("the file is UTF-16 text; save it as UTF-8 and import it again")
+    if ext in ("csv", "tsv", "parquet"):
+        return ext, gzipped
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet", gzipped
+    text = head.removeprefix(BOM).lstrip()
+    if ext in ("json", "jsonl") or text[:1] in (b"[", b"{") or not text:
+        return _json_kind(head, ext or ""), gzipped
+    try:
+        if b"\x00" in head:
+            raise UnicodeDecodeError("utf-8", head, 0, 1, "NUL byte")
+        # An incremental decode tolerates a character cut at the end of the sniffed bytes.
+        first = codecs.getincrementaldecoder("utf-8")().decode(text.split(b"\n", 1)[0])
+    except UnicodeDecodeError:
+        raise ReadError("not a dataset file oikyo can read (expected JSONL, JSON, CSV, TSV or Parquet)") from None
+    return ("tsv" if first.count("\t") > first.count(",") else "csv"), gzipped
+
+
+# ---------------------------------------------------------------------------- the source
+
+
+class Source:
+    """One input file, read once from start to end as a stream of tasks."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.filetype, self.gzipped = sniff(self.path)
+        self.size = self.path.stat().st_size
+        # Problems that stopped the reading: (line, index, error, field, message).
+        self.problems: list[tuple] = []
+        self.fatal = False  # the file could not be read to its end
+        self._raw: _HashingReader | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._done = 0
+
+    @property
+    def bytes_done(self) -> int:
+        """Raw bytes read so far (for progress)."""
+        if self.filetype == "parquet":
+            return self._done
+        return self._raw.done if self._raw else 0
+
+    def _stream(self):
+        self._raw = _HashingReader(self.path)
+        return gzip.GzipFile(fileobj=self._raw) if self.gzipped else self._raw
+
+    def sha256(self) -> str:
+        """The sha256 of the file's bytes (reads whatever the tasks did not)."""
+        if self._raw is None:
+            self._raw = _HashingReader(self.path)
+        return self._raw.drain()
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.file.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _fail(self, message: str, error: str = "unreadable_file") -> None:
+        self.problems.append((None, None, error, None, message))
+        self.fatal = True
+
+    def tasks(self, *, by_range: bool = False, chunk_bytes: int | None = None):
+        """Yield the tasks that cover the file, in order (see the module docstring)."""
+        chunk_bytes = chunk_bytes or CHUNK_BYTES
+        readers = {"jsonl": self._lines, "json": self._json, "csv": self._csv, "tsv": self._csv}
+        try:
+            if self.filetype == "parquet":
+                yield from self._parquet()
+            elif self.filetype == "jsonl" and by_range and not self.gzipped:
+                yield from self._ranges(chunk_bytes)
+            else:
+                yield from readers[self.filetype](self._stream(), chunk_bytes)
+        except READ_ERRORS as exc:
+            self._fail(f"the file could not be read to its end: {exc}")
+
+    # JSONL ---------------------------------------------------------------
+
+    def _lines(self, stream, chunk_bytes: int):
+        parts, start = [], True
+        while data := stream.read(chunk_bytes):
+            if start:
+                data, start = data.removeprefix(BOM), False
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                parts.append(data)
+                continue
+            parts.append(data[: cut + 1])
+            chunk = b"".join(parts)
+            parts = [data[cut + 1 :]]
+            yield ("lines", chunk)
+        tail = b"".join(parts)
+        if tail:
+            yield ("lines", tail)
+
+    def _ranges(self, chunk_bytes: int):
+        """JSONL as byte ranges: workers read their lines themselves; this only finds line breaks.
+
+        The bytes are read into one reused buffer (to hash them and find the breaks), so the
+        reading process allocates nothing per chunk.
+        """
+        raw = self._raw = _HashingReader(self.path)
+        buffer = bytearray(chunk_bytes)
+        view = memoryview(buffer)
+        with open(self.path, "rb") as head:
+            start = len(BOM) if head.read(len(BOM)) == BOM else 0
+        offset = 0
+        while n := raw.file.readinto(buffer):
+            raw.hash.update(view[:n])
+            raw.done += n
+            cut = buffer.rfind(b"\n", 0, n)
+            if cut >= 0:
+                end = offset + cut + 1
+                yield ("range", str(self.path), start, end)
+                start = end
+            offset += n
+        if offset > start:
+            yield ("range", str(self.path), start, offset)
+
+    # JSON ----------------------------------------------------------------
+
+    def _json(self, stream, chunk_bytes: int):
+        """A JSON array (element by element) or a stream of concatenated JSON values."""
+        items, size = [], 0
+        for item in _json_values(stream, chunk_bytes, self):
+            items.append(item)
+            size += 1
+            if size >= RECORDS_PER_TASK:
+                yield ("records", items)
+                items, size = [], 0
+        if items:
+            yield ("records", items)
+
+    # CSV / TSV -----------------------------------------------------------
+
+    def _csv(self, stream, chunk_bytes: int):
+        bad_lines: set[int] = set()
+
+        def text_lines():
+            for number, line in enumerate(_iter_lines(stream, chunk_bytes), start=1):
+                if number == 1:
+                    line = line.removeprefix(BOM)
+                try:
+                    yield line.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad_lines.add(number)
+                    yield line.decode("utf-8", errors="replace")
+
+        reader = csv.reader(text_lines(), delimiter="\t" if self.filetype == "tsv" else ",")
+        header, items, last = None, [], 0
+        try:
+            for row in reader:
+                line, last = last + 1, reader.line_num
+                if not row or row == [""] and header is not None:
+                    continue
+                if header is None:
+                    header = [name.strip() for name in row]
+                    dups = sorted({name for name in header if header.count(name) > 1})
+                    continue
+                items.append((line, None, *_csv_record(header, dups, row, bad_lines, line, last)))
+                if len(items) >= RECORDS_PER_TASK:
+                    yield ("records", items)
+                    items = []
+        except csv.Error as exc:
+            self._fail(f"line {reader.line_num}: the file is not valid CSV: {exc}")
+        if items:
+            yield ("records", items)
+
+    # Parquet -------------------------------------------------------------
+
+    def _parquet_path(self) -> Path:
+        if not self.gzipped:
+            return self.path
+        self._tmp = tempfile.TemporaryDirectory(prefix="oikyo-import-")
+        target = Path(self._tmp.name) / "data.parquet"
+        with open(self.path, "rb") as raw, gzip.GzipFile(fileobj=raw) as stream, open(target, "wb") as out:
+            shutil.copyfileobj(stream, out, CHUNK_BYTES)
+        return target
+
+    def _parquet(self):
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(self._parquet_path())
+            names = parquet.schema_arrow.names
+            dups = sorted({name for name in names if names.count(name) > 1})
+            index = 0
+            total = max(parquet.metadata.num_rows, 1)
+            for batch in parquet.iter_batches(batch_size=RECORDS_PER_TASK):
+                self._done = self.size * index // total
+                items = []
+                for rec in batch.to_pylist():
+                    problem = None
+                    if dups:
+                        problem = ("duplicate_key", dups[0], f"column {dups[0]!r} appears twice; keep only one")
+                    items.append((None, index, rec, problem))
+                    index += 1
+                yield ("records", items)
+            self._done = self.size
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged or exotic file raises
+            self._fail(f"the Parquet file cannot be read: {type(exc).__name__}: {exc}")
+
+
+def _iter_lines(stream, chunk_bytes: int):
+    """Physical lines of a binary stream, each with its line break."""
+    parts = []
+    while data := stream.read(chunk_bytes):
+        if b"\n" not in data:
+            parts.append(data)  # a long line: join once, when it ends
+            continue
+        lines = b"".join([*parts, data]).split(b"\n")
+        parts = [lines.pop()]
+        for line in lines:
+            yield line + b"\n"
+    rest = b"".join(parts)
+    if rest:
+        yield rest
+
+
+def _csv_record(header, dups, row, bad_lines, line, last):
+    """``(record, problem)`` for one CSV row spanning physical lines ``line..last``."""
+    problem = None
+    if len(row) > len(header):
+        problem = (
+            "unknown_field",
+            f"column {len(header) + 1}",
+            f"line has {len(row)} values but the header names {len(header)} columns",
+        )
+    if dups:
+        problem = ("duplicate_key", dups[0], f"column {dups[0]!r} appears twice in the header; keep only one")
+    bad = [n for n in range(line, last + 1) if n in bad_lines]
+    if bad:
+        problem = ("invalid_utf8", None, f"line {bad[0]} is not valid UTF-8; re-save the file as UTF-8")
+    return dict(zip(header, row)), problem
+
+
+_NUMBER_CHARS = frozenset("0123456789.eE+-")
+
+
+class _NotJson(ValueError):
+    """NaN or Infinity: accepted by Python's json module, but not JSON (and not by orjson)."""
+
+
+def _reject_constant(name: str):
+    raise _NotJson(f"{name} is not a valid JSON value")
+
+
+class _JsonScanner:
+    """Reads a JSON array element by element (or a stream of concatenated values) from a text buffer.
+
+    The buffer holds about one chunk: consumed text is dropped when more is read. A value that
+    does not fit is retried with twice as much text each time, so a long value costs linear time.
+    """
+
+    def __init__(self, stream, chunk_bytes: int):
+        self.stream = stream
+        self.chunk = chunk_bytes
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        self.scanner = json.JSONDecoder(parse_constant=_reject_constant)
+        self.buf, self.pos, self.eof = "", 0, False
+        self.dropped_lines = 0  # line breaks in the text already dropped from the buffer
+
+    def fill(self, want: int) -> bool:
+        """Read about ``want`` more bytes; False at the end of the file."""
+        if self.eof:
+            return False
+        data = self.stream.read(want)
+        self.eof = not data
+        self.dropped_lines += self.buf.count("\n", 0, self.pos)
+        self.buf = self.buf[self.pos :] + self.decoder.decode(data, final=self.eof)
+        self.pos = 0
+        return True
+
+    def skip_ws(self) -> bool:
+        """Move past whitespace; False when the file ends first."""
+        while True:
+            buf, pos = self.buf, self.pos
+            while pos < len(buf) and buf[pos] in " \t\r\n":
+                pos += 1
+            self.pos = pos
+            if pos < len(buf):
+                return True
+            if not self.fill(self.chunk):
+                return False
+
+    def value(self):
+        """Decode the value at the cursor: ``(value, text)``; raises ValueError when it is broken."""
+        want = self.chunk
+        while True:
+            buf, pos = self.buf, self.pos
+            try:
+                value, end = self.scanner.raw_decode(buf, pos)
+                # A number may go on past the buffer's end ("0" of "0.5"): then read more.
+                number = type(value) in (int, float)
+                if self.eof or end < len(buf) and not (number and buf[end] in _NUMBER_CHARS):
+                    self.pos = end
+                    return value, buf[pos:end]
+            except json.JSONDecodeError as exc:
+                truncated = exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - 16
+                if self.eof or not truncated:
+                    line = self.dropped_lines + buf.count("\n", 0, exc.pos) + 1
+                    raise ValueError(f"{exc.msg} (line {line} of the file)") from None
+            except RecursionError:
+                raise ValueError("the value is nested too deeply") from None
+            except _NotJson as exc:
+                raise ValueError(str(exc)) from None
+            want *= 2
+            self.fill(want)
+
+
+def _json_values(stream, chunk_bytes: int, source: Source):
+    """Yield ``(None, index, value, problem)`` for each element of a JSON array or value stream."""
+    js = _JsonScanner(stream, chunk_bytes)
+    js.fill(chunk_bytes)
+    js.buf = js.buf.removeprefix("\ufeff")
+    if not js.skip_ws():
+        return
+    array = js.buf[js.pos] == "["
+    js.pos += array
+    index = 0
+    while True:
+        if not js.skip_ws():
+            if array:
+                source._fail("the JSON array is not closed: the file ends before its final ']'", "invalid_json")
+            return
+        if array and js.buf[js.pos] == "]":
+            js.pos += 1
+            if js.skip_ws():
+                source._fail("there is more text after the JSON array's closing ']'", "invalid_json")
+            return
+        if array and index:
+            if js.buf[js.pos] != ",":
+                source._fail(f"expected ',' or ']' after record {index - 1}", "invalid_json")
+                return
+            js.pos += 1
+            js.skip_ws()
+        try:
+            value, text = js.value()
+        except ValueError as exc:
+            source.problems.append((None, index, "invalid_json", None, f"record {index} is not valid JSON: {exc}"))
+            source._fail(f"the JSON is broken at record {index}; nothing after it can be read")
+            return
+        problem = None
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = ("invalid_utf8", None, "record is not valid UTF-8; re-save the file as UTF-8")
+        yield (None, index, value, problem or duplicate_key(text, value))
+        index += 1
