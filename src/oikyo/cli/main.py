@@ -13,6 +13,9 @@ import typer
 
 from oikyo import __version__
 from oikyo.cli import data as data_cli
+from oikyo.cli import deploy as deploy_cli
+from oikyo.cli import evaluate as evaluate_cli
+from oikyo.cli import keys as keys_cli
 from oikyo.cli import models as models_cli
 from oikyo.cli import quickstart as quickstart_cli
 from oikyo.cli import runs as runs_cli
@@ -32,6 +35,12 @@ app.command("quickstart")(quickstart_cli.quickstart)
 app.command("train")(train_cli.train)
 app.add_typer(runs_cli.app, name="runs")
 app.command("worker")(worker_cli.worker)
+app.command("deploy")(deploy_cli.deploy)
+app.add_typer(deploy_cli.app, name="deployments")
+app.add_typer(keys_cli.app, name="keys")
+app.command("eval")(evaluate_cli.eval_)
+app.command("compare")(evaluate_cli.compare_)
+app.add_typer(evaluate_cli.evals_app, name="evals")
 
 
 def _version(value: bool) -> None:

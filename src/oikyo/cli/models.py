@@ -144,3 +144,16 @@ def merge(
 
     merged = model_versions.merge(ref, out_dir)
     out.print(f"Merged into model version [bold]{merged.id}[/] at {merged.path}")
+
+
+@app.command("leaderboard")
+def leaderboard(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset version (id, name or name@id; VERSION:split narrows the split)."),
+    metric: Optional[str] = typer.Option(None, "--metric", "-m", help="Metric to rank by (default: the primary one, e.g. json_field_accuracy or accuracy)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only evaluations on this split."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Rank model versions (and base / few-shot baselines) by their evaluations on a dataset."""
+    from oikyo.cli.evaluate import print_leaderboard
+
+    print_leaderboard(dataset, metric=metric, split=split, as_json=as_json)

@@ -109,7 +109,7 @@ def execute_claimed(run: Run, owner: str, *, lease_s: float, heartbeat_s: float,
 
     result = error = None
     try:
-        result = training.execute(run, on_metrics=writer.add, should_stop=should_stop, log=log.write)
+        result = _execute(run, on_metrics=writer.add, should_stop=should_stop, log=log.write)
     except Exception as caught:  # noqa: BLE001 - every failure becomes a readable reason on the run
         error = caught
     finally:
@@ -120,6 +120,15 @@ def execute_claimed(run: Run, owner: str, *, lease_s: float, heartbeat_s: float,
         return _record_end(run, owner, result, error, beat, shutdown, log)
     finally:
         log.close()
+
+
+def _execute(run: Run, **kwargs):
+    """Dispatch a claimed job by kind: evaluations to oikyo.evaluate, everything else to the training recipe."""
+    if getattr(run, "kind", "train") == "eval":
+        from oikyo.evaluate import jobs as eval_jobs
+
+        return eval_jobs.execute(run, **kwargs)
+    return training.execute(run, **kwargs)
 
 
 def _record_end(run: Run, owner: str, result, error: BaseException | None, beat: Heartbeat,
@@ -160,6 +169,12 @@ def _store_outcome(run, owner, result, error, beat, shutdown, log) -> str:
         reason = f"the recipe returned an unknown status {status!r}"
         queue.fail(run.id, owner, reason)
         return queue.FAILED
+    if getattr(run, "kind", "train") == "eval":
+        # The evaluation records are stored in the transaction that marks the job succeeded.
+        summary = getattr(result, "summary", "") or "evaluated"
+        queue._finish(run.id, owner, queue.SUCCEEDED, f"succeeded; {summary}", extra=list(result.records))
+        log.write(f"succeeded; {summary}")
+        return queue.SUCCEEDED
     output = Path(getattr(result, "output_dir", None) or Path(run.run_dir) / "output")
     version = None
     if output.is_dir():

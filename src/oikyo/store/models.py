@@ -84,6 +84,8 @@ class Run(Base):
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    # "train" or "eval" (migration 0004_evaluations): the worker dispatches a claimed job by kind.
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="train", server_default="train")
     config: Mapped[dict] = mapped_column(JSON, nullable=False)
     config_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     dataset_version_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
@@ -177,3 +179,136 @@ class Worker(Base):
     current_run_id: Mapped[str | None] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+# --- Evaluation (migration 0004_evaluations) -------------------------------------------------------
+
+
+class Evaluation(Base):
+    """One model evaluated on one dataset split: metrics, settings, and where the per-example outputs are.
+
+    ``role`` says what was evaluated within an evaluation job: ``model`` (what the user asked for),
+    ``base`` (its base model, same prompts) or ``few_shot`` (the base model with k training examples
+    as prior turns). Evaluations made together share ``group_id`` (the job's run id when run as a job).
+    ``model_version_id`` is set for fine-tuned models; ``base_model`` always names the base model.
+    ``metrics`` maps metric name to value; ``metric_versions`` records the version of each metric's
+    code; ``generation`` the decoding settings; ``settings`` the rest (limit, few-shot k and seed,
+    the examples used as shots). Per-example predictions and scores live in the artifact store as
+    JSONL (``artifact``). ``forced_overlap`` is true when the user evaluated on rows the model was
+    trained on (``--force``); ``overlap`` holds the counts the guard found.
+    """
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    model_ref: Mapped[str] = mapped_column(String(500), nullable=False)
+    model_version_id: Mapped[str | None] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    base_model: Mapped[str] = mapped_column(String(500), nullable=False)
+    dataset_version_id: Mapped[str] = mapped_column(ForeignKey("dataset_versions.id"), nullable=False, index=True)
+    split: Mapped[str | None] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    metrics: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    metric_versions: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    generation: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    settings: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    forgetting: Mapped[dict | None] = mapped_column(JSON)
+    forced_overlap: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    overlap: Mapped[dict | None] = mapped_column(JSON)
+    artifact: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+# --- Deployments (migration 0005_deployments) ------------------------------------------------------
+
+
+class Deployment(Base):
+    """A served endpoint: what it serves, how (host, port, replicas, engine) and its last known state.
+
+    ``variants`` is the traffic split ``[{"label", "model", "weight"}]`` (one entry without a split);
+    ``model`` the model the user deployed (the first variant). ``state``: starting, running,
+    stopping, stopped or failed, written by the router process ``pid`` on ``hostname``; a record
+    that says running while that process is gone is shown as such and can be started again.
+    ``settings`` holds the rest (batch size, adapter bound, threads, autoscaling policy).
+    """
+
+    __tablename__ = "deployments"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model: Mapped[str] = mapped_column(String(500), nullable=False)
+    variants: Mapped[list] = mapped_column(JSON, nullable=False)
+    host: Mapped[str] = mapped_column(String(200), nullable=False)
+    port: Mapped[int] = mapped_column(Integer, nullable=False)
+    replicas_min: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    replicas_max: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    engine: Mapped[str] = mapped_column(String(16), nullable=False, default="native")
+    log_requests: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    settings: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    hostname: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """An API key for the serving endpoints. Only the sha256 of the secret is stored (never the secret).
+
+    ``prefix`` is the secret's first characters, enough for a person to tell keys apart.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ServedRequest(Base):
+    """One request a deployment answered: variant, model, status, latency and tokens (always recorded).
+
+    ``request`` (messages or prompt and settings, JSON) and ``response`` (the generated text) are
+    filled only when the deployment logs requests (``--log-requests``). ``id`` is the response id the
+    client saw (``chatcmpl-...``), which feedback refers to.
+    """
+
+    __tablename__ = "served_requests"
+    __table_args__ = (Index("ix_served_requests_deployment_created", "deployment", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(100), nullable=False)
+    variant: Mapped[str | None] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(500), nullable=False)
+    endpoint: Mapped[str] = mapped_column(String(32), nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    stream: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    latency_s: Mapped[float] = mapped_column(Float, nullable=False)
+    ttft_s: Mapped[float | None] = mapped_column(Float)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    request: Mapped[dict | None] = mapped_column(JSON)
+    response: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class Feedback(Base):
+    """A rating of one served response (-1..1 thumbs or 1..5 stars), with an optional comment."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    response_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    variant: Mapped[str | None] = mapped_column(String(200))
+    rating: Mapped[float] = mapped_column(Float, nullable=False)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)

@@ -1,0 +1,212 @@
+"""`oikyo deploy` and `oikyo deployments ...`: serve model versions behind an OpenAI-compatible endpoint.
+
+Every command adapts one function of :mod:`oikyo.serve.deployments` (or :mod:`oikyo.serve.ab`,
+:mod:`oikyo.serve.request_log`); no serving logic lives here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from oikyo.cli.console import err, out
+from oikyo.cli.train import user_errors
+
+app = typer.Typer(help="Deployments: list, show, logs, start, stop, A/B report, export logged traffic.",
+                  no_args_is_help=True)
+
+STATE_STYLE = {"running": "green", "starting": "yellow", "stopped": "dim", "failed": "red", "gone": "magenta"}
+
+
+def deploy(
+    model: Optional[str] = typer.Argument(None, help="Model version id (or prefix), base model name or model folder. "
+                                                     "Leave out to start deployment --name again."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Deployment name (default: from the model). "
+                                                                   "Also a `model` value clients may send."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", help="Port to serve on (default 8000; 0: a free one)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1: this machine only)."),
+    replicas: Optional[str] = typer.Option(None, "--replicas", help="Replica processes: a number, 'auto' (1-2 on "
+                                                                     "queue depth and latency) or 'auto:MIN-MAX'."),
+    split: Optional[str] = typer.Option(None, "--split", help="A/B traffic split by weight, sticky per user: "
+                                                              "MODEL=WEIGHT,... e.g. mv-1a2b=90,mv-3c4d=10."),
+    log_requests: Optional[bool] = typer.Option(None, "--log-requests/--no-log-requests",
+                                                help="Record request messages and responses in the store (opt-in)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="native (default) or vllm (needs vllm and CUDA)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and return once it serves."),
+    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Sequences batched per replica (16)."),
+    max_adapters: Optional[int] = typer.Option(None, "--max-adapters", help="LoRA adapters kept loaded per replica (8)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per replica (default: cores / replicas)."),
+    target_latency: Optional[float] = typer.Option(None, "--target-latency",
+                                                   help="With --replicas auto: also add a replica while the p95 "
+                                                        "latency exceeds this many seconds."),
+) -> None:
+    """Serve a model version behind an OpenAI-compatible API (keys required: `oikyo keys create`)."""
+    from oikyo.serve import deployments
+
+    settings = {k: v for k, v in (("max_batch_size", max_batch_size), ("max_adapters", max_adapters),
+                                  ("threads", threads)) if v}
+    if target_latency:
+        if not (replicas or "").startswith("auto"):
+            err.print("[bold red]error:[/] --target-latency needs --replicas auto")
+            raise typer.Exit(2)
+        settings["autoscale"] = {"max_p95_latency_s": target_latency}
+    if not detach:
+        err.print("Serving in the foreground; Ctrl-C stops (finishing requests in flight). --detach runs it "
+                  "in the background.")
+    with user_errors():
+        info = deployments.deploy(model, name=name, host=host, port=port, replicas=replicas, split=split,
+                                  log_requests=log_requests, engine=engine, settings=settings or None, detach=detach,
+                                  log=lambda message: err.print(message))
+    if detach:
+        out.print(f"Deployment [bold]{info['name']}[/] is {info['status']} at [bold]{info['url']}[/]")
+        variants = ", ".join(f"{v['label']} ({v['weight']:g})" for v in info["variants"])
+        out.print(f"  variants: {variants}; replicas: {info['replicas']}; requests logged: "
+                  f"{'yes' if info['log_requests'] else 'no'}")
+        out.print(f"  send model={info['name']!r} with a key from `oikyo keys create`; stop with "
+                  f"`oikyo deployments stop {info['name']}`")
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Deployments and their state (``gone``: recorded as running, but its processes are not)."""
+    from rich.table import Table
+
+    from oikyo.serve import deployments
+
+    found = deployments.list_deployments()
+    if as_json:
+        out.print_json(data=found)
+        return
+    if not found:
+        out.print("No deployments yet. Serve a model with `oikyo deploy MODEL`.")
+        return
+    table = Table()
+    for column in ("name", "status", "url", "variants", "replicas", "engine", "log"):
+        table.add_column(column, overflow="fold")
+    for info in found:
+        style = STATE_STYLE.get(info["status"], "")
+        variants = ", ".join(f"{v['label']}={v['weight']:g}" for v in info["variants"])
+        table.add_row(info["name"], f"[{style}]{info['status']}[/]", info["url"], variants, str(info["replicas"]),
+                      info["engine"], "yes" if info["log_requests"] else "no")
+    out.print(table)
+
+
+@app.command("show")
+def show(name: str = typer.Argument(..., help="Deployment name."),
+         as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """A deployment's record, its live readiness and its replica processes."""
+    from oikyo.serve import deployments
+
+    with user_errors():
+        info = deployments.show(name)
+    if as_json:
+        out.print_json(data=info)
+        return
+    style = STATE_STYLE.get(info["status"], "")
+    out.print(f"[bold]{info['name']}[/]: [{style}]{info['status']}[/] at {info['url']}")
+    if info["error"]:
+        out.print(f"[bold red]error:[/] {info['error']}")
+    for key in ("model", "variants", "replicas", "engine", "log_requests", "pid", "started_at", "stopped_at", "log"):
+        out.print(f"[bold]{key:>14}[/]  {info[key]}")
+    for pool, replicas in (info.get("replica_processes") or {}).items():
+        for r in replicas:
+            out.print(f"[bold]{'replica':>14}[/]  {r['id']} pid {r['pid']} {r['state']} ({pool})")
+    if info["status"] == "gone":
+        out.print(f"Its processes are gone; start it again with `oikyo deployments start {name}`.")
+
+
+@app.command("logs")
+def logs(name: str = typer.Argument(..., help="Deployment name."),
+         lines: int = typer.Option(100, "--lines", "-n", help="How many of the last lines."),
+         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")) -> None:
+    """The router's and replicas' log."""
+    from oikyo.serve import deployments
+
+    with user_errors():
+        text = deployments.tail_log(name, lines)
+    if text:
+        out.print(text, markup=False, highlight=False)
+    if not follow:
+        return
+    path = deployments.log_path(name)
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        try:
+            while True:
+                chunk = f.read()
+                if chunk:
+                    out.print(chunk.decode("utf-8", "replace"), end="", markup=False, highlight=False)
+                else:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            return
+
+
+@app.command("start")
+def start(name: str = typer.Argument(..., help="Deployment name."),
+          detach: bool = typer.Option(True, "--detach/--foreground", help="Background (default) or foreground.")) -> None:
+    """Start a stopped (or gone) deployment again with its recorded settings."""
+    from oikyo.serve import deployments
+
+    with user_errors():
+        info = deployments.start(name, detach=detach, log=lambda message: err.print(message))
+    out.print(f"Deployment [bold]{info['name']}[/] is {info['status']} at [bold]{info['url']}[/]")
+
+
+@app.command("stop")
+def stop(name: str = typer.Argument(..., help="Deployment name."),
+         timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for requests in flight.")) -> None:
+    """Stop a deployment: no new requests, finish those in flight, stop the replicas."""
+    from oikyo.serve import deployments
+
+    with user_errors():
+        info = deployments.stop(name, timeout_s=timeout)
+    out.print(f"Deployment [bold]{info['name']}[/] is {info['status']}")
+
+
+def _ci(interval) -> str:
+    return "-" if not interval else f"[{interval[0]:.3g}, {interval[1]:.3g}]"
+
+
+def _num(value, fmt: str = ".3g") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+@app.command("ab-report")
+def ab_report(name: str = typer.Argument(..., help="Deployment name."),
+              as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Per-variant requests, latency, error rate and feedback (95% CIs), and whether they differ."""
+    from rich.table import Table
+
+    from oikyo.serve import ab
+
+    with user_errors():
+        report = ab.report(name)
+    if as_json:
+        out.print_json(data=report)
+        return
+    table = Table("variant", "weight", "requests", "p50 s", "p95 s", "error rate (95% CI)", "feedback n",
+                  "feedback mean (95% CI)", title=f"A/B report: {name}")
+    for v in report["variants"]:
+        table.add_row(v["variant"], f"{report['weights'][v['variant']]:g}", str(v["requests"]), _num(v["latency_p50_s"]),
+                      _num(v["latency_p95_s"]), f"{v['error_rate']:.2%} {_ci(v['error_rate_ci95'])}",
+                      str(v["feedback_count"]), f"{_num(v['feedback_mean'])} {_ci(v['feedback_ci95'])}")
+    out.print(table)
+    style = "bold green" if report["significant"] else "bold"
+    out.print(f"[{style}]verdict:[/] {report['verdict']}")
+
+
+@app.command("export")
+def export(name: str = typer.Argument(..., help="Deployment name."),
+           path: Path = typer.Argument(..., help="JSONL file to write (OpenAI chat format)."),
+           min_rating: Optional[float] = typer.Option(None, "--min-rating", help="Only responses rated at least this.")) -> None:
+    """Write logged requests and responses as a dataset `oikyo data import` reads."""
+    from oikyo.serve import deployments, request_log
+
+    with user_errors():
+        deployments.get(name)
+        count = request_log.export_logged_requests(name, path, min_rating=min_rating)
+    out.print(f"Wrote {count} conversations to {path}; import them with `oikyo data import {path}`")

@@ -1,0 +1,355 @@
+"""The OpenAI-compatible wire format: request schemas, conversion to engine requests, response bodies.
+
+What a client sends to ``/v1/chat/completions`` or ``/v1/completions`` is validated here (typed
+pydantic models; a bad value becomes a 400 in OpenAI's error shape naming the parameter), turned
+into :class:`~oikyo.serve.requests.GenerationRequest` objects (messages go through THE chat template,
+:func:`oikyo.models.chat_template.encode_prompt`, after the same OpenAI-message conversion the data
+importer uses), and the engine's results are written back as OpenAI bodies and stream chunks::
+
+    request = parse(ChatCompletionRequest, body)                   # ApiError(400) when invalid
+    prompt = chat_prompt_ids(tokenizer, request)
+    gens = generation_requests([prompt], request, adapter="mv-1a2b", default_max_tokens=None)
+    body = chat_response(response_id, model, results, prompt_tokens=len(prompt))
+
+Supported: ``max_tokens`` (or ``max_completion_tokens``), ``temperature``, ``top_p``, ``n``,
+``stop``, ``seed``, ``stream`` (+ ``stream_options.include_usage``), ``user``, ``tools`` (rendered
+into the prompt by the chat template), and vLLM's ``ignore_eos`` extension (benchmarks). Refused
+with a clear 400 rather than silently ignored: ``logprobs``, non-zero penalties, ``logit_bias``,
+``echo``, ``suffix``, ``best_of`` > ``n`` and structured ``response_format``. Unknown extra fields are ignored, as most OpenAI-compatible servers do.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from oikyo.serve.requests import GenerationRequest, GenerationResult
+
+MAX_N = 16
+MAX_STOP = 4
+DONE = "data: [DONE]\n\n"
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, *, type: str | None = None, param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or ("invalid_request_error" if status < 500 else "server_error")
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def model_not_found(name: str) -> ApiError:
+    return ApiError(404, f"The model '{name}' does not exist or is not served by this deployment; "
+                         "GET /v1/models lists the models it serves.", param="model", code="model_not_found")
+
+
+def validation_error(error: ValidationError) -> ApiError:
+    """The first problem pydantic found, as a 400 naming the parameter."""
+    first = error.errors()[0]
+    param = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or None
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "missing":
+        message = "field required"
+    return ApiError(400, f"Invalid value for '{param}': {message}" if param else message, param=param,
+                    code="invalid_value" if first.get("type") != "missing" else "missing_required_parameter")
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Generation(BaseModel):
+    """Settings shared by chat and text completions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, description="A model id from GET /v1/models, or the deployment's name.")
+    max_tokens: int | None = Field(None, ge=1, description="New tokens at most (default: the rest of the context).")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 is greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    n: int = Field(1, ge=1, le=MAX_N, description="Completions per prompt.")
+    stop: str | list[str] | None = Field(None, description="Up to 4 strings that end the generation (not returned).")
+    seed: int | None = Field(None, description="Seeds sampling: the same seed gives the same text.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, description="The end user; A/B splits are sticky per user.")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    logprobs: Any = None
+    ignore_eos: bool = Field(False, description="Extension (as in vLLM): do not stop at end-of-sequence tokens.")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value):
+        if isinstance(value, list) and len(value) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences")
+        return value
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else [s for s in self.stop if s]
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def check_supported(self) -> None:
+        """Refuse settings this server would otherwise silently ignore."""
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise ApiError(400, f"'{name}' is not supported by this server (use 0 or leave it out)", param=name,
+                               code="unsupported_parameter")
+        if self.logit_bias:
+            raise ApiError(400, "'logit_bias' is not supported by this server", param="logit_bias",
+                           code="unsupported_parameter")
+        if self.logprobs not in (None, False, 0):
+            raise ApiError(400, "'logprobs' is not supported by this server", param="logprobs",
+                           code="unsupported_parameter")
+
+
+class ChatCompletionRequest(_Generation):
+    messages: list[dict[str, Any]] = Field(min_length=1, description="OpenAI chat messages.")
+    max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            raise ApiError(400, f"response_format type {kind!r} is not supported by this server (only 'text')",
+                           param="response_format", code="unsupported_parameter")
+
+    @property
+    def token_budget(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_Generation):
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(description="Text, texts, or token ids.")
+    max_tokens: int | None = Field(16, ge=1)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1)
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.echo:
+            raise ApiError(400, "'echo' is not supported by this server", param="echo", code="unsupported_parameter")
+        if self.suffix:
+            raise ApiError(400, "'suffix' is not supported by this server", param="suffix",
+                           code="unsupported_parameter")
+        if self.best_of is not None and self.best_of != self.n:
+            raise ApiError(400, "'best_of' is not supported by this server (leave it out or equal to n)",
+                           param="best_of", code="unsupported_parameter")
+
+    @property
+    def token_budget(self) -> int | None:
+        return self.max_tokens
+
+
+class FeedbackRequest(BaseModel):
+    """A rating of a served response: -1..1 (thumbs) or 1..5 (stars); keep one scale per deployment."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    response_id: str = Field(min_length=1, max_length=64)
+    rating: float = Field(ge=-1.0, le=5.0)
+    comment: str | None = Field(None, max_length=10_000)
+
+
+def parse(model: type[BaseModel], body: Any):
+    """``body`` (parsed JSON) validated as ``model``; ApiError(400) naming the first bad parameter."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        request = model.model_validate(body)
+    except ValidationError as error:
+        raise validation_error(error) from None
+    check = getattr(request, "check_supported", None)
+    if check is not None:
+        check()
+    return request
+
+
+def read_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+
+
+# ----------------------------------------------------------------------------- to the engine
+
+
+def canonical_messages(messages: list[dict]) -> list[dict]:
+    """OpenAI messages as canonical ones, by the same conversion ``oikyo data import`` applies."""
+    from oikyo.data.formats.base import RowError
+    from oikyo.data.formats.openai import MESSAGE_KEYS, convert_messages
+
+    # Clients send keys the importer does not know (refusal: None, annotations, ...): keep the ones it reads.
+    cleaned = [{k: v for k, v in m.items() if k in MESSAGE_KEYS and v is not None} if isinstance(m, dict) else m
+               for m in messages]
+    for message in cleaned:
+        if isinstance(message, dict) and "content" not in message and not message.get("tool_calls"):
+            message["content"] = ""
+    try:
+        return convert_messages(cleaned, "messages")
+    except RowError as error:
+        raise ApiError(400, error.message, param=error.field) from None
+
+
+def chat_prompt_ids(tokenizer, request: ChatCompletionRequest) -> list[int]:
+    """Prompt token ids for a chat request, through THE chat template."""
+    from oikyo.models.chat_template import TemplateError, encode_prompt
+
+    messages = canonical_messages(request.messages)
+    try:
+        return encode_prompt(tokenizer, messages, tools=request.tools or None)
+    except TemplateError as error:
+        raise ApiError(400, str(error), param="messages") from None
+
+
+def completion_prompt_ids(tokenizer, request: CompletionRequest) -> list[list[int]]:
+    """Token ids of each prompt of a text-completion request (text is tokenized as is)."""
+    prompt = request.prompt
+    if isinstance(prompt, str):
+        prompts: list = [prompt]
+    elif prompt and all(isinstance(p, int) for p in prompt):
+        prompts = [list(prompt)]
+    else:
+        prompts = list(prompt)
+    if not prompts:
+        raise ApiError(400, "prompt is empty", param="prompt")
+    ids = []
+    vocab = len(tokenizer)
+    for p in prompts:
+        tokens = tokenizer(p, add_special_tokens=True)["input_ids"] if isinstance(p, str) else list(p)
+        if not tokens:
+            raise ApiError(400, "prompt is empty", param="prompt")
+        if any(not 0 <= t < vocab for t in tokens):
+            raise ApiError(400, f"prompt token ids must be in [0, {vocab})", param="prompt")
+        ids.append(tokens)
+    return ids
+
+
+def generation_requests(prompts: list[list[int]], request: _Generation, adapter: str | None,
+                        context_length: int) -> list[GenerationRequest]:
+    """``n`` engine requests per prompt, in choice order (choice index = prompt * n + j).
+
+    With a seed, choice j samples with seed + j, so the n choices differ and the whole response is
+    reproducible. Without ``max_tokens`` the generation may use the rest of the context.
+    """
+    out = []
+    for prompt in prompts:
+        if len(prompt) >= context_length:
+            raise ApiError(400, f"This model's maximum context length is {context_length} tokens; the prompt has "
+                                f"{len(prompt)}. Shorten the messages.", param="messages",
+                           code="context_length_exceeded")
+        budget = request.token_budget or context_length
+        for j in range(request.n):
+            out.append(GenerationRequest(
+                prompt_ids=prompt, max_new_tokens=budget, temperature=request.temperature, top_p=request.top_p,
+                stop=request.stop_list, stop_token_ids=[] if request.ignore_eos else None,
+                seed=None if request.seed is None else request.seed + j, adapter=adapter,
+            ))
+    return out
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+def new_response_id(kind: str = "chat") -> str:
+    return ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _tagged(body: dict, variant: str | None) -> dict:
+    if variant is not None:
+        body["variant"] = variant
+    return body
+
+
+def chat_response(response_id: str, model: str, results: list[GenerationResult], prompt_tokens: int,
+                  variant: str | None = None, created: int | None = None) -> dict:
+    choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None,
+                "finish_reason": r.finish_reason} for i, r in enumerate(results)]
+    return _tagged({"id": response_id, "object": "chat.completion", "created": created or int(time.time()),
+                    "model": model, "choices": choices, "system_fingerprint": None,
+                    "usage": usage(prompt_tokens, sum(r.completion_tokens for r in results))}, variant)
+
+
+def chat_chunk(response_id: str, model: str, created: int, index: int, delta: dict, finish_reason: str | None = None,
+               variant: str | None = None, usage_body: dict | None = None) -> dict:
+    body = {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+    if usage_body is not None:
+        body["usage"] = usage_body
+    return _tagged(body, variant)
+
+
+def usage_chunk(response_id: str, model: str, created: int, object_name: str, usage_body: dict,
+                variant: str | None = None) -> dict:
+    """The extra last chunk OpenAI sends with ``stream_options.include_usage``: no choices, the usage."""
+    return _tagged({"id": response_id, "object": object_name, "created": created, "model": model, "choices": [],
+                    "usage": usage_body}, variant)
+
+
+def completion_response(response_id: str, model: str, results: list[GenerationResult], prompt_tokens: int,
+                        variant: str | None = None, created: int | None = None) -> dict:
+    choices = [{"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
+               for i, r in enumerate(results)]
+    return _tagged({"id": response_id, "object": "text_completion", "created": created or int(time.time()),
+                    "model": model, "choices": choices, "system_fingerprint": None,
+                    "usage": usage(prompt_tokens, sum(r.completion_tokens for r in results))}, variant)
+
+
+def completion_chunk(response_id: str, model: str, created: int, index: int, text: str,
+                     finish_reason: str | None = None, variant: str | None = None,
+                     usage_body: dict | None = None) -> dict:
+    body = {"id": response_id, "object": "text_completion", "created": created, "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+    if usage_body is not None:
+        body["usage"] = usage_body
+    return _tagged(body, variant)
+
+
+def sse(data: dict) -> str:
+    """One server-sent event carrying a JSON object."""
+    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def model_entry(model_id: str, owned_by: str = "oikyo", **extra) -> dict:
+    return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": owned_by, **extra}

@@ -1,0 +1,164 @@
+"""What a deployment served: one row per request, feedback on responses, and export as a dataset.
+
+Every answered request is recorded (deployment, variant, model, status, latency, time to first
+token, token counts): the A/B report and traffic views need them. The request's messages and the
+response text are recorded only when the deployment logs requests (``--log-requests``, opt-in).
+The router records through a :class:`RequestRecorder`, which writes in batches from a background
+thread so no request waits on the database::
+
+    recorder = RequestRecorder()
+    recorder.add(RequestRecord(id="chatcmpl-..", deployment="bot", ...))
+    record_feedback("bot", "chatcmpl-..", rating=1, comment="great")
+    export_logged_requests("bot", "traffic.jsonl")    # OpenAI chat JSONL; `oikyo data import` reads it
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from oikyo.errors import OikyoError
+from oikyo.store import db
+from oikyo.store.models import Feedback, ServedRequest, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RequestRecord:
+    """One answered request, as the router saw it."""
+
+    id: str
+    deployment: str
+    variant: str | None
+    model: str
+    endpoint: str  # "chat" | "completions"
+    status: int
+    latency_s: float
+    stream: bool = False
+    error: str | None = None
+    ttft_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    request: dict | None = None  # only with --log-requests
+    response: str | None = None  # only with --log-requests
+    created_at: datetime = field(default_factory=utcnow)
+
+
+class RequestRecorder:
+    """Writes :class:`RequestRecord` rows in batches from a background thread (every ``every_s``)."""
+
+    def __init__(self, every_s: float = 0.5):
+        self.every_s = every_s
+        self._pending: list[RequestRecord] = []
+        self._lock = threading.Lock()  # guards _pending
+        self._write_lock = threading.Lock()  # one writer at a time
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="oikyo-request-log", daemon=True)
+        self._thread.start()
+
+    def add(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._pending.append(record)
+
+    def flush(self) -> None:
+        """Write everything recorded so far, now (in the calling thread)."""
+        with self._write_lock:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                with db.session() as s:
+                    s.add_all([ServedRequest(**asdict(r)) for r in batch])
+            except Exception:  # the log must never take serving down; say so loudly instead
+                log.exception("could not record %d served requests", len(batch))
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.every_s)
+            self.flush()
+
+
+def record_feedback(deployment: str, response_id: str, rating: float, comment: str | None = None) -> Feedback:
+    """Store a rating of a response this deployment gave; the response's variant comes from its record."""
+    if not -1.0 <= rating <= 5.0:
+        raise OikyoError("rating must be in -1..1 (thumbs) or 1..5 (stars)")
+    with db.session() as s:
+        served = s.get(ServedRequest, response_id)
+        if served is None or served.deployment != deployment:
+            raise OikyoError(f"no response {response_id!r} from deployment {deployment!r}")
+        feedback = Feedback(deployment=deployment, response_id=response_id, variant=served.variant,
+                            rating=float(rating), comment=comment, created_at=utcnow())
+        s.add(feedback)
+    return feedback
+
+
+def request_rows(deployment: str) -> list[dict]:
+    """Every recorded request of a deployment (without content): variant, status, latency, ttft, tokens."""
+    query = (select(ServedRequest.id, ServedRequest.variant, ServedRequest.model, ServedRequest.status,
+                    ServedRequest.latency_s, ServedRequest.ttft_s, ServedRequest.completion_tokens)
+             .where(ServedRequest.deployment == deployment).order_by(ServedRequest.created_at))
+    with db.session() as s:
+        return [row._asdict() for row in s.execute(query)]
+
+
+def feedback_rows(deployment: str) -> list[dict]:
+    query = (select(Feedback.response_id, Feedback.variant, Feedback.rating, Feedback.comment)
+             .where(Feedback.deployment == deployment).order_by(Feedback.id))
+    with db.session() as s:
+        return [row._asdict() for row in s.execute(query)]
+
+
+def logged_requests(deployment: str, limit: int | None = None) -> list[ServedRequest]:
+    """Requests recorded with their content (``--log-requests``), oldest first."""
+    query = (select(ServedRequest).where(ServedRequest.deployment == deployment, ServedRequest.request.is_not(None))
+             .order_by(ServedRequest.created_at))
+    if limit:
+        query = query.limit(limit)
+    with db.session() as s:
+        return list(s.scalars(query))
+
+
+def export_logged_requests(deployment: str, path: str | Path, *, min_rating: float | None = None) -> int:
+    """Write the deployment's logged, successful chat requests as OpenAI chat JSONL; returns the rows written.
+
+    Each line is ``{"messages": [...request messages, {"role": "assistant", "content": response}]}``,
+    which ``oikyo data import`` reads as the openai format. ``min_rating`` keeps only responses whose
+    feedback averages at least that (responses without feedback are then left out).
+    """
+    ratings: dict[str, list[float]] = {}
+    if min_rating is not None:
+        for row in feedback_rows(deployment):
+            ratings.setdefault(row["response_id"], []).append(row["rating"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for row in logged_requests(deployment):
+            if row.endpoint != "chat" or row.status != 200 or row.response is None:
+                continue
+            messages = (row.request or {}).get("messages")
+            if not messages:
+                continue
+            if min_rating is not None:
+                got = ratings.get(row.id)
+                if not got or sum(got) / len(got) < min_rating:
+                    continue
+            conversation = [*messages, {"role": "assistant", "content": row.response}]
+            out.write(json.dumps({"messages": conversation}, ensure_ascii=False) + "\n")
+            written += 1
+    return written

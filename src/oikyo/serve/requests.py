@@ -1,0 +1,183 @@
+"""What a caller hands the generation engine and what it gets back: requests, results, stream handles.
+
+A :class:`GenerationRequest` holds prompt tokens (from :func:`oikyo.models.chat_template.encode_prompt`)
+and decoding settings. :meth:`GenerationEngine.submit` returns a :class:`GenerationHandle`::
+
+    handle = engine.submit(GenerationRequest(prompt_ids, max_new_tokens=64))
+    for delta in handle:                 # text deltas as they are generated (blocking iterator)
+        print(delta, end="")
+    result = handle.result()             # GenerationResult
+
+    async for delta in handle.astream():  # the same from asyncio; leaving the loop early cancels
+        ...
+
+``handle.cancel()`` stops the generation and frees its batch slot at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+FINISH_REASONS = ("stop", "length", "cancelled")
+
+
+@dataclass
+class GenerationRequest:
+    """One completion to generate.
+
+    ``temperature`` 0 is greedy decoding. ``stop`` strings end the generation when they appear in
+    the decoded text (the stop string is not part of the output). ``stop_token_ids`` end it when
+    generated (None: the model's end-of-sequence tokens; [] : none). ``seed`` seeds this request's
+    own random generator, so sampling gives the same tokens whatever else shares the batch.
+    ``adapter`` names a LoRA adapter added with ``engine.add_adapter`` (None: the base model).
+    Several completions of one prompt are several requests (with different seeds).
+    """
+
+    prompt_ids: list[int]
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] | None = None
+    seed: int | None = None
+    adapter: str | None = None
+
+    def validate(self) -> None:
+        if not self.prompt_ids:
+            raise ValueError("prompt_ids is empty")
+        if self.max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be >= 0")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+
+
+@dataclass
+class GenerationResult:
+    """A finished generation.
+
+    ``token_ids`` are all generated tokens, including a final stop token (eos) and the tokens that
+    completed a stop string; ``text`` is their decoded text without special tokens, cut before a
+    stop string. ``finish_reason``: "stop" (a stop token or string), "length" (max_new_tokens or
+    the context length reached) or "cancelled". Times are seconds from submission.
+    ``admitted_step`` / ``finished_step`` are the engine's step counter when the request joined the
+    batch and when it left (for scheduling diagnostics).
+    """
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token: float | None
+    total_time: float
+    adapter: str | None = None
+    admitted_step: int | None = None
+    finished_step: int | None = None
+
+
+class GenerationHandle:
+    """A submitted request: stream its text, wait for its result, or cancel it. Thread-safe."""
+
+    def __init__(self, request: GenerationRequest):
+        self.request = request
+        self._cond = threading.Condition()
+        self._deltas: list[str] = []
+        self._result: GenerationResult | None = None
+        self._error: BaseException | None = None
+        self._cancelled = threading.Event()
+        self._wakers: list[Callable[[], None]] = []
+
+    # ----------------------------------------------------------------- consumer side
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None or self._error is not None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Stop generating (a disconnected client): the engine frees the slot at its next step."""
+        self._cancelled.set()
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        """Block until the generation ends; raise the engine's error if it failed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.done, timeout):
+                raise TimeoutError("generation did not finish in time")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def __iter__(self):
+        """Text deltas as they come (blocking); raises the engine's error if the generation failed."""
+        seen = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: len(self._deltas) > seen or self.done)
+                chunk, finished = self._deltas[seen:], self.done
+            seen += len(chunk)
+            yield from chunk
+            if finished:
+                break
+        if self._error is not None:
+            raise self._error
+
+    async def astream(self, cancel_on_exit: bool = True):
+        """Text deltas for asyncio code. Leaving the loop early (a client disconnect) cancels the request."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+
+        def waker() -> None:
+            loop.call_soon_threadsafe(event.set)
+
+        with self._cond:
+            self._wakers.append(waker)
+        seen = 0
+        try:
+            while True:
+                event.clear()  # cleared before reading, so a delta that arrives after the read sets it again
+                with self._cond:
+                    chunk, finished = self._deltas[seen:], self.done
+                seen += len(chunk)
+                for delta in chunk:
+                    yield delta
+                if finished:
+                    break
+                await event.wait()
+            if self._error is not None:
+                raise self._error
+        finally:
+            with self._cond:
+                self._wakers.remove(waker)
+            if cancel_on_exit and not self.done:
+                self.cancel()
+
+    # ----------------------------------------------------------------- engine side
+
+    def _notify(self) -> None:
+        self._cond.notify_all()
+        for waker in list(self._wakers):
+            waker()
+
+    def _emit(self, delta: str) -> None:
+        if delta:
+            with self._cond:
+                self._deltas.append(delta)
+                self._notify()
+
+    def _finish(self, result: GenerationResult) -> None:
+        with self._cond:
+            self._result = result
+            self._notify()
+
+    def _fail(self, error: BaseException) -> None:
+        with self._cond:
+            self._error = error
+            self._notify()

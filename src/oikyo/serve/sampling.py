@@ -1,0 +1,69 @@
+"""Choose the next token of every row of a batch: greedy, or sampled with temperature and top-p.
+
+Greedy rows take the argmax of the logits, exactly as Hugging Face's ``generate(do_sample=False)``.
+Sampled rows draw from their own ``torch.Generator``, seeded per request, so a request's tokens do
+not depend on which other requests share its batch (the random stream is consumed by that request
+alone, one draw per generated token)::
+
+    tokens = choose_tokens(logits, [RowSampling(0.0, 1.0, None), RowSampling(0.8, 0.95, gen)])
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RowSampling:
+    """How one row picks its token: greedy when ``temperature`` is 0."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+def make_generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator seeded with ``seed`` (a fresh random seed when None)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else secrets.randbits(63))
+    return generator
+
+
+def choose_tokens(logits: torch.Tensor, rows: list[RowSampling]) -> list[int]:
+    """The next token of each row. logits: (rows, vocab), float."""
+    greedy = logits.argmax(dim=-1).tolist()  # one batched op covers every greedy row
+    for i, row in enumerate(rows):
+        if not row.greedy:
+            greedy[i] = sample_row(logits[i], row)
+    return greedy
+
+
+def sample_row(logits: torch.Tensor, row: RowSampling) -> int:
+    """Draw one token from ``softmax(logits / temperature)`` restricted to the top-p nucleus. logits: (vocab,)."""
+    scores = logits.float() / row.temperature
+    if row.top_p < 1.0:
+        scores = top_p_filter(scores, row.top_p)
+    probs = torch.softmax(scores, dim=-1)
+    # The generator lives on the logits' device; multinomial draws from it alone.
+    return int(torch.multinomial(probs, 1, generator=row.generator))
+
+
+def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Scores with everything outside the smallest set of tokens whose probability reaches ``top_p`` set to -inf.
+
+    Same rule as Hugging Face's ``TopPLogitsWarper``: the most likely token is always kept.
+    scores: (vocab,).
+    """
+    sorted_scores, order = torch.sort(scores, descending=False)
+    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative <= (1 - top_p)
+    remove_sorted[-1] = False
+    remove = remove_sorted.scatter(0, order, remove_sorted)
+    return scores.masked_fill(remove, float("-inf"))

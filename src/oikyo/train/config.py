@@ -1,0 +1,461 @@
+"""The training config: typed groups (model, data, method, lora, train, dpo, checkpoint), YAML in and out.
+
+A config is a YAML file, dotted overrides and quick keyword overrides, validated together::
+
+    config = load_config("sft-lora.yaml", ["train.lr=1e-4", "lora.rank=8"], dataset="support")
+    config_hash(config)        # sha256 of the canonical JSON: identical configs, identical hashes
+    print(dump_yaml(config))   # the resolved config as YAML, every knob with its description
+
+Every problem (bad values, unknown keys, malformed overrides, cross-field conflicts) is collected
+and raised once as :class:`ConfigError`, one line per problem with the dotted field path.
+
+``auto`` fields (device, dtype, num_threads) stay ``auto`` in the config, so one file is portable;
+:func:`resolve_runtime` turns them into concrete values on the machine that trains. Checks that
+depend on the hardware (QLoRA needs CUDA and bitsandbytes; bf16 needs a device that runs it
+natively) run at validation time, so they fail before a job is queued on the same machine.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from oikyo.errors import OikyoError
+
+_PROBLEMS = "oikyo_config_problems"  # pydantic error type carrying several "path: message" lines
+
+
+class ConfigError(OikyoError):
+    """The training config has problems; ``problems`` lists them, one "dotted.path: message" each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        count = len(self.problems)
+        header = f"Invalid training config ({count} problem{'s' if count != 1 else ''}):"
+        super().__init__("\n".join([header, *(f"  - {p}" for p in self.problems)]))
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ModelSettings(_Group):
+    """The base model to fine-tune."""
+
+    name: str = Field(
+        "smollm2-135m-instruct",
+        description="Catalog name or local folder of the base model (default: the bundled SmolLM2-135M-Instruct).",
+    )
+
+
+class DataSettings(_Group):
+    """Which dataset version to read and how its rows become token batches."""
+
+    dataset: str | None = Field(
+        None, description="Dataset version to train on: an id, a name (latest version) or name@id."
+    )
+    train_split: str | None = Field(
+        "train", description="Split of the version used for training (null: every row, when the version is not split)."
+    )
+    eval_split: str | None = Field(
+        "validation", description="Split used for validation loss, early stopping and best checkpoints (null: none)."
+    )
+    max_eval_rows: int | None = Field(
+        256, ge=1, description="Evaluate on at most this many validation rows (the first ones), to bound eval time."
+    )
+    max_length: int = Field(
+        1024,
+        ge=8,
+        description="Longest example in tokens. Longer examples stop the run with an error naming the row "
+        "(never silently truncated).",
+    )
+    packing: bool = Field(
+        False,
+        description="SFT only: concatenate examples into max_length blocks (positions restart per example, "
+        "attention stays within each example). Off: batches of similar length, padded to the longest.",
+    )
+    train_on: Literal["assistant", "last", "all"] = Field(
+        "assistant",
+        description="Tokens that count in the loss: every assistant reply, only the last reply, or all tokens.",
+    )
+
+
+class MethodSettings(_Group):
+    """The training objective and which weights it updates."""
+
+    name: Literal["sft", "dpo"] = Field(
+        "sft", description="sft: supervised fine-tuning on conversations or text; dpo: preference pairs."
+    )
+    finetune: Literal["lora", "full", "qlora"] = Field(
+        "lora",
+        description="lora: small adapters on a frozen base; full: every weight; qlora: LoRA on a 4-bit base "
+        "(CUDA with bitsandbytes only).",
+    )
+
+
+def _check_target_modules(value: Any) -> Any:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return value
+    raise ValueError("must be 'all-linear' or a non-empty list of module names, e.g. [q_proj, v_proj]")
+
+
+class LoraSettings(_Group):
+    """LoRA adapter shape (used by finetune lora and qlora)."""
+
+    rank: int = Field(16, ge=1, le=4096, description="Rank r of the low-rank update matrices.")
+    alpha: float = Field(32, gt=0, description="Scaling numerator: the update is scaled by alpha / rank.")
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Dropout on the adapter's input during training. 0 (default) lets the adapters reuse the "
+        "layer input: less memory and ~1.5x faster on a CPU; 0.05-0.1 can help on small datasets.",
+    )
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="Modules that get adapters: 'all-linear' (every linear layer except the output head) "
+        "or a list of names such as [q_proj, v_proj].",
+    )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        return _check_target_modules(value)
+
+
+def _check_threads(value: Any) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise ValueError("must be 'auto' (the physical cores) or a positive integer")
+
+
+class TrainSettings(_Group):
+    """Optimizer, schedule, batching, evaluation and hardware settings."""
+
+    lr: float = Field(2e-4, gt=0, le=1, description="Peak learning rate of AdamW (2e-4 suits LoRA; ~2e-5 full).")
+    scheduler: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Learning-rate decay after warmup: cosine or linear to zero, or constant."
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Warmup length in optimizer steps; when set it overrides warmup_ratio."
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Warmup length as a fraction of all optimizer steps.")
+    epochs: int = Field(1, ge=1, le=1000, description="Passes over the training rows (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(8, ge=1, description="Examples (or packed blocks) per forward pass.")
+    grad_accum: int = Field(1, ge=1, description="Forward passes accumulated into one optimizer step.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay on matrices (not norms/biases).")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the total gradient norm to this (null: no clipping).")
+    seed: int = Field(0, ge=0, description="Seed for adapter initialisation, dropout and the data order.")
+    group_by_length: bool = Field(
+        True,
+        description="Batch examples of similar length together (within the seeded order) to avoid padding waste.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, ~30% slower. Off for small models."
+    )
+    eval_every: int | None = Field(
+        50, ge=1, description="Evaluate the validation loss every this many optimizer steps (and always at the end)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement (null: never stop early)."
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0, description="An evaluation improves only when the loss falls by more than this."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where to train: auto picks CUDA, then Apple MPS, then the CPU."
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Compute precision: auto is bf16 only where the device runs it natively (CUDA), "
+        "float32 elsewhere (bf16 on a CPU is emulated and ~15x slower).",
+    )
+    num_threads: int | Literal["auto"] = Field(
+        "auto", description="CPU threads for PyTorch: auto uses the physical cores (hyper-threads only contend)."
+    )
+
+    @field_validator("num_threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        return _check_threads(value)
+
+
+class DpoSettings(_Group):
+    """Direct preference optimisation (method dpo)."""
+
+    beta: float = Field(
+        0.1, gt=0, description="Strength of the pull toward the reference model (higher: stay closer to it)."
+    )
+
+
+class CheckpointSettings(_Group):
+    """When checkpoints are written and which are kept."""
+
+    save_every: int | None = Field(
+        100, ge=1, description="Save a checkpoint every this many optimizer steps (always at the end and on cancel)."
+    )
+    keep_best: int = Field(
+        2, ge=0, description="Keep the k checkpoints with the lowest validation loss, plus the newest one."
+    )
+    export: Literal["last", "best"] = Field(
+        "last", description="Weights written to output/: the final step's, or the best validation checkpoint's."
+    )
+
+
+class TrainConfig(_Group):
+    """A complete fine-tuning run: base model, data, method and every training knob."""
+
+    model: ModelSettings = Field(default_factory=ModelSettings, description=ModelSettings.__doc__)
+    data: DataSettings = Field(default_factory=DataSettings, description=DataSettings.__doc__)
+    method: MethodSettings = Field(default_factory=MethodSettings, description=MethodSettings.__doc__)
+    lora: LoraSettings = Field(default_factory=LoraSettings, description=LoraSettings.__doc__)
+    train: TrainSettings = Field(default_factory=TrainSettings, description=TrainSettings.__doc__)
+    dpo: DpoSettings = Field(default_factory=DpoSettings, description=DpoSettings.__doc__)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings, description=CheckpointSettings.__doc__)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> TrainConfig:
+        problems = cross_field_problems(self)
+        if problems:
+            raise PydanticCustomError(_PROBLEMS, "{problems}", {"problems": "\n".join(problems)})
+        return self
+
+
+def cross_field_problems(config: TrainConfig) -> list[str]:
+    """Conflicts between fields and with this machine's hardware, as "dotted.path: message" lines."""
+    from oikyo.train import hardware
+
+    problems = []
+    train, method = config.train, config.method
+    if config.data.packing and method.name == "dpo":
+        problems.append("data.packing: packing applies to sft only; turn it off for dpo")
+    if train.early_stopping_patience is not None and (train.eval_every is None or config.data.eval_split is None):
+        problems.append("train.early_stopping_patience: early stopping needs train.eval_every and data.eval_split")
+
+    hw = hardware.detect()
+    if train.device == "cuda" and not hw.cuda:
+        problems.append("train.device: cuda was requested but no CUDA device is available")
+    if train.device == "mps" and not hw.mps:
+        problems.append("train.device: mps was requested but Apple MPS is not available")
+    device = hw.device if train.device == "auto" else train.device
+    if train.dtype == "bfloat16" and not hardware.device_supports_bf16(device):
+        problems.append(
+            f"train.dtype: bfloat16 needs a device that runs it natively (a CUDA GPU with bf16); "
+            f"{device} would emulate it ~15x slower. Use auto or float32"
+        )
+    if method.finetune == "qlora":
+        if device != "cuda" or not hw.cuda:
+            problems.append("method.finetune: qlora needs a CUDA GPU; use lora (same quality, more memory) here")
+        elif not hw.bitsandbytes:
+            problems.append("method.finetune: qlora needs the bitsandbytes package: pip install bitsandbytes")
+    return problems
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Concrete hardware settings for one run (the config's ``auto`` values resolved on this machine)."""
+
+    device: str  # "cpu" | "cuda" | "mps"
+    dtype: str  # "float32" | "bfloat16"
+    num_threads: int
+
+
+def resolve_runtime(config: TrainConfig) -> Runtime:
+    """Resolve device, dtype and num_threads for this machine."""
+    from oikyo.train import hardware
+
+    hw = hardware.detect()
+    train = config.train
+    device = hw.device if train.device == "auto" else train.device
+    if train.dtype == "auto":
+        dtype = "bfloat16" if hardware.device_supports_bf16(device) else "float32"
+    else:
+        dtype = train.dtype
+    threads = hw.physical_cores if train.num_threads == "auto" else int(train.num_threads)
+    return Runtime(device=device, dtype=dtype, num_threads=threads)
+
+
+# ----------------------------------------------------------------------------- loading
+
+# Quick keyword overrides (CLI options such as --dataset, --model) and the field each one sets.
+QUICK_KEYS = {
+    "dataset": "data.dataset",
+    "model": "model.name",
+    "method": "method.name",
+    "finetune": "method.finetune",
+    "lr": "train.lr",
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "batch_size": "train.batch_size",
+    "max_length": "data.max_length",
+    "packing": "data.packing",
+    "seed": "train.seed",
+    "device": "train.device",
+    "dtype": "train.dtype",
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), **quick) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a YAML file (optional), dotted overrides and quick overrides.
+
+    ``overrides`` are "dotted.path=value" strings, the value parsed as a YAML scalar or list
+    ("train.lr=1e-4", "lora.target_modules=[q_proj, v_proj]", "data.eval_split=null").
+    ``quick`` keywords are :data:`QUICK_KEYS` or any unique field name (``rank=8``); None values
+    are ignored, so a CLI can pass every option through. Raises :class:`ConfigError` listing
+    every problem.
+    """
+    problems: list[str] = []
+    raw = _read_yaml(path, problems)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"{item}: an override must look like dotted.path=value (e.g. train.lr=1e-4)")
+            continue
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        _set_path(raw, key.strip(), parsed, problems)
+    for name, value in quick.items():
+        if value is None:
+            continue
+        dotted = QUICK_KEYS.get(name) or _unique_field(name)
+        if dotted is None:
+            problems.append(f"{name}: unknown quick setting (known: {', '.join(sorted(QUICK_KEYS))})")
+            continue
+        _set_path(raw, dotted, value, problems)
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as error:
+        problems.extend(format_validation_error(error))
+        config = None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _read_yaml(path: str | Path | None, problems: list[str]) -> dict:
+    if path is None:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        problems.append(f"{file}: config file not found")
+        return {}
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as error:
+        problems.append(f"{file}: not valid YAML ({error})")
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{file}: the top level must be a mapping of groups (model, data, train, ...)")
+        return {}
+    return data
+
+
+def _set_path(raw: dict, dotted: str, value: Any, problems: list[str]) -> None:
+    """Set ``raw[a][b]... = value`` for "a.b..."; a non-mapping in the way is a problem."""
+    parts = dotted.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            problems.append(f"{'.'.join(parts[: i + 1])}: is a value, not a group, so {dotted} cannot be set")
+            return
+        node = child
+    node[parts[-1]] = value
+
+
+def _unique_field(name: str) -> str | None:
+    """The dotted path of the only group field called ``name``, or None."""
+    matches = [
+        f"{group}.{name}"
+        for group, info in TrainConfig.model_fields.items()
+        if name in info.annotation.model_fields  # type: ignore[union-attr]
+    ]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _all_paths() -> list[str]:
+    return [
+        f"{group}.{field}"
+        for group, info in TrainConfig.model_fields.items()
+        for field in info.annotation.model_fields  # type: ignore[union-attr]
+    ] + list(TrainConfig.model_fields)
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """One readable "dotted.path: message" line per problem in a pydantic ValidationError."""
+    lines = []
+    for err in error.errors():
+        path = ".".join(str(part) for part in err["loc"])
+        if err["type"] == _PROBLEMS:
+            prefix = f"{path}." if path else ""
+            lines.extend(prefix + line for line in err["ctx"]["problems"].split("\n"))
+            continue
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(path, _all_paths(), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            lines.append(f"{path}: unknown setting{hint}")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        if err["type"] != "missing" and not isinstance(value, (dict, list)):
+            message += f" (got {value!r})"
+        lines.append(f"{path}: {message}")
+    return lines
+
+
+def config_hash(config: TrainConfig) -> str:
+    """sha256 of the canonical JSON of the config (sorted keys, no spaces)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def dump_yaml(config: TrainConfig, header: str | None = None) -> str:
+    """The config as YAML with every group and field preceded by its description as a comment.
+
+    ``header`` (optional) opens the file as comment lines. ``load_config`` reads the result back
+    to an equal config.
+    """
+    lines: list[str] = []
+    if header:
+        lines.extend(f"# {line}".rstrip() for line in header.strip().splitlines())
+        lines.append("")
+    for group, info in TrainConfig.model_fields.items():
+        lines.extend(_comment(info.description or "", indent=""))
+        lines.append(f"{group}:")
+        settings = getattr(config, group)
+        for name, field_info in type(settings).model_fields.items():
+            lines.extend(_comment(field_info.description or "", indent="  "))
+            lines.append(f"  {name}: {_yaml_value(getattr(settings, name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _comment(text: str, indent: str) -> list[str]:
+    return [f"{indent}# {line}" for line in textwrap.wrap(text, width=100 - len(indent) - 2)]
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as a one-line YAML flow scalar or list."""
+    if isinstance(value, float):
+        text = repr(value)  # PyYAML (YAML 1.1) reads "1e-05" as a string: write "1.0e-05"
+        mantissa, e, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()

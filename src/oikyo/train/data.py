@@ -1,0 +1,280 @@
+"""Rows to token batches: encoding, length limits, the seeded data order, collation and packing.
+
+Canonical rows (src/oikyo/data/schema.py) become token ids through ``oikyo.models.chat_template``
+only, so training sees exactly the format evaluation and serving use::
+
+    examples = encode_sft_rows(rows, tokenizer, limit=TokenLimit(1024, 8192), train_on="assistant")
+    plan = epoch_plan([len(e) for e in examples], batch_size=8, seed=0, epoch=0)
+    batch = collate([examples[i] for i in plan[0]], pad_id=tokenizer.pad_token_id)
+
+**Order.** Epoch ``e`` visits the rows in a permutation seeded by ``(seed, e)``; nothing else draws
+from that generator, so the position in the data is just ``(epoch, batch index)`` and resuming
+mid-epoch rebuilds the same plan and continues with exactly the next batch. With
+``group_by_length`` the permutation is cut into windows of 50 batches, each window is sorted by
+length and cut into batches, and the batches are shuffled (same generator): batches hold examples
+of similar length, so padding to the longest wastes little, while the order stays random.
+
+**Packing.** Examples (in the seeded order) are concatenated greedily into blocks of at most
+``max_length`` tokens. Each block carries ``position_ids`` that restart at 0 for every example and
+no ``attention_mask``; transformers (>= 4.53, masking_utils.find_packed_sequence_indices) turns
+such restarts into a block-diagonal causal mask for the sdpa and eager attention kernels, and
+flash-attention kernels use them as sequence boundaries. So attention never crosses examples.
+The label of each example's first token is masked (it would otherwise be "predicted" from the
+previous example's last token). On CPU the block mask costs little at these lengths (attention is a
+small share of the FLOPs of a 135M model at 1k tokens); :func:`check_packing_support` refuses
+models whose forward takes no ``position_ids``.
+
+**Limits.** An example longer than ``data.max_length`` or the model's context raises
+:class:`~oikyo.train.TrainingError` naming the rows; nothing is ever silently truncated.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from oikyo.models.chat_template import IGNORE_INDEX, Encoded, encode_conversation, encode_text, row_kind
+from oikyo.train import TrainingError
+
+GROUP_WINDOW = 50  # batches per length-sorted window (as in transformers' LengthGroupedSampler)
+_MAX_LISTED = 5  # over-long rows named in one error message
+# Attention implementations that turn restarting position_ids into per-example attention.
+PACKING_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+@dataclass(frozen=True)
+class TokenLimit:
+    """The longest example allowed: the config's max_length and the model's context length."""
+
+    max_length: int
+    context_length: int
+
+    @property
+    def tokens(self) -> int:
+        return min(self.max_length, self.context_length)
+
+    def describe(self) -> str:
+        if self.context_length < self.max_length:
+            return f"the model's context length ({self.context_length} tokens)"
+        return f"data.max_length ({self.max_length} tokens)"
+
+
+@dataclass
+class Pair:
+    """One DPO example: prompt + chosen reply and prompt + rejected reply (labels on the reply only)."""
+
+    chosen: Encoded
+    rejected: Encoded
+
+    def __len__(self) -> int:
+        return max(len(self.chosen), len(self.rejected))
+
+
+def _preview(row: dict) -> str:
+    if row.get("messages"):
+        first = next((m for m in row["messages"] if m.get("role") == "user"), row["messages"][0])
+        text = first.get("content") or ""
+    else:
+        text = row.get("text") or ""
+    text = " ".join(text.split())
+    return text[:60] + ("..." if len(text) > 60 else "")
+
+
+def _too_long_error(split: str, too_long: list[tuple[int, int, str]], limit: TokenLimit) -> TrainingError:
+    listed = "; ".join(f"row {i} ({n} tokens): {preview!r}" for i, n, preview in too_long[:_MAX_LISTED])
+    more = f"; and {len(too_long) - _MAX_LISTED} more" if len(too_long) > _MAX_LISTED else ""
+    hint = (
+        "raise data.max_length"
+        if limit.max_length < limit.context_length
+        else "shorten or drop these rows (the model cannot read longer sequences)"
+    )
+    return TrainingError(
+        f"{len(too_long)} {split} example(s) are longer than {limit.describe()} and would have to be truncated "
+        f"(oikyo never truncates silently): {listed}{more}. Fix: {hint}."
+    )
+
+
+def _finish(split: str, examples: list, skipped: int, too_long: list, limit: TokenLimit, log) -> list:
+    if too_long:
+        raise _too_long_error(split, too_long, limit)
+    if skipped and log:
+        log(f"{split}: skipped {skipped} row(s) with no tokens to train on (no assistant reply)")
+    if not examples:
+        raise TrainingError(f"the {split} data is empty: no rows with tokens to train on")
+    return examples
+
+
+def encode_sft_rows(
+    rows: Iterable[dict], tokenizer, *, limit: TokenLimit, train_on: str = "assistant", split: str = "train", log=None
+) -> list[Encoded]:
+    """Encode conversation or text rows for SFT; raise TrainingError for over-long rows or no data."""
+    examples, too_long, skipped = [], [], 0
+    for index, row in enumerate(rows):
+        kind = row_kind(row)
+        if kind == "preference":
+            raise TrainingError(f"{split} row {index} is a preference pair; use method.name=dpo for preference data")
+        if kind == "text":  # plain text has no assistant turns: every token is trained on
+            encoded = encode_text(tokenizer, row["text"])
+        else:
+            encoded = encode_conversation(tokenizer, list(row["messages"]), tools=row.get("tools"), train_on=train_on)
+        if len(encoded) > limit.tokens:
+            too_long.append((index, len(encoded), _preview(row)))
+        elif any(label != IGNORE_INDEX for label in encoded.labels[1:]):
+            examples.append(encoded)
+        else:
+            skipped += 1
+    return _finish(split, examples, skipped, too_long, limit, log)
+
+
+def encode_dpo_rows(
+    rows: Iterable[dict], tokenizer, *, limit: TokenLimit, split: str = "train", log=None
+) -> list[Pair]:
+    """Encode preference rows as (prompt + chosen, prompt + rejected), labels on the final reply only."""
+    pairs, too_long = [], []
+    for index, row in enumerate(rows):
+        if row_kind(row) != "preference" or row.get("rejected") is None:
+            raise TrainingError(f"{split} row {index} is not a preference pair (messages, chosen, rejected)")
+        messages, tools = list(row["messages"]), row.get("tools")
+        chosen, rejected = (
+            encode_conversation(
+                tokenizer, messages + [{"role": "assistant", "content": reply}], tools=tools, train_on="last"
+            )
+            for reply in (row["chosen"], row["rejected"])
+        )
+        pair = Pair(chosen, rejected)
+        if len(pair) > limit.tokens:
+            too_long.append((index, len(pair), _preview(row)))
+        else:
+            pairs.append(pair)
+    return _finish(split, pairs, 0, too_long, limit, log)
+
+
+# ----------------------------------------------------------------------------- order
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The seeded permutation of ``n`` example indices for ``epoch`` (same inputs, same order)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def epoch_plan(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = True
+) -> list[list[int]]:
+    """Batches of example indices for one epoch (see the module docstring for the order)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths)).tolist()
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * GROUP_WINDOW
+    batches = []
+    for start in range(0, len(order), window):
+        # Longest first within the window (stable sort: ties keep the seeded order).
+        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches)).tolist()]
+
+
+def pack_plan(
+    lengths: Sequence[int], max_length: int, batch_size: int, seed: int, epoch: int
+) -> list[list[list[int]]]:
+    """Batches of blocks for one epoch; a block is a list of example indices whose lengths fit max_length."""
+    blocks: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for index in epoch_order(len(lengths), seed, epoch).tolist():
+        if current and used + lengths[index] > max_length:
+            blocks.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += lengths[index]
+    if current:
+        blocks.append(current)
+    return [blocks[i : i + batch_size] for i in range(0, len(blocks), batch_size)]
+
+
+def eval_plan(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches: longest first, so similar lengths share a batch (order does not matter)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# ----------------------------------------------------------------------------- collation
+
+
+def collate(examples: Sequence[Encoded], pad_id: int) -> dict:
+    """Right-pad to the longest example in the batch.
+
+    Returns input_ids (batch, seq), labels (batch, seq) with IGNORE_INDEX on padding, attention_mask
+    (batch, seq) with 1 on real tokens. Labels are not shifted.
+    """
+    import torch
+
+    width = max(len(e) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example)
+        input_ids[row, :n] = torch.tensor(example.input_ids, dtype=torch.long)
+        labels[row, :n] = torch.tensor(example.labels, dtype=torch.long)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def collate_packed(blocks: Sequence[Sequence[Encoded]], pad_id: int) -> dict:
+    """Concatenate each block's examples into one row; positions restart per example.
+
+    Returns input_ids, labels, position_ids (batch, seq) and token_mask (batch, seq: 1 on real
+    tokens, used only for counting). No attention_mask: the position restarts define the
+    block-diagonal mask. Padding at a row's end forms its own segment (positions from 0) with
+    IGNORE_INDEX labels, so it attends to nothing real and is never trained on.
+    """
+    import torch
+
+    width = max(sum(len(e) for e in block) for block in blocks)
+    input_ids = torch.full((len(blocks), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(blocks), width), IGNORE_INDEX, dtype=torch.long)
+    position_ids = torch.zeros((len(blocks), width), dtype=torch.long)
+    token_mask = torch.zeros((len(blocks), width), dtype=torch.long)
+    for row, block in enumerate(blocks):
+        at = 0
+        for example in block:
+            n = len(example)
+            input_ids[row, at : at + n] = torch.tensor(example.input_ids, dtype=torch.long)
+            labels[row, at : at + n] = torch.tensor(example.labels, dtype=torch.long)
+            labels[row, at] = IGNORE_INDEX  # never predict an example's first token from the previous one
+            position_ids[row, at : at + n] = torch.arange(n)
+            at += n
+        token_mask[row, :at] = 1
+        position_ids[row, at:] = torch.arange(width - at)
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "token_mask": token_mask}
+
+
+def collate_pairs(pairs: Sequence[Pair], pad_id: int) -> dict:
+    """DPO batch: the chosen sequences then the rejected ones, padded together: (2 * batch, seq)."""
+    return collate([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+
+
+def count_targets(labels) -> int:
+    """Tokens that count in the loss: labels != IGNORE_INDEX after the causal shift."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def check_packing_support(model) -> None:
+    """Raise TrainingError when the model cannot take per-example ``position_ids`` (packing needs them)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    forward = getattr(base, "forward", None)
+    attention = getattr(base.config, "_attn_implementation", None)
+    if forward is None or "position_ids" not in inspect.signature(forward).parameters:
+        reason = f"{type(base).__name__}'s forward takes no position_ids"
+    elif attention not in PACKING_ATTENTION:
+        reason = f"its attention implementation {attention!r} does not derive a mask from position_ids"
+    else:
+        return
+    raise TrainingError(
+        f"data.packing cannot be used with this model: {reason}. "
+        "Set data.packing=false (length-grouped batches waste little padding)."
+    )

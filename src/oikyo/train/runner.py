@@ -1,0 +1,594 @@
+"""Run a fine-tuning job: the entry point the job system calls, and the loop the recipes share.
+
+    result = run_training(config, run_dir=run_dir, model_dir=model_dir,
+                          train_rows=lambda: rows, eval_rows=lambda: val_rows,
+                          on_metrics=lambda step, m: print(step, m), should_stop=lambda: False, log=print)
+    merge_adapter(model_dir, result.output_dir, out_dir)   # LoRA runs: one plain transformers model
+
+:func:`run_training` picks the recipe (:mod:`oikyo.train.sft` or :mod:`oikyo.train.dpo`) and runs
+its ``setup()`` → ``train()`` → ``cleanup()``. A recipe knows its data and its loss; the
+:class:`Session` here owns what they share: threads and seeds, the model (LoRA via peft, full, or
+QLoRA), AdamW and the scheduler, checkpoints and resume, and the optimizer-step loop with
+evaluation, early stopping, cancellation and metrics. It is a plain PyTorch loop (no HF Trainer).
+
+Speed on small models comes from not wasting work: no gradient checkpointing unless asked,
+length-grouped batches (or packing) instead of random padding, and the output head applied only to
+positions that carry a label (``target_logprobs``): the 49k-wide logits are never computed for
+prompt or padding tokens.
+
+Run directory: ``config.yaml`` (the resolved config; written here only when the job system has
+not written it), ``checkpoints/step-NNNNNN/`` (see :mod:`oikyo.train.checkpoints`) and ``output/`` (the exported
+adapter or model plus tokenizer files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from oikyo.train import TrainingError
+from oikyo.train import checkpoints as ckpt
+from oikyo.train.config import TrainConfig, config_hash, dump_yaml, resolve_runtime
+
+IGNORE_INDEX = -100
+CHUNK_TOKENS = 4096  # above this many target tokens, output-head logits are computed in chunks
+_CHECKPOINT_ONLY = {ckpt.COMPLETE, ckpt.TRAINER_STATE, ckpt.OPTIMIZER_TENSORS, ckpt.OPTIMIZER_JSON, ckpt.SCHEDULER_JSON}
+
+
+@dataclass
+class TrainResult:
+    """How a run ended and where its weights are."""
+
+    status: str  # "succeeded" | "cancelled" | "stopped_early"
+    steps: int
+    tokens: int
+    final_checkpoint: Path
+    best_checkpoint: Path | None
+    best_eval_loss: float | None
+    output_dir: Path  # run_dir/output (not written for a cancelled run)
+
+
+@dataclass
+class RunContext:
+    """Where a run lives and how it talks to its caller (the arguments of :func:`run_training`)."""
+
+    run_dir: Path
+    model_dir: Path
+    train_rows: Callable[[], Iterable[dict]]
+    eval_rows: Callable[[], Iterable[dict]] | None
+    on_metrics: Callable[[int, dict], None]
+    should_stop: Callable[[], bool]
+    log: Callable[[str], None]
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    run_dir: Path,
+    model_dir: Path,
+    train_rows: Callable[[], Iterable[dict]],
+    eval_rows: Callable[[], Iterable[dict]] | None,
+    on_metrics: Callable[[int, dict], None],
+    should_stop: Callable[[], bool],
+    log: Callable[[str], None],
+) -> TrainResult:
+    """Train (or resume) the run in ``run_dir``; see docs/contracts-training.md."""
+    ctx = RunContext(Path(run_dir), Path(model_dir), train_rows, eval_rows, on_metrics, should_stop, log)
+    if config.method.name == "dpo":
+        from oikyo.train.dpo import DPORecipe as Recipe
+    else:
+        from oikyo.train.sft import SFTRecipe as Recipe
+    recipe = Recipe(config, ctx)
+    try:
+        recipe.setup()
+        return recipe.train()
+    except (MemoryError, RuntimeError) as error:
+        if _is_out_of_memory(error):
+            raise TrainingError(
+                f"ran out of memory ({str(error).splitlines()[0][:200]}). Lower train.batch_size (raise "
+                "train.grad_accum to keep the effective batch), lower data.max_length, or turn on "
+                "train.gradient_checkpointing."
+            ) from error
+        raise
+    finally:
+        recipe.cleanup()
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def lora_kwargs(config: TrainConfig) -> dict:
+    """peft.LoraConfig keyword arguments from the config's lora group."""
+    return {
+        "r": config.lora.rank,
+        "lora_alpha": config.lora.alpha,
+        "lora_dropout": config.lora.dropout,
+        "target_modules": config.lora.target_modules,
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
+
+
+def scheduler_kwargs(config: TrainConfig, total_steps: int) -> dict:
+    """transformers.get_scheduler keyword arguments (name, warmup, total steps)."""
+    train = config.train
+    warmup = train.warmup_steps if train.warmup_steps is not None else math.ceil(train.warmup_ratio * total_steps)
+    name = "constant_with_warmup" if train.scheduler == "constant" else train.scheduler
+    return {"name": name, "num_warmup_steps": min(warmup, total_steps), "num_training_steps": total_steps}
+
+
+def build_model(model_dir: Path, finetune: str, dtype, device: str, lora: dict, gradient_checkpointing: bool):
+    """The trainable model: the base model, wrapped with LoRA adapters for lora/qlora."""
+    import torch
+
+    if finetune == "qlora":
+        model = _load_4bit(model_dir, device)
+    else:
+        from oikyo.models.loading import load_model
+
+        # Full fine-tuning keeps float32 master weights (bf16 runs under autocast); LoRA may store
+        # the frozen base in bf16 to halve its memory (the adapters stay float32).
+        weights_dtype = torch.float32 if finetune == "full" else dtype
+        model = load_model(model_dir, dtype=weights_dtype, device=device)
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if finetune in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(**lora))
+    return model.train()
+
+
+def _load_4bit(model_dir: Path, device: str):
+    """The base model quantized to 4-bit NF4 with bitsandbytes (QLoRA; CUDA only)."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if device != "cuda":
+        raise TrainingError("QLoRA needs a CUDA GPU; use method.finetune=lora on this machine")
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, quantization_config=quantization, local_files_only=True, device_map={"": 0}
+    )
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def build_optimizer(model, lr: float, weight_decay: float, fused: bool):
+    """AdamW over the trainable parameters; matrices decay, vectors (norms, biases) do not."""
+    import torch
+
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused or None)
+
+
+# ----------------------------------------------------------------------------- forward helpers
+
+
+# Config attributes of models whose logits are more than head(hidden) (softcapping, scaling).
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def _model_parts(model):
+    """(trunk, head) of a causal LM, or None when its logits are more than head(hidden)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    if any(getattr(config, name, None) is not None for name in _LOGIT_TRANSFORMS):
+        return None
+    trunk, head = base.get_decoder(), base.get_output_embeddings()
+    if trunk is None or head is None or trunk is base:
+        return None
+    return trunk, head
+
+
+def _chunked_nll(head, hidden, targets):
+    """Per-token negative log-likelihood, logits in chunks recomputed in backward (bounded memory)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    def piece(h, t):
+        return F.cross_entropy(head(h).float(), t, reduction="none")  # (chunk,)
+
+    if hidden.shape[0] <= CHUNK_TOKENS:
+        return piece(hidden, targets)
+    parts = [
+        checkpoint(piece, h, t, use_reentrant=False)
+        for h, t in zip(hidden.split(CHUNK_TOKENS), targets.split(CHUNK_TOKENS))
+    ]
+    return torch.cat(parts)
+
+
+def target_logprobs(model, batch: dict):
+    """Log-probabilities of the target tokens: labels != IGNORE_INDEX after the causal shift.
+
+    Returns (logp (N,), rows (N,)): one entry per target token, and the batch row it belongs to.
+    The output head runs on those N positions only, never on prompt or padding positions. The batch
+    must be right-padded (as :func:`oikyo.train.data.collate` makes it).
+    """
+    import torch.nn.functional as F
+
+    targets = batch["labels"][:, 1:]  # (batch, seq-1): token t+1 is predicted at position t
+    mask = targets != IGNORE_INDEX  # (batch, seq-1)
+    # Batches are right-padded and attention is causal, so no real token can see a pad token: the
+    # padding mask changes nothing for the positions that count, and leaving it out lets sdpa use its
+    # fast causal kernel instead of the masked path. Packed batches carry position_ids instead.
+    inputs = {k: batch[k] for k in ("input_ids", "position_ids") if k in batch}
+    parts = _model_parts(model)
+    if parts is not None:
+        trunk, head = parts
+        hidden = trunk(**inputs, use_cache=False).last_hidden_state  # (batch, seq, hidden)
+        selected = hidden[:, :-1][mask]  # (N, hidden)
+        nll = _chunked_nll(head, selected, targets[mask])  # (N,)
+    else:
+        logits = model(**inputs, use_cache=False).logits[:, :-1]  # (batch, seq-1, vocab)
+        nll = F.cross_entropy(logits[mask].float(), targets[mask], reduction="none")  # (N,)
+    rows = mask.nonzero()[:, 0]  # (N,)
+    return -nll, rows
+
+
+# ----------------------------------------------------------------------------- the session
+
+
+@dataclass
+class LoopState:
+    """Where the run is; saved in every checkpoint's trainer_state.json."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_index: int = 0  # next batch of the epoch's plan
+    tokens: int = 0  # non-padding tokens seen
+    best_eval_loss: float | None = None
+    patience_best: float | None = None  # the loss an evaluation must beat by min_delta
+    bad_evals: int = 0
+    last_eval_step: int = -1
+    last_eval_loss: float | None = None
+
+
+class Session:
+    """What every recipe shares: runtime, model, optimizer, scheduler, checkpoints and the step loop.
+
+    A recipe creates it in ``setup()``, calls :meth:`build` once its data is encoded, and hands
+    itself to :meth:`fit` in ``train()``. The recipe supplies ``plan(epoch)`` (batches of example
+    indices), ``make_batch(items)`` (CPU tensors), ``count(batch)`` (loss units: target tokens or
+    pairs), ``tokens(batch)`` (non-padding tokens), ``loss(batch)`` ((loss summed over units,
+    extra metric sums)) and ``evaluate()`` (a dict with eval_loss, or None without eval data).
+    """
+
+    def __init__(self, config: TrainConfig, ctx: RunContext):
+        import torch
+        from transformers import set_seed
+
+        from oikyo.models.loading import context_length, load_tokenizer
+
+        self.config, self.ctx = config, ctx
+        self.runtime = resolve_runtime(config)
+        torch.set_num_threads(self.runtime.num_threads)
+        set_seed(config.train.seed)
+        self.device = torch.device(self.runtime.device)
+        self.dtype = torch.bfloat16 if self.runtime.dtype == "bfloat16" else torch.float32
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = ctx.run_dir / "checkpoints"
+        self.hash = config_hash(config)
+        if not (ctx.run_dir / "config.yaml").exists():  # the job system writes it when it queues the run
+            (ctx.run_dir / "config.yaml").write_text(dump_yaml(config, header=f"config_hash {self.hash}"))
+        self.log(
+            f"config_hash {self.hash[:16]}; device={self.runtime.device} dtype={self.runtime.dtype} "
+            f"num_threads={self.runtime.num_threads}"
+        )
+        self.tokenizer = load_tokenizer(ctx.model_dir)
+        self.context_length = context_length(ctx.model_dir)
+        self.state = LoopState()
+        self.last_saved_step = -1
+        self.model = self.optimizer = self.scheduler = None
+
+    def log(self, message: str) -> None:
+        """Say something to the caller (the job system appends it to run_dir/train.log)."""
+        self.ctx.log(message)
+
+    def close(self) -> None:
+        """Drop the model and optimizer so their memory is freed before the caller goes on."""
+        self.model = self.optimizer = self.scheduler = None
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def build(self, recipe, model=None) -> None:
+        """Model, optimizer and scheduler for ``recipe``'s plan; then resume from the newest checkpoint."""
+        from transformers import get_scheduler
+
+        config = self.config
+        self.total_steps = self._total_steps(recipe)
+        self.model = model or build_model(
+            self.ctx.model_dir,
+            config.method.finetune,
+            self.dtype,
+            self.runtime.device,
+            lora_kwargs(config),
+            config.train.gradient_checkpointing,
+        )
+        self.is_peft = hasattr(self.model, "disable_adapter")
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        trainable = sum(p.numel() for p in self.params)
+        total = sum(p.numel() for p in self.model.parameters())
+        self.log(f"{config.method.name}/{config.method.finetune}: {trainable:,} trainable of {total:,} parameters")
+        self.optimizer = build_optimizer(
+            self.model, config.train.lr, config.train.weight_decay, fused=self.runtime.device == "cuda"
+        )
+        self.scheduler = get_scheduler(optimizer=self.optimizer, **scheduler_kwargs(config, self.total_steps))
+        self._resume()
+
+    def _total_steps(self, recipe) -> int:
+        train = self.config.train
+        if train.max_steps is not None:
+            return train.max_steps
+        return sum(math.ceil(len(recipe.plan(epoch)) / train.grad_accum) for epoch in range(train.epochs))
+
+    def _resume(self) -> None:
+        for path in ckpt.clean_incomplete(self.checkpoints):
+            self.log(f"Removed an incomplete checkpoint: {path.name}")
+        latest = ckpt.latest_complete(self.checkpoints)
+        if latest is None:
+            return
+        saved = ckpt.read_state(latest)
+        if saved.get("config_hash") != self.hash:
+            self.log("Warning: the config changed since the checkpoint was written; resuming anyway")
+        self._load_weights(latest)
+        ckpt.load_optimizer(self.optimizer, latest)
+        ckpt.load_scheduler(self.scheduler, latest)
+        self.state = LoopState(**{k: saved[k] for k in LoopState.__dataclass_fields__ if k in saved})
+        self.last_saved_step = self.state.step
+        ckpt.set_rng_state(saved["rng"])  # last: nothing after this may draw random numbers
+        self.log(
+            f"Resumed from {latest.name}: epoch {self.state.epoch}, batch {self.state.batch_index}, "
+            f"{self.state.tokens} tokens seen"
+        )
+
+    def _write_weights(self, folder: Path) -> None:
+        """Weights only, as safetensors: the adapter (peft layout) or the full model (transformers layout)."""
+        self.model.save_pretrained(folder)
+        (folder / "README.md").unlink(missing_ok=True)  # peft's model-card stub
+
+    def _load_weights(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        if self.is_peft:
+            from peft import set_peft_model_state_dict
+
+            weights = load_file(str(folder / "adapter_model.safetensors"), device=str(self.device))
+            result = set_peft_model_state_dict(self.model, weights)
+            if getattr(result, "unexpected_keys", None):
+                raise TrainingError(f"checkpoint {folder.name} does not match the adapter: {result.unexpected_keys[:3]}")
+            return
+        weights = load_file(str(folder / "model.safetensors"), device=str(self.device))
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        tied = {k for k in missing if k.endswith("lm_head.weight")}
+        if unexpected or set(missing) - tied:
+            raise TrainingError(f"checkpoint {folder.name} does not match the model: {(missing or unexpected)[:3]}")
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self, recipe) -> TrainResult:
+        """Optimizer steps until the end, a cancel request or early stopping; then finish the run."""
+        state, accum = self.state, self.config.train.grad_accum
+        while state.step < self.total_steps:
+            plan = recipe.plan(state.epoch)
+            if state.batch_index >= len(plan):
+                state.epoch, state.batch_index = state.epoch + 1, 0
+                continue
+            if self.ctx.should_stop():
+                self.log(f"Cancel requested at step {state.step}")
+                return self._finish("cancelled", recipe)
+            group = plan[state.batch_index : state.batch_index + accum]
+            metrics = self._optimizer_step(recipe, group)
+            state.step += 1
+            state.batch_index += len(group)
+            metrics["epoch"] = state.epoch + state.batch_index / len(plan)
+            if state.batch_index >= len(plan):
+                state.epoch, state.batch_index = state.epoch + 1, 0
+            stop_early, new_best = self._maybe_evaluate(recipe, metrics)
+            self.ctx.on_metrics(state.step, metrics)
+            if stop_early and state.step < self.total_steps:
+                self.log(f"Early stopping at step {state.step}: no improvement in {state.bad_evals} evaluations")
+                return self._finish("stopped_early", recipe)
+            save_every = self.config.checkpoint.save_every
+            # A new best validation loss is saved too, so the best-k checkpoints hold the best weights.
+            if (save_every and state.step % save_every == 0) or (new_best and self.config.checkpoint.keep_best):
+                self._save()
+        return self._finish("succeeded", recipe)
+
+    def _optimizer_step(self, recipe, group: list) -> dict:
+        """Forward/backward each micro-batch of ``group``, clip, step; return the step's metrics."""
+        import torch
+
+        start = time.perf_counter()
+        batches = [recipe.make_batch(items) for items in group]
+        units = max(1, sum(recipe.count(b) for b in batches))  # the loss is a mean over all units of the step
+        tokens = sum(recipe.tokens(b) for b in batches)
+        self.model.train()
+        loss_sum, extras = 0.0, {}
+        for batch in batches:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self.autocast():
+                loss, extra = recipe.loss(batch)
+            (loss / units).backward()
+            loss_sum += loss.item()
+            for key, value in extra.items():
+                extras[key] = extras.get(key, 0.0) + value
+        limit = self.config.train.max_grad_norm or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, limit).item()
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.tokens += tokens
+        elapsed = time.perf_counter() - start
+        from oikyo.train.hardware import process_memory_mb
+
+        metrics = {
+            "loss": loss_sum / units,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+            "tokens": self.state.tokens,
+            "memory_mb": process_memory_mb(self.runtime.device),
+        }
+        metrics.update({key: value / units for key, value in extras.items()})
+        return metrics
+
+    def autocast(self):
+        """bf16 autocast where the runtime chose bf16 (CUDA only), else a no-op."""
+        import torch
+
+        if self.runtime.dtype == "bfloat16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _maybe_evaluate(self, recipe, metrics: dict) -> tuple[bool, bool]:
+        """Evaluate when due (every eval_every steps and at the last step) into ``metrics``.
+
+        Returns (stop early, new best validation loss).
+        """
+        state, train = self.state, self.config.train
+        due = state.step == self.total_steps or (train.eval_every and state.step % train.eval_every == 0)
+        result = self.evaluate(recipe) if due else None
+        if result is None:
+            return False, False
+        metrics.update(result)
+        loss = result["eval_loss"]
+        new_best = state.best_eval_loss is None or loss < state.best_eval_loss
+        if new_best:
+            state.best_eval_loss = loss
+        if state.patience_best is None or loss < state.patience_best - train.early_stopping_min_delta:
+            state.patience_best, state.bad_evals = loss, 0
+        else:
+            state.bad_evals += 1
+        patience = train.early_stopping_patience
+        return patience is not None and state.bad_evals >= patience, new_best
+
+    def evaluate(self, recipe) -> dict | None:
+        """Run the recipe's evaluation in eval mode without gradients; remember the result."""
+        import torch
+
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            result = recipe.evaluate()
+        self.model.train()
+        if result is not None:
+            self.state.last_eval_step, self.state.last_eval_loss = self.state.step, result["eval_loss"]
+            self.log(f"step {self.state.step}: eval_loss {result['eval_loss']:.4f}")
+        return result
+
+    def _save(self) -> Path:
+        state = self.state
+        eval_loss = state.last_eval_loss if state.last_eval_step == state.step else None
+        record = {k: getattr(state, k) for k in LoopState.__dataclass_fields__}
+        record.update(
+            eval_loss=eval_loss,
+            config_hash=self.hash,
+            total_steps=self.total_steps,
+            method=self.config.method.name,
+            finetune=self.config.method.finetune,
+        )
+        path = ckpt.save_checkpoint(
+            self.checkpoints,
+            state.step,
+            write_weights=self._write_weights,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=record,
+        )
+        self.last_saved_step = state.step
+        for removed in ckpt.prune(self.checkpoints, self.config.checkpoint.keep_best):
+            self.log(f"Removed checkpoint {removed.name} (not among the best {self.config.checkpoint.keep_best})")
+        self.log(f"Saved checkpoint {path.name}")
+        return path
+
+    def _finish(self, status: str, recipe) -> TrainResult:
+        state = self.state
+        if self.last_saved_step != state.step:
+            final = self._save()
+        else:
+            final = self.checkpoints / ckpt.checkpoint_name(state.step)
+        best, best_loss = ckpt.best_checkpoint(self.checkpoints)
+        output = self.ctx.run_dir / "output"
+        if status != "cancelled":
+            source = best if (self.config.checkpoint.export == "best" and best is not None) else final
+            self._export(source, output)
+        self.log(f"Run {status} after {state.step} steps, {state.tokens} tokens")
+        return TrainResult(
+            status=status,
+            steps=state.step,
+            tokens=state.tokens,
+            final_checkpoint=final,
+            best_checkpoint=best,
+            best_eval_loss=best_loss if best_loss is not None else state.best_eval_loss,
+            output_dir=output,
+        )
+
+    def _export(self, checkpoint: Path, output: Path) -> None:
+        """Copy the checkpoint's weights plus the tokenizer to ``output`` (replaced atomically)."""
+        tmp = output.with_name(f".{output.name}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for file in checkpoint.iterdir():
+            if file.name not in _CHECKPOINT_ONLY:
+                shutil.copy2(file, tmp / file.name)
+        self.tokenizer.save_pretrained(tmp)
+        if output.exists():
+            shutil.rmtree(output)
+        tmp.rename(output)
+        self.log(f"Exported {checkpoint.name} to {output}")
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+def merge_adapter(base_model_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
+    """Merge a LoRA adapter into its base model; save a plain transformers model folder (safetensors).
+
+    The tokenizer comes from ``adapter_dir`` when it holds one (an exported run output), else from
+    the base model. The folder is written beside ``out_dir`` and renamed into place.
+    """
+    import torch
+    from peft import PeftModel
+
+    from oikyo.models.loading import load_model, load_tokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise TrainingError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json is missing)")
+    base = load_model(base_model_dir, dtype=torch.float32, device="cpu")
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(adapter_dir if has_tokenizer else base_model_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
