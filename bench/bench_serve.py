@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -267,6 +268,20 @@ def print_serving(label: str, r: dict) -> None:
 
 
 def main() -> int:
+    args = parse_args()
+    # Records of this run (deployments, keys, model versions) and its adapters go to a scratch
+    # workspace, removed at the end; the bundled model is converted once into the usual workspace.
+    scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    try:
+        results = run(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64)
@@ -277,8 +292,10 @@ def main() -> int:
     parser.add_argument("--model-dir", default=None, help="Default: the bundled model (converted once).")
     parser.add_argument("--json", default=None, help="Also write every figure to this JSON file.")
     parser.add_argument("--skip-adapters", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def run(args: argparse.Namespace, scratch: Path) -> dict:
     import torch
 
     from oikyo.models.bundled import ensure_bundled_model
@@ -286,8 +303,6 @@ def main() -> int:
     threads = args.threads
     torch.set_num_threads(threads)
     model_dir = Path(args.model_dir) if args.model_dir else ensure_bundled_model(log=print)
-    # Records of this run (deployments, keys, model versions) go to a scratch workspace, not the user's.
-    scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     os.environ["OIKYO_HOME"] = str(scratch)
     os.environ.pop("OIKYO_DATABASE_URL", None)
     results: dict = {"machine": machine(threads), "settings": vars(args), "model_dir": str(model_dir)}
@@ -344,9 +359,7 @@ def main() -> int:
     print("  " + goal("oikyo / HF batched", ratios["vs_hf_batched"], 1.2))
     if "adapters_vs_merged" in ratios:
         print("  " + goal("4 adapters / merged", ratios["adapters_vs_merged"], 0.8))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0
+    return results
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def test_router_errors_are_openai_shaped_and_metrics_need_a_key(routed):
     assert caught.value.response.json()["error"]["param"] == "temperature"
     assert httpx.get(f"{routed.url}/metrics").status_code == 401
     assert httpx.get(f"{routed.url}/health").status_code == 200
-    chat(routed.client(), DEPLOYMENT, stream=True, max_tokens=3)
+    assert list(chat(routed.client(), DEPLOYMENT, stream=True, max_tokens=3))  # read to the end
     metrics = httpx.get(f"{routed.url}/metrics", headers={"Authorization": f"Bearer {routed.key}"}).text
     assert 'oikyo_requests_total{deployment="bot"' in metrics
     assert "oikyo_time_to_first_token_seconds_bucket" in metrics and "oikyo_output_tokens_total" in metrics
