@@ -22,7 +22,12 @@ no stop tokens), so tokens/s compare equal work. Peers, measured in the same pro
   against ``merged``: one such adapter merged into the weights, served as a plain model.
 
 Goals (from the issue): engine and serving >= 5x hf_sequential and >= 1.2x hf_batched;
-adapters_4 >= 0.8x merged. The script says plainly which goals the run met.
+adapters_4 >= 0.8x merged. The script says plainly which goals the run met (judged on the ratios
+of medians; the medians of per-repeat ratios are printed beside them).
+
+Threads: on a machine shared with other CPU-heavy processes, two OpenMP threads per process wait
+on each other and every peer slows down erratically (seen here: 1.6 tokens/s for hf_sequential
+at a load average of 8 on 2 cores); ``--threads 1`` then gives steadier, still comparable figures.
 """
 
 from __future__ import annotations
@@ -216,9 +221,20 @@ def report(info, rates, latencies, equal, n_prompts):
         "serving / hf_batched": med["serving"] / med["hf_batched"],
         "adapters_4 / merged": med["adapters_4"] / med["merged"],
     }
-    print("\n== ratios (of medians)")
+    # The same ratios within each repeat (peers measured minutes apart at most), less sensitive to
+    # load that changes between repeats on a shared machine.
+    paired = {
+        name: statistics.median(a / b for a, b in zip(rates[top], rates[bottom]))
+        for name, (top, bottom) in {
+            "engine / hf_batched": ("engine", "hf_batched"),
+            "serving / hf_batched": ("serving", "hf_batched"),
+            "adapters_4 / merged": ("adapters_4", "merged"),
+        }.items()
+    }
+    print("\n== ratios (of medians; in brackets the median of per-repeat ratios)")
     for name, value in ratios.items():
-        print(f"  {name:30s} {value:6.2f}x")
+        extra = f"   [{paired[name]:.2f}x]" if name in paired else ""
+        print(f"  {name:30s} {value:6.2f}x{extra}")
     lat = [x["latency"] for x in latencies]
     ttft = [x["ttft"] for x in latencies if x["ttft"] is not None]
     print(f"\n== serving latency over {len(lat)} requests (seconds)")
@@ -235,7 +251,8 @@ def report(info, rates, latencies, equal, n_prompts):
     print("\n== goals")
     for goal, met in goals.items():
         print(f"  {'MET    ' if met else 'NOT MET'} {goal}")
-    return {"machine": info, "tokens_per_s": rates, "medians": med, "ratios": ratios, "goals": goals,
+    return {"machine": info, "tokens_per_s": rates, "medians": med, "ratios": ratios, "paired_ratios": paired,
+            "goals": goals,
             "latency": {"p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99)},
             "ttft": {"p50": percentile(ttft, 0.5), "p99": percentile(ttft, 0.99)}, "greedy_equal": equal}
 

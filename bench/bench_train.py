@@ -1,7 +1,7 @@
 """Benchmark: oikyo's LoRA SFT loop against TRL's SFTTrainer, same model, data and hyperparameters.
 
-    python bench/bench_train.py                       # ~10 minutes on a 2-core laptop CPU
-    python bench/bench_train.py --train 32 --eval 32  # quicker
+    python bench/bench_train.py                         # ~10-15 minutes on an idle 2-core laptop CPU
+    python bench/bench_train.py --tokens 4000 --eval 16  # quicker
 
 What runs (each peer in its own subprocess, one after the other, so peak memory is its own):
 
@@ -10,10 +10,14 @@ What runs (each peer in its own subprocess, one after the other, so peak memory 
 - Data: alpaca_en_demo.json (LLaMA-Factory's demo, 999 records) as user/assistant conversations,
   tokenized ONCE with oikyo's chat template; both peers get the very same token ids and labels
   (loss on the assistant reply only; TRL receives a pre-tokenized dataset with ``labels``). A
-  seeded shuffle picks the validation rows and, disjoint from them, the training rows.
+  seeded shuffle picks the validation rows and, disjoint from them, 400 training rows.
 - Hyperparameters, both: batch size 8, max length 1024 (TRL's default; every record fits, so
-  nothing is truncated), 1 epoch, AdamW lr 2e-4, cosine schedule, 1 warmup step, weight decay 0,
-  gradient clipping 1.0, float32 (TRL: bf16=False), 2 threads.
+  nothing is truncated), a schedule for 1 epoch of the training rows (50 steps), AdamW lr 2e-4,
+  cosine, 1 warmup step, weight decay 0, gradient clipping 1.0, float32 (TRL: bf16=False), the
+  machine's physical cores as threads. Each peer stops at the first optimizer step at which it
+  has trained on ``--tokens`` non-padding tokens (oikyo: ``should_stop``; TRL: a callback on
+  ``num_input_tokens_seen`` counted as "non_padding"), so both validation losses stand on the
+  same number of training tokens (to within one batch; the exact counts are reported).
 - TRL keeps its other defaults: gradient_checkpointing=True, packing=False, padding_free=False
   (random order, padded to the longest in each batch), its fused LM head (log-probs of labelled
   positions only) with entropy and token-accuracy metrics. oikyo uses its defaults: no gradient
@@ -123,7 +127,7 @@ def peak_rss_mb() -> float:
 
 
 def run_oikyo(args, prepared: dict) -> dict:
-    """oikyo's recipe with its defaults (plus the shared hyperparameters)."""
+    """oikyo's recipe with its defaults (plus the shared hyperparameters), stopped at the token budget."""
     from oikyo.train.config import load_config
     from oikyo.train.runner import RunContext
     from oikyo.train.sft import SFTRecipe
@@ -136,30 +140,37 @@ def run_oikyo(args, prepared: dict) -> dict:
     ])
     rows = prepared["train_rows"]
     steps = []
+    budget_reached = lambda: bool(steps) and steps[-1]["tokens"] >= args.tokens  # noqa: E731
     ctx = RunContext(Path(tempfile.mkdtemp(prefix="bench-oikyo-")), Path(args.model_dir), lambda: rows, None,
-                     lambda step, m: steps.append(m), lambda: False, lambda message: None)
+                     lambda step, m: steps.append(m), budget_reached, lambda message: None)
     recipe = SFTRecipe(config, ctx)
     recipe.setup()
     start, cpu = time.perf_counter(), time.process_time()
     recipe.train()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     rss = peak_rss_mb()
-    tokens = steps[-1]["tokens"]
-    padded = sum(len(b) * max(recipe.lengths[i] for i in b) for b in recipe.plan(0))
+    plan = recipe.plan(0)[: len(steps)]  # the batches it trained on (grad_accum 1: one per step)
+    padded = sum(len(b) * max(recipe.lengths[i] for i in b) for b in plan)
     loss = validation_loss(recipe.session.model, prepared["validation"], recipe.pad_id)
-    return {"peer": "oikyo", "seconds": elapsed, "cpu_seconds": cpu, "tokens": tokens, "padded_tokens": padded,
-            "steps": len(steps), "train_loss_last": steps[-1]["loss"], "val_loss": loss, "peak_rss_mb": rss}
+    return {"peer": "oikyo", "seconds": elapsed, "cpu_seconds": cpu, "tokens": steps[-1]["tokens"],
+            "padding_waste": 1 - steps[-1]["tokens"] / padded, "steps": len(steps),
+            "train_loss_last": steps[-1]["loss"], "val_loss": loss, "peak_rss_mb": rss}
 
 
 def run_trl(args, prepared: dict) -> dict:
-    """TRL's SFTTrainer with its defaults (plus the shared hyperparameters, bf16 off)."""
+    """TRL's SFTTrainer with its defaults (plus the shared hyperparameters, bf16 off), stopped at the budget."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
-    from transformers import set_seed
+    from transformers import TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
     from oikyo.models.loading import load_model, load_tokenizer
+
+    class TokenBudget(TrainerCallback):
+        def on_step_end(self, _args, state, control, **kwargs):
+            if state.num_input_tokens_seen >= args.tokens:
+                control.should_training_stop = True
 
     torch.set_num_threads(args.threads)
     set_seed(args.seed)  # the same LoRA initialisation as oikyo's (same seed, same peft call order)
@@ -171,20 +182,20 @@ def run_trl(args, prepared: dict) -> dict:
         gradient_accumulation_steps=1, num_train_epochs=1, learning_rate=2e-4, lr_scheduler_type="cosine",
         warmup_steps=1, weight_decay=0.0, max_grad_norm=1.0, max_length=args.max_length, bf16=False, fp16=False,
         seed=args.seed, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        disable_tqdm=True,
+        disable_tqdm=True, include_num_input_tokens_seen="non_padding",
     )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=[TokenBudget()])
     start, cpu = time.perf_counter(), time.process_time()
     trainer.train()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     rss = peak_rss_mb()
-    tokens = sum(len(e["input_ids"]) for e in prepared["train"])
     logs = [h for h in trainer.state.log_history if "loss" in h]
     loss = validation_loss(trainer.model, prepared["validation"], tokenizer.pad_token_id)
-    return {"peer": "trl", "seconds": elapsed, "cpu_seconds": cpu, "tokens": tokens, "steps": trainer.state.global_step,
-            "train_loss_last": logs[-1]["loss"] if logs else None, "val_loss": loss, "peak_rss_mb": rss,
-            "gradient_checkpointing": config.gradient_checkpointing, "padding_free": config.padding_free,
-            "packing": config.packing}
+    return {"peer": "trl", "seconds": elapsed, "cpu_seconds": cpu, "tokens": trainer.state.num_input_tokens_seen,
+            "steps": trainer.state.global_step, "train_loss_last": logs[-1]["loss"] if logs else None,
+            "val_loss": loss, "peak_rss_mb": rss, "gradient_checkpointing": config.gradient_checkpointing,
+            "padding_free": config.padding_free, "packing": config.packing}
 
 
 def child(args) -> None:
@@ -199,7 +210,7 @@ def child(args) -> None:
 def spawn(args, peer: str, data_path: Path) -> dict:
     command = [sys.executable, __file__, "--peer", peer, "--data", str(data_path), "--model-dir", str(args.model_dir),
                "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-               "--threads", str(args.threads), "--seed", str(args.seed)]
+               "--threads", str(args.threads), "--seed", str(args.seed), "--tokens", str(args.tokens)]
     started = time.perf_counter()
     process = subprocess.run(command, capture_output=True, text=True)
     if process.returncode != 0:
@@ -212,7 +223,8 @@ def spawn(args, peer: str, data_path: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=96, help="training rows (one epoch)")
+    parser.add_argument("--train", type=int, default=400, help="training rows (the schedule spans one epoch)")
+    parser.add_argument("--tokens", type=int, default=12_000, help="stop each peer after this many trained tokens")
     parser.add_argument("--eval", type=int, default=48, help="validation rows")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=1024)
@@ -265,15 +277,15 @@ def report(args, prepared: dict, peak: float, results: list[dict], load_before: 
         "train_rows": len(prepared["train"]), "validation_rows": len(prepared["validation"]),
         "batch_size": args.batch_size, "max_length": args.max_length, "parameters": params,
         "peak_matmul_gflops": peak / 1e9, "speedup": ours["tokens_per_s"] / theirs["tokens_per_s"],
-        "padding_waste_oikyo": 1 - ours["tokens"] / ours["padded_tokens"], "results": results,
+        "padding_waste_oikyo": ours["padding_waste"], "results": results,
     }
-    print(f"\nLoRA SFT, SmolLM2-135M float32 CPU, {summary['train_rows']} rows x 1 epoch, batch {args.batch_size}, "
-          f"max_length {args.max_length}; {summary['machine']}")
+    print(f"\nLoRA SFT, SmolLM2-135M float32 CPU, ~{args.tokens} tokens from {summary['train_rows']} rows, "
+          f"batch {args.batch_size}, max_length {args.max_length}; {summary['machine']}")
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
-    print(f"{'peer':8}{'tokens':>8}{'sec':>9}{'tok/s':>9}{'val loss':>10}{'peak MB':>9}{'% peak':>8}")
+    print(f"{'peer':8}{'steps':>6}{'tokens':>8}{'sec':>9}{'tok/s':>9}{'val loss':>10}{'peak MB':>9}{'% peak':>8}")
     for r in results:
-        print(f"{r['peer']:8}{r['tokens']:>8}{r['seconds']:>9.1f}{r['tokens_per_s']:>9.1f}{r['val_loss']:>10.4f}"
-              f"{r['peak_rss_mb']:>9.0f}{100 * r['peak_fraction']:>7.1f}%")
+        print(f"{r['peer']:8}{r['steps']:>6}{r['tokens']:>8}{r['seconds']:>9.1f}{r['tokens_per_s']:>9.1f}"
+              f"{r['val_loss']:>10.4f}{r['peak_rss_mb']:>9.0f}{100 * r['peak_fraction']:>7.1f}%")
     print(f"speedup oikyo / TRL: {summary['speedup']:.2f}x (oikyo padding waste {summary['padding_waste_oikyo']:.1%})")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))

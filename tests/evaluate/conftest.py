@@ -10,3 +10,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "jobs"))
 
 from evalhelpers import adapter_version, json_dataset, tiny_adapter_dir  # noqa: E402,F401  (fixtures)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request) -> str:
+    """The store backend under test: the workspace's SQLite file, or a throwaway PostgreSQL database."""
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_url")
+    return request.param

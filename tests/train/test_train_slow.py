@@ -38,7 +38,7 @@ def test_lora_on_the_bundled_model_learns_and_freezes_the_base(bundled_model_dir
     from oikyo.train.sft import SFTRecipe
 
     rows = alpaca_rows(shared_datasets / "alpaca_en_demo.json", 8)
-    config = load_config(None, ["train.max_steps=6", "train.batch_size=4", "train.lr=1e-3", "train.warmup_steps=0",
+    config = load_config(None, ["train.max_steps=4", "train.batch_size=4", "train.lr=2e-3", "train.warmup_steps=0",
                                 "train.eval_every=100", "checkpoint.save_every=null", "data.max_length=256",
                                 "lora.dropout=0.0"])
     ctx = RunContext(tmp_path / "run", bundled_model_dir, lambda: rows, lambda: rows, lambda s, m: None,
@@ -54,8 +54,8 @@ def test_lora_on_the_bundled_model_learns_and_freezes_the_base(bundled_model_dir
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     recipe.cleanup()
 
-    assert result.status == "succeeded" and result.steps == 6
-    assert final < initial - 0.2, (initial, final)  # 3 epochs over 8 rows: the loss must fall clearly
+    assert result.status == "succeeded" and result.steps == 4
+    assert final < initial - 0.2, (initial, final)  # 2 epochs over 8 rows: the loss must fall clearly
     assert sum(before[n].numel() for n in before) > 130_000_000  # the real 135M model
     assert trainable and all("lora_" in name for name in trainable)
     for name, tensor in before.items():

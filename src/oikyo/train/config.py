@@ -248,6 +248,8 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
     if train.early_stopping_patience is not None and (train.eval_every is None or config.data.eval_split is None):
         problems.append("train.early_stopping_patience: early stopping needs train.eval_every and data.eval_split")
 
+    if train.device in ("auto", "cpu") and train.dtype != "bfloat16" and method.finetune != "qlora":
+        return problems  # nothing below depends on the hardware (and torch stays unimported)
     hw = hardware.detect()
     if train.device == "cuda" and not hw.cuda:
         problems.append("train.device: cuda was requested but no CUDA device is available")
