@@ -13,8 +13,8 @@ Log = Callable[[str], None]
 STEPS = 7
 # LoRA settings that make the 135M model learn the support-ticket JSON within minutes on a CPU.
 TRAIN_OVERRIDES = [
-    "train.max_steps=120", "train.lr=0.001", "train.batch_size=8", "lora.rank=16", "lora.alpha=32",
-    "data.max_length=160", "train.warmup_steps=10", "train.eval_every=60", "checkpoint.save_every=60",
+    "train.max_steps=40", "train.lr=0.001", "train.batch_size=8", "lora.rank=16", "lora.alpha=32",
+    "data.max_length=160", "train.warmup_steps=10", "train.eval_every=20", "checkpoint.save_every=20",
     "checkpoint.keep_best=1", "data.max_eval_rows=32",
 ]
 QUESTION = "My order #48213 says delivered but nothing arrived and I need it for tomorrow. Please help!"

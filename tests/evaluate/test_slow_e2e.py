@@ -28,6 +28,7 @@ EVAL_LIMIT = 60  # the whole test split of the 600-row sample (10%)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # minutes of real training and generation on 2 CPU cores; 10 under heavy load
 def test_lora_on_the_sample_task_beats_its_base_model_significantly(bundled_in_workspace, monkeypatch, capsys):
     from oikyo.data import sample, versions
     from oikyo.data.split import split_dataset
