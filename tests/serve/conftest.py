@@ -26,20 +26,10 @@ QUESTIONS = [
 ]
 
 
-def _bundled_or_skip():
-    from oikyo.models import bundled
-
-    try:
-        bundled.bundled_gguf_path()
-    except bundled.BundledModelMissing as err:
-        pytest.skip(str(err))
-    return bundled
-
-
 @pytest.fixture(scope="session")
-def serve_tokenizer_dir(tmp_path_factory) -> Path:
-    """The bundled SmolLM2 tokenizer and chat template (extracted once)."""
-    return _bundled_or_skip().ensure_bundled_tokenizer(models_dir=tmp_path_factory.mktemp("serve-tokenizer"))
+def serve_tokenizer_dir(bundled_tokenizer_dir) -> Path:
+    """The bundled SmolLM2 tokenizer and chat template (the session's, from tests/conftest.py)."""
+    return bundled_tokenizer_dir
 
 
 @pytest.fixture(scope="session")
@@ -127,9 +117,3 @@ def reference(varied_model_dir):
         return cache[key]
 
     return run
-
-
-@pytest.fixture(scope="session")
-def bundled_model_dir(tmp_path_factory) -> Path:
-    """The bundled SmolLM2-135M-Instruct converted to safetensors (slow tests only)."""
-    return _bundled_or_skip().ensure_bundled_model(models_dir=tmp_path_factory.mktemp("serve-bundled"))
