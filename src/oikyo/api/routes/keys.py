@@ -1,0 +1,5 @@
+"""REST routes: keys (placeholder: being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["keys"])
