@@ -235,6 +235,7 @@ def main() -> None:
     parser.add_argument("--peer", choices=["oikyo", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--peers", default="oikyo,trl", help="which peers to run (the report needs both)")
     args = parser.parse_args()
     if args.threads is None:
         from oikyo.train.hardware import physical_cores
@@ -251,7 +252,10 @@ def main() -> None:
     data_path.write_text(json.dumps(prepared))
     load_before = os.getloadavg()[0]
     peak = peak_matmul_flops(args.threads)
-    results = [spawn(args, "oikyo", data_path), spawn(args, "trl", data_path)]
+    results = [spawn(args, peer, data_path) for peer in args.peers.split(",")]
+    if len(results) < 2:
+        print(json.dumps(results, indent=1))
+        return
     report(args, prepared, peak, results, load_before)
 
 

@@ -20,10 +20,11 @@ from oikyo.jobs import model_versions, queue
 from oikyo.jobs.worker import Worker
 
 # 40 steps x 8 examples (~33k tokens, 2/3 of an epoch): JSON validity ~1.0 and field accuracy ~0.7
-# against 0 for the base model, measured on the 2-core machine.
+# against 0 for the base model, measured on the 2-core machine. One torch thread: on a shared 2-core
+# machine two threads per process contend with the other processes (measured 3-4x slower per step).
 TRAIN = ("train.max_steps=40", "train.lr=0.001", "train.batch_size=8", "lora.rank=16", "lora.alpha=32",
          "data.max_length=160", "train.warmup_steps=10", "train.eval_every=20", "checkpoint.save_every=20",
-         "checkpoint.keep_best=1", "data.max_eval_rows=32")
+         "checkpoint.keep_best=1", "data.max_eval_rows=32", "train.num_threads=1")
 EVAL_LIMIT = 60  # the whole test split of the 600-row sample (10%)
 
 

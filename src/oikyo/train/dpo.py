@@ -89,6 +89,9 @@ class DPORecipe:
     def count(self, batch: dict) -> int:
         return batch["input_ids"].shape[0] // 2  # pairs
 
+    def units(self, items: list) -> int:
+        return len(items)  # pairs
+
     def tokens(self, batch: dict) -> int:
         return int(batch["attention_mask"].sum())
 

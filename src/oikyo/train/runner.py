@@ -271,8 +271,14 @@ class Session:
     A recipe creates it in ``setup()``, calls :meth:`build` once its data is encoded, and hands
     itself to :meth:`fit` in ``train()``. The recipe supplies ``plan(epoch)`` (batches of example
     indices), ``make_batch(items)`` (CPU tensors), ``count(batch)`` (loss units: target tokens or
-    pairs), ``tokens(batch)`` (non-padding tokens), ``loss(batch)`` ((loss summed over units,
-    extra metric sums)) and ``evaluate()`` (a dict with eval_loss, or None without eval data).
+    pairs), ``units(items)`` (the same count from the indices alone), ``tokens(batch)`` (non-padding
+    tokens), ``loss(batch)`` ((loss summed over units, extra metric sums)) and ``evaluate()`` (a
+    dict with eval_loss, or None without eval data).
+
+    Loss weighting: a step's gradient is its summed loss divided by the epoch's mean units per
+    step (not by its own units), so every trained token weighs the same over an epoch however the
+    length-grouped batches split it; a batch of long answers is not averaged down to the weight
+    of a batch of short ones. The reported ``loss`` is still the step's mean over its own units.
     """
 
     def __init__(self, config: TrainConfig, ctx: RunContext):
@@ -300,6 +306,7 @@ class Session:
         self.context_length = context_length(ctx.model_dir)
         self.state = LoopState()
         self.last_saved_step = -1
+        self._scales: dict[int, float] = {}
         self.model = self.optimizer = self.scheduler = None
 
     def log(self, message: str) -> None:
@@ -399,7 +406,7 @@ class Session:
                 self.log(f"Cancel requested at step {state.step}")
                 return self._finish("cancelled", recipe)
             group = plan[state.batch_index : state.batch_index + accum]
-            metrics = self._optimizer_step(recipe, group)
+            metrics = self._optimizer_step(recipe, group, self._units_per_step(recipe, state.epoch))
             state.step += 1
             state.batch_index += len(group)
             metrics["epoch"] = state.epoch + state.batch_index / len(plan)
@@ -416,13 +423,21 @@ class Session:
                 self._save()
         return self._finish("succeeded", recipe)
 
-    def _optimizer_step(self, recipe, group: list) -> dict:
+    def _units_per_step(self, recipe, epoch: int) -> float:
+        """The epoch's mean loss units (target tokens or pairs) per optimizer step (see the class docstring)."""
+        if epoch not in self._scales:
+            plan = recipe.plan(epoch)
+            steps = math.ceil(len(plan) / self.config.train.grad_accum)
+            self._scales = {epoch: max(1.0, sum(recipe.units(items) for items in plan) / steps)}
+        return self._scales[epoch]
+
+    def _optimizer_step(self, recipe, group: list, units_per_step: float) -> dict:
         """Forward/backward each micro-batch of ``group``, clip, step; return the step's metrics."""
         import torch
 
         start = time.perf_counter()
         batches = [recipe.make_batch(items) for items in group]
-        units = max(1, sum(recipe.count(b) for b in batches))  # the loss is a mean over all units of the step
+        units = max(1, sum(recipe.count(b) for b in batches))  # for the reported mean loss
         tokens = sum(recipe.tokens(b) for b in batches)
         self.model.train()
         loss_sum, extras = 0.0, {}
@@ -430,7 +445,7 @@ class Session:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with self.autocast():
                 loss, extra = recipe.loss(batch)
-            (loss / units).backward()
+            (loss / units_per_step).backward()
             loss_sum += loss.item()
             for key, value in extra.items():
                 extras[key] = extras.get(key, 0.0) + value

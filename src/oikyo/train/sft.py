@@ -42,6 +42,8 @@ class SFTRecipe:
         )
         self.examples = encode(self.ctx.train_rows(), split="train")
         self.lengths = [len(e) for e in self.examples]
+        # Target tokens per example (labels that count after the causal shift).
+        self.targets = [sum(label != data.IGNORE_INDEX for label in e.labels[1:]) for e in self.examples]
         self.eval_examples = []
         if self.ctx.eval_rows is not None and config.data.eval_split is not None:
             rows = list(itertools.islice(self.ctx.eval_rows(), config.data.max_eval_rows))
@@ -74,6 +76,11 @@ class SFTRecipe:
 
     def count(self, batch: dict) -> int:
         return data.count_targets(batch["labels"])
+
+    def units(self, items: list) -> int:
+        if self.config.data.packing:
+            return sum(self.targets[i] for block in items for i in block)
+        return sum(self.targets[i] for i in items)
 
     def tokens(self, batch: dict) -> int:
         return int(batch.get("attention_mask", batch.get("token_mask")).sum())
