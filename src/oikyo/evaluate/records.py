@@ -55,18 +55,7 @@ def save(records: list[Evaluation]) -> None:
 
 def get(ref: str) -> Evaluation:
     """The evaluation with id ``ref`` or a unique prefix of it (``ev-`` may be left out)."""
-    ref = ref.strip()
-    prefix = ref if ref.startswith("ev-") else f"ev-{ref}"
-    with db.session() as s:
-        found = list(s.scalars(select(Evaluation).where(Evaluation.id.startswith(prefix)).limit(6)))
-    exact = [e for e in found if e.id == prefix]
-    if exact:
-        return exact[0]
-    if not found:
-        raise OikyoError(f"no evaluation matches {ref!r}; `oikyo evals list` shows them")
-    if len(found) > 1:
-        raise OikyoError(f"{ref!r} matches several evaluations ({', '.join(e.id for e in found)}); give more of the id")
-    return found[0]
+    return db.by_id_prefix(Evaluation, ref, id_prefix="ev-", noun="evaluation", list_hint="oikyo evals list")
 
 
 def list_evaluations(*, dataset: str | None = None, split: str | None = None, model_version_id: str | None = None,

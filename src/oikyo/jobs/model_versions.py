@@ -113,9 +113,12 @@ def register(run_id: str, path: Path, *, kind: str | None = None, extra: dict | 
     return record
 
 
-def list_versions(run_id: str | None = None, base_model: str | None = None) -> list[ModelVersion]:
-    """Model versions, newest first, optionally of one run or one base model."""
+def list_versions(run_id: str | None = None, base_model: str | None = None,
+                  limit: int | None = None) -> list[ModelVersion]:
+    """Model versions, newest first, optionally of one run or one base model (at most ``limit``)."""
     query = select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id)
+    if limit:
+        query = query.limit(limit)
     if run_id:
         query = query.where(ModelVersion.run_id == run_id)
     if base_model:
@@ -126,18 +129,7 @@ def list_versions(run_id: str | None = None, base_model: str | None = None) -> l
 
 def get(ref: str) -> ModelVersion:
     """The model version with id ``ref`` or a unique prefix of it (``mv-`` may be left out)."""
-    ref = ref.strip()
-    prefix = ref if ref.startswith("mv-") else f"mv-{ref}"
-    with db.session() as s:
-        found = list(s.scalars(select(ModelVersion).where(ModelVersion.id.startswith(prefix)).limit(6)))
-    if not found:
-        raise OikyoError(f"no model version matches {ref!r}; `oikyo models versions` lists them")
-    exact = [mv for mv in found if mv.id == prefix]
-    if exact:
-        return exact[0]
-    if len(found) > 1:
-        raise OikyoError(f"{ref!r} matches several model versions ({', '.join(mv.id for mv in found)}); give more of the id")
-    return found[0]
+    return db.by_id_prefix(ModelVersion, ref, id_prefix="mv-", noun="model version", list_hint="oikyo models versions")
 
 
 def merge(ref: str, out_dir: Path | None = None) -> ModelVersion:

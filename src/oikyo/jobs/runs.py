@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from oikyo.errors import OikyoError
 from oikyo.jobs import checkpoints, metrics, model_versions, queue, training
@@ -30,29 +30,24 @@ from oikyo.store.models import Run, RunEvent
 
 def resolve(ref: str) -> Run:
     """The run a user means by ``ref``: an id or a unique prefix (with or without ``run-``)."""
-    ref = ref.strip()
-    prefix = ref if ref.startswith("run-") else f"run-{ref}"
-    with db.session() as s:
-        found = list(s.scalars(select(Run).where(Run.id.startswith(prefix)).limit(6)))
-    exact = [r for r in found if r.id == prefix]
-    if exact:
-        return exact[0]
-    if not found:
-        raise OikyoError(f"no run matches {ref!r}; `oikyo runs list` shows them")
-    if len(found) > 1:
-        raise OikyoError(f"{ref!r} matches several runs ({', '.join(r.id for r in found)}); give more of the id")
-    return found[0]
+    return db.by_id_prefix(Run, ref, id_prefix="run-", noun="run", list_hint="oikyo runs list")
 
 
-def list_runs(state: str | None = None, limit: int = 50) -> list[Run]:
-    """Runs, newest first (optionally only those in ``state``)."""
+def list_runs(state: str | None = None, limit: int = 50, offset: int = 0) -> list[Run]:
+    """Runs, newest first (optionally only those in ``state``; ``offset`` skips that many, for paging)."""
     if state is not None and state not in queue.STATES:
         raise OikyoError(f"unknown state {state!r}; states are {', '.join(queue.STATES)}")
-    query = select(Run).order_by(Run.created_at.desc(), Run.id).limit(limit)
+    query = select(Run).order_by(Run.created_at.desc(), Run.id).limit(limit).offset(max(offset, 0))
     if state:
         query = query.where(Run.state == state)
     with db.session() as s:
         return list(s.scalars(query))
+
+
+def count_by_state() -> dict[str, int]:
+    """How many runs are in each state (one aggregated query): ``{"running": 2, "succeeded": 40}``."""
+    with db.session() as s:
+        return {state: count for state, count in s.execute(select(Run.state, func.count()).group_by(Run.state))}
 
 
 def events(run_id: str) -> list[RunEvent]:

@@ -97,3 +97,26 @@ def session() -> Iterator[Session]:
         raise
     finally:
         s.close()
+
+
+def by_id_prefix(model, ref: str, *, id_prefix: str, noun: str, list_hint: str):
+    """The ``model`` row whose id is ``ref`` or starts with it (``id_prefix`` such as ``run-`` may be
+    left out); an :class:`~oikyo.errors.OikyoError` naming ``list_hint`` when none or several match."""
+    from sqlalchemy import select
+
+    from oikyo.errors import OikyoError
+
+    ref = ref.strip()
+    prefix = ref if ref.startswith(id_prefix) else f"{id_prefix}{ref}"
+    # LIKE wildcards in a user's ref must match themselves, not anything.
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    with session() as s:
+        found = list(s.scalars(select(model).where(model.id.like(escaped + "%", escape="\\")).limit(6)))
+    exact = [row for row in found if row.id == prefix]
+    if exact:
+        return exact[0]
+    if not found:
+        raise OikyoError(f"no {noun} matches {ref!r}; `{list_hint}` lists them")
+    if len(found) > 1:
+        raise OikyoError(f"{ref!r} matches several {noun}s ({', '.join(row.id for row in found)}); give more of the id")
+    return found[0]
