@@ -49,6 +49,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench_generate import make_adapters, make_merged  # the same test adapters as the engine benchmark
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -208,38 +210,6 @@ def warm_up(url: str, key: str, models: list[str]) -> None:
 # ----------------------------------------------------------------------------- adapters
 
 
-def make_adapters(model_dir: Path, count: int, root: Path) -> list[Path]:
-    """``count`` LoRA adapters (r=16, all linear layers) with random non-zero weights."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from oikyo.models.loading import load_model
-
-    paths = []
-    for i in range(count):
-        peft_model = get_peft_model(load_model(model_dir), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
-                                                                      task_type="CAUSAL_LM"))
-        generator = torch.Generator().manual_seed(i)
-        with torch.no_grad():
-            for name, parameter in peft_model.named_parameters():
-                if "lora_B" in name:
-                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 1e-3)
-        peft_model.save_pretrained(root / f"adapter-{i}")
-        paths.append(root / f"adapter-{i}")
-    return paths
-
-
-def merged_model(model_dir: Path, adapter: Path, out: Path) -> Path:
-    from peft import PeftModel
-
-    from oikyo.models.loading import load_model, load_tokenizer
-
-    merged = PeftModel.from_pretrained(load_model(model_dir), adapter).merge_and_unload()
-    merged.save_pretrained(out)
-    load_tokenizer(model_dir).save_pretrained(out)
-    return out
-
-
 def register(path: Path, base: str, kind: str) -> str:
     import secrets
 
@@ -335,9 +305,9 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
 
     if not args.skip_adapters:
         root = scratch / "adapters"
-        adapters = make_adapters(model_dir, 4, root)
+        adapters = make_adapters(model_dir, root, 4)
         ids = [register(path, str(model_dir), "adapter") for path in adapters]
-        merged = register(merged_model(model_dir, adapters[0], root / "merged"), str(model_dir), "merged")
+        merged = register(make_merged(model_dir, adapters[0], root / "merged"), str(model_dir), "merged")
         with deployed(ids[0], "bench-adapters", threads, args.batch) as url:
             warm_up(url, key, ids)
             results["adapters_4"] = serve_clients(url, key, ids, seed=1, **load)

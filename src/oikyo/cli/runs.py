@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from oikyo.cli.console import err, out
-from oikyo.cli.train import ensure_worker, follow_run, user_errors
+from oikyo.cli.train import ensure_worker, follow_run, hand_off, user_errors
 
 app = typer.Typer(help="List, inspect, follow, cancel, resume and reproduce training runs.", no_args_is_help=True)
 
@@ -194,10 +194,4 @@ def reproduce(
     with user_errors():
         record = runs.reproduce(run)
     err.print(f"Queued run [bold]{record.id}[/], reproducing {record.reproduced_from}.")
-    ensure_worker(start_worker)
-    if detach:
-        out.print(record.id)
-        return
-    code = follow_run(record.id)
-    if code:
-        raise typer.Exit(code)
+    hand_off(record.id, start_worker=start_worker, detach=detach)

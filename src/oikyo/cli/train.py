@@ -43,6 +43,18 @@ def ensure_worker(start: bool) -> None:
         err.print(f"Started a background worker (pid {started.pid}); its log: {started.log_path}")
 
 
+def hand_off(run_id: str, *, start_worker: bool, detach: bool) -> None:
+    """After queueing a training run: make sure a worker serves it, then print its id (``--detach``)
+    or follow it live, exiting with the follower's code when the run did not succeed."""
+    ensure_worker(start_worker)
+    if detach:
+        out.print(run_id)
+        return
+    code = follow_run(run_id)
+    if code:
+        raise typer.Exit(code)
+
+
 def _format_stats(values: dict) -> str:
     parts = []
     for key, label, spec in (("loss", "loss", ".4f"), ("eval_loss", "eval", ".4f"), ("lr", "lr", ".2e"),
@@ -119,10 +131,4 @@ def train(
         run = training.submit_training(config, set_, dataset=dataset, model=model, name=name,
                                        log=lambda message: err.print(message))
     err.print(f"Queued run [bold]{run.id}[/] ({run.name}): {run.run_dir}")
-    ensure_worker(start_worker)
-    if detach:
-        out.print(run.id)
-        return
-    code = follow_run(run.id)
-    if code:
-        raise typer.Exit(code)
+    hand_off(run.id, start_worker=start_worker, detach=detach)
