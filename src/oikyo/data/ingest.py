@@ -31,6 +31,7 @@ import os
 import sys
 import threading
 from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -224,7 +225,13 @@ class _Collector:
 
 
 class _Output:
-    """Writes rows to ``<out>.partial`` in row groups and hashes them; renamed into place at the end."""
+    """Writes rows to ``<out>.partial`` in row groups and hashes them; renamed into place at the end.
+
+    Parquet encoding and compression run on a background thread (pyarrow releases the GIL), so the
+    main process goes on receiving and hashing the next chunks meanwhile; writes stay in order.
+    """
+
+    MAX_QUEUED_WRITES = 2
 
     def __init__(self, out_path: Path):
         self.path = out_path
@@ -234,6 +241,8 @@ class _Output:
         self.pending: list = []
         self.pending_rows = 0
         self.pending_bytes = 0
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="oikyo-parquet")
+        self.writes: deque = deque()
 
     def add(self, blob: bytes, tables: list) -> None:
         self.hash.update(blob)
@@ -265,19 +274,36 @@ class _Output:
             return
         table = pa.concat_tables(self.pending)
         keep = 0 if final or self.pending_bytes >= ROW_GROUP_BYTES else table.num_rows % ROW_GROUP_ROWS
-        self._open().write_table(table.slice(0, table.num_rows - keep), row_group_size=ROW_GROUP_ROWS)
+        writer = self._open()
+        while len(self.writes) >= self.MAX_QUEUED_WRITES:
+            self.writes.popleft().result()  # bounds the memory held by queued tables; raises a write error
+        self.writes.append(self.pool.submit(writer.write_table, table.slice(0, table.num_rows - keep),
+                                            row_group_size=ROW_GROUP_ROWS))
         self.pending = [table.slice(table.num_rows - keep)] if keep else []
         self.pending_rows = keep
         self.pending_bytes = self.pending[0].nbytes if keep else 0
 
+    def _drain(self) -> None:
+        try:
+            while self.writes:
+                self.writes.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
     def finish(self) -> str:
         """Write what is left, move the file into place and return the content hash."""
         self._flush(final=True)
-        self._open().close()
+        writer = self._open()
+        self._drain()
+        writer.close()
         os.replace(self.partial, self.path)
         return self.hash.hexdigest()
 
     def abort(self) -> None:
+        try:
+            self._drain()
+        except Exception:  # noqa: BLE001 - the import is being thrown away: a write error changes nothing
+            pass
         if self.writer is not None:
             self.writer.close()
         self.partial.unlink(missing_ok=True)

@@ -52,7 +52,7 @@ READ_ERRORS = (OSError, EOFError, zlib.error)
 
 # An upper bound on the number of object keys in JSON text: every key is a string followed by a
 # colon. Equality with the number of keys actually parsed proves there was no duplicate key.
-_KEYISH = re.compile(rb'"\s*:')
+KEYISH = re.compile(rb'"\s*:')
 _KEYISH_STR = re.compile(r'"\s*:')
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long texts are normal in datasets
@@ -123,7 +123,7 @@ def duplicate_key(text, value) -> tuple[str, str, str] | None:
         return None  # not an object: reported as not_object instead
     keys = count_keys(value)
     if isinstance(text, bytes):
-        if text.count(b":") == keys or len(_KEYISH.findall(text)) == keys:
+        if text.count(b":") == keys or len(KEYISH.findall(text)) == keys:
             return None
     elif text.count(":") == keys or len(_KEYISH_STR.findall(text)) == keys:
         return None

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow.parquet as pq
 from sqlalchemy import select
@@ -94,7 +95,7 @@ def import_dataset(
         raise DataError(f"--on-error must be 'fail' or 'skip', not {on_error!r}")
     if format != "auto" and format not in ingest.available_formats():
         raise DataError(f"unknown format {format!r}; known: auto, {', '.join(ingest.available_formats())}")
-    name = check_name(name or _default_name(path))
+    name = check_name(name or default_name(path))
 
     tmp = artifacts.temp_path(".parquet")
     try:
@@ -132,13 +133,25 @@ def _split_counts(parquet: Path) -> dict | None:
     return splits or None
 
 
-def _default_name(path: Path) -> str:
+def default_name(path: Path) -> str:
+    """A dataset name from a file name: its stem with unusual characters replaced by '-'."""
     stem = path.name
     for suffix in (".gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt"):
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "dataset"
     return stem[:100]
+
+
+def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
+    """``["instruction=question", ...]`` (the ``--map`` option) as ``{"instruction": "question"}``."""
+    mapping = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise DataError(f"--map takes field=column (for example --map instruction=question), not {pair!r}")
+        mapping[field.strip()] = column.strip()
+    return mapping
 
 
 def by_hash(content_hash: str) -> DatasetVersion | None:
@@ -187,11 +200,14 @@ def resolve(ref: str) -> DatasetVersion:
     return found[0]
 
 
-def list_versions(name: str | None = None) -> list[DatasetVersion]:
+def list_versions(name: str | None = None, limit: int | None = None) -> list[DatasetVersion]:
+    """Versions, newest first (only ``name``'s when given; at most ``limit`` when given)."""
     with db.session() as s:
         query = select(DatasetVersion).order_by(DatasetVersion.created_at.desc())
         if name:
             query = query.where(DatasetVersion.name == name)
+        if limit:
+            query = query.limit(limit)
         return list(s.scalars(query).all())
 
 
@@ -226,6 +242,39 @@ def iter_rows(version: DatasetVersion, split: str | None = None, batch_size: int
         for row in batch.to_pylist():
             if split is None or row.get("split") == split:
                 yield {k: v for k, v in row.items() if v is not None}
+
+
+def page_rows(version: DatasetVersion, *, split: str | None = None, offset: int = 0, limit: int = 50) -> list[dict]:
+    """Rows ``offset`` to ``offset + limit`` of a version (of one split, when given), for previews.
+
+    Without a split, whole Parquet row groups before ``offset`` are skipped unread.
+    """
+    if offset < 0 or limit < 0:
+        raise DataError("offset and limit must not be negative")
+    if split is not None:
+        return list(islice(iter_rows(version, split=split), offset, offset + limit))
+    parquet = pq.ParquetFile(parquet_path(version))
+    rows: list[dict] = []
+    for group in range(parquet.num_row_groups):
+        size = parquet.metadata.row_group(group).num_rows
+        if offset >= size:
+            offset -= size
+            continue
+        table = parquet.read_row_group(group).slice(offset, limit - len(rows))
+        rows += [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
+        offset = 0
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def quality_report(version: DatasetVersion, count_tokens: Callable[[str], int] | None = None) -> dict:
+    """The quality report of a version (``oikyo data report --json``), with leakage checked against
+    every registered evaluation set but this version itself."""
+    from oikyo.data import quality
+
+    sets = {f"{v.name}@{v.id}": iter_rows(v) for v in eval_sets(exclude=version.id)}
+    return quality.build_report(iter_rows(version), version.kind, count_tokens=count_tokens, eval_sets=sets)
 
 
 def dropped_rows(version: DatasetVersion) -> list[dict]:

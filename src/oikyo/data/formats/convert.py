@@ -202,7 +202,7 @@ def add_lines(chunk: Chunk, data: bytes) -> int:
     chunk is split into lines a block at a time, so only a block's worth of lines is alive at once.
     """
     loads, dumps, sort_keys, decode_error = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, orjson.JSONDecodeError
-    fast, add, add_row = chunk.fast, chunk.add, chunk.add_row
+    fast, add, add_row, keyish = chunk.fast, chunk.add, chunk.add_row, readers.KEYISH.findall
     number = 0
     for block in _blocks(data):
         for number, line in enumerate(block.split(b"\n"), number + 1):  # noqa: B020 - numbering goes on
@@ -213,8 +213,11 @@ def add_lines(chunk: Chunk, data: bytes) -> int:
             except decode_error:
                 add(number, None, None, _parse_problem(line))
                 continue
-            # As many colons as top-level keys proves there is no duplicate key (readers.duplicate_key).
-            if fast is not None and type(value) is dict and line.count(b":") == len(value):
+            # As many colons (or `"\s*:` key endings) as top-level keys proves there is no duplicate
+            # key (see readers.duplicate_key); the second count is for text that holds colons.
+            if fast is not None and type(value) is dict and (
+                line.count(b":") == len(value) or len(keyish(line)) == len(value)
+            ):
                 try:
                     row = fast(value)
                     add_row(row, dumps(row, option=sort_keys))
