@@ -255,3 +255,88 @@ def test_export_to_a_missing_library_is_skipped_with_one_log_line(tmp_path):
     assert any("'nosuch' is unknown" in line for line in lines)
     assert exporters.enabled({"train": {"report_to": ["TensorBoard"]}}) == ["tensorboard"]
     assert exporters.enabled({"train": {}}) == []
+
+
+def test_a_run_with_report_to_tensorboard_writes_its_metrics_as_event_files(dataset, model_dir):
+    pytest.importorskip("tensorboard", reason="tensorboard is in the dev extras; install them to run this test")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = submit(dataset, model_dir, "train.max_steps=3", "train.eval_every=2", "train.report_to=[tensorboard]")
+    _worker().run(once=True)
+    assert runs.resolve(run.id).state == "succeeded"
+    events = EventAccumulator(str(Path(run.run_dir) / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"loss", "lr", "eval_loss"} <= set(tags)
+    stored = dict(runs.metric_series(run.id)["loss"])
+    exported = {e.step: e.value for e in events.Scalars("loss")}
+    assert exported.keys() == stored.keys() == {1, 2, 3}
+    assert exported == pytest.approx(stored)
+
+
+def test_report_to_is_checked_with_the_rest_of_the_config():
+    from oikyo.train.config import ConfigError, load_config
+
+    assert load_config(None, ["train.report_to=tensorboard"]).train.report_to == ["tensorboard"]
+    assert load_config(None, ["train.report_to=[mlflow, wandb]"]).train.report_to == ["mlflow", "wandb"]
+    with pytest.raises(ConfigError, match="train.report_to"):
+        load_config(None, ["train.report_to=[tensorbord]"])
+
+
+def test_a_run_with_report_to_mlflow_logs_its_params_and_metrics(dataset, model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow(-skinny) is in the dev extras; install them to run this test")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run = submit(dataset, model_dir, "train.max_steps=3", "train.report_to=mlflow")
+    _worker().run(once=True)
+    assert runs.resolve(run.id).state == "succeeded"
+    client = MlflowClient(tracking_uri=uri)
+    [logged] = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  filter_string=f"tags.mlflow.runName = '{run.id}'")
+    assert logged.data.params["train.max_steps"] == "3"
+    history = {m.step: m.value for m in client.get_metric_history(logged.info.run_id, "loss")}
+    assert history == pytest.approx(dict(runs.metric_series(run.id)["loss"]))
+    assert logged.info.status == "FINISHED"
+
+
+def _wandb_history(path: Path) -> dict[int, dict]:
+    """The history rows (``{step: {key: value}}``) of an offline ``.wandb`` file, read without wandb's
+    private modules: the file is a ``:W&B`` header then the LevelDB log format (32 KiB blocks of
+    fragments with 7-byte headers: crc, length, type) around protobuf ``Record`` messages."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, pieces, history = path.read_bytes(), 7, [], {}
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (kind == 0 and length == 0):  # the rest of the block is padding
+            pos += left
+            continue
+        pieces.append(data[pos + 7:pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last fragment of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(pieces))
+            pieces = []
+            if record.WhichOneof("record_type") == "history":
+                row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+                history[int(row["_step"])] = row
+    return history
+
+
+def test_a_run_with_report_to_wandb_offline_records_its_metrics(dataset, model_dir, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is in the dev extras; install them to run this test")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = submit(dataset, model_dir, "train.max_steps=3", "train.report_to=wandb")
+    _worker().run(once=True)
+    assert runs.resolve(run.id).state == "succeeded"
+    [record] = (Path(run.run_dir) / "wandb").glob("offline-run-*/*.wandb")
+    history = _wandb_history(record)
+    stored = dict(runs.metric_series(run.id)["loss"])
+    assert {step: row["loss"] for step, row in history.items()} == pytest.approx(stored)
+    assert set(stored) == {1, 2, 3}

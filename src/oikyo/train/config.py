@@ -189,11 +189,24 @@ class TrainSettings(_Group):
     num_threads: int | Literal["auto"] = Field(
         "auto", description="CPU threads for PyTorch: auto uses the physical cores (hyper-threads only contend)."
     )
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list,
+        description="Also send the live metrics to these trackers where installed: tensorboard (event files in "
+        "the run folder), mlflow (its tracking URI from MLFLOW_TRACKING_URI), wandb (set WANDB_MODE=offline to "
+        "stay offline). A tracker that is missing or fails is skipped with a log line; the run goes on.",
+    )
 
     @field_validator("num_threads", mode="before")
     @classmethod
     def _threads(cls, value: Any) -> Any:
         return _check_threads(value)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none")):
+            return []
+        return [value] if isinstance(value, str) else value
 
 
 class DpoSettings(_Group):
