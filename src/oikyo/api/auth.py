@@ -52,6 +52,11 @@ def load_or_create_token(new: bool = False) -> str:
     return token
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII input (``hmac.compare_digest`` refuses such str)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
 @dataclass(frozen=True)
 class Authenticator:
     """Checks credentials against one login token."""
@@ -66,7 +71,7 @@ class Authenticator:
         return hmac.new(self._secret, value.encode(), hashlib.sha256).hexdigest()
 
     def token_ok(self, candidate: str | None) -> bool:
-        return bool(candidate) and hmac.compare_digest(candidate.encode(), self.token.encode())
+        return bool(candidate) and _same(candidate, self.token)
 
     def new_session(self) -> tuple[str, str]:
         """A (session cookie, CSRF value) pair for a browser that just logged in."""
@@ -78,7 +83,7 @@ class Authenticator:
         if not cookie or "." not in cookie:
             return None
         session_id, signature = cookie.rsplit(".", 1)
-        return session_id if hmac.compare_digest(signature, self._sign(session_id)) else None
+        return session_id if _same(signature, self._sign(session_id)) else None
 
     def csrf_for(self, session_id: str) -> str:
         return self._sign("csrf:" + session_id)
@@ -98,7 +103,7 @@ class Authenticator:
             sent = request.headers.get(CSRF_HEADER)
             if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
                 sent = (await request.form()).get("csrf_token")
-            if not sent or not hmac.compare_digest(str(sent), self.csrf_for(session_id)):
+            if not sent or not _same(str(sent), self.csrf_for(session_id)):
                 raise HTTPException(403, f"Missing or wrong CSRF token (send the {CSRF_COOKIE} cookie's value "
                                          f"in the {CSRF_HEADER} header).")
         return "session"
@@ -107,3 +112,49 @@ class Authenticator:
 async def require_auth(request: Request) -> str:
     """FastAPI dependency: every route but login and health uses it."""
     return await request.app.state.auth.check(request)
+
+
+class AuthGate:
+    """ASGI middleware: refuse (401) a request under ``prefix`` with neither a valid bearer token nor
+    a valid session cookie before anything reads its body.
+
+    FastAPI parses a route's JSON or form body before running its dependencies, so without this an
+    anonymous client could make the server read (and validate) a large body before being turned
+    away. :func:`require_auth` still runs on every route: it adds the CSRF check for sessions.
+    """
+
+    def __init__(self, app, auth: Authenticator, prefix: str, public: frozenset[str]):
+        self.app, self.auth, self.prefix, self.public = app, auth, prefix, public
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix) and scope["path"] not in self.public:
+            from starlette.requests import HTTPConnection
+            from starlette.responses import JSONResponse
+
+            connection = HTTPConnection(scope)
+            header = connection.headers.get("authorization", "")
+            status, message = 0, ""
+            if header.lower().startswith("bearer "):
+                if not self.auth.token_ok(header[7:].strip()):
+                    status, message = 401, "Invalid token."
+            else:
+                session_id = self.auth.session_id(connection.cookies.get(SESSION_COOKIE))
+                if session_id is None:
+                    status, message = 401, ("Log in first: POST the token printed by `oikyo ui` to /api/v1/login, "
+                                            "or send 'Authorization: Bearer <token>'.")
+                elif scope["method"] not in SAFE_METHODS and not self._csrf_deferred(connection, session_id):
+                    status, message = 403, (f"Missing or wrong CSRF token (send the {CSRF_COOKIE} cookie's value "
+                                            f"in the {CSRF_HEADER} header).")
+            if status:
+                response = JSONResponse({"error": {"type": "http_error", "message": message}}, status_code=status)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _csrf_deferred(self, connection, session_id: str) -> bool:
+        """True when the CSRF header is right, or absent from a URL-encoded form (whose ``csrf_token``
+        field :func:`require_auth` checks once the form is read)."""
+        sent = connection.headers.get(CSRF_HEADER)
+        if sent is None:
+            return connection.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+        return _same(sent, self.auth.csrf_for(session_id))

@@ -12,21 +12,11 @@ from typing import Optional
 
 import typer
 
-from oikyo.cli.console import err, fail, out
+from oikyo.cli.console import err, out
 
 app = typer.Typer(help="Import, check, version, split and export datasets.", no_args_is_help=True)
 
 MAX_SHOWN_PROBLEMS = 20
-
-
-def _parse_mapping(pairs: list[str]) -> dict[str, str]:
-    mapping = {}
-    for pair in pairs:
-        field, sep, column = pair.partition("=")
-        if not sep or not field.strip() or not column.strip():
-            fail(f"--map takes field=column (for example --map instruction=question), not {pair!r}")
-        mapping[field.strip()] = column.strip()
-    return mapping
 
 
 @contextmanager
@@ -101,7 +91,7 @@ def import_(
     with _byte_progress(f"Importing {path.name}", enabled=not as_json) as progress:
         try:
             outcome = versions.import_dataset(
-                path, name=name, format=format, mapping=_parse_mapping(map_), drop=drop, on_error=on_error,
+                path, name=name, format=format, mapping=versions.parse_mapping(map_), drop=drop, on_error=on_error,
                 length_fn=counter, max_tokens=max_tokens, min_rows=min_rows, eval_set=eval_set,
                 lineage_extra={"model": model} if model else None, progress=progress,
             )
@@ -132,9 +122,7 @@ def import_(
 def _print_report(version, counter) -> None:
     from oikyo.data import quality, versions
 
-    rows = versions.iter_rows(version)
-    sets = {f"{v.name}@{v.id}": versions.iter_rows(v) for v in versions.eval_sets(exclude=version.id)}
-    result = quality.build_report(rows, version.kind, count_tokens=counter.text if counter else None, eval_sets=sets)
+    result = versions.quality_report(version, count_tokens=counter.text if counter else None)
     quality.render_report(result, out)
 
 
@@ -149,9 +137,7 @@ def report_(
 
     version = versions.resolve(dataset)
     counter = _token_counter(model)
-    sets = {f"{v.name}@{v.id}": versions.iter_rows(v) for v in versions.eval_sets(exclude=version.id)}
-    result = quality.build_report(versions.iter_rows(version), version.kind,
-                                  count_tokens=counter.text if counter else None, eval_sets=sets)
+    result = versions.quality_report(version, count_tokens=counter.text if counter else None)
     if as_json:
         out.print_json(data=result)
     else:

@@ -20,6 +20,7 @@ from oikyo.cli import models as models_cli
 from oikyo.cli import quickstart as quickstart_cli
 from oikyo.cli import runs as runs_cli
 from oikyo.cli import train as train_cli
+from oikyo.cli import ui as ui_cli
 from oikyo.cli import worker as worker_cli
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ app.add_typer(keys_cli.app, name="keys")
 app.command("eval")(evaluate_cli.eval_)
 app.command("compare")(evaluate_cli.compare_)
 app.add_typer(evaluate_cli.evals_app, name="evals")
+app.command("ui")(ui_cli.ui)
 
 
 def _version(value: bool) -> None:

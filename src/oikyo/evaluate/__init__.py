@@ -8,6 +8,7 @@
 - :mod:`~oikyo.evaluate.compare` / :mod:`~oikyo.evaluate.bootstrap`: paired bootstrap comparisons.
 - :mod:`~oikyo.evaluate.forgetting`: the general-ability probe and the forgetting number.
 - :mod:`~oikyo.evaluate.guards`: refuse to score a model on its own training rows.
+- :mod:`~oikyo.evaluate.human`: blind pairwise human rating of two models' answers, win rate with a CI.
 - :mod:`~oikyo.evaluate.gate`: ``--gate "accuracy>=0.8,forgetting<=0.05"``.
 - :mod:`~oikyo.evaluate.summary`: side-by-side tables and :func:`evaluate_against_base` (quickstart).
 """

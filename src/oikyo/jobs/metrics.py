@@ -81,16 +81,55 @@ class MetricsWriter:
             self.warn(f"could not write {len(rows)} metric rows yet ({error.__class__.__name__}); will retry")
 
 
-def series(run_id: str, names: list[str] | None = None) -> dict[str, list[tuple[int, float]]]:
-    """Every stored value of a run per metric name, in step order: ``{"loss": [(1, 2.3), ...]}``."""
+def series(run_id: str, names: list[str] | None = None,
+           since_step: int | None = None) -> dict[str, list[tuple[int, float]]]:
+    """Every stored value of a run per metric name, in step order: ``{"loss": [(1, 2.3), ...]}``
+    (only steps after ``since_step`` when given)."""
     query = select(Metric.name, Metric.step, Metric.value).where(Metric.run_id == run_id)
     if names:
         query = query.where(Metric.name.in_(names))
+    if since_step is not None:
+        query = query.where(Metric.step > since_step)
     out: dict[str, list[tuple[int, float]]] = {}
     with db.session() as s:
         for name, step, value in s.execute(query.order_by(Metric.name, Metric.step, Metric.id)):
             out.setdefault(name, []).append((step, value))
     return out
+
+
+@dataclass
+class Updates:
+    """What a live follower has not seen yet: the run's state and the new values, grouped by step."""
+
+    state: str
+    steps: list[tuple[int, dict[str, float]]]  # [(step, {name: value}), ...] in the order written
+    last_id: int  # pass back as ``after_id`` next time
+    more: bool  # the batch was full: ask again at once
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("succeeded", "failed", "cancelled") and not self.more
+
+
+def updates(run_id: str, *, after_id: int = 0, since_step: int | None = None, limit: int = 5000) -> Updates:
+    """Metric rows written after row ``after_id`` (and after step ``since_step``), for following a run live.
+
+    One indexed query per call (plus the run's state, read first: a run seen finished has all its
+    rows in the batch, so a follower stops once ``finished`` without missing any). A step whose values
+    were written in two batches (loss, then eval_loss) appears once per batch.
+    """
+    with db.session() as s:
+        state = s.scalar(select(Run.state).where(Run.id == run_id))
+        query = (select(Metric.id, Metric.step, Metric.name, Metric.value)
+                 .where(Metric.run_id == run_id, Metric.id > after_id).order_by(Metric.id).limit(limit))
+        if since_step is not None:
+            query = query.where(Metric.step > since_step)
+        found = s.execute(query).all()
+    steps: dict[int, dict[str, float]] = {}
+    for _id, step, name, value in found:
+        steps.setdefault(step, {})[name] = value
+    last = found[-1][0] if found else after_id
+    return Updates(state=state or "unknown", steps=list(steps.items()), last_id=last, more=len(found) >= limit)
 
 
 def rows(run_id: str) -> list[dict]:

@@ -155,3 +155,34 @@ def describe(mv: ModelVersion) -> dict:
     """A JSON-serializable description of a model version."""
     return {"id": mv.id, "run_id": mv.run_id, "base_model": mv.base_model, "kind": mv.kind, "path": mv.path,
             "created_at": mv.created_at.isoformat() if mv.created_at else None, "lineage": mv.lineage}
+
+
+def lineage(ref: str) -> dict:
+    """A model version with everything around it: the run and dataset version it came from (with the
+    config hash), the evaluations of it, and the deployments serving it."""
+    from oikyo.data import versions as dataset_versions
+    from oikyo.evaluate import records
+    from oikyo.serve import deployments
+
+    mv = get(ref)
+    info = describe(mv)
+    run = None
+    if mv.run_id:
+        with db.session() as s:
+            run = s.get(Run, mv.run_id)
+    dataset_id = (mv.lineage or {}).get("dataset_version") or (run.dataset_version_id if run else None)
+    dataset = None
+    if dataset_id:
+        with db.session() as s:
+            record = s.get(DatasetVersion, dataset_id)
+        if record is not None:
+            dataset = {k: v for k, v in dataset_versions.describe(record).items() if k != "lineage"}
+    info["run"] = None if run is None else {
+        "id": run.id, "name": run.name, "state": run.state, "config_hash": run.config_hash,
+        "dataset_version": run.dataset_version_id, "base_model": run.base_model, "seed": run.seed}
+    info["dataset"] = dataset
+    info["config_hash"] = (mv.lineage or {}).get("config_hash") or (run.config_hash if run else None)
+    info["evaluations"] = [records.describe(e) for e in records.list_evaluations(model_version_id=mv.id, limit=None)]
+    info["deployments"] = [d for d in deployments.list_deployments()
+                           if d["model"] == mv.id or any(v.get("model") == mv.id for v in d["variants"] or [])]
+    return info

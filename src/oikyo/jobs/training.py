@@ -18,6 +18,7 @@ Usage::
     from oikyo.jobs import training
     run = training.submit_training("run.yaml", ["train.lr=1e-4"])
     run = training.submit_training(None, dataset="support", model="smollm2-135m-instruct")
+    run = training.submit_config({"data": {"dataset": "support"}, "train": {"lr": 1e-4}})  # the REST API's way
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ RECIPE_ENV = "OIKYO_RECIPE"
 
 
 class SubmitError(OikyoError):
-    """The run cannot be queued: one line per problem found."""
+    """The run cannot be queued: one line per problem found (also in ``problems``, "dotted.path: message" each)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 @dataclass(frozen=True)
@@ -115,29 +120,10 @@ def prepare(config_path: str | Path | None = None, overrides: Iterable[str] = ()
 
 def _pin(rec: Recipe, config: Any, *, name: str | None, log=None) -> PreparedRun:
     """Resolve the references of a valid config and pin the dataset to its version id."""
-    from oikyo.data import versions
-
-    problems: list[str] = []
-    version = model_dir = None
-    if not config.data.dataset:
-        problems.append("data.dataset: no dataset given; pass --dataset NAME or set data.dataset "
-                        "(`oikyo data list` shows the versions)")
-    else:
-        try:
-            version = versions.resolve(str(config.data.dataset))
-        except OikyoError as error:
-            problems.append(f"data.dataset: {error}")
-    if version is not None:
-        problems += _split_problems(config, version)
-        if not versions.parquet_path(version).is_file():
-            problems.append(f"data.dataset: the data file of {version.name}@{version.id} is missing from "
-                            f"the artifact store ({versions.parquet_path(version)})")
-    try:
-        model_dir = resolve_model_dir(str(config.model.name), log=log)
-    except OikyoError as error:
-        problems.append(f"model.name: {error}")
+    problems, version, model_dir = _reference_problems(config.data.dataset, config.model.name,
+                                                       splits=_splits_of(config), log=log)
     if problems:
-        raise SubmitError("the run was not queued:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise SubmitError("the run was not queued:\n" + "\n".join(f"  - {p}" for p in problems), problems)
     data = config.model_dump(mode="json")
     data["data"]["dataset"] = version.id  # the exact version, whatever the name points at later
     config = rec.parse(data)
@@ -147,11 +133,42 @@ def _pin(rec: Recipe, config: Any, *, name: str | None, log=None) -> PreparedRun
                        dataset=version, model_dir=model_dir, seed=config_seed(config), name=str(run_name)[:200])
 
 
-def _split_problems(config: Any, version: DatasetVersion) -> list[str]:
+def _splits_of(config: Any) -> dict[str, str | None]:
+    return {field: getattr(config.data, field, None) for field in ("train_split", "eval_split")}
+
+
+def _reference_problems(dataset: Any, model: Any, *, splits: dict[str, Any], log: Callable[[str], None] | None = None
+                        ) -> tuple[list[str], DatasetVersion | None, Path | None]:
+    """Problems with a config's dataset (and its splits) and base model, with what did resolve."""
+    from oikyo.data import versions
+
+    problems: list[str] = []
+    version = model_dir = None
+    if not dataset:
+        problems.append("data.dataset: no dataset given; pass --dataset NAME or set data.dataset "
+                        "(`oikyo data list` shows the versions)")
+    elif isinstance(dataset, str):
+        try:
+            version = versions.resolve(dataset)
+        except OikyoError as error:
+            problems.append(f"data.dataset: {error}")
+    if version is not None:
+        problems += _split_problems(splits, version)
+        if not versions.parquet_path(version).is_file():
+            problems.append(f"data.dataset: the data file of {version.name}@{version.id} is missing from "
+                            f"the artifact store ({versions.parquet_path(version)})")
+    if isinstance(model, str) and model:
+        try:
+            model_dir = resolve_model_dir(model, log=log)
+        except OikyoError as error:
+            problems.append(f"model.name: {error}")
+    return problems, version, model_dir
+
+
+def _split_problems(splits: dict[str, Any], version: DatasetVersion) -> list[str]:
     problems = []
-    for field in ("train_split", "eval_split"):
-        split = getattr(config.data, field, None)
-        if not split:
+    for field, split in splits.items():
+        if not split or not isinstance(split, str):
             continue
         if not version.splits:
             problems.append(f"data.{field}: dataset {version.name}@{version.id} is not split; run "
@@ -167,6 +184,77 @@ def submit_training(config_path: str | Path | None = None, overrides: Iterable[s
                     log: Callable[[str], None] | None = None) -> Run:
     """Validate, resolve and queue a training run; returns the queued run."""
     return enqueue(prepare(config_path, overrides, dataset=dataset, model=model, name=name, log=log))
+
+
+def prepare_config(config: dict, *, name: str | None = None, log: Callable[[str], None] | None = None) -> PreparedRun:
+    """Like :func:`prepare`, for a config given as a mapping in the YAML's structure (the REST API's form).
+
+    Every problem is reported at once: the config's own (bad values, unknown keys, conflicts) and,
+    as far as they can be read from it, its dataset and base model references. Raises
+    :class:`oikyo.train.config.ConfigError` or :class:`SubmitError`, both with ``problems``.
+    """
+    rec = recipe()
+    config_obj, problems = _validate_mapping(rec, config)
+    if config_obj is not None:
+        return _pin(rec, config_obj, name=name, log=log)
+    from oikyo.train.config import ConfigError
+
+    raw = config if isinstance(config, dict) else {}
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    splits = {"train_split": data.get("train_split", "train"), "eval_split": data.get("eval_split", "validation")}
+    more, _version, _model_dir = _reference_problems(data.get("dataset"), model.get("name", "smollm2-135m-instruct"),
+                                                     splits=splits, log=log)
+    known = {p.split(":", 1)[0] for p in problems}
+    raise ConfigError(problems + [p for p in more if p.split(":", 1)[0] not in known])
+
+
+def submit_config(config: dict, *, name: str | None = None, log: Callable[[str], None] | None = None) -> Run:
+    """Validate, resolve and queue a training run from a config mapping; returns the queued run."""
+    return enqueue(prepare_config(config, name=name, log=log))
+
+
+def _validate_mapping(rec: Recipe, config: Any) -> tuple[Any, list[str]]:
+    """(TrainConfig, []) for a valid mapping, else (None, every problem as "dotted.path: message")."""
+    from pydantic import ValidationError
+
+    from oikyo.train.config import ConfigError, format_validation_error
+
+    if not isinstance(config, dict):
+        return None, ["config: must be a mapping of groups (model, data, method, lora, train, dpo, checkpoint)"]
+    try:
+        return rec.parse(config), []
+    except ValidationError as error:
+        return None, format_validation_error(error)
+    except ConfigError as error:
+        return None, list(error.problems)
+
+
+def validate_config(config: dict) -> Any:
+    """The config mapping as a TrainConfig with every default filled in (references are not resolved).
+
+    Raises :class:`oikyo.train.config.ConfigError` listing every problem.
+    """
+    from oikyo.train.config import ConfigError
+
+    config_obj, problems = _validate_mapping(recipe(), config)
+    if problems:
+        raise ConfigError(problems)
+    return config_obj
+
+
+def config_yaml(config: dict) -> str:
+    """The validated config as the YAML ``oikyo train --config`` reads, every knob with its description."""
+    from oikyo.train.config import dump_yaml
+
+    return dump_yaml(validate_config(config), header="Run it with: oikyo train --config run.yaml")
+
+
+def config_schema() -> dict:
+    """The training config's JSON schema (groups, fields, types, bounds, descriptions) and its defaults."""
+    from oikyo.train.config import TrainConfig
+
+    return {"schema": TrainConfig.model_json_schema(), "defaults": TrainConfig().model_dump(mode="json")}
 
 
 def enqueue(prepared: PreparedRun, *, reproduced_from: str | None = None) -> Run:

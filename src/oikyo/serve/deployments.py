@@ -11,6 +11,7 @@ with :func:`start` (``oikyo deploy --name N`` or ``oikyo deployments start N``):
     info = deployments.deploy("mv-1a2b", name="support", port=8000)          # starts, waits until ready
     deployments.deploy("mv-1a2b", name="ab", split="mv-1a2b=90,mv-3c4d=10", replicas="auto")
     deployments.list_deployments(); deployments.show("support"); deployments.tail_log("support")
+    deployments.set_split("ab", "mv-1a2b=50,mv-3c4d=50")                    # a running one restarts with it
     deployments.stop("support")                                              # drains, then stops
 
 Files of a deployment live in ``$OIKYO_HOME/deployments/<name>/``: ``deployment.log`` (router and
@@ -233,6 +234,26 @@ def deploy(model: str | None = None, *, name: str | None = None, host: str | Non
     _save(name, existing, variants=variants, host=host, port=port, replicas=replicas, log_requests=log_requests,
           engine=engine, settings=settings)
     return start(name, detach=detach, wait_s=wait_s, log=log)
+
+
+def set_split(name: str, split: str, *, wait_s: float = 600.0, log: Log | None = None) -> dict:
+    """Give deployment ``name`` a new traffic split (``"mv-a=90,mv-b=10"``); returns its description
+    with ``restarted``.
+
+    The router reads its variants when it starts, so a running deployment is stopped (requests in
+    flight finish) and started again with the new split; a stopped one keeps it for its next start.
+    The split is checked before anything stops.
+    """
+    record = get(name)
+    variants = make_variants(None, split)
+    running = status(record) in ("starting", "running")
+    if running:
+        stop(name)
+    _save(name, get(name), variants=variants, host=None, port=None, replicas=None, log_requests=None, engine=None,
+          settings=None)
+    if not running:
+        return {**describe(get(name)), "restarted": False}
+    return {**start(name, wait_s=wait_s, log=log), "restarted": True}
 
 
 def _find(name: str) -> Deployment | None:

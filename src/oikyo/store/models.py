@@ -312,3 +312,49 @@ class Feedback(Base):
     rating: Mapped[float] = mapped_column(Float, nullable=False)
     comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+# --- Human ratings (migration 0006_human_ratings) --------------------------------------------------
+
+
+class RatingSession(Base):
+    """A blind pairwise rating session: two systems' answers to the same prompts, shown side by side.
+
+    ``system_a``/``system_b`` name what was compared (a model version id or a base model name, as
+    evaluations name it); their answers come from the stored evaluations ``evaluation_a``/``evaluation_b``
+    on one dataset version and split. ``seed`` drew the left/right order of every pair.
+    """
+
+    __tablename__ = "rating_sessions"
+    __table_args__ = (Index("ix_rating_sessions_systems", "system_a", "system_b"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    system_a: Mapped[str] = mapped_column(String(500), nullable=False)
+    system_b: Mapped[str] = mapped_column(String(500), nullable=False)
+    evaluation_a: Mapped[str] = mapped_column(ForeignKey("evaluations.id"), nullable=False)
+    evaluation_b: Mapped[str] = mapped_column(ForeignKey("evaluations.id"), nullable=False)
+    dataset_version_id: Mapped[str] = mapped_column(ForeignKey("dataset_versions.id"), nullable=False)
+    split: Mapped[str | None] = mapped_column(String(16))
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class RatingPair(Base):
+    """One prompt of a rating session: which side shows A (kept here, never sent to the rater) and the rating.
+
+    ``example_key`` is the example's row hash (the per-example outputs of both evaluations hold it).
+    ``choice`` is what the rater picked (left, right or tie), ``winner`` what that means (a, b or tie);
+    both stay empty until the pair is rated, and a pair is rated once.
+    """
+
+    __tablename__ = "rating_pairs"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("rating_sessions.id", ondelete="CASCADE"), nullable=False,
+                                            index=True)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    example_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    a_on_left: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    choice: Mapped[str | None] = mapped_column(String(8))
+    winner: Mapped[str | None] = mapped_column(String(8))
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,5 +1,116 @@
-"""REST routes: deployments (placeholder: being written)."""
+"""REST routes: deployments (list, create and start, show, stop, change the A/B split, traffic stats, logs).
 
-from fastapi import APIRouter
+Adapts :mod:`oikyo.serve.deployments` (``oikyo deploy``, ``oikyo deployments ...``) and
+:mod:`oikyo.serve.traffic` (requests, errors and latency per variant and over time, from the
+``served_requests`` table the router fills). API keys for the served endpoints: see routes/keys.py.
+
+Creating a deployment starts its router in the background and answers once it serves (or with
+the reason it could not start). Changing the split of a running deployment restarts it with the
+new split (its router reads the variants when it starts).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from oikyo.api.refs import check_ref
+from oikyo.errors import OikyoError
 
 router = APIRouter(tags=["deployments"])
+
+
+class NotFound(OikyoError):
+    http_status = 404
+
+
+def known(name: str) -> str:
+    """``name`` when a deployment has it; a 404 (with the store's message) when none does."""
+    from oikyo.serve import deployments
+
+    check_ref(name, "deployment name")
+    try:
+        deployments.get(name)
+    except OikyoError as error:
+        raise NotFound(str(error)) from None
+    return name
+
+
+class DeploymentRequest(BaseModel):
+    model: str | None = Field(None, description="Model version id (or prefix), base model name or model folder.")
+    name: str | None = Field(None, max_length=100, description="Deployment name (default: from the model).")
+    split: str | None = Field(None, description="A/B split by weight, sticky per user: MODEL=WEIGHT,... "
+                                                "e.g. mv-1a2b=90,mv-3c4d=10.")
+    replicas: str | None = Field(None, description="Replica processes: a number, 'auto' or 'auto:MIN-MAX'.")
+    port: int | None = Field(None, ge=0, le=65535, description="Port to serve on (default 8000; 0: a free one).")
+    log_requests: bool | None = Field(None, description="Record request messages and responses (opt-in).")
+    engine: str | None = Field(None, description="native (default) or vllm.")
+
+
+class SplitRequest(BaseModel):
+    split: str = Field(description="MODEL=WEIGHT,... e.g. mv-1a2b=90,mv-3c4d=10.")
+
+
+@router.get("/deployments")
+def list_deployments() -> list[dict]:
+    """Deployments and their state (``gone``: recorded as running, but its processes are not)."""
+    from oikyo.serve import deployments
+
+    return deployments.list_deployments()
+
+
+@router.post("/deployments", status_code=201)
+def create_deployment(body: DeploymentRequest) -> dict:
+    """Create (or start again, with ``name`` alone) a deployment; answers once it serves."""
+    from oikyo.serve import deployments
+
+    if body.name:
+        check_ref(body.name, "deployment name")
+        if body.model is None and body.split is None:
+            known(body.name)  # starting a recorded deployment again: it must exist
+    replicas = body.replicas if body.replicas is None else str(body.replicas)
+    return deployments.deploy(body.model, name=body.name, port=body.port, replicas=replicas, split=body.split,
+                              log_requests=body.log_requests, engine=body.engine, detach=True)
+
+
+@router.get("/deployments/{name}")
+def show_deployment(name: str) -> dict:
+    """A deployment's record, live readiness and replica processes."""
+    from oikyo.serve import deployments
+
+    return deployments.show(known(name))
+
+
+@router.post("/deployments/{name}/stop")
+def stop_deployment(name: str) -> dict:
+    """Stop a deployment: no new requests, finish those in flight, stop the replicas."""
+    from oikyo.serve import deployments
+
+    return deployments.stop(known(name))
+
+
+@router.put("/deployments/{name}/split")
+def set_split(name: str, body: SplitRequest) -> dict:
+    """Change the traffic split; a running deployment restarts with it (``restarted`` says so)."""
+    from oikyo.serve import deployments
+
+    return deployments.set_split(known(name), body.split)
+
+
+@router.get("/deployments/{name}/stats")
+def deployment_stats(name: str, window_s: float = Query(3600.0, gt=0, le=90 * 24 * 3600),
+                     buckets: int = Query(60, ge=1, le=500)) -> dict:
+    """Requests, errors and latency percentiles over the last ``window_s`` seconds: totals, per variant
+    (with weights and feedback) and in ``buckets`` time slices for charts."""
+    from oikyo.serve import traffic
+
+    return traffic.stats(known(name), window_s=window_s, buckets=buckets)
+
+
+@router.get("/deployments/{name}/logs")
+def deployment_logs(name: str, lines: int = Query(100, ge=1, le=10_000)) -> dict:
+    """The last ``lines`` lines of the router's and replicas' log."""
+    from oikyo.serve import deployments
+
+    text = deployments.tail_log(known(name), lines)
+    return {"deployment": name, "lines": text.splitlines() if text else []}
