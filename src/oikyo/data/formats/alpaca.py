@@ -19,6 +19,7 @@ from oikyo.data.formats.base import (
 )
 
 FIELDS = frozenset({"instruction", "input", "output", "system", "history"})
+PLAIN_FIELDS = frozenset({"instruction", "input", "output"})  # the hot path: no system prompt, no history
 
 
 def _history(value) -> list[dict]:
@@ -41,17 +42,14 @@ def convert(rec: dict) -> dict:
     # of a large import); anything unusual takes the careful path below.
     instruction, output, extra = rec.get("instruction"), rec.get("output"), rec.get("input", "")
     if (
-        len(rec) <= 3
-        and type(instruction) is str
+        type(instruction) is str
         and type(output) is str
         and type(extra) is str
         and instruction
         and output
         and not instruction.isspace()
         and not output.isspace()
-        and rec.keys() <= FIELDS
-        and "system" not in rec
-        and "history" not in rec
+        and rec.keys() <= PLAIN_FIELDS
     ):
         user = instruction + "\n\n" + extra if extra and not extra.isspace() else instruction
         return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": output}]}

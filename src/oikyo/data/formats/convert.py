@@ -130,6 +130,20 @@ class Chunk:
             if self.size >= TABLE_BYTES or len(self.rows) >= TABLE_ROWS:
                 self._cut()
 
+    def add_rows(self, rows: list[dict], datas: list[bytes]) -> None:
+        """Keep several valid rows and their bytes at once (the hot path's batched :meth:`add_row`)."""
+        if not rows:
+            return
+        self.count += len(rows)
+        if self.build:
+            self.blob += b"\n".join(datas)
+            self.blob += b"\n"
+            self.rows += rows
+            self.wide = self.wide or max(map(len, rows)) > 1
+            self.size += sum(map(len, datas))
+            if self.size >= TABLE_BYTES or len(self.rows) >= TABLE_ROWS:
+                self._cut()
+
     def _convert(self, value) -> dict:
         job = self.job
         if type(value) is not dict:
@@ -202,29 +216,35 @@ def add_lines(chunk: Chunk, data: bytes) -> int:
     chunk is split into lines a block at a time, so only a block's worth of lines is alive at once.
     """
     loads, dumps, sort_keys, decode_error = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, orjson.JSONDecodeError
-    fast, add, add_row, keyish = chunk.fast, chunk.add, chunk.add_row, readers.KEYISH.findall
+    fast, add, add_rows, keyish = chunk.fast, chunk.add, chunk.add_rows, readers.KEYISH.findall
     number = 0
     for block in _blocks(data):
+        rows, datas = [], []  # the block's valid rows so far, handed to the chunk in one call
         for number, line in enumerate(block.split(b"\n"), number + 1):  # noqa: B020 - numbering goes on
             if not line or line.isspace():
                 continue  # blank lines are skipped
             try:
                 value = loads(line)
             except decode_error:
-                add(number, None, None, _parse_problem(line))
-                continue
-            # As many colons (or `"\s*:` key endings) as top-level keys proves there is no duplicate
-            # key (see readers.duplicate_key); the second count is for text that holds colons.
-            if fast is not None and type(value) is dict and (
-                line.count(b":") == len(value) or len(keyish(line)) == len(value)
-            ):
-                try:
-                    row = fast(value)
-                    add_row(row, dumps(row, option=sort_keys))
-                    continue
-                except Exception:  # noqa: BLE001 - the slow path below reports it properly
-                    pass
-            add(number, None, value, readers.duplicate_key(line, value))
+                value, problem = None, _parse_problem(line)
+            else:
+                # As many colons (or `"\s*:` key endings) as top-level keys proves there is no duplicate
+                # key (see readers.duplicate_key); the second count is for text that holds colons.
+                if fast is not None and type(value) is dict and (
+                    line.count(b":") == len(value) or len(keyish(line)) == len(value)
+                ):
+                    try:
+                        row = fast(value)
+                        datas.append(dumps(row, option=sort_keys))
+                        rows.append(row)
+                        continue
+                    except Exception:  # noqa: BLE001 - the slow path below reports it properly
+                        pass
+                problem = readers.duplicate_key(line, value)
+            add_rows(rows, datas)  # keep the rows in file order around the slow path
+            rows, datas = [], []
+            add(number, None, value, problem)
+        add_rows(rows, datas)
         number -= 1  # a block ends with a line break: its last, empty piece is not a line
     return number + (0 if data.endswith(b"\n") or not data else 1)
 
