@@ -54,6 +54,9 @@ def load_model(model_dir: str | Path, dtype=None, device: str = "cpu", *, trust_
     import torch
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar is noise in oikyo's own output
     folder, extra = _source(model_dir)
     model = AutoModelForCausalLM.from_pretrained(
         folder,
