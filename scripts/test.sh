@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/oikyo ] || bash scripts/install.sh
+# The dashboard's browser tests drive Debian's chromium; without it they skip, saying why.
+bash scripts/install-browser.sh || echo "warning: chromium could not be installed; the browser tests (tests/web) will skip" >&2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"
