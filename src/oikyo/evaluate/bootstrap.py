@@ -15,6 +15,7 @@ The interval is the percentile interval of ``metric(A) - metric(B)`` over the re
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -78,3 +79,17 @@ def paired_bootstrap(stats_a: np.ndarray, stats_b: np.ndarray, aggregate: Callab
     p_value = min(1.0, 2 * min(below, above))
     return BootstrapResult(value_a=value_a, value_b=value_b, delta=value_a - value_b, low=float(low),
                            high=float(high), confidence=confidence, resamples=int(deltas.size), p_value=p_value)
+
+
+Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (``successes`` may be fractional: ties count half)."""
+    if n <= 0:
+        return None
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)

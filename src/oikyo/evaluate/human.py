@@ -19,19 +19,18 @@ session refuses, saying so, when either has no stored evaluation there.
 
 from __future__ import annotations
 
-import math
 import random
 import secrets
 
 from sqlalchemy import func, or_, select, update
 
 from oikyo.errors import OikyoError
+from oikyo.evaluate.bootstrap import Z95, wilson_interval
 from oikyo.store import db
 from oikyo.store.models import Evaluation, RatingPair, RatingSession, utcnow
 
 CHOICES = ("left", "right", "tie")
 ANY_SPLIT = object()  # start_session(split=ANY_SPLIT): A's newest evaluation on the dataset, B's on the same split
-Z95 = 1.959964
 
 
 class UnknownPair(OikyoError):
@@ -47,17 +46,6 @@ class AlreadyRated(OikyoError):
 
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """The Wilson score interval of a proportion (``successes`` may be fractional: ties count half)."""
-    if n <= 0:
-        return None
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # ----------------------------------------------------------------------------- sessions

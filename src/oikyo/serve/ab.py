@@ -28,6 +28,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from oikyo.errors import OikyoError
+from oikyo.evaluate.bootstrap import wilson_interval
 
 ALPHA = 0.05
 MIN_FEEDBACK = 2  # ratings per variant needed before a t-test means anything
@@ -95,17 +96,6 @@ def percentile(values: list[float], q: float) -> float | None:
     position = (len(ordered) - 1) * q / 100.0
     low, high = math.floor(position), math.ceil(position)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
-    """The Wilson score 95% interval of a proportion (good near 0 and 1, unlike the normal one)."""
-    if n == 0:
-        return None
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def mean_interval(values: list[float]) -> tuple[float | None, tuple[float, float] | None]:
