@@ -146,7 +146,10 @@ def build_model(model_dir: Path, finetune: str, dtype, device: str, lora: dict, 
     if finetune in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
+        from oikyo.train.fused_lora import fuse_lora_layers
+
         model = get_peft_model(model, LoraConfig(**lora))
+        fuse_lora_layers(model)  # same math, one GEMM for the adapter's product, scaling and sum
     return model.train()
 
 
