@@ -165,3 +165,14 @@ def export_dataset(ref: str, to: Literal["openai", "sharegpt", "alpaca", "jsonl"
     media = "application/vnd.apache.parquet" if to == "parquet" else "application/x-ndjson"
     return FileResponse(path, media_type=media, filename=path.name,
                         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+
+
+class EvalSetRequest(BaseModel):
+    eval_set: bool = Field(True, description="True registers the version as an evaluation set, false removes the mark.")
+
+
+@router.put("/datasets/{ref}/eval-set")
+def mark_eval_set(ref: str, body: EvalSetRequest) -> dict:
+    """(Un)register a version as an evaluation set: quality reports then flag other data leaking into it."""
+    version = versions.set_eval_set(check_ref(ref, "dataset version"), body.eval_set)
+    return versions.describe(version)

@@ -114,3 +114,11 @@ def deployment_logs(name: str, lines: int = Query(100, ge=1, le=10_000)) -> dict
 
     text = deployments.tail_log(known(name), lines)
     return {"deployment": name, "lines": text.splitlines() if text else []}
+
+
+@router.get("/deployments/{name}/ab-report")
+def ab_report(name: str) -> dict:
+    """Per-variant requests, latency, error rate and feedback with 95% CIs, and a verdict (`oikyo deployments ab-report`)."""
+    from oikyo.serve import ab
+
+    return ab.report(known(name))

@@ -95,3 +95,18 @@ def show_model_version(ref: str) -> dict:
     """One model version with its lineage: base model, dataset version, run and config hash, code and
     package versions, the evaluations of it and the deployments serving it."""
     return model_versions.lineage(check_ref(ref, "model version id"))
+
+
+@router.delete("/models/{name}")
+def remove_model(name: str) -> dict:
+    """Forget a model in the catalog (its files are left alone)."""
+    catalog.remove_model(_catalog_name(name))
+    return {"removed": name}
+
+
+@router.post("/model-versions/{ref}/merge", status_code=201)
+def merge_model_version(ref: str) -> dict:
+    """Merge an adapter version into its base model: a new ``merged`` version in Hugging Face layout
+    that plain transformers loads (`oikyo models merge`; takes as long as loading the model)."""
+    merged = model_versions.merge(check_ref(ref, "model version id"))
+    return model_versions.describe(merged)

@@ -248,3 +248,12 @@ def resume_run(run_ref: str, body: ResumeRequest | None = None) -> dict:
 
     run = runs.resume(check_ref(run_ref, "run id"))
     return {**run_info(run), "worker": worker_status(body.start_worker if body else True)}
+
+
+@router.post("/runs/{run_ref}/reproduce", status_code=201)
+def reproduce_run(run_ref: str, body: ResumeRequest | None = None) -> dict:
+    """Queue a new run from a run's recorded config: the same dataset version and seed (`oikyo runs reproduce`)."""
+    from oikyo.jobs import runs
+
+    run = runs.reproduce(check_ref(run_ref, "run id"))
+    return {**run_info(run), "worker": worker_status(body.start_worker if body else True)}
