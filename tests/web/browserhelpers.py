@@ -1,4 +1,5 @@
-"""Helpers for the browser tests (not a test module): the server thread, the page wrapper, the token.
+"""Helpers for the browser tests (not a test module): the page wrapper, the token. The server thread is
+the serving tests' ``ThreadServer`` (tests/serve/serving_fixtures.py).
 
 Screenshots go to ``$OIKYO_TEST_ARTIFACTS/web`` (default ``test-artifacts/web`` in the repository,
 which git ignores), named ``<test>-<step>.png``.
@@ -8,9 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,34 +21,6 @@ def artifacts_dir() -> Path:
     path = root / "web"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-class ThreadServer:
-    """The platform server (API and dashboard) under uvicorn in a daemon thread on a free loopback port."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 class Dashboard:

@@ -22,8 +22,10 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "jobs"))  # jobhelpers: datasets and waiting, shared with the job tests
+sys.path.insert(0, str(HERE.parent / "serve"))  # serving_fixtures: uvicorn in a thread, shared with the serving tests
 
-from browserhelpers import CHROMIUM, TOKEN, Dashboard, ThreadServer
+from browserhelpers import CHROMIUM, TOKEN, Dashboard
+from serving_fixtures import ThreadServer
 
 
 @pytest.fixture
