@@ -1,7 +1,7 @@
 """Optional metric export to TensorBoard, MLflow and Weights & Biases.
 
-Turned on by the run's config (a ``report_to`` list in the ``train`` group or at the top level, for
-example ``--set train.report_to=[tensorboard]``). Each exporter imports its library only when
+Turned on by the run's config (the ``train.report_to`` list, for example
+``--set train.report_to=[tensorboard]``). Each exporter imports its library only when
 enabled; when the library is not installed the run goes on and the log says so once. An exporter
 that fails while training is switched off (with one log line) instead of failing the run.
 
@@ -22,13 +22,10 @@ INSTALL = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 def enabled(config: dict) -> list[str]:
-    """The exporters a resolved config asks for (``report_to`` under ``train``, ``logging`` or the top)."""
-    for holder in ((config.get("train") or {}), (config.get("logging") or {}), config):
-        value = holder.get("report_to") if isinstance(holder, dict) else None
-        if value:
-            names = [value] if isinstance(value, str) else list(value)
-            return [str(n).lower() for n in names if str(n).lower() not in ("none", "")]
-    return []
+    """The exporters a resolved config asks for: ``train.report_to`` (validated by the training config)."""
+    value = (config.get("train") or {}).get("report_to") or []
+    names = [value] if isinstance(value, str) else value
+    return [str(name).lower() for name in names]
 
 
 class _TensorBoard:
