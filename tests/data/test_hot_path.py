@@ -1,17 +1,18 @@
-"""The JSONL hot path (convert.add_lines with a format's ``turns``) gives exactly what the careful path gives."""
+"""The JSONL hot paths (convert.add_lines row by row, and the columnar fast path) give exactly what the careful path gives."""
 
 from __future__ import annotations
 
-import hashlib
-
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oikyo.data import formats
-from oikyo.data.formats.base import row_bytes
+from oikyo.data.digest import table_digest
+from oikyo.data.formats import columnar
 from oikyo.data.formats.convert import Chunk, Job, add_lines
+from oikyo.data.schema import ARROW_SCHEMA
 from oikyo.data.ingest import convert_file
 
 
@@ -28,24 +29,32 @@ def _careful_rows(fmt_name: str, records: list[dict]) -> list[dict]:
 text = st.text(min_size=1, max_size=40).filter(lambda s: not s.isspace())
 
 
+def _lines(records: list[dict]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def _rows(tables) -> list[dict]:
+    return pa.concat_tables(tables).to_pylist() if tables else []
+
+
 @settings(max_examples=200, deadline=None)
 @given(instruction=text, extra=st.text(max_size=20), output=text)
-def test_alpaca_bytes_and_table_equal_the_careful_path(instruction, extra, output):
+def test_alpaca_rows_equal_the_careful_path(instruction, extra, output):
     record = {"instruction": instruction, "input": extra, "output": output}
     chunk = _hot("alpaca", [record])
     [row] = _careful_rows("alpaca", [record])
-    assert bytes(chunk.blob) == row_bytes(row) + b"\n"
-    [table] = chunk.result()[2]
+    [table] = chunk.result()[1]
     assert table.column("messages").to_pylist() == [row["messages"]]
+    assert table_digest([table]) == table_digest([pa.Table.from_pylist([row], schema=ARROW_SCHEMA)])
 
 
 @settings(max_examples=100, deadline=None)
 @given(prompt=text, completion=text)
-def test_prompt_completion_bytes_equal_the_careful_path(prompt, completion):
+def test_prompt_completion_rows_equal_the_careful_path(prompt, completion):
     record = {"prompt": prompt, "completion": completion}
     chunk = _hot("prompt_completion", [record])
     [row] = _careful_rows("prompt_completion", [record])
-    assert bytes(chunk.blob) == row_bytes(row) + b"\n"
+    assert _rows(chunk.result()[1]) == [pa.Table.from_pylist([row], schema=ARROW_SCHEMA).to_pylist()[0]]
 
 
 def test_plain_and_unusual_records_keep_their_file_order(tmp_path):
@@ -75,5 +84,4 @@ def test_plain_and_unusual_records_keep_their_file_order(tmp_path):
     stored = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert [r["messages"] for r in stored] == [r["messages"] for r in expected]
     assert [r["split"] for r in stored] == [r.get("split") for r in expected]
-    digest = hashlib.sha256(b"".join(row_bytes(r) + b"\n" for r in expected)).hexdigest()
-    assert result.content_hash == digest
+    assert result.content_hash == table_digest([pa.Table.from_pylist(expected, schema=ARROW_SCHEMA)])

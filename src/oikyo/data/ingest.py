@@ -17,8 +17,8 @@ processes, each handling one chunk of the file; the main process receives the ch
 order, hashes the rows and writes them to Parquet. Nothing is stored when validation fails
 (``on_error="fail"``); with ``on_error="skip"`` bad rows are dropped and every one is listed.
 
-The content hash of a dataset is ``sha256(row_bytes(r1) + b"\\n" + row_bytes(r2) + b"\\n" + ...)``
-over its rows in order, so the same rows give the same hash whatever file they were read from.
+The content hash of a dataset covers its canonical rows in order (:mod:`oikyo.data.digest`), so
+the same rows give the same hash whatever file they were read from.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import Callable, Iterable
 
 from oikyo.data import formats as registry
 from oikyo.data import readers
+from oikyo.data.digest import RowsDigest
 from oikyo.data.formats.base import Format, RowError, row_bytes
 from oikyo.data.formats.convert import Job, process_task, rename
 from oikyo.data.formats.detect import Detection, detect
@@ -236,7 +237,7 @@ class _Output:
     def __init__(self, out_path: Path):
         self.path = out_path
         self.partial = out_path.with_name(out_path.name + ".partial")
-        self.hash = hashlib.sha256()
+        self.hash = RowsDigest()
         self.writer = None
         self.pending: list = []
         self.pending_rows = 0
@@ -244,9 +245,9 @@ class _Output:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="oikyo-parquet")
         self.writes: deque = deque()
 
-    def add(self, blob: bytes, tables: list) -> None:
-        self.hash.update(blob)
+    def add(self, tables: list) -> None:
         for table in tables:
+            self.hash.update(table)
             self.pending.append(table)
             self.pending_rows += table.num_rows
             self.pending_bytes += table.nbytes
@@ -397,7 +398,7 @@ def _scan(source, job: Job, out_path: Path, skip: bool, workers: int, progress):
     output = _Output(out_path) if job.fmt is not None else None
     state, valid, line_base = _State(), 0, 0
     try:
-        for (rows, blob, tables, problems, lines), done in _results(source, job, workers, state):
+        for (rows, tables, problems, lines), done in _results(source, job, workers, state):
             valid += rows
             if lines is not None:  # a chunk of JSONL lines, numbered from 1 within the chunk
                 problems = [(line_base + line, *rest) for line, *rest in problems]
@@ -408,7 +409,7 @@ def _scan(source, job: Job, out_path: Path, skip: bool, workers: int, progress):
                 output.abort()  # fail mode: nothing will be stored, only count from here on
                 output, state.build = None, False
             if output is not None:
-                output.add(blob, tables)
+                output.add(tables)
             if progress is not None:
                 progress(done, source.size)
     except BaseException:

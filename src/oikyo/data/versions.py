@@ -297,19 +297,22 @@ def describe(version: DatasetVersion) -> dict:
 
 def write_parquet_rows(rows: Iterator[dict], out: Path, batch_rows: int = 4096) -> tuple[int, str]:
     """Write canonical rows to ``out`` with the fixed schema; returns (row count, content hash)."""
-    import hashlib
-
     import pyarrow as pa
 
-    digest, count, buffer = hashlib.sha256(), 0, []
+    from oikyo.data.digest import RowsDigest
+
+    digest, count, buffer = RowsDigest(), 0, []  # the same content hash as an import's
     with pq.ParquetWriter(out, ARROW_SCHEMA) as writer:
         for row in rows:
-            digest.update(ingest.row_bytes(row) + b"\n")  # the same definition as ingest's content hash
             buffer.append(row)
             count += 1
             if len(buffer) >= batch_rows:
-                writer.write_table(pa.Table.from_pylist(buffer, schema=ARROW_SCHEMA))
+                table = pa.Table.from_pylist(buffer, schema=ARROW_SCHEMA)
+                digest.update(table)
+                writer.write_table(table)
                 buffer = []
         if buffer:
-            writer.write_table(pa.Table.from_pylist(buffer, schema=ARROW_SCHEMA))
+            table = pa.Table.from_pylist(buffer, schema=ARROW_SCHEMA)
+            digest.update(table)
+            writer.write_table(table)
     return count, digest.hexdigest()

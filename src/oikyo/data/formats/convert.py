@@ -1,15 +1,16 @@
 """Applying a format to a chunk of records: the work each import worker process does.
 
 A *task* from :mod:`oikyo.data.readers` (JSONL lines, a byte range of them, or parsed records)
-goes in; out comes ``(rows, blob, tables, problems, lines)``: the number of valid rows, their
-:func:`row_bytes` each followed by a line break (for the content hash), the rows as Arrow tables
-with :data:`oikyo.data.schema.ARROW_SCHEMA`, the problems as ``(line, index, error, field,
-message)`` tuples, and for JSONL the number of lines the chunk held (line numbers in its problems
-count from 1 within the chunk; :mod:`oikyo.data.ingest` adds the lines before it).
+goes in; out comes ``(rows, tables, problems, lines)``: the number of valid rows, the rows as
+Arrow tables with :data:`oikyo.data.schema.ARROW_SCHEMA`, the problems as ``(line, index, error,
+field, message)`` tuples, and for JSONL the number of lines the chunk held (line numbers in its
+problems count from 1 within the chunk; :mod:`oikyo.data.ingest` adds the lines before it).
 
-:func:`add_lines` is the hot path of a large import: it parses each line with orjson, proves the
-absence of duplicate keys with a colon count, and calls the format's converter directly; any
-record that is not plain sails through :meth:`Chunk.add`, which finds and words the problem.
+A chunk of JSONL lines first tries the columnar fast path (:mod:`oikyo.data.formats.columnar`),
+which takes whole chunks of plain records of some formats. Otherwise :func:`add_lines` goes row by
+row: it parses each line with orjson, proves the absence of duplicate keys with a colon count, and
+calls the format's converter directly; any record that is not plain sails through
+:meth:`Chunk.add`, which finds and words the problem.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Callable
 import orjson
 
 from oikyo.data import readers
+from oikyo.data.formats import columnar
 from oikyo.data.formats.base import Format, RowError, row_bytes
 from oikyo.data.schema import ARROW_SCHEMA, COLUMNS, SPLITS
 
@@ -76,7 +78,7 @@ def source_field(path: str | None, mapping: dict[str, str]) -> str | None:
 
 
 class Chunk:
-    """Converts the records of one task and gathers their rows (as bytes and as Arrow tables)."""
+    """Converts the records of one task and gathers their rows as Arrow tables."""
 
     def __init__(self, job: Job, build: bool):
         self.job, self.build = job, build
@@ -84,9 +86,8 @@ class Chunk:
         self.problems: list[tuple] = []
         self.count = 0  # valid rows
         self.rows: list[dict] = []  # kept only while building
-        self.blob = bytearray()
         self.tables = []
-        self.size = 0
+        self.size = 0  # characters of text in self.rows (roughly)
         self.wide = False  # some kept row has a column besides messages
         # The plain converter, when no mapping or length limit has to be applied around it.
         plain = job.fmt is not None and not job.mapping and not job.drop and job.max_tokens is None
@@ -97,7 +98,7 @@ class Chunk:
         if problem is None:
             try:
                 row = self._convert(value)
-                data = row_bytes(row)
+                size = len(row_bytes(row))  # raises for lone surrogates (from CSV or Parquet text), which UTF-8 cannot store
             except RowError as exc:
                 problem = (exc.error, source_field(exc.field, self.job.mapping), exc.message)
             except orjson.JSONEncodeError:
@@ -116,33 +117,26 @@ class Chunk:
         if problem is not None:
             self.problems.append((line, index, *problem))
             return
-        self.add_row(row, data)
+        self.add_rows([row], size)
 
-    def add_row(self, row: dict, data: bytes) -> None:
-        """Keep one valid row and its bytes."""
-        self.count += 1
-        if self.build:
-            self.blob += data
-            self.blob += b"\n"
-            self.rows.append(row)
-            self.wide = self.wide or len(row) > 1
-            self.size += len(data)
-            if self.size >= TABLE_BYTES or len(self.rows) >= TABLE_ROWS:
-                self._cut()
-
-    def add_rows(self, rows: list[dict], datas: list[bytes]) -> None:
-        """Keep several valid rows and their bytes at once (the hot path's batched :meth:`add_row`)."""
+    def add_rows(self, rows: list[dict], size: int) -> None:
+        """Keep valid rows (``size``: roughly their characters of text, to bound a table's memory)."""
         if not rows:
             return
         self.count += len(rows)
         if self.build:
-            self.blob += b"\n".join(datas)
-            self.blob += b"\n"
             self.rows += rows
             self.wide = self.wide or max(map(len, rows)) > 1
-            self.size += sum(map(len, datas))
+            self.size += size
             if self.size >= TABLE_BYTES or len(self.rows) >= TABLE_ROWS:
                 self._cut()
+
+    def add_table(self, table) -> None:
+        """Keep a table of valid canonical rows (the columnar fast path's)."""
+        self.count += table.num_rows
+        if self.build:
+            self._cut()  # rows kept before it stay before it
+            self.tables.append(table)
 
     def _convert(self, value) -> dict:
         job = self.job
@@ -189,11 +183,11 @@ class Chunk:
         self.tables.append(pa.Table.from_arrays(columns, schema=ARROW_SCHEMA))
 
     def result(self) -> tuple:
-        """``(rows, blob, tables, problems)``: what the main process needs, cheap to pickle."""
+        """``(rows, tables, problems)``: what the main process needs, cheap to pickle."""
         if not self.build:
-            return self.count, b"", [], self.problems
+            return self.count, [], self.problems
         self._cut()
-        return self.count, self.blob, self.tables, self.problems
+        return self.count, self.tables, self.problems
 
 
 def _parse_problem(line: bytes) -> tuple:
@@ -215,11 +209,11 @@ def add_lines(chunk: Chunk, data: bytes) -> int:
     Lines are numbered from 1 within the chunk; the main process adds the lines before it. The
     chunk is split into lines a block at a time, so only a block's worth of lines is alive at once.
     """
-    loads, dumps, sort_keys, decode_error = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, orjson.JSONDecodeError
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     fast, add, add_rows, keyish = chunk.fast, chunk.add, chunk.add_rows, readers.KEYISH.findall
     number = 0
     for block in _blocks(data):
-        rows, datas = [], []  # the block's valid rows so far, handed to the chunk in one call
+        rows, size = [], 0  # the block's valid rows so far, handed to the chunk in one call
         for number, line in enumerate(block.split(b"\n"), number + 1):  # noqa: B020 - numbering goes on
             if not line or line.isspace():
                 continue  # blank lines are skipped
@@ -234,17 +228,16 @@ def add_lines(chunk: Chunk, data: bytes) -> int:
                     line.count(b":") == len(value) or len(keyish(line)) == len(value)
                 ):
                     try:
-                        row = fast(value)
-                        datas.append(dumps(row, option=sort_keys))
-                        rows.append(row)
+                        rows.append(fast(value))
+                        size += len(line)
                         continue
                     except Exception:  # noqa: BLE001 - the slow path below reports it properly
                         pass
                 problem = readers.duplicate_key(line, value)
-            add_rows(rows, datas)  # keep the rows in file order around the slow path
-            rows, datas = [], []
+            add_rows(rows, size)  # keep the rows in file order around the slow path
+            rows, size = [], 0
             add(number, None, value, problem)
-        add_rows(rows, datas)
+        add_rows(rows, size)
         number -= 1  # a block ends with a line break: its last, empty piece is not a line
     return number + (0 if data.endswith(b"\n") or not data else 1)
 
@@ -256,11 +249,18 @@ def process_task(task: tuple, build: bool, job: Job) -> tuple:
     if task[0] == "records":
         for line, index, value, problem in task[1]:
             chunk.add(line, index, value, problem)
-    elif task[0] == "range":
-        _, path, start, end = task
-        with open(path, "rb") as file:
-            file.seek(start)
-            lines = add_lines(chunk, file.read(end - start))
     else:
-        lines = add_lines(chunk, task[1])
+        if task[0] == "range":
+            _, path, start, end = task
+            with open(path, "rb") as file:
+                file.seek(start)
+                data = file.read(end - start)
+        else:
+            data = task[1]
+        table = columnar.convert_chunk(job.fmt.name, data) if chunk.fast is not None else None
+        if table is not None:
+            chunk.add_table(table)
+            lines = columnar.line_count(data)
+        else:
+            lines = add_lines(chunk, data)
     return (*chunk.result(), lines)
