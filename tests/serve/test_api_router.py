@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from serving_fixtures import *  # noqa: F401,F403
@@ -22,8 +24,17 @@ def test_streamed_and_whole_answers_agree_through_the_router(routed, versions):
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_a_client_that_disconnects_cancels_the_generation_behind_the_router(routed, versions, stream):
+def test_a_client_that_disconnects_cancels_the_generation_behind_the_router(routed, versions, stream, monkeypatch):
     engine = routed.engine
+    # The tiny model makes 1500 tokens in about as long as the client waits plus the two hops notice it is
+    # gone; a few milliseconds per step make the generation surely outlast that, so only a cancel ends it.
+    forward = engine._forward
+
+    def slow_forward(*args, **kwargs):
+        time.sleep(0.004)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_forward", slow_forward)
     before = engine.stats()["requests_cancelled"]
     body = {"model": DEPLOYMENT, "messages": [{"role": "user", "content": "Tell me a long story."}],
             "max_tokens": 1500, "temperature": 0, "stream": stream}
