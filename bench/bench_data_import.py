@@ -4,6 +4,7 @@ Run it with::
 
     python bench/bench_data_import.py               # 1,000,000 rows (~356 MB), as in the issue
     python bench/bench_data_import.py --rows 100000 # a quicker run
+    python bench/bench_data_import.py --format openai  # the same text as OpenAI chat records
 
 It generates the file into a temporary folder, then measures in the same run:
 
@@ -40,8 +41,8 @@ WORDS = (
 ).split()
 
 
-def generate(path: Path, rows: int, seed: int = 0) -> None:
-    """Write ``rows`` Alpaca records (about 356 bytes each) as JSONL."""
+def generate(path: Path, rows: int, seed: int = 0, fmt: str = "alpaca") -> None:
+    """Write ``rows`` Alpaca records (about 356 bytes each), or OpenAI chat records of the same text, as JSONL."""
     rng = random.Random(seed)
     sentences = [" ".join(rng.choices(WORDS, k=rng.randint(6, 16))).capitalize() + "." for _ in range(4000)]
     with open(path, "w", encoding="utf-8") as out:
@@ -51,6 +52,10 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
                 "input": rng.choice(sentences) if i % 3 == 0 else "",
                 "output": " ".join(rng.choices(sentences, k=rng.randint(2, 4))) + (" Note: done." if i % 7 == 0 else ""),
             }
+            if fmt == "openai":
+                user = record["instruction"] + ("\n\n" + record["input"] if record["input"] else "")
+                record = {"messages": [{"role": "user", "content": user},
+                                       {"role": "assistant", "content": record["output"]}]}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
@@ -142,14 +147,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="generate into this folder and keep the files")
+    parser.add_argument("--format", choices=["alpaca", "openai"], default="alpaca",
+                        help="the records to generate (the issue's benchmark is Alpaca)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="oikyo-bench-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "alpaca.jsonl"
+        path = folder / f"{args.format}.jsonl"
         if not path.exists() or args.keep is None:
             start = time.perf_counter()
-            generate(path, args.rows)
+            generate(path, args.rows, fmt=args.format)
             print(f"generated {args.rows:,} rows, {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - start:.1f}s")
         load_before = os.getloadavg()[0]
         mine = bench_oikyo(path, folder / "rows.parquet")

@@ -181,3 +181,18 @@ def test_a_bad_line_in_a_plain_file_is_still_reported_by_its_number(tmp_path):
     result = convert_file(path, tmp_path / "out.parquet", workers=1)
     assert not result.ok
     assert [(p.line, p.error, p.field) for p in result.problems] == [(7, "empty_content", "output")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(
+    st.binary(max_size=200),
+    st.lists(st.sampled_from([b'{"instruction": "a", "output": "b"}', b"", b" ", b"{", b'"x"', b"\xff", b"\xef\xbb\xbf",
+                              b'{"instruction": "a", "output": "b", "input": "c"}', b"\r"]), max_size=6)
+    .map(b"\n".join),
+))
+def test_arbitrary_bytes_never_raise_and_whatever_it_takes_matches_the_row_by_row_path(data):
+    for fmt in ("alpaca", "openai"):
+        table = columnar.convert_chunk(fmt, data)
+        if table is not None:
+            rows, problems, _ = _row_by_row(data, fmt)
+            assert not problems and table.to_pylist() == rows
