@@ -20,8 +20,9 @@ mode runs a gather and two products per adapter instead; for decoding, a few row
 slower here: the extra products on masked columns cost less than the extra operations.) A prefill
 has many tokens per row, where multiplying every token by every adapter would cost R / r times the
 work: there the tokens are gathered per adapter and each group gets its own adapter's products.
-When every row uses the same adapter, the layer computes ``(x @ A.T) @ B.T * scaling`` with that
-adapter alone: peft's own arithmetic.
+When every row uses the same adapter, the layer adds ``(x @ A.T) @ B.T * scaling`` of that adapter
+alone to its output in place (one ``addmm_`` with the scaling as its ``alpha``): peft's arithmetic
+without its two extra passes over the output.
 
 The engine's layers (:class:`oikyo.serve.linear_layers.ServingLinear`) call the adapters directly;
 on any other ``nn.Linear`` a forward hook (a public PyTorch extension point) does. No library code
@@ -241,14 +242,14 @@ class _AdapterModule:
         batch = self.owner.batch
         if batch is None or not batch.any:
             return output
-        if batch.single is not None:
-            weights = self.entries.get(batch.single)
-            if weights is None:
-                return output
-            # peft's own arithmetic: lora_B(lora_A(x)) * scaling.
-            return output + nn.functional.linear(nn.functional.linear(x, weights.a), weights.b) * weights.scaling
         x2 = x.reshape(-1, x.shape[-1])  # (tokens, in)
         out2 = output.view(-1, output.shape[-1])  # (tokens, out), shares output's memory
+        if batch.single is not None:
+            weights = self.entries.get(batch.single)
+            if weights is not None:
+                # peft's arithmetic, lora_B(lora_A(x)) * scaling, added to the output in place.
+                out2.addmm_(nn.functional.linear(x2, weights.a), weights.b.t(), alpha=weights.scaling)
+            return output
         tokens_per_row = x2.shape[0] // len(batch.rows)
         if tokens_per_row > 1:
             return self._grouped(batch, x2, out2, tokens_per_row, output)
