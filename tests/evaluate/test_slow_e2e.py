@@ -3,7 +3,8 @@
 SmolLM2-135M-Instruct, fine-tuned with LoRA through the job system on the bundled support-ticket task
 (support message -> JSON with category, priority and sentiment), is evaluated through the job system
 against its base model on the task's test split: the gain in JSON field accuracy has a paired
-bootstrap confidence interval that excludes zero, and the forgetting probe is reported.
+bootstrap confidence interval that excludes zero, and the forgetting probe shows the model kept its
+general abilities.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from oikyo.evaluate.runner import EvalSpec
 from oikyo.evaluate.summary import format_lines, side_by_side
 from oikyo.jobs import model_versions, queue
 from oikyo.jobs.worker import Worker
+from oikyo.quickstart import TRAIN_OVERRIDES
 
-# 40 steps x 8 examples (~33k tokens, 2/3 of an epoch): JSON validity ~1.0 and field accuracy ~0.7
-# against 0 for the base model, measured on the 2-core machine. One torch thread: on a shared 2-core
-# machine two threads per process contend with the other processes (measured 3-4x slower per step).
-TRAIN = ("train.max_steps=40", "train.lr=0.001", "train.batch_size=8", "lora.rank=16", "lora.alpha=32",
-         "data.max_length=160", "train.warmup_steps=10", "train.eval_every=20", "checkpoint.save_every=20",
-         "checkpoint.keep_best=1", "data.max_eval_rows=32", "train.num_threads=1")
+# The quickstart's recipe (40 steps x 8 examples, lr 1e-4): JSON validity ~1.0 and field accuracy ~0.53
+# against 0 for the base model, forgetting 0.05-0.10, measured on the 2-core machine. One torch thread:
+# on a shared 2-core machine two threads per process contend with the other processes (measured 3-4x
+# slower per step).
+TRAIN = (*TRAIN_OVERRIDES, "train.num_threads=1")
 EVAL_LIMIT = 60  # the whole test split of the 600-row sample (10%)
 
 
@@ -68,3 +69,6 @@ def test_lora_on_the_sample_task_beats_its_base_model_significantly(bundled_in_w
     forgetting = model.forgetting
     assert forgetting is not None and math.isfinite(forgetting["forgetting"])
     assert 0 < forgetting["base"]["accuracy"] < 1  # the probe is neither trivial nor impossible for the base
+    # The recipe keeps the model's general abilities (0.05-0.10 measured; 0.74 with lr 1e-3, where the
+    # model answered general questions in JSON). The bound leaves room for the probe's item-level noise.
+    assert forgetting["forgetting"] < 0.25, forgetting
