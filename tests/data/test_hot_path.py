@@ -1,4 +1,5 @@
-"""The JSONL hot paths (convert.add_lines row by row, and the columnar fast path) give exactly what the careful path gives."""
+"""The row-by-row JSONL hot path (convert.add_lines) gives exactly what the careful path gives (the columnar
+fast path has its own tests in test_columnar.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from hypothesis import strategies as st
 
 from oikyo.data import formats
 from oikyo.data.digest import table_digest
-from oikyo.data.formats import columnar
 from oikyo.data.formats.convert import Chunk, Job, add_lines
 from oikyo.data.schema import ARROW_SCHEMA
 from oikyo.data.ingest import convert_file
@@ -27,10 +27,6 @@ def _careful_rows(fmt_name: str, records: list[dict]) -> list[dict]:
 
 
 text = st.text(min_size=1, max_size=40).filter(lambda s: not s.isspace())
-
-
-def _lines(records: list[dict]) -> bytes:
-    return b"".join(orjson.dumps(r) + b"\n" for r in records)
 
 
 def _rows(tables) -> list[dict]:

@@ -49,8 +49,7 @@ class RowsDigest:
         for chunk in _chunks(table.column("messages")):
             lengths, _ = self._streams["messages.turns"]
             lengths.update(_int32_bytes(pc.list_value_length(chunk)))
-            turns = chunk.flatten()  # the turns of the rows in this (possibly sliced) chunk
-            role, content = turns.flatten() if len(turns) else (pa.array([], pa.string()),) * 2
+            role, content = chunk.flatten().flatten()  # the turns of the rows in this (possibly sliced) chunk
             self._strings("messages.role", role)
             self._strings("messages.content", content)
         for name in _STRINGS:
@@ -59,8 +58,6 @@ class RowsDigest:
 
     def _strings(self, stream: str, array: pa.Array) -> None:
         lengths, values = self._streams[stream]
-        if array.type == pa.null():
-            array = array.cast(pa.string())
         lengths.update(_int32_bytes(pc.binary_length(array)))
         values.update(_value_bytes(array))
 
@@ -86,9 +83,7 @@ def _value_bytes(array: pa.Array) -> memoryview | bytes:
     """The concatenated UTF-8 bytes of the array's values (of its slice only), without copying."""
     if len(array) == 0:
         return b""
-    if array.type == pa.large_string():
-        array = array.cast(pa.string())
-    _, offsets, data = array.buffers()
+    _, offsets, data = array.buffers()  # ARROW_SCHEMA's strings: int32 offsets
     if data is None:
         return b""
     first = np.frombuffer(offsets, dtype=np.int32, count=1, offset=4 * array.offset)[0]

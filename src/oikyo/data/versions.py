@@ -301,18 +301,19 @@ def write_parquet_rows(rows: Iterator[dict], out: Path, batch_rows: int = 4096) 
 
     from oikyo.data.digest import RowsDigest
 
-    digest, count, buffer = RowsDigest(), 0, []  # the same content hash as an import's
+    digest, buffer = RowsDigest(), []  # the same content hash as an import's
     with pq.ParquetWriter(out, ARROW_SCHEMA) as writer:
-        for row in rows:
-            buffer.append(row)
-            count += 1
-            if len(buffer) >= batch_rows:
-                table = pa.Table.from_pylist(buffer, schema=ARROW_SCHEMA)
-                digest.update(table)
-                writer.write_table(table)
-                buffer = []
-        if buffer:
+
+        def flush() -> None:
             table = pa.Table.from_pylist(buffer, schema=ARROW_SCHEMA)
             digest.update(table)
             writer.write_table(table)
-    return count, digest.hexdigest()
+            buffer.clear()
+
+        for row in rows:
+            buffer.append(row)
+            if len(buffer) >= batch_rows:
+                flush()
+        if buffer:
+            flush()
+    return digest.rows, digest.hexdigest()
