@@ -314,6 +314,11 @@ def start(name: str, *, detach: bool = True, wait_s: float = 600.0, log: Log | N
         record = get(name)
     if not _port_free(record.host, record.port):
         raise OikyoError(f"port {record.port} on {record.host} is in use; deploy with --port P (another port)")
+    if record.engine == "vllm":
+        from oikyo.serve.vllm_engine import check_available, check_ranks
+
+        check_available()
+        check_ranks(plan(name).pool_specs)
     if log:
         log(f"Starting deployment {name} ({', '.join(v['label'] for v in record.variants)}) at {url(record)}")
     if not detach:
