@@ -95,10 +95,12 @@ def print_group(group: list, as_json: bool = False) -> dict:
         out.print("Gains in green/red: the 95% paired-bootstrap interval excludes 0 (significant).")
     forgetting = table["forgetting"]
     if forgetting:
+        from oikyo.evaluate.forgetting import describe_change
+
         flag = "[red]FORGETTING FLAGGED[/]" if forgetting["flagged"] else "[green]within threshold[/]"
         out.print(f"Forgetting {forgetting['forgetting']:+.3f} ({flag}, threshold {forgetting['threshold']:g}): probe "
-                  f"accuracy {forgetting['base']['accuracy']:.3f} -> {forgetting['model']['accuracy']:.3f}, "
-                  f"general-text perplexity x{forgetting['perplexity_ratio']:.3f}")
+                  f"accuracy {forgetting['base']['accuracy']:.3f} -> {forgetting['model']['accuracy']:.3f} "
+                  f"({describe_change(forgetting)}), general-text perplexity x{forgetting['perplexity_ratio']:.3f}")
     if first.forced_overlap:
         out.print("[red]forced_overlap=true:[/] these rows overlap the model's training data (--force).")
     return table

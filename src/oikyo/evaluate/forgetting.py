@@ -18,6 +18,12 @@ and the fine-tuned model run it with the same prompts and greedy decoding:
 So ``forgetting = 0.08`` means "8% worse on the probe, by the worse of the two measures"; a negative
 value means the probe improved. It is flagged when above the threshold (default 0.10,
 ``--forgetting-threshold``), and gates can test it (``--gate "forgetting<=0.05"``).
+
+With 60 instructions, one answer is 1.7 points of accuracy, so a small drop can be chance. The
+result therefore also carries the paired-bootstrap 95% interval of the change in probe accuracy
+(``probe_accuracy_delta_ci``, same items for both models, :mod:`oikyo.evaluate.bootstrap`): a flag
+whose interval includes 0 is shown as within the probe's noise. The flag itself stays on the point
+value, so a gate never passes a model because the probe is small.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from oikyo.evaluate.metrics import normalize_label
 from oikyo.evaluate.probe.build import INSTRUCTIONS_FILE, PROBE_VERSION, TEXT_FILE
@@ -89,6 +97,20 @@ def _by_category(items, correct) -> dict[str, str]:
     return {category: f"{right}/{total}" for category, (right, total) in totals.items()}
 
 
+def accuracy_delta_ci(base: dict, tuned: dict) -> dict | None:
+    """Paired-bootstrap 95% interval of the probe accuracy change (tuned - base), or None when the two
+    results do not hold the same items (results stored before items were kept, or another probe)."""
+    from oikyo.evaluate.bootstrap import paired_bootstrap
+
+    items_base, items_tuned = base.get("items") or [], tuned.get("items") or []
+    if not items_base or [i["id"] for i in items_base] != [i["id"] for i in items_tuned]:
+        return None
+    right_tuned = np.array([[float(i["correct"])] for i in items_tuned])
+    right_base = np.array([[float(i["correct"])] for i in items_base])
+    result = paired_bootstrap(right_tuned, right_base, lambda sums, n: sums[..., 0] / n, seed=0)
+    return {"delta": result.delta, "low": result.low, "high": result.high, "significant": result.significant}
+
+
 def forgetting(base: dict, tuned: dict, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Compare two probe results (see the module docstring for the definition)."""
     acc_base, acc_tuned = base["accuracy"], tuned["accuracy"]
@@ -104,8 +126,20 @@ def forgetting(base: dict, tuned: dict, threshold: float = DEFAULT_THRESHOLD) ->
         "perplexity_increase": ratio - 1,
         "perplexity_ratio": ratio,
         "probe_accuracy_delta": acc_tuned - acc_base,
+        "probe_accuracy_delta_ci": accuracy_delta_ci(base, tuned),
         "base": {"accuracy": acc_base, "perplexity": base["perplexity"],
                  "correct_by_category": base.get("correct_by_category")},
         "model": {"accuracy": acc_tuned, "perplexity": tuned["perplexity"],
                   "correct_by_category": tuned.get("correct_by_category")},
     }
+
+
+def describe_change(summary: dict) -> str:
+    """The probe accuracy change with its interval, e.g. "-0.067, 95% CI [-0.150, +0.017]: within the
+    probe's noise" (just the change for results stored without items)."""
+    ci = summary.get("probe_accuracy_delta_ci")
+    text = f"{summary['probe_accuracy_delta']:+.3f}"
+    if ci:
+        verdict = "beyond the probe's noise" if ci["significant"] else "within the probe's noise"
+        text += f", 95% CI [{ci['low']:+.3f}, {ci['high']:+.3f}]: {verdict}"
+    return text

@@ -14,6 +14,7 @@ import math
 from typing import Callable
 
 from oikyo.evaluate import compare, records
+from oikyo.evaluate.forgetting import describe_change
 from oikyo.store.models import Evaluation
 
 Log = Callable[[str], None]
@@ -59,8 +60,8 @@ def format_lines(table: dict) -> list[str]:
     if forgetting:
         flag = "FLAGGED" if forgetting["flagged"] else "ok"
         lines.append(f"forgetting {forgetting['forgetting']:+.3f} ({flag}, threshold {forgetting['threshold']:g}): "
-                     f"probe accuracy {forgetting['base']['accuracy']:.3f} -> {forgetting['model']['accuracy']:.3f}, "
-                     f"perplexity ratio {forgetting['perplexity_ratio']:.3f}")
+                     f"probe accuracy {forgetting['base']['accuracy']:.3f} -> {forgetting['model']['accuracy']:.3f} "
+                     f"({describe_change(forgetting)}), perplexity ratio {forgetting['perplexity_ratio']:.3f}")
     return lines
 
 
