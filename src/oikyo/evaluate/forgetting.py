@@ -36,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 
+from oikyo.evaluate.bootstrap import paired_bootstrap
 from oikyo.evaluate.metrics import normalize_label
 from oikyo.evaluate.probe.build import INSTRUCTIONS_FILE, PROBE_VERSION, TEXT_FILE
 
@@ -100,8 +101,6 @@ def _by_category(items, correct) -> dict[str, str]:
 def accuracy_delta_ci(base: dict, tuned: dict) -> dict | None:
     """Paired-bootstrap 95% interval of the probe accuracy change (tuned - base), or None when the two
     results do not hold the same items (results stored before items were kept, or another probe)."""
-    from oikyo.evaluate.bootstrap import paired_bootstrap
-
     items_base, items_tuned = base.get("items") or [], tuned.get("items") or []
     if not items_base or [i["id"] for i in items_base] != [i["id"] for i in items_tuned]:
         return None
@@ -135,7 +134,7 @@ def forgetting(base: dict, tuned: dict, threshold: float = DEFAULT_THRESHOLD) ->
 
 
 def describe_change(summary: dict) -> str:
-    """The probe accuracy change with its interval, e.g. "-0.067, 95% CI [-0.150, +0.017]: within the
+    """The probe accuracy change with its interval, e.g. "-0.067, 95% CI [-0.150, +0.033]: within the
     probe's noise" (just the change for results stored without items)."""
     ci = summary.get("probe_accuracy_delta_ci")
     text = f"{summary['probe_accuracy_delta']:+.3f}"
