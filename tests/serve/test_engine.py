@@ -448,3 +448,54 @@ def test_a_second_multilora_on_the_engine_model_does_not_interfere(varied_model_
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
     [again] = engine.generate([GenerationRequest(prompts[0], max_new_tokens=12)])
     assert again.token_ids == reference(prompts[0], 12)
+
+
+def test_folded_decoding_rows_match_peft_and_unfold_on_unload(varied_model_dir, adapter_dirs, prompts):
+    """On packed layers a mixed decoding batch takes the folded product ([W | B] on [x | low]); rows still
+    match peft's logits, a prefill takes the plain product, and unloading every adapter drops the fold."""
+    import torch
+    from peft import PeftModel
+
+    from oikyo.models.loading import load_model
+    from oikyo.serve.linear_layers import ServingLinear
+
+    engine = _engine(varied_model_dir)
+    assert engine.packed_weights is True
+    lora = engine._lora
+    lora.load("alpha", adapter_dirs["alpha"])
+    lora.load("beta", adapter_dirs["beta"])
+    layers = [m for m in engine.model.modules() if isinstance(m, ServingLinear) and m.folded is not None]
+    assert len(layers) == 14  # 2 layers x 7 linear modules (the output layer has no adapter)
+    assert all(m.packed_folded is not None and m.packed is not None for m in layers)
+
+    folded_calls = []
+    for layer in layers:
+        original = layer.folded.low_rank_input
+        layer.folded.low_rank_input = lambda x, f=original: folded_calls.append(f(x)) or folded_calls[-1]
+    token = torch.tensor([[prompts[1][3]]] * 3)  # (3, 1): one token per row, as in a decoding step
+    with torch.inference_mode():
+        lora.set_batch(["alpha", None, "beta"])
+        mixed = engine.model(input_ids=token).logits
+        lora.set_batch(None)
+        expected = {
+            name: PeftModel.from_pretrained(load_model(varied_model_dir), adapter_dirs[name])(input_ids=token[:1]).logits
+            for name in ("alpha", "beta")
+        }
+        base = load_model(varied_model_dir)(input_ids=token[:1]).logits
+    assert len(folded_calls) == 14 and all(low is not None for low in folded_calls)
+    torch.testing.assert_close(mixed[0:1], expected["alpha"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mixed[1:2], base, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mixed[2:3], expected["beta"], rtol=1e-4, atol=1e-4)
+
+    folded_calls.clear()
+    with torch.inference_mode():  # a prefill (several tokens per row) uses the plain product
+        lora.set_batch(["alpha", "beta"])
+        engine.model(input_ids=torch.tensor([prompts[1][:5]] * 2))
+        lora.set_batch(None)
+    assert len(folded_calls) == 14 and all(low is None for low in folded_calls)
+
+    lora.unload("alpha")
+    lora.unload("beta")
+    assert all(m.folded is None and m.packed_folded is None for m in layers)
+    with torch.inference_mode():
+        torch.testing.assert_close(engine.model(input_ids=token[:1]).logits, base, rtol=1e-4, atol=1e-4)
