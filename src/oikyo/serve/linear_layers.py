@@ -17,19 +17,9 @@ does two things for inference:
   :class:`oikyo.serve.lora.MultiLoRA` (one per MultiLoRA using the model; each returns ``out``
   unchanged unless its own batch is active). A plain call costs less than a forward hook, which
   matters at 200+ linear layers per decoding step.
-- ``folded`` (packed layers only): one of those adapter stacks may fold its LoRA ``B`` matrices into
-  a second packed weight, ``[W | B_cat]`` of shape (out, in + R). When the stack says so (a
-  decoding step of a batch with adapters, see :meth:`oikyo.serve.lora._AdapterModule.low_rank_input`),
-  the layer widens its input with the stack's low-rank part, ``[x | (x @ A_cat.T) * row_mask]``,
-  and one oneDNN product gives the base output plus every row's LoRA term. At 8 decoding rows a
-  separate product with ``B`` (K = R, e.g. 64) streams its matrix at about half the rate of the
-  packed base product; folded, ``B`` streams with ``W``. Prefills and batches without adapters use
-  the plain packed weight. The fold is redone when the stack changes (an adapter loaded or
-  evicted), which makes loading an adapter several times slower (repacking every adapted layer).
 
 The packed copy comes on top of the original weights (kept, so the model's state dict and any
-other use of it are unchanged): on CPU the linear weights take twice the memory, and three times
-while adapters are loaded (the folded copy). Pass
+other use of it are unchanged): on CPU the linear weights take twice the memory. Pass
 ``packed_weights=False`` to the engine to avoid that for large models.
 """
 
@@ -59,46 +49,17 @@ class ServingLinear(nn.Linear):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
         # Plain attributes (not buffers): the opaque oneDNN tensor must not enter state dicts.
-        self.batch_hint = batch_hint
-        self.packed = _pack(linear.weight.detach(), batch_hint) if pack else None
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), batch_hint) if pack else None
         self.adapters: list = []
-        self.folded = None  # the adapter stack whose B matrices are folded into `packed_folded`, if any
-        self.packed_folded = None
-
-    def fold(self, stack, bt_cat: torch.Tensor) -> None:
-        """Pack ``[W | bt_cat.T]`` so that ``stack`` (one of ``adapters``) can be applied inside the product.
-
-        ``stack.low_rank_input(x)`` returns the (..., R) columns that widen the input, or None where
-        the plain product followed by the stack's own call is the better choice; ``bt_cat`` is
-        (R, out). Only packed layers fold.
-        """
-        self.packed_folded = _pack(torch.cat([self.weight.detach(), bt_cat.t()], dim=1), self.batch_hint)
-        self.folded = stack
-
-    def unfold(self) -> None:
-        self.packed_folded = self.folded = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        applied = None
         if self.packed is not None and x.dtype == self.weight.dtype and not x.requires_grad:
-            low = self.folded.low_rank_input(x) if self.folded is not None else None
-            if low is not None:
-                applied = self.folded
-                out = torch.ops.mkldnn._linear_pointwise(
-                    torch.cat([x, low], dim=-1), self.packed_folded, self.bias, "none", [], ""
-                )
-            else:
-                out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         else:
             out = nn.functional.linear(x, self.weight, self.bias)
         for apply in self.adapters:
-            if apply is not applied:  # a folded stack was applied by the product itself
-                out = apply(x, out)
+            out = apply(x, out)
         return out
-
-
-def _pack(weight: torch.Tensor, batch_hint: int):
-    return torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint)
 
 
 def prepare_linear_layers(model: nn.Module, pack: bool, batch_hint: int = 8) -> int:

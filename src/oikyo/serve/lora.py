@@ -24,14 +24,6 @@ When every row uses the same adapter, the layer adds ``(x @ A.T) @ B.T * scaling
 alone to its output in place (one ``addmm_`` with the scaling as its ``alpha``): peft's arithmetic
 without its two extra passes over the output.
 
-On the engine's packed CPU layers, a mixed decoding step goes one better: ``B_cat`` is folded into
-a second packed weight ``[W | B_cat]`` and the layer multiplies ``[x | low]`` by it, so the base
-product and the LoRA term are one oneDNN product (:meth:`_AdapterModule.low_rank_input`,
-:mod:`oikyo.serve.linear_layers`). A separate ``low @ Bt_cat`` with K = R streams ``B`` at about
-half the packed product's rate at 8 rows; folded it streams with ``W``. The price: every load or
-eviction repacks the adapted layers (0.2-0.4 s instead of 0.03-0.05 s per adapter on the bundled
-model here) and the folded copy takes memory while adapters are loaded.
-
 The engine's layers (:class:`oikyo.serve.linear_layers.ServingLinear`) call the adapters directly;
 on any other ``nn.Linear`` a forward hook (a public PyTorch extension point) does. No library code
 is changed.
@@ -220,8 +212,6 @@ class _AdapterModule:
         if self.handle is not None:
             self.handle.remove()
         else:
-            if self.module.folded is self:
-                self.module.unfold()
             self.module.adapters.remove(self)
 
     def add(self, name: str, weights: ModuleWeights) -> None:
@@ -237,8 +227,6 @@ class _AdapterModule:
         if not names:
             self.a_cat = self.bt_cat = None
             self.layout = ()
-            if self.handle is None and self.module.folded is self:
-                self.module.unfold()
             return
         self.a_cat = torch.cat([self.entries[n].a for n in names])
         self.bt_cat = torch.cat([self.entries[n].b for n in names], dim=1).t().contiguous()
@@ -248,12 +236,6 @@ class _AdapterModule:
             layout.append((n, start, start + r, self.entries[n].scaling))
             start += r
         self.layout = tuple(layout)
-        # On a packed serving layer, the first stack to get there folds its B matrices into the
-        # packed weight (see oikyo.serve.linear_layers); another MultiLoRA on the same model (the
-        # evaluation scorer) applies its own after the product.
-        if isinstance(self.module, ServingLinear) and self.module.packed is not None:
-            if self.module.folded in (None, self):
-                self.module.fold(self, self.bt_cat)
 
     def __call__(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """The module's output plus each row's LoRA term. x: (batch, seq, in); output: (batch, seq, out)."""
@@ -277,23 +259,6 @@ class _AdapterModule:
         low.mul_(batch.mask(self.layout, tokens_per_row, low))
         out2.addmm_(low, self.bt_cat)  # (tokens, out) += (tokens, R) @ (R, out)
         return output
-
-    def low_rank_input(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The (..., R) columns a folded layer appends to its input for a mixed decoding step: each
-        row's ``x @ A.T`` on its own adapter's columns, times that adapter's scaling, 0 elsewhere.
-
-        None (the layer's plain product, then :meth:`__call__`) when no row uses an adapter, for a
-        prefill (grouped products cost less there) and when every row uses the same one of several
-        adapters (its own small products read less than all of them).
-        """
-        batch = self.owner.batch
-        if batch is None or not batch.any or x.numel() // x.shape[-1] != len(batch.rows):
-            return None
-        if batch.single is not None and len(self.layout) > 1:
-            return None
-        low = nn.functional.linear(x, self.a_cat)  # (rows, 1, R)
-        low.mul_(batch.mask(self.layout, 1, low).view(low.shape))
-        return low
 
     def _grouped(self, batch: _Batch, x2, out2, tokens_per_row: int, output):
         """Prefill of a mixed batch (many tokens per row): the masked form would multiply every token by
