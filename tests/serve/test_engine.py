@@ -141,12 +141,17 @@ def test_top_p_keeps_the_smallest_nucleus():
 # ----------------------------------------------------------------------------- many adapters
 
 
-def test_mixed_adapter_batch_equals_each_adapter_alone(varied_model_dir, adapter_dirs, prompts, reference):
+@pytest.mark.parametrize("products", ["native", "torch"])
+def test_mixed_adapter_batch_equals_each_adapter_alone(varied_model_dir, adapter_dirs, prompts, reference, products, monkeypatch):
+    """Both ways of computing a mixed batch's LoRA terms: the native kernel and PyTorch's products."""
+    if products == "torch":
+        monkeypatch.setenv("OIKYO_LORA_KERNEL", "torch")
     engine = _engine(varied_model_dir)
     for name in ("alpha", "beta"):
         engine.add_adapter(name, adapter_dirs[name])
     plan = [("alpha", 0), ("beta", 1), (None, 2), ("alpha", 3), ("beta", 0)]
     results = engine.generate([GenerationRequest(prompts[i], max_new_tokens=15, adapter=a) for a, i in plan])
+    assert (engine._lora.kernel is not None) == (products == "native")
     for (adapter, i), result in zip(plan, results):
         expected = reference(prompts[i], 15, adapter_dirs[adapter] if adapter else None)
         assert result.token_ids == expected, (adapter, i)
