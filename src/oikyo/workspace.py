@@ -6,6 +6,7 @@ The workspace root is ``OIKYO_HOME`` (default ``~/.oikyo``)::
     artifacts/sha256/..   content-addressed blobs (datasets as Parquet, exported files)
     runs/<run-id>/        checkpoints, logs, resolved config
     models/               converted base models, adapters, merged exports
+    kernels/              small native kernels compiled on first use for this machine (serving)
     tmp/                  scratch space on the same filesystem, so finished files can be renamed into place
 
 Everything reads the paths through :func:`home` at call time, so tests (and users) can point

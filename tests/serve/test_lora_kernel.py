@@ -108,3 +108,15 @@ def test_a_failing_compiler_falls_back_with_its_error(monkeypatch, tmp_path, cap
 def test_the_environment_can_choose_pytorch(monkeypatch):
     monkeypatch.setenv("OIKYO_LORA_KERNEL", "torch")
     assert load_kernel() is None
+
+
+def test_long_prefills_go_to_pytorch_when_it_has_several_threads():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert LoRAKernel.suits(8) and LoRAKernel.suits(4096)
+        torch.set_num_threads(2)
+        assert LoRAKernel.suits(8) and LoRAKernel.suits(lora_kernel.MAX_TOKENS_THREADED)
+        assert not LoRAKernel.suits(lora_kernel.MAX_TOKENS_THREADED + 1)
+    finally:
+        torch.set_num_threads(threads)

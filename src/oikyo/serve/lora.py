@@ -275,7 +275,7 @@ class _AdapterModule:
             return output
         tokens_per_row = x2.shape[0] // len(batch.rows)
         kernel = self.owner.kernel
-        if kernel is not None and self.native is not None and kernel.accepts(x2, out2):
+        if kernel is not None and self.native is not None and kernel.accepts(x2, out2) and kernel.suits(x2.shape[0]):
             kernel(x2, out2, self.native, batch.plan(self.layout, tokens_per_row))  # adds in place
             return output
         if tokens_per_row > 1:
