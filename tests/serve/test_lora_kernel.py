@@ -120,3 +120,14 @@ def test_long_prefills_go_to_pytorch_when_it_has_several_threads():
         assert not LoRAKernel.suits(lora_kernel.MAX_TOKENS_THREADED + 1)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_an_unwritable_workspace_falls_back_instead_of_failing(monkeypatch, caplog):
+    def refuse(name):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(lora_kernel, "_loaded", {})
+    monkeypatch.setattr(lora_kernel.workspace, "subdir", refuse)
+    with caplog.at_level("WARNING", logger="oikyo.serve.lora_kernel"):
+        assert load_kernel() is None
+    assert "Permission denied" in caplog.text

@@ -151,12 +151,17 @@ def _build_and_load() -> LoRAKernel | None:
     if not compilers:
         log.info("no C compiler found (set CC); serving adapters with PyTorch's products, which is slower")
         return None
-    source = SOURCE.read_bytes()
+    try:
+        source = SOURCE.read_bytes()
+        folder = workspace.subdir("kernels")
+    except OSError as error:
+        log.warning("could not build the native LoRA kernel (%s); serving adapters with PyTorch's products", error)
+        return None
     errors = []
     for compiler in compilers:
         for flags in _FLAG_SETS:
             key = hashlib.sha256(source + compiler.encode() + " ".join(flags).encode() + _cpu_fingerprint().encode())
-            target = workspace.subdir("kernels") / f"lora_kernel-{key.hexdigest()[:16]}.so"
+            target = folder / f"lora_kernel-{key.hexdigest()[:16]}.so"
             try:
                 if not target.is_file():
                     _compile(compiler, flags, target)
