@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import httpx
+
 from serving_fixtures import *  # noqa: F401,F403
 from serving_fixtures import BASE_ID, ThreadServer, chat, register_version
 
@@ -44,6 +46,10 @@ def test_adapters_answer_concurrently_in_shared_batches(replica, versions):
     assert all(text == expected[mv] for mv, text in results.values())
     # Six requests of ten tokens alone would take ~60 engine steps; batched together they take far fewer.
     assert replica.engine.stats()["steps"] - steps_before < 50
+    # The mixed batches went through the native kernel (CI's machine has a C compiler), and the
+    # replica says so.
+    stats = httpx.get(f"{replica.url}/stats", headers={"Authorization": f"Bearer {replica.key}"}).json()
+    assert stats["lora_products"] == "native kernel"
 
 
 def test_a_version_registered_after_start_is_served_on_demand(replica, api_adapter_dirs, api_model_dir):

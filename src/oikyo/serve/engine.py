@@ -241,7 +241,9 @@ class GenerationEngine:
 
     def stats(self) -> dict:
         """Numbers for monitoring: gauges (queue_depth, active_sequences, adapters_loaded) and counters
-        since start-up (steps, prompt_tokens, tokens_generated, requests_*, adapter_loads/evictions)."""
+        since start-up (steps, prompt_tokens, tokens_generated, requests_*, adapter_loads/evictions),
+        and ``lora_products``: how mixed-adapter batches are computed ("native kernel" or "pytorch",
+        None until an adapter is loaded; see :mod:`oikyo.serve.lora_kernel`)."""
         with self._lock:
             queue_depth = len(self._queue)
         return {
@@ -249,6 +251,7 @@ class GenerationEngine:
             "active_sequences": len(self._active),
             "max_batch_size": self.max_batch_size,
             "adapters_loaded": len(self._lora.loaded),
+            "lora_products": self._lora.products,
             "running": self.running,
             **self._counters,
         }

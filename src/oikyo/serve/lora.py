@@ -324,6 +324,13 @@ class MultiLoRA:
     def __contains__(self, name: str) -> bool:
         return name in self.loaded
 
+    @property
+    def products(self) -> str | None:
+        """How mixed batches get their LoRA terms: "native kernel", "pytorch", or None before the first load."""
+        if not self._kernel_checked:
+            return None
+        return "native kernel" if self.kernel is not None else "pytorch"
+
     def touch(self, name: str) -> None:
         """Mark ``name`` as just used (last in the eviction order)."""
         self.loaded.move_to_end(name)
