@@ -144,6 +144,10 @@ def deployed(model: str, name: str, threads: int, batch: int):
     try:
         yield info["url"]
     finally:
+        # Say how the replica computed adapters' terms (its log line from oikyo.serve.lora_kernel).
+        for line in deployments.tail_log(name, 2000).splitlines():
+            if "LoRA kernel" in line or "PyTorch's products" in line:
+                print(f"  {name} replica: {line.split(' - ')[-1].split(' INFO ')[-1].split(' WARNING ')[-1]}")
         deployments.stop(name)
 
 

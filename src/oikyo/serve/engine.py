@@ -242,7 +242,7 @@ class GenerationEngine:
     def stats(self) -> dict:
         """Numbers for monitoring: gauges (queue_depth, active_sequences, adapters_loaded) and counters
         since start-up (steps, prompt_tokens, tokens_generated, requests_*, adapter_loads/evictions),
-        and ``lora_products``: how mixed-adapter batches are computed ("native kernel" or "pytorch",
+        and ``lora_products``: how adapters' terms are computed ("native kernel" or "pytorch",
         None until an adapter is loaded; see :mod:`oikyo.serve.lora_kernel`)."""
         with self._lock:
             queue_depth = len(self._queue)

@@ -1,4 +1,4 @@
-"""A small native CPU kernel that adds each token's own LoRA term when a batch mixes adapters.
+"""A small native CPU kernel for LoRA terms: every decoding step, and prefills that mix adapters.
 
 Why: decoding multiplies a few rows (one token each) by every adapter's small matrices at every
 layer. PyTorch's products (MKL, or oneDNN with prepacked weights alike) handle these shapes (8
@@ -7,7 +7,9 @@ rows, rank 64 in or out) poorly when the matrices come from memory rather than c
 to a 34 ms decoding step in a micro-benchmark, where a plain read of their 78 MB takes about 5 ms.
 The kernel in ``lora_kernel.c`` takes each adapter's matrices once, in memory order, only for the
 tokens that use it, and added about 7 ms (the serving benchmarks' figures are in BENCHMARKS.md).
-Prefills of a mixed batch use it too, in place of a gather, per-adapter products and a scatter.
+With one adapter it adds 1.6 ms a step at 1 row and 3.7 ms at 8, where PyTorch's products add 3.7
+and 6.0. Prefills of a mixed batch use it too, in place of a gather, per-adapter products and a
+scatter; a prefill of one adapter keeps PyTorch's product (many tokens: compute-bound, threaded).
 
 How it is built: the C source next to this file (plain C99 over float pointers; no Python or torch
 headers) is compiled on first use with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``)
@@ -166,7 +168,7 @@ def _build_and_load() -> LoRAKernel | None:
                 if not target.is_file():
                     _compile(compiler, flags, target)
                 kernel = LoRAKernel(ctypes.CDLL(str(target)), target)
-                log.info("mixed-adapter batches use the native LoRA kernel %s", target)
+                log.info("adapters use the native LoRA kernel %s", target)
                 return kernel
             except (OSError, subprocess.SubprocessError, AttributeError) as error:
                 errors.append(f"{Path(compiler).name} {' '.join(flags)}: {str(error).strip()[:300]}")
