@@ -21,8 +21,6 @@ to give the same sums first.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
@@ -34,6 +32,8 @@ SHAPES = [(HIDDEN, HIDDEN), (KV, HIDDEN), (KV, HIDDEN), (HIDDEN, HIDDEN), (INTER
 
 
 def main() -> None:
+    from bench_generate import machine  # the sibling script's description of the machine
+
     from oikyo.serve.lora_kernel import TokenPlan, load_kernel
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -94,10 +94,8 @@ def main() -> None:
                 started = time.perf_counter()
                 step(variant)
                 times[variant].append(time.perf_counter() - started)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     adapter_mb = sum(a.numel() + b.numel() for _, a, b, _ in layers) * 4 / 1e6
-    print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"machine: {machine()}")
     print(f"{len(layers)} linear layers, {ROWS} rows, {ADAPTERS} adapters of rank {RANK}: {adapter_mb:.0f} MB of adapters per step")
     base = statistics.median(times["base"])
     for variant in variants:

@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -147,7 +148,7 @@ def deployed(model: str, name: str, threads: int, batch: int):
         # Say how the replica computed adapters' terms (its log line from oikyo.serve.lora_kernel).
         for line in deployments.tail_log(name, 2000).splitlines():
             if "LoRA kernel" in line or "PyTorch's products" in line:
-                print(f"  {name} replica: {line.split(' - ')[-1].split(' INFO ')[-1].split(' WARNING ')[-1]}")
+                print(f"  {name} replica: {re.split(' (?:INFO|WARNING) ', line, maxsplit=1)[-1]}")
         deployments.stop(name)
 
 

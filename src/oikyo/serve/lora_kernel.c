@@ -1,4 +1,5 @@
-/* Each token's own LoRA term for a batch whose rows use different adapters (see lora_kernel.py).
+/* Each token's own LoRA term, for a batch whose rows use one adapter, several or none (see
+ * lora_kernel.py).
  *
  * x:      (tokens, in) float32, contiguous
  * out:    (tokens, out) float32, contiguous: the layer's output, to which the LoRA terms are added

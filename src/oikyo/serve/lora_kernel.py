@@ -159,10 +159,11 @@ def _build_and_load() -> LoRAKernel | None:
     except OSError as error:
         log.warning("could not build the native LoRA kernel (%s); serving adapters with PyTorch's products", error)
         return None
+    cpu = _cpu_fingerprint().encode()
     errors = []
     for compiler in compilers:
         for flags in _FLAG_SETS:
-            key = hashlib.sha256(source + compiler.encode() + " ".join(flags).encode() + _cpu_fingerprint().encode())
+            key = hashlib.sha256(source + compiler.encode() + " ".join(flags).encode() + cpu)
             target = folder / f"lora_kernel-{key.hexdigest()[:16]}.so"
             try:
                 if not target.is_file():
