@@ -291,6 +291,7 @@ def main() -> None:
     info = machine()
     info["model"] = str(model_dir)
     info["packed_weights"] = engine.packed_weights
+    info["linear_products"] = engine.linear_products
 
     equal = check_greedy(engine, hf_model, prompts, args.new_tokens)
     # Warm-up: first calls allocate caches, load adapters and pack oneDNN primitives.

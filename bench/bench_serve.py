@@ -145,9 +145,9 @@ def deployed(model: str, name: str, threads: int, batch: int):
     try:
         yield info["url"]
     finally:
-        # Say how the replica computed adapters' terms (its log line from oikyo.serve.lora_kernel).
+        # Say how the replica computed its products (its log line from oikyo.serve.cpu_kernels).
         for line in deployments.tail_log(name, 2000).splitlines():
-            if "LoRA kernel" in line or "PyTorch's products" in line:
+            if "native CPU kernels" in line or "PyTorch's products" in line:
                 print(f"  {name} replica: {re.split(' (?:INFO|WARNING) ', line, maxsplit=1)[-1]}")
         deployments.stop(name)
 

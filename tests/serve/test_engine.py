@@ -19,7 +19,7 @@ from oikyo.serve.requests import GenerationRequest
 
 
 def _engine(model_dir, **kwargs) -> GenerationEngine:
-    return GenerationEngine(model_dir, num_threads=1, **{"max_batch_size": 4, **kwargs})
+    return GenerationEngine(model_dir, **{"num_threads": 1, "max_batch_size": 4, **kwargs})
 
 
 def _first_delta(handle) -> str:
@@ -145,7 +145,7 @@ def test_top_p_keeps_the_smallest_nucleus():
 def test_mixed_adapter_batch_equals_each_adapter_alone(varied_model_dir, adapter_dirs, prompts, reference, products, monkeypatch):
     """Both ways of computing a mixed batch's LoRA terms: the native kernel and PyTorch's products."""
     if products == "torch":
-        monkeypatch.setenv("OIKYO_LORA_KERNEL", "torch")
+        monkeypatch.setenv("OIKYO_CPU_KERNELS", "torch")
     engine = _engine(varied_model_dir)
     for name in ("alpha", "beta"):
         engine.add_adapter(name, adapter_dirs[name])
@@ -379,7 +379,8 @@ def test_bundled_model_greedy_equals_hf_generate(bundled_model_dir):
     from oikyo.models.chat_template import encode_prompt
     from oikyo.models.loading import load_model
 
-    engine = GenerationEngine(bundled_model_dir, max_batch_size=4)
+    engine = GenerationEngine(bundled_model_dir, max_batch_size=4, num_threads=1)
+    assert engine.stats()["linear_products"] == "native kernel"  # CI's machine has a C compiler
     questions = ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers.",
                  "Explain photosynthesis in two sentences.", "Hi!"]
     prompts = [encode_prompt(engine.tokenizer, [{"role": "user", "content": q}]) for q in questions]
@@ -395,10 +396,31 @@ def test_bundled_model_greedy_equals_hf_generate(bundled_model_dir):
 # ----------------------------------------------------------------------------- layers and LoRA internals
 
 
-def test_unpacked_layers_give_the_same_greedy_tokens(varied_model_dir, prompts, reference):
-    engine = _engine(varied_model_dir, packed_weights=False)
-    assert engine.packed_weights is False
-    results = engine.generate([GenerationRequest(p, max_new_tokens=20) for p in prompts[:3]])
+@pytest.mark.parametrize(
+    ("settings", "products"),
+    [
+        ({}, "native kernel"),  # one thread (what _engine sets) and a C compiler (CI's machine has gcc)
+        ({"environment": "torch"}, "onednn"),
+        ({"num_threads": 2}, "onednn"),
+        ({"packed_weights": False}, "pytorch"),
+    ],
+)
+def test_every_form_of_the_linear_layers_gives_the_same_greedy_tokens(
+    varied_model_dir, prompts, reference, settings, products, monkeypatch
+):
+    import torch
+
+    threads = torch.get_num_threads()
+    settings = dict(settings)
+    if settings.pop("environment", None):
+        monkeypatch.setenv("OIKYO_CPU_KERNELS", "torch")
+    try:
+        engine = _engine(varied_model_dir, **settings)
+        assert engine.stats()["linear_products"] == products
+        assert engine.packed_weights is (products != "pytorch")
+        results = engine.generate([GenerationRequest(p, max_new_tokens=20) for p in prompts[:3]])
+    finally:
+        torch.set_num_threads(threads)
     assert [r.token_ids for r in results] == [reference(p, 20) for p in prompts[:3]]
 
 

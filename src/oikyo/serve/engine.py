@@ -33,9 +33,9 @@ Greedy decoding equals Hugging Face ``model.generate(do_sample=False)`` for the 
 alone (tested on a tiny model and on the bundled one). The engine applies only the request's
 temperature and top-p: no repetition penalty or other logits processors from the model's
 generation config. Everything runs in ``torch.inference_mode`` in the model's dtype; nothing is
-quantized. On CPU the linear layers use oneDNN-prepacked float32 weights by default
-(:mod:`oikyo.serve.linear_layers`; ``packed_weights=False`` turns that off), which changes only
-the order of float32 additions. ``engine.model`` is the model with those serving layers: use it
+quantized. On CPU the linear layers use prepacked float32 weights by default, computed by oikyo's
+native kernel with one torch thread and by oneDNN with several (:mod:`oikyo.serve.linear_layers`;
+``packed_weights=False`` turns that off), which changes only the order of float32 additions. ``engine.model`` is the model with those serving layers: use it
 for inference only.
 """
 
@@ -94,7 +94,8 @@ class GenerationEngine:
     admitted in one step (one request is always admitted), bounding the pause a long prompt
     causes to the sequences already decoding. ``num_threads`` sets torch's CPU threads.
     ``packed_weights`` (None: on for float32 on CPU when available) computes the linear layers
-    with oneDNN-prepacked weights (:mod:`oikyo.serve.linear_layers`): same float32 math, faster.
+    with prepacked weights (:mod:`oikyo.serve.linear_layers`): same float32 math, faster.
+    ``linear_products`` says which form was chosen.
     """
 
     def __init__(
@@ -120,7 +121,8 @@ class GenerationEngine:
         self.model_dir = Path(model_dir)
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_model(model_dir, dtype=self.dtype, device=self.device)
-        self.packed_weights = _prepare_layers(self.model, packed_weights, max_batch_size)
+        self.linear_products = _prepare_layers(self.model, packed_weights, max_batch_size)
+        self.packed_weights = self.linear_products != "pytorch"
         self.max_batch_size = max_batch_size
         self.max_prefill_tokens = max_prefill_tokens
         self.context_length = context_length(model_dir)
@@ -242,8 +244,10 @@ class GenerationEngine:
     def stats(self) -> dict:
         """Numbers for monitoring: gauges (queue_depth, active_sequences, adapters_loaded) and counters
         since start-up (steps, prompt_tokens, tokens_generated, requests_*, adapter_loads/evictions),
-        and ``lora_products``: how adapters' terms are computed ("native kernel" or "pytorch",
-        None until an adapter is loaded; see :mod:`oikyo.serve.lora_kernel`)."""
+        ``linear_products``: how the linear layers' base products are computed ("native kernel",
+        "onednn" or "pytorch"; see :mod:`oikyo.serve.linear_layers`), and ``lora_products``: how
+        adapters' terms are computed ("native kernel" or "pytorch", None until an adapter is
+        loaded; see :mod:`oikyo.serve.cpu_kernels`)."""
         with self._lock:
             queue_depth = len(self._queue)
         return {
@@ -251,6 +255,7 @@ class GenerationEngine:
             "active_sequences": len(self._active),
             "max_batch_size": self.max_batch_size,
             "adapters_loaded": len(self._lora.loaded),
+            "linear_products": self.linear_products,
             "lora_products": self._lora.products,
             "running": self.running,
             **self._counters,
@@ -530,8 +535,9 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
     return torch.float32
 
 
-def _prepare_layers(model, wanted: bool | None, batch_hint: int) -> bool:
-    """Swap in serving linear layers, packed for oneDNN when asked (None: when on CPU in float32 and possible)."""
+def _prepare_layers(model, wanted: bool | None, batch_hint: int) -> str:
+    """Swap in serving linear layers, packed when asked (None: when on CPU in float32 and possible);
+    returns how their products are computed ("native kernel", "onednn" or "pytorch")."""
     from oikyo.serve.linear_layers import packing_available, prepare_linear_layers
 
     param = next(model.parameters())
@@ -539,8 +545,7 @@ def _prepare_layers(model, wanted: bool | None, batch_hint: int) -> bool:
     if wanted and not possible:
         raise ValueError("packed_weights needs a float32 model on CPU and a torch build with oneDNN")
     pack = possible if wanted is None else bool(wanted)
-    prepare_linear_layers(model, pack, batch_hint)
-    return pack
+    return prepare_linear_layers(model, pack, batch_hint)
 
 
 def _num_layers(model) -> int:

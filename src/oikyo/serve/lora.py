@@ -11,18 +11,18 @@ stacked::
 After the layer's own product, each row's LoRA term is added to it in place, for the whole batch
 in one call.
 
-On CPU in float32 (the usual case there), a small compiled kernel, :mod:`oikyo.serve.lora_kernel`,
+On CPU in float32 (the usual case there), a small compiled kernel, :mod:`oikyo.serve.cpu_kernels`,
 adds the terms of every decoding step and of a mixed batch's prefills: the same sums, each token
 through its own adapter only, each adapter's matrices read once per layer in memory order. In the
-decoding steps of four adapters on the bundled model it costs less than half what the PyTorch
-products below cost, and 45-60% of what they cost for one adapter (1 to 8 rows).
+decoding steps of four adapters on the bundled model it costs 0.4-0.65 of what the PyTorch products
+below cost on the test machines, about what a plain read of the matrices costs (BENCHMARKS.md).
 
 When every row uses the same adapter and the kernel does not apply (prefills, or no kernel), the
 layer adds ``(x @ A.T) @ B.T * scaling`` of that adapter alone to its output in place (one
 ``addmm_`` with the scaling as its ``alpha``): peft's arithmetic without its two extra passes over
 the output.
 
-Without that kernel (no C compiler, another dtype or device, ``OIKYO_LORA_KERNEL=torch``), PyTorch
+Without that kernel (no C compiler, another dtype or device, ``OIKYO_CPU_KERNELS=torch``), PyTorch
 does a mixed batch this way. A decoding step (one token per row) uses the whole stack at once::
 
     low = x @ A_cat.T * row_mask           x: (tokens, in), low: (tokens, R)
@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from oikyo.serve.linear_layers import ServingLinear
-from oikyo.serve.lora_kernel import LoRAKernel, TokenPlan, load_kernel
+from oikyo.serve.cpu_kernels import CPUKernels, TokenPlan, load_kernels
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -259,7 +259,7 @@ class _AdapterModule:
             layout.append((n, start, start + r, self.entries[n].scaling))
             start += r
         self.layout = tuple(layout)
-        readable = LoRAKernel.accepts(self.a_cat, self.bt_cat)
+        readable = CPUKernels.accepts(self.a_cat, self.bt_cat)
         self.native = (self.a_cat.data_ptr(), self.bt_cat.data_ptr()) if readable else None
 
     def __call__(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -278,7 +278,7 @@ class _AdapterModule:
             and kernel.accepts(x2, out2)
             and kernel.suits(x2.shape[0])
         ):
-            kernel(x2, out2, self.native, batch.plan(self.layout, tokens_per_row))  # adds in place
+            kernel.lora_add(x2, out2, self.native, batch.plan(self.layout, tokens_per_row))  # adds in place
             return output
         if batch.single is not None:
             weights = self.entries.get(batch.single)
@@ -326,7 +326,7 @@ class MultiLoRA:
         self.batch: _Batch | None = None
         self._modules: dict[str, _AdapterModule] = {}
         self._adapter_modules: dict[str, list[str]] = {}
-        self.kernel: LoRAKernel | None = None  # the native kernel, looked up at the first load
+        self.kernel: CPUKernels | None = None  # the native kernels, looked up at the first load
         self._kernel_checked = False
 
     def __contains__(self, name: str) -> bool:
@@ -363,7 +363,7 @@ class MultiLoRA:
             evicted.append(candidates[0])
         weights = read_adapter(adapter_dir, self.model)
         if not self._kernel_checked:
-            self.kernel, self._kernel_checked = load_kernel(), True
+            self.kernel, self._kernel_checked = load_kernels(), True
         for module_path, module_weights in weights.items():
             hooked = self._modules.get(module_path)
             if hooked is None:

@@ -1,0 +1,190 @@
+"""oikyo's native CPU kernels (LoRA terms, base products): built with the machine's C compiler, equal to
+PyTorch's products, and optional.
+
+CI's machine has gcc, so these tests build and run the kernels there; on a machine without a C
+compiler the ones that need it fail with that reason rather than pass unseen.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oikyo.serve import cpu_kernels
+from oikyo.serve.cpu_kernels import CPUKernels, TokenPlan, load_kernels
+
+
+NO_COMPILER = "no C compiler here (cc, gcc or clang): the native CPU kernels could not be built"
+
+
+@pytest.fixture
+def kernel() -> CPUKernels:
+    built = load_kernels()
+    assert built is not None, NO_COMPILER
+    return built
+
+
+def _reference(x, a_cat, bt_cat, layout, rows, tokens_per_row):
+    """Each token's term by PyTorch: x @ A_a.T @ B_a.T * scaling for its row's adapter a."""
+    out = torch.zeros(x.shape[0], bt_cat.shape[1], dtype=torch.float64)
+    spans = {name: (start, end, scaling) for name, start, end, scaling in layout}
+    for token in range(x.shape[0]):
+        name = rows[token // tokens_per_row]
+        if name in spans:
+            start, end, scaling = spans[name]
+            low = x[token].double() @ a_cat[start:end].double().T
+            out[token] = low @ bt_cat[start:end].double() * scaling
+    return out
+
+
+@pytest.mark.parametrize("tokens_per_row", [1, 5])
+def test_kernel_adds_each_tokens_own_adapter_term(kernel, tokens_per_row):
+    generator = torch.Generator().manual_seed(0)
+    in_features, out_features = 37, 53  # not multiples of the vector width: the loops' tails count
+    # Ranks 4, 8 and 3; "c" is loaded but unused; "d" is used by a row but does not target this layer.
+    layout = (("a", 0, 4, 2.0), ("b", 4, 12, 0.5), ("c", 12, 15, 1.0))
+    a_cat = torch.randn(15, in_features, generator=generator)
+    bt_cat = torch.randn(15, out_features, generator=generator)
+    rows = ["b", None, "a", "d", "b", "a"]
+    x = torch.randn(len(rows) * tokens_per_row, in_features, generator=generator)
+    base = torch.randn(x.shape[0], out_features, generator=generator)
+    out = base.clone()
+    plan = TokenPlan(layout, rows, tokens_per_row)
+    assert plan.args[0] == 2  # two adapters in use: a and b
+    kernel.lora_add(x, out, (a_cat.data_ptr(), bt_cat.data_ptr()), plan)
+    expected = base.double() + _reference(x, a_cat, bt_cat, layout, rows, tokens_per_row)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-4)
+    untouched = [t for t in range(x.shape[0]) if rows[t // tokens_per_row] in (None, "d")]
+    assert torch.equal(out[untouched], base[untouched])  # base-model rows and non-targeted adapters
+    assert not torch.allclose(out, base)
+
+
+def test_kernel_is_a_no_op_when_no_row_uses_an_adapter_of_the_layer(kernel):
+    x, out = torch.randn(3, 8), torch.randn(3, 6)
+    before = out.clone()
+    a_cat, bt_cat = torch.randn(4, 8), torch.randn(4, 6)
+    kernel.lora_add(x, out, (a_cat.data_ptr(), bt_cat.data_ptr()), TokenPlan((("a", 0, 4, 1.0),), [None, "z", None]))
+    assert torch.equal(out, before)
+
+
+def test_accepts_only_contiguous_float32_cpu_tensors():
+    assert CPUKernels.accepts(torch.zeros(2, 3), torch.zeros(3, 2))
+    assert not CPUKernels.accepts(torch.zeros(2, 3, dtype=torch.float64))
+    assert not CPUKernels.accepts(torch.zeros(2, 3, dtype=torch.bfloat16))
+    assert not CPUKernels.accepts(torch.zeros(3, 2).t())
+
+
+def test_built_once_into_the_workspace_and_reused(monkeypatch):
+    from oikyo import workspace
+
+    monkeypatch.setattr(cpu_kernels, "_loaded", {})  # as in a new process with an empty workspace
+    built = load_kernels()
+    assert built is not None, NO_COMPILER
+    assert built.path.parent == workspace.home() / "kernels" and built.path.is_file()
+    monkeypatch.setattr(cpu_kernels, "_loaded", {})  # another process: finds the file, compiles nothing
+    monkeypatch.setattr(cpu_kernels, "_compile", lambda *args: pytest.fail("compiled again"))
+    again = load_kernels()
+    assert again is not None and again.path == built.path
+
+
+def test_without_a_compiler_serving_falls_back_to_pytorch(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(cpu_kernels, "_loaded", {})
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with caplog.at_level("INFO", logger="oikyo.serve.cpu_kernels"):
+        assert load_kernels() is None
+    assert "no C compiler found" in caplog.text
+
+
+def test_a_failing_compiler_falls_back_with_its_error(monkeypatch, tmp_path, caplog):
+    from oikyo import workspace
+
+    broken = tmp_path / "broken-cc"
+    broken.write_text("#!/bin/sh\necho 'broken-cc: internal error' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(cpu_kernels, "_loaded", {})
+    monkeypatch.setenv("CC", str(broken))
+    with caplog.at_level("WARNING", logger="oikyo.serve.cpu_kernels"):
+        assert load_kernels() is None
+    assert "could not build the native CPU kernels" in caplog.text and "internal error" in caplog.text
+    assert not list((workspace.home() / "kernels").iterdir())  # no half-written file left behind
+
+
+def test_the_environment_can_choose_pytorch(monkeypatch):
+    monkeypatch.setenv("OIKYO_CPU_KERNELS", "torch")
+    assert load_kernels() is None
+
+
+def test_long_prefills_go_to_pytorch_when_it_has_several_threads():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert CPUKernels.suits(8) and CPUKernels.suits(4096)
+        torch.set_num_threads(2)
+        assert CPUKernels.suits(8) and CPUKernels.suits(cpu_kernels.MAX_TOKENS_THREADED)
+        assert not CPUKernels.suits(cpu_kernels.MAX_TOKENS_THREADED + 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_an_unwritable_workspace_falls_back_instead_of_failing(monkeypatch, caplog):
+    def refuse(name):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(cpu_kernels, "_loaded", {})
+    monkeypatch.setattr(cpu_kernels.workspace, "subdir", refuse)
+    with caplog.at_level("WARNING", logger="oikyo.serve.cpu_kernels"):
+        assert load_kernels() is None
+    assert "Permission denied" in caplog.text
+
+
+# ----------------------------------------------------------------------------- base products
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("rows", [1, 3, 8, 11, 16])
+def test_linear_kernel_equals_the_layers_product(kernel, rows, bias):
+    """Odd sizes (not multiples of the 32-column panels or the vector width); 11 and 16 rows take two passes."""
+    generator = torch.Generator().manual_seed(rows)
+    for out_features, in_features in [(53, 37), (32, 64), (70, 19)]:
+        layer = torch.nn.Linear(in_features, out_features, bias=bias)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(out_features, in_features, generator=generator))
+        x = torch.randn(rows, in_features, generator=generator)
+        panels = kernel.pack(layer.weight)
+        assert panels.numel() == -(-out_features // cpu_kernels.PANEL) * cpu_kernels.PANEL * in_features
+        out = kernel.linear(x, panels, out_features, layer.bias)
+        expected = x.double() @ layer.weight.double().T + (layer.bias.double() if bias else 0)
+        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_serving_linear_uses_the_kernel_for_decoding_rows_only(kernel, monkeypatch):
+    from oikyo.serve.linear_layers import ServingLinear
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        plain = torch.nn.Linear(40, 70)
+        layer = ServingLinear(plain, pack=True, kernels=kernel)
+        assert layer.panels is not None and layer.packed is None  # one packed copy, not two
+        calls = []
+        original = kernel.linear
+        monkeypatch.setattr(kernel, "linear", lambda *args: calls.append(args[0].shape[0]) or original(*args))
+        with torch.inference_mode():
+            for shape in [(4, 1, 40), (1, 1, 40), (2, 9, 40)]:  # decoding steps, then an 18-token prefill
+                x = torch.randn(*shape)
+                torch.testing.assert_close(layer(x), plain(x), rtol=1e-5, atol=1e-5)
+        assert calls == [4, 1]  # the prefill's 18 rows went to PyTorch
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_linear_kernel_only_with_one_thread_and_few_rows():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert CPUKernels.linear_suits(1) and CPUKernels.linear_suits(cpu_kernels.MAX_LINEAR_ROWS)
+        assert not CPUKernels.linear_suits(cpu_kernels.MAX_LINEAR_ROWS + 1)
+        torch.set_num_threads(2)
+        assert not CPUKernels.linear_suits(1)
+    finally:
+        torch.set_num_threads(threads)
