@@ -4,7 +4,7 @@ Two parts, each on random weights shaped like SmolLM2-135M (the timing does not 
 every layer has its own weights, so each step streams them all from memory, as in the engine):
 
 1. Base products. One step runs the 211 linear layers (30 x q/k/v/o/gate/up/down and the 49152 x 576
-   output layer, 651 MB) on ``rows`` rows, one token each, with: ``mkl`` (``F.linear`` on the plain
+   output layer, 538 MB) on ``rows`` rows, one token each, with: ``mkl`` (``F.linear`` on the plain
    weight), ``onednn`` (the prepacked oneDNN product the engine uses with several threads) and
    ``kernel`` (the native kernel on its packed panels, what the engine uses with one thread), for
    1, 8 and 16 rows. The kernel is checked against ``F.linear`` first.

@@ -6,14 +6,15 @@
  * PREFETCH floats ahead (the hardware prefetcher alone falls behind once each cache line also
  * carries several rows' arithmetic).
  *
- * 1. The base product of a linear layer, for at most ROWS rows at a time:
+ * 1. The base product of a linear layer, for a few rows:
  *
  *    oikyo_pack_panels(w, n, k, panels)   once per layer: w (n, k), row-major like nn.Linear's
  *        weight, into panels of PANEL output columns: panel p holds w[p*PANEL .. +PANEL, :]
  *        transposed, (k, PANEL) contiguous; the last panel is padded with zeros.
  *    oikyo_linear_rows(x, m, k, panels, n, bias, out)   out (m, n) = x (m, k) @ w.T (+ bias)
- *        For each panel and each k: one broadcast of x[i, k] per row and two vector multiply-adds
- *        into the row's PANEL accumulators, which stay in registers for the whole panel.
+ *        Panel by panel, ROWS rows at a time: for each k, one broadcast of x[i, k] per row and two
+ *        vector multiply-adds into the row's PANEL accumulators, which stay in registers for the
+ *        whole panel. Each panel comes from memory once; further row blocks find it in the cache.
  *
  * 2. The LoRA terms of a batch whose rows use one adapter, several or none:
  *
@@ -62,55 +63,59 @@ void oikyo_pack_panels(const float *w, int64_t n, int64_t k, float *panels)
             }
 }
 
-/* M rows (a compile-time constant at each call, so the accumulators are registers). */
-static inline __attribute__((always_inline)) void linear_block(const int M, const float *x, int64_t k,
-                                                               const float *panels, int64_t n,
-                                                               const float *bias, float *out)
+/* One panel (output columns first .. first + width) for M rows, M a compile-time constant at each
+ * call so that the accumulators are registers. */
+static inline __attribute__((always_inline)) void panel_rows(const int M, const float *x, int64_t k,
+                                                             const float *panel, const float *bias,
+                                                             float *out, int64_t n, int64_t first,
+                                                             int64_t width)
+{
+    v16 lo[ROWS], hi[ROWS];
+    for (int i = 0; i < M; i++)
+        lo[i] = hi[i] = (v16){0};
+    for (int64_t c = 0; c < k; c++) {
+        const float *w = panel + c * PANEL;
+        __builtin_prefetch(w + PREFETCH, 0, 3);
+        __builtin_prefetch(w + PREFETCH + 16, 0, 3);
+        const v16 w_lo = load16(w), w_hi = load16(w + 16);
+        for (int i = 0; i < M; i++) {
+            const float xi = x[i * k + c];
+            lo[i] += xi * w_lo;
+            hi[i] += xi * w_hi;
+        }
+    }
+    for (int i = 0; i < M; i++) {
+        float sums[PANEL];
+        memcpy(sums, &lo[i], sizeof lo[i]);
+        memcpy(sums + 16, &hi[i], sizeof hi[i]);
+        float *o = out + i * n + first;
+        for (int64_t q = 0; q < width; q++)
+            o[q] = bias ? sums[q] + bias[first + q] : sums[q];
+    }
+}
+
+/* Panels outermost: each panel comes from memory once, and row blocks after the first find it in
+ * the cache (a panel is k * PANEL floats: 72 KiB at k = 576). */
+void oikyo_linear_rows(const float *x, int64_t m, int64_t k, const float *panels, int64_t n,
+                       const float *bias, float *out)
 {
     const int64_t count = (n + PANEL - 1) / PANEL;
     for (int64_t p = 0; p < count; p++) {
         const float *panel = panels + p * k * PANEL;
-        v16 lo[ROWS], hi[ROWS];
-        for (int i = 0; i < M; i++)
-            lo[i] = hi[i] = (v16){0};
-        for (int64_t c = 0; c < k; c++) {
-            const float *w = panel + c * PANEL;
-            __builtin_prefetch(w + PREFETCH, 0, 3);
-            __builtin_prefetch(w + PREFETCH + 16, 0, 3);
-            const v16 w_lo = load16(w), w_hi = load16(w + 16);
-            for (int i = 0; i < M; i++) {
-                const float xi = x[i * k + c];
-                lo[i] += xi * w_lo;
-                hi[i] += xi * w_hi;
-            }
-        }
         const int64_t first = p * PANEL, width = n - first < PANEL ? n - first : PANEL;
-        for (int i = 0; i < M; i++) {
-            float sums[PANEL];
-            memcpy(sums, &lo[i], sizeof lo[i]);
-            memcpy(sums + 16, &hi[i], sizeof hi[i]);
-            float *o = out + i * n + first;
-            for (int64_t q = 0; q < width; q++)
-                o[q] = bias ? sums[q] + bias[first + q] : sums[q];
-        }
-    }
-}
-
-void oikyo_linear_rows(const float *x, int64_t m, int64_t k, const float *panels, int64_t n,
-                       const float *bias, float *out)
-{
-    for (int64_t r = 0; r < m; r += ROWS) {
-        const float *xr = x + r * k;
-        float *o = out + r * n;
-        switch (m - r < ROWS ? m - r : ROWS) {
-        case 1: linear_block(1, xr, k, panels, n, bias, o); break;
-        case 2: linear_block(2, xr, k, panels, n, bias, o); break;
-        case 3: linear_block(3, xr, k, panels, n, bias, o); break;
-        case 4: linear_block(4, xr, k, panels, n, bias, o); break;
-        case 5: linear_block(5, xr, k, panels, n, bias, o); break;
-        case 6: linear_block(6, xr, k, panels, n, bias, o); break;
-        case 7: linear_block(7, xr, k, panels, n, bias, o); break;
-        default: linear_block(ROWS, xr, k, panels, n, bias, o); break;
+        for (int64_t r = 0; r < m; r += ROWS) {
+            const float *xr = x + r * k;
+            float *o = out + r * n;
+            switch (m - r < ROWS ? m - r : ROWS) {
+            case 1: panel_rows(1, xr, k, panel, bias, o, n, first, width); break;
+            case 2: panel_rows(2, xr, k, panel, bias, o, n, first, width); break;
+            case 3: panel_rows(3, xr, k, panel, bias, o, n, first, width); break;
+            case 4: panel_rows(4, xr, k, panel, bias, o, n, first, width); break;
+            case 5: panel_rows(5, xr, k, panel, bias, o, n, first, width); break;
+            case 6: panel_rows(6, xr, k, panel, bias, o, n, first, width); break;
+            case 7: panel_rows(7, xr, k, panel, bias, o, n, first, width); break;
+            default: panel_rows(ROWS, xr, k, panel, bias, o, n, first, width); break;
+            }
         }
     }
 }
