@@ -151,7 +151,7 @@ def test_linear_kernel_equals_the_layers_product(kernel, rows, bias):
             layer.weight.copy_(torch.randn(out_features, in_features, generator=generator))
         x = torch.randn(rows, in_features, generator=generator)
         panels = kernel.pack(layer.weight)
-        assert panels.numel() == -(-out_features // cpu_kernels.PANEL) * cpu_kernels.PANEL * in_features
+        assert panels.numel() == -(-out_features // kernel.panel) * kernel.panel * in_features
         out = kernel.linear(x, panels, out_features, layer.bias)
         expected = x.double() @ layer.weight.double().T + (layer.bias.double() if bias else 0)
         torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-4)
@@ -188,3 +188,20 @@ def test_linear_kernel_only_with_one_thread_and_few_rows():
         assert not CPUKernels.linear_suits(1)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+def test_the_base_product_kernel_only_where_it_was_measured_faster(kernel, monkeypatch, avx512):
+    """Built for AVX-512 the layers get the kernel's panels; otherwise oneDNN's packed weights."""
+    from oikyo.serve.linear_layers import prepare_linear_layers
+
+    assert kernel.panel == 2 * kernel.lanes
+    monkeypatch.setattr(kernel, "linear_available", avx512)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+        assert prepare_linear_layers(model, pack=True) == ("native kernel" if avx512 else "onednn")
+    finally:
+        torch.set_num_threads(threads)
+    assert (model[0].panels is not None) is avx512 and (model[0].packed is not None) is (not avx512)

@@ -40,16 +40,41 @@
 #include <string.h>
 
 #define PREFETCH 1024 /* floats (4 KiB) ahead; measured best of 256 / 1024 / 4096 on the test machine */
-#define PANEL 32
+
+/* The vector type is the CPU's own width (wider GCC vectors than the hardware's are split into slow
+ * code), and ROWS rows x 2 vectors of accumulators plus the two weight vectors fit its registers
+ * (32 with AVX-512, 16 with AVX2 or SSE). Only the AVX-512 form was measured faster than oneDNN
+ * (cpu_kernels.py uses the base product only there); the others are correct, for completeness. */
+#if defined(__AVX512F__)
+#define LANES 16
 #define ROWS 8
+#elif defined(__AVX__)
+#define LANES 8
+#define ROWS 4
+#else
+#define LANES 4
+#define ROWS 4
+#endif
+#define PANEL (2 * LANES)
 
-typedef float v16 __attribute__((vector_size(64)));
+typedef float vec __attribute__((vector_size(LANES * 4)));
 
-static inline v16 load16(const float *p)
+static inline vec load_vec(const float *p)
 {
-    v16 v;
+    vec v;
     memcpy(&v, p, sizeof v);
     return v;
+}
+
+/* Floats per vector and output columns per panel, for the Python side. */
+int64_t oikyo_vector_lanes(void)
+{
+    return LANES;
+}
+
+int64_t oikyo_panel_width(void)
+{
+    return PANEL;
 }
 
 void oikyo_pack_panels(const float *w, int64_t n, int64_t k, float *panels)
@@ -70,14 +95,14 @@ static inline __attribute__((always_inline)) void panel_rows(const int M, const 
                                                              float *out, int64_t n, int64_t first,
                                                              int64_t width)
 {
-    v16 lo[ROWS], hi[ROWS];
+    vec lo[ROWS], hi[ROWS];
     for (int i = 0; i < M; i++)
-        lo[i] = hi[i] = (v16){0};
+        lo[i] = hi[i] = (vec){0};
     for (int64_t c = 0; c < k; c++) {
         const float *w = panel + c * PANEL;
-        __builtin_prefetch(w + PREFETCH, 0, 3);
-        __builtin_prefetch(w + PREFETCH + 16, 0, 3);
-        const v16 w_lo = load16(w), w_hi = load16(w + 16);
+        for (int line = 0; line < PANEL; line += 16) /* one prefetch per 64-byte cache line */
+            __builtin_prefetch(w + PREFETCH + line, 0, 3);
+        const vec w_lo = load_vec(w), w_hi = load_vec(w + LANES);
         for (int i = 0; i < M; i++) {
             const float xi = x[i * k + c];
             lo[i] += xi * w_lo;
@@ -87,7 +112,7 @@ static inline __attribute__((always_inline)) void panel_rows(const int M, const 
     for (int i = 0; i < M; i++) {
         float sums[PANEL];
         memcpy(sums, &lo[i], sizeof lo[i]);
-        memcpy(sums + 16, &hi[i], sizeof hi[i]);
+        memcpy(sums + LANES, &hi[i], sizeof hi[i]);
         float *o = out + i * n + first;
         for (int64_t q = 0; q < width; q++)
             o[q] = bias ? sums[q] + bias[first + q] : sums[q];
@@ -110,10 +135,12 @@ void oikyo_linear_rows(const float *x, int64_t m, int64_t k, const float *panels
             case 1: panel_rows(1, xr, k, panel, bias, o, n, first, width); break;
             case 2: panel_rows(2, xr, k, panel, bias, o, n, first, width); break;
             case 3: panel_rows(3, xr, k, panel, bias, o, n, first, width); break;
+#if ROWS > 4
             case 4: panel_rows(4, xr, k, panel, bias, o, n, first, width); break;
             case 5: panel_rows(5, xr, k, panel, bias, o, n, first, width); break;
             case 6: panel_rows(6, xr, k, panel, bias, o, n, first, width); break;
             case 7: panel_rows(7, xr, k, panel, bias, o, n, first, width); break;
+#endif
             default: panel_rows(ROWS, xr, k, panel, bias, o, n, first, width); break;
             }
         }

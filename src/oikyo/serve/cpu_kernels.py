@@ -16,7 +16,9 @@ with one thread (figures in BENCHMARKS.md):
 
 Both run on one thread. With several torch threads, PyTorch's threaded products win on long
 prefills and, for the base product, on decoding too (oneDNN on 2 threads: 36.9 ms at 8 rows), so
-:meth:`CPUKernels.suits` and :meth:`CPUKernels.linear_suits` send those to PyTorch.
+:meth:`CPUKernels.suits` and :meth:`CPUKernels.linear_suits` send those to PyTorch. The base
+product is used only when the kernels were built for AVX-512 (``linear_available``), the only
+form measured faster than oneDNN.
 
 How it is built: the C source next to this file (plain C99 with GCC/Clang vector types; no Python
 or torch headers) is compiled on first use with the system C compiler (``$CC``, else
@@ -51,7 +53,6 @@ SOURCE = Path(__file__).with_name("cpu_kernels.c")
 ENV = "OIKYO_CPU_KERNELS"
 MAX_TOKENS_THREADED = 512  # the most tokens per forward given to the LoRA kernel when torch has several threads
 MAX_LINEAR_ROWS = 16  # the most rows given to the base-product kernel (more: MKL, see linear_suits)
-PANEL = 32  # output columns per panel of a packed weight (PANEL in the C source)
 # -march=native: vectorize for this CPU (the file's name includes the CPU's flags); retried without
 # it for compilers that do not know it. -fopenmp-simd honours the loops' simd pragmas only.
 _FLAG_SETS = (["-O3", "-march=native", "-fopenmp-simd"], ["-O3", "-fopenmp-simd"], ["-O3"])
@@ -75,6 +76,13 @@ class CPUKernels:
         self._linear = library.oikyo_linear_rows
         self._linear.argtypes = [pointer, integer, integer, pointer, integer, pointer, pointer]
         self._linear.restype = None
+        for name in ("oikyo_vector_lanes", "oikyo_panel_width"):
+            getattr(library, name).restype = integer
+        self.lanes = library.oikyo_vector_lanes()  # floats per vector in this build (16: AVX-512)
+        self.panel = library.oikyo_panel_width()  # output columns per packed panel
+        # The base product was measured faster than oneDNN only when built for AVX-512 (8 rows: 43.7
+        # ms a step against 57.1); built for AVX2 on the same machine it was slower (64.3).
+        self.linear_available = self.lanes >= 16
 
     @staticmethod
     def accepts(*tensors: torch.Tensor) -> bool:
@@ -117,7 +125,7 @@ class CPUKernels:
         """``weight`` (out, in), float32 on CPU, reordered into the panels :meth:`linear` reads (a copy)."""
         weight = weight.detach().contiguous()
         out_features, in_features = weight.shape
-        panels = torch.empty(-(-out_features // PANEL) * PANEL * in_features, dtype=torch.float32)
+        panels = torch.empty(-(-out_features // self.panel) * self.panel * in_features, dtype=torch.float32)
         self._pack(weight.data_ptr(), out_features, in_features, panels.data_ptr())
         return panels
 
