@@ -8,11 +8,12 @@ in memory order, with software prefetches ahead of the arithmetic (which alone t
 product at 8 rows from 57 to 42 ms in a first test). Measured on the 2-core Intel Xeon test machine
 with one thread (figures in BENCHMARKS.md):
 
-- the base product of SmolLM2-135M's 211 linear layers at 8 rows: 47.5 ms a step against 64.0 ms
-  for prepacked oneDNN (one row: 33.3 against 43.4);
-- the LoRA terms of four rank-16 adapters on every layer (78 MB) add 8.1 ms to a step, what a plain
-  read of those matrices costs, against 12.9 ms for PyTorch's products. With one adapter the
-  kernel adds 1.6 ms a step at 1 row and 3.7 ms at 8, where PyTorch's products add 3.7 and 6.0.
+- the base product of SmolLM2-135M's 211 linear layers at 8 rows: 44.7 ms a step against 56.0 ms
+  for prepacked oneDNN and 92.1 for MKL (one row: 35.2 against 42.6);
+- the LoRA terms of four rank-16 adapters on every layer (78 MB) add 8.6 ms to a step, what a plain
+  read of those matrices costs (8.4), against 13.0 ms for PyTorch's products. With one adapter the
+  kernel added 1.6 ms a step at 1 row and 3.7 ms at 8, where PyTorch's products add 3.7 and 6.0
+  (AMD EPYC, an earlier session).
 
 Both run on one thread. With several torch threads, PyTorch's threaded products win on long
 prefills and, for the base product, on decoding too (oneDNN on 2 threads: 36.9 ms at 8 rows), so
@@ -114,7 +115,7 @@ class CPUKernels:
         """Whether the base-product kernel beats PyTorch for ``rows`` rows (a decoding step).
 
         Only with one torch thread: with two, oneDNN's threaded product is faster (36.9 ms a step
-        at 8 rows on the test machine, against the kernel's 47.5 on one thread). Up to
+        at 8 rows on the test machine, against the kernel's 47.5 on one thread, same ad-hoc run). Up to
         ``MAX_LINEAR_ROWS`` rows: rows beyond go to MKL on the plain weight (the one packed copy is
         the kernel's), which from about 24 rows on is as fast (prefills). At 16 rows the kernel
         is 15% faster than MKL and 5-7% slower than oneDNN; at 1 to 8 rows 17-20% faster than oneDNN.

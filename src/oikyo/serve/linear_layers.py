@@ -10,8 +10,8 @@ does two things for inference:
 
   - ``panels``, with one torch thread on a CPU with AVX-512: oikyo's native kernel
     (:mod:`oikyo.serve.cpu_kernels`) computes decoding steps (up to 16 rows); prefills, many rows,
-    keep PyTorch's product on the original weight. On SmolLM2-135M's linear layers at 8 rows, one thread: 47.5 ms a step against
-    64.0 for oneDNN and 92 for MKL.
+    keep PyTorch's product on the original weight. On SmolLM2-135M's linear layers at 8 rows,
+    one thread: 44.7 ms a step against 56.0 for oneDNN and 92.1 for MKL.
   - ``packed``, otherwise: oneDNN's blocked layout, what ``torch.compile`` does on CPU with frozen
     weights; threaded, and about 1.5x MKL at 8 rows.
 
