@@ -117,3 +117,13 @@ def reference(varied_model_dir):
         return cache[key]
 
     return run
+
+
+@pytest.fixture
+def set_threads():
+    """``torch.set_num_threads``, with torch's thread count restored after the test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(threads)

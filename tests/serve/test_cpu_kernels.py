@@ -114,16 +114,12 @@ def test_the_environment_can_choose_pytorch(monkeypatch):
     assert load_kernels() is None
 
 
-def test_long_prefills_go_to_pytorch_when_it_has_several_threads():
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert CPUKernels.suits(8) and CPUKernels.suits(4096)
-        torch.set_num_threads(2)
-        assert CPUKernels.suits(8) and CPUKernels.suits(cpu_kernels.MAX_TOKENS_THREADED)
-        assert not CPUKernels.suits(cpu_kernels.MAX_TOKENS_THREADED + 1)
-    finally:
-        torch.set_num_threads(threads)
+def test_long_prefills_go_to_pytorch_when_it_has_several_threads(set_threads):
+    set_threads(1)
+    assert CPUKernels.suits(8) and CPUKernels.suits(4096)
+    set_threads(2)
+    assert CPUKernels.suits(8) and CPUKernels.suits(cpu_kernels.MAX_TOKENS_THREADED)
+    assert not CPUKernels.suits(cpu_kernels.MAX_TOKENS_THREADED + 1)
 
 
 def test_an_unwritable_workspace_falls_back_instead_of_failing(monkeypatch, caplog):
@@ -157,51 +153,39 @@ def test_linear_kernel_equals_the_layers_product(kernel, rows, bias):
         torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-4)
 
 
-def test_serving_linear_uses_the_kernel_for_decoding_rows_only(kernel, monkeypatch):
+def test_serving_linear_uses_the_kernel_for_decoding_rows_only(kernel, monkeypatch, set_threads):
     from oikyo.serve.linear_layers import ServingLinear
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        plain = torch.nn.Linear(40, 70)
-        layer = ServingLinear(plain, pack=True, kernels=kernel)
-        assert layer.panels is not None and layer.packed is None  # one packed copy, not two
-        calls = []
-        original = kernel.linear
-        monkeypatch.setattr(kernel, "linear", lambda *args: calls.append(args[0].shape[0]) or original(*args))
-        with torch.inference_mode():
-            for shape in [(4, 1, 40), (1, 1, 40), (2, 9, 40)]:  # decoding steps, then an 18-token prefill
-                x = torch.randn(*shape)
-                torch.testing.assert_close(layer(x), plain(x), rtol=1e-5, atol=1e-5)
-        assert calls == [4, 1]  # the prefill's 18 rows went to PyTorch
-    finally:
-        torch.set_num_threads(threads)
+    set_threads(1)
+    plain = torch.nn.Linear(40, 70)
+    layer = ServingLinear(plain, pack=True, kernels=kernel)
+    assert layer.panels is not None and layer.packed is None  # one packed copy, not two
+    calls = []
+    original = kernel.linear
+    monkeypatch.setattr(kernel, "linear", lambda *args: calls.append(args[0].shape[0]) or original(*args))
+    with torch.inference_mode():
+        for shape in [(4, 1, 40), (1, 1, 40), (2, 9, 40)]:  # decoding steps, then an 18-token prefill
+            x = torch.randn(*shape)
+            torch.testing.assert_close(layer(x), plain(x), rtol=1e-5, atol=1e-5)
+    assert calls == [4, 1]  # the prefill's 18 rows went to PyTorch
 
 
-def test_linear_kernel_only_with_one_thread_and_few_rows():
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert CPUKernels.linear_suits(1) and CPUKernels.linear_suits(cpu_kernels.MAX_LINEAR_ROWS)
-        assert not CPUKernels.linear_suits(cpu_kernels.MAX_LINEAR_ROWS + 1)
-        torch.set_num_threads(2)
-        assert not CPUKernels.linear_suits(1)
-    finally:
-        torch.set_num_threads(threads)
+def test_linear_kernel_only_with_one_thread_and_few_rows(set_threads):
+    set_threads(1)
+    assert CPUKernels.linear_suits(1) and CPUKernels.linear_suits(cpu_kernels.MAX_LINEAR_ROWS)
+    assert not CPUKernels.linear_suits(cpu_kernels.MAX_LINEAR_ROWS + 1)
+    set_threads(2)
+    assert not CPUKernels.linear_suits(1)
 
 
 @pytest.mark.parametrize("avx512", [True, False])
-def test_the_base_product_kernel_only_where_it_was_measured_faster(kernel, monkeypatch, avx512):
+def test_the_base_product_kernel_only_where_it_was_measured_faster(kernel, monkeypatch, avx512, set_threads):
     """Built for AVX-512 the layers get the kernel's panels; otherwise oneDNN's packed weights."""
     from oikyo.serve.linear_layers import prepare_linear_layers
 
     assert kernel.panel == 2 * kernel.lanes
     monkeypatch.setattr(kernel, "linear_available", avx512)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = torch.nn.Sequential(torch.nn.Linear(8, 8))
-        assert prepare_linear_layers(model, pack=True) == ("native kernel" if avx512 else "onednn")
-    finally:
-        torch.set_num_threads(threads)
+    set_threads(1)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    assert prepare_linear_layers(model, pack=True) == ("native kernel" if avx512 else "onednn")
     assert (model[0].panels is not None) is avx512 and (model[0].packed is not None) is (not avx512)

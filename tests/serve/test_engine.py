@@ -416,21 +416,15 @@ def _native_linear() -> str:
     ],
 )
 def test_every_form_of_the_linear_layers_gives_the_same_greedy_tokens(
-    varied_model_dir, prompts, reference, settings, products, monkeypatch
+    varied_model_dir, prompts, reference, settings, products, monkeypatch, set_threads
 ):
-    import torch
-
-    threads = torch.get_num_threads()
-    settings = dict(settings)
+    settings = dict(settings)  # the engine sets torch's threads; set_threads restores them afterwards
     if settings.pop("environment", None):
         monkeypatch.setenv("OIKYO_CPU_KERNELS", "torch")
-    try:
-        engine = _engine(varied_model_dir, **settings)
-        assert engine.stats()["linear_products"] == (products or _native_linear())
-        assert engine.packed_weights is (products != "pytorch")
-        results = engine.generate([GenerationRequest(p, max_new_tokens=20) for p in prompts[:3]])
-    finally:
-        torch.set_num_threads(threads)
+    engine = _engine(varied_model_dir, **settings)
+    assert engine.stats()["linear_products"] == (products or _native_linear())
+    assert engine.packed_weights is (products != "pytorch")
+    results = engine.generate([GenerationRequest(p, max_new_tokens=20) for p in prompts[:3]])
     assert [r.token_ids for r in results] == [reference(p, 20) for p in prompts[:3]]
 
 

@@ -35,8 +35,8 @@ temperature and top-p: no repetition penalty or other logits processors from the
 generation config. Everything runs in ``torch.inference_mode`` in the model's dtype; nothing is
 quantized. On CPU the linear layers use prepacked float32 weights by default, computed by oikyo's
 native kernel with one torch thread and by oneDNN with several (:mod:`oikyo.serve.linear_layers`;
-``packed_weights=False`` turns that off), which changes only the order of float32 additions. ``engine.model`` is the model with those serving layers: use it
-for inference only.
+``packed_weights=False`` turns that off), which changes only the order of float32 additions.
+``engine.model`` is the model with those serving layers: use it for inference only.
 """
 
 from __future__ import annotations
@@ -122,7 +122,6 @@ class GenerationEngine:
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_model(model_dir, dtype=self.dtype, device=self.device)
         self.linear_products = _prepare_layers(self.model, packed_weights, max_batch_size)
-        self.packed_weights = self.linear_products != "pytorch"
         self.max_batch_size = max_batch_size
         self.max_prefill_tokens = max_prefill_tokens
         self.context_length = context_length(model_dir)
@@ -240,6 +239,11 @@ class GenerationEngine:
     def running(self) -> bool:
         thread = self._thread
         return thread is not None and thread.is_alive() and not self._stopping
+
+    @property
+    def packed_weights(self) -> bool:
+        """Whether the linear layers use a packed copy of their weights (native kernel or oneDNN)."""
+        return self.linear_products != "pytorch"
 
     def stats(self) -> dict:
         """Numbers for monitoring: gauges (queue_depth, active_sequences, adapters_loaded) and counters
