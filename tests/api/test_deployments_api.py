@@ -44,7 +44,7 @@ def starts(monkeypatch) -> list[str]:
     so no process check applies) and records the call."""
     calls: list[str] = []
 
-    def fake_start(name, *, detach=True, wait_s=600.0, log=None):
+    def fake_start(name, *, detach=True, wait_s=600.0, log=None, engine_checked=False):
         assert detach
         calls.append(name)
         deployments.mark(name, "running", hostname="elsewhere", pid=4242, error=None)

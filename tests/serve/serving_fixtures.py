@@ -61,13 +61,14 @@ class ThreadServer:
         self.thread.join(15)
 
 
-@pytest.fixture(scope="session")
-def api_model_dir(tmp_path_factory, bundled_tokenizer_dir) -> Path:
+def random_model_dir(folder: Path, tokenizer_dir: Path, **tiny) -> Path:
+    """A tiny Llama (``tiny``: :func:`oikyo.models.loading.tiny_model_dir` options) in ``folder`` whose
+    weights are re-drawn with std 0.3, so that greedy text varies token to token."""
     import torch
 
     from oikyo.models.loading import load_model, tiny_model_dir
 
-    folder = tiny_model_dir(tmp_path_factory.mktemp("api-model") / "tiny", bundled_tokenizer_dir)
+    folder = tiny_model_dir(folder, tokenizer_dir, **tiny)
     model = load_model(folder)
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
@@ -78,18 +79,17 @@ def api_model_dir(tmp_path_factory, bundled_tokenizer_dir) -> Path:
     return folder.resolve()
 
 
-@pytest.fixture(scope="session")
-def api_adapter_dirs(tmp_path_factory, api_model_dir) -> dict[str, Path]:
+def random_adapter_dirs(root: Path, model_dir: Path) -> dict[str, Path]:
+    """Two random LoRA adapters (r=4, every linear layer), "support" and "sales", on ``model_dir``, saved under ``root``."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from oikyo.models.loading import load_model
 
-    root = tmp_path_factory.mktemp("api-adapters")
     out = {}
     for i, name in enumerate(("support", "sales")):
         config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
-        peft_model = get_peft_model(load_model(api_model_dir), config)
+        peft_model = get_peft_model(load_model(model_dir), config)
         generator = torch.Generator().manual_seed(200 + i)
         with torch.no_grad():
             for pname, parameter in peft_model.named_parameters():
@@ -98,6 +98,16 @@ def api_adapter_dirs(tmp_path_factory, api_model_dir) -> dict[str, Path]:
         peft_model.save_pretrained(root / name)
         out[name] = (root / name).resolve()
     return out
+
+
+@pytest.fixture(scope="session")
+def api_model_dir(tmp_path_factory, bundled_tokenizer_dir) -> Path:
+    return random_model_dir(tmp_path_factory.mktemp("api-model") / "tiny", bundled_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def api_adapter_dirs(tmp_path_factory, api_model_dir) -> dict[str, Path]:
+    return random_adapter_dirs(tmp_path_factory.mktemp("api-adapters"), api_model_dir)
 
 
 @pytest.fixture(scope="session")
@@ -213,4 +223,5 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 
 __all__ = ["ThreadServer", "Served", "api_model_dir", "api_adapter_dirs", "api_engine", "versions", "replica",
-           "routed", "register_version", "chat", "wait_for", "BASE_ID", "DEPLOYMENT", "ROUTER_TOKEN"]
+           "routed", "register_version", "chat", "wait_for", "random_model_dir", "random_adapter_dirs", "BASE_ID",
+           "DEPLOYMENT", "ROUTER_TOKEN"]

@@ -1,7 +1,8 @@
-"""The vLLM replica's command line (``--engine vllm``), built without vLLM or a GPU.
+"""The vLLM replica's command line (``--engine vllm``), built without vLLM.
 
-vLLM itself cannot run on the CPU test machine; these tests check what oikyo asks of it: the LoRA
-rank limit it accepts, every adapter as a LoRA module, loopback only, the router's key.
+What oikyo asks of vLLM, for any device: the LoRA rank limit it accepts, every adapter as a LoRA
+module, loopback only, the router's key, the user's flags, the CPU's KV cache size. The engine runs
+for real in test_vllm_engine.py.
 """
 
 from __future__ import annotations
@@ -48,14 +49,18 @@ def test_a_rank_vllm_cannot_serve_or_an_unreadable_config_is_a_clear_error(tmp_p
 
 def test_the_command_serves_every_adapter_on_loopback_behind_the_key(tmp_path):
     adapters = {f"mv-{i}": _adapter(tmp_path / f"a{i}", 16 if i else 32) for i in range(10)}
-    cmd = vllm_engine.command("/models/base", ["mv-base"], adapters, port=8123, api_key="secret")
+    cmd = vllm_engine.command("/models/base", ["mv-base"], adapters, port=8123)
     assert cmd[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
 
     def value(flag):
         return cmd[cmd.index(flag) + 1]
 
     assert value("--model") == "/models/base"
-    assert value("--host") == "127.0.0.1" and value("--port") == "8123" and value("--api-key") == "secret"
+    assert value("--host") == "127.0.0.1" and value("--port") == "8123"
+    # the router's key goes in the environment: not in the process list, and "-abc" is no flag there
+    env = vllm_engine.environment("-secret")
+    assert "--api-key" not in cmd and env["VLLM_API_KEY"] == "-secret"
+    assert env["VLLM_NO_USAGE_STATS"] == "1" and env["HF_HUB_OFFLINE"] == "1"  # nothing goes out at run time
     assert value("--served-model-name") == "mv-base"
     assert "--enable-lora" in cmd
     assert value("--max-loras") == str(vllm_engine.MAX_GPU_LORAS)  # 10 adapters, 8 on the GPU at once
@@ -66,7 +71,7 @@ def test_the_command_serves_every_adapter_on_loopback_behind_the_key(tmp_path):
 
 
 def test_a_base_model_alone_gets_no_lora_flags():
-    cmd = vllm_engine.command("/models/base", ["base", "alias"], {}, port=1, api_key="k")
+    cmd = vllm_engine.command("/models/base", ["base", "alias"], {}, port=1)
     assert "--enable-lora" not in cmd and "--max-lora-rank" not in cmd
     assert cmd[cmd.index("--served-model-name") + 1:] == ["base", "alias"]
 
@@ -82,9 +87,41 @@ def test_deploying_an_adapter_vllm_cannot_serve_stops_before_anything_starts(
     config = json.loads((big / "adapter_config.json").read_text())
     (big / "adapter_config.json").write_text(json.dumps({**config, "r": 1024}))
     register_version(big, str(api_model_dir))
-    monkeypatch.setattr(vllm_engine, "check_available", lambda: None)  # as if on a CUDA machine with vLLM
+    monkeypatch.setattr(vllm_engine, "check_available",  # as if on a CUDA machine with vLLM
+                        lambda python=None: vllm_engine.VllmInstall(python=sys.executable, version="x", device="cuda"))
 
     with pytest.raises(OikyoError, match="rank 1024"):
         deployments.deploy(versions["support"], name="on-vllm", engine="vllm", port=0)
     record = deployments.get("on-vllm")
     assert record.engine == "vllm" and deployments.status(record) == "stopped"
+
+
+def test_the_interpreter_flags_and_cpu_cache_come_from_the_install_and_the_settings(monkeypatch):
+    cpu = vllm_engine.VllmInstall(python="/envs/vllm/bin/python", version="0.32.0", device="cpu")
+    cmd = vllm_engine.command("/models/base", ["base"], {}, port=1, install=cpu,
+                              extra=["--dtype", "float32"])
+    assert cmd[0] == "/envs/vllm/bin/python"
+    assert cmd[cmd.index("--kv-cache-memory-bytes") + 1] == str(4 * 2**30)  # vLLM would take 92% of the memory
+    assert cmd[-2:] == ["--dtype", "float32"]  # the user's flags come last
+    for sized in (["--kv-cache-memory-bytes", "1000000"], ["--gpu-memory-utilization=0.2"]):
+        cmd = vllm_engine.command("/m", ["m"], {}, port=1, install=cpu, extra=sized)
+        assert cmd.count("--kv-cache-memory-bytes") == sized.count("--kv-cache-memory-bytes")
+    gpu = vllm_engine.VllmInstall(python="/usr/bin/python3", version="0.32.0", device="cuda")
+    assert "--kv-cache-memory-bytes" not in vllm_engine.command("/m", ["m"], {}, port=1, install=gpu)
+
+    monkeypatch.delenv(vllm_engine.PYTHON_ENV, raising=False)
+    assert vllm_engine.interpreter() == sys.executable
+    monkeypatch.setenv(vllm_engine.PYTHON_ENV, "/envs/vllm/bin/python")
+    assert vllm_engine.interpreter() == "/envs/vllm/bin/python"
+    assert vllm_engine.interpreter("/other/python") == "/other/python"
+
+
+def test_user_flags_may_not_take_over_what_oikyo_sets():
+    assert vllm_engine.extra_args(None) == [] and vllm_engine.extra_args("") == []
+    assert vllm_engine.extra_args("--max-model-len 512 --served-model-name-suffix x") == [
+        "--max-model-len", "512", "--served-model-name-suffix", "x"]
+    for flag in vllm_engine.RESERVED_FLAGS:
+        with pytest.raises(OikyoError, match=f"may not set {flag}"):
+            vllm_engine.extra_args(f"--dtype float32 {flag}=x")
+    with pytest.raises(OikyoError, match="No closing quotation"):
+        vllm_engine.extra_args('--chat-template "unclosed')

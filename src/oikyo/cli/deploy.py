@@ -34,7 +34,13 @@ def deploy(
                                                               "MODEL=WEIGHT,... e.g. mv-1a2b=90,mv-3c4d=10."),
     log_requests: Optional[bool] = typer.Option(None, "--log-requests/--no-log-requests",
                                                 help="Record request messages and responses in the store (opt-in)."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="native (default) or vllm (needs vllm and CUDA)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="native (default) or vllm (needs vLLM: on a CUDA "
+                                                                  "GPU, or its CPU build)."),
+    vllm_python: Optional[Path] = typer.Option(None, "--vllm-python", help="With --engine vllm: the Python that "
+                                               "has vLLM, e.g. another venv's bin/python (default: "
+                                               "$OIKYO_VLLM_PYTHON, else oikyo's own)."),
+    vllm_args: Optional[str] = typer.Option(None, "--vllm-args", help="With --engine vllm: extra flags for vLLM's "
+                                            "server, quoted as one string, e.g. \"--dtype float32 --enforce-eager\"."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and return once it serves."),
     max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Sequences batched per replica (16)."),
     max_adapters: Optional[int] = typer.Option(None, "--max-adapters", help="LoRA adapters kept loaded per replica (8)."),
@@ -47,7 +53,9 @@ def deploy(
     from oikyo.serve import deployments
 
     settings = {k: v for k, v in (("max_batch_size", max_batch_size), ("max_adapters", max_adapters),
-                                  ("threads", threads)) if v}
+                                  ("threads", threads), ("vllm_args", vllm_args)) if v}
+    if vllm_python:
+        settings["vllm_python"] = str(vllm_python.expanduser().absolute())
     if target_latency:
         if not (replicas or "").startswith("auto"):
             err.print("[bold red]error:[/] --target-latency needs --replicas auto")

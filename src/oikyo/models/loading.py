@@ -189,17 +189,19 @@ def tiny_model_dir(
     *,
     context_length: int = 2048,
     seed: int = 0,
+    head_dim: int = 16,
 ) -> Path:
     """Save a tiny random Llama model (vocabulary from ``tokenizer_dir``) with that tokenizer into ``path``.
 
     For tests: it loads and runs like a real model (same tokenizer and chat template) in
     milliseconds. The same ``seed`` gives the same weights; the caller's RNG state is untouched.
+    ``head_dim`` 32 or more suits engines with a minimum (vLLM's CPU attention).
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer(tokenizer_dir)
-    heads = max(1, hidden // 16)  # head_dim 16
+    heads = max(1, hidden // head_dim)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,

@@ -56,6 +56,8 @@ DEFAULT_SETTINGS = {
     "device": "auto",  # auto | cpu | cuda | cuda:1 ...
     "queue_timeout_s": 120.0,  # how long a request may wait for a ready replica
     "graceful_timeout_s": 120.0,  # how long stopping waits for requests in flight
+    "vllm_python": None,  # --engine vllm: the interpreter with vLLM (None: $OIKYO_VLLM_PYTHON or oikyo's own)
+    "vllm_args": None,  # --engine vllm: extra vLLM server flags, shell-quoted
 }
 
 
@@ -187,13 +189,17 @@ def make_variants(model: str | None, split: str | None) -> list[Variant]:
     return variants
 
 
-def check_engine(engine: str) -> None:
+def check_engine(engine: str, settings: dict | None = None):
+    """A clear OikyoError unless ``engine`` can run here (for vllm: with these settings' interpreter and
+    flags); for vllm, returns the :class:`~oikyo.serve.vllm_engine.VllmInstall` found."""
     if engine not in ENGINES:
         raise OikyoError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "vllm":
-        from oikyo.serve.vllm_engine import check_available
+        from oikyo.serve.vllm_engine import check_available, extra_args
 
-        check_available()
+        extra_args((settings or {}).get("vllm_args"))
+        return check_available((settings or {}).get("vllm_python"))
+    return None
 
 
 def _default_name(model: str | None, variants: list[Variant]) -> str:
@@ -223,7 +229,7 @@ def deploy(model: str | None = None, *, name: str | None = None, host: str | Non
                          else "say what to deploy: a model version id or a base model")
     variants = make_variants(model, split) if (model or split) else None
     if engine is not None or existing is None:
-        check_engine(engine or "native")
+        check_engine(engine or "native", {**((existing.settings or {}) if existing else {}), **(settings or {})})
     if existing is None:
         name = name or _default_name(model, variants)
         if not NAME_RE.match(name):
@@ -233,7 +239,7 @@ def deploy(model: str | None = None, *, name: str | None = None, host: str | Non
                              f"`oikyo deploy --name {name}` to start it again")
     _save(name, existing, variants=variants, host=host, port=port, replicas=replicas, log_requests=log_requests,
           engine=engine, settings=settings)
-    return start(name, detach=detach, wait_s=wait_s, log=log)
+    return start(name, detach=detach, wait_s=wait_s, log=log, engine_checked=engine is not None or existing is None)
 
 
 def set_split(name: str, split: str, *, wait_s: float = 600.0, log: Log | None = None) -> dict:
@@ -302,8 +308,10 @@ def _merged_settings(record: Deployment, replicas, settings: dict | None) -> dic
     return merged
 
 
-def start(name: str, *, detach: bool = True, wait_s: float = 600.0, log: Log | None = None) -> dict:
-    """Start a recorded deployment's router (detached: wait until it serves)."""
+def start(name: str, *, detach: bool = True, wait_s: float = 600.0, log: Log | None = None,
+          engine_checked: bool = False) -> dict:
+    """Start a recorded deployment's router (detached: wait until it serves). ``engine_checked``: the
+    caller has just run :func:`check_engine` with the recorded settings (asking vLLM takes seconds)."""
     record = get(name)
     if status(record) in ("starting", "running"):
         raise OikyoError(f"deployment {name!r} is already {status(record)} at {url(record)}")
@@ -315,9 +323,10 @@ def start(name: str, *, detach: bool = True, wait_s: float = 600.0, log: Log | N
     if not _port_free(record.host, record.port):
         raise OikyoError(f"port {record.port} on {record.host} is in use; deploy with --port P (another port)")
     if record.engine == "vllm":
-        from oikyo.serve.vllm_engine import check_available, check_ranks
+        from oikyo.serve.vllm_engine import check_ranks
 
-        check_available()
+        if not engine_checked:
+            check_engine("vllm", record.settings)
         check_ranks(plan(name).pool_specs)
     if log:
         log(f"Starting deployment {name} ({', '.join(v['label'] for v in record.variants)}) at {url(record)}")
@@ -420,6 +429,11 @@ class Plan:
     replicas_max: int = 1
     settings: dict = field(default_factory=dict)
     log_requests: bool = False
+    vllm: object = None  # --engine vllm: the VllmInstall found by probe_engine()
+
+    def probe_engine(self) -> None:
+        """For --engine vllm: find the interpreter's vLLM and its device (a clear OikyoError if it has none)."""
+        self.vllm = check_engine(self.engine, self.settings)
 
     @property
     def queue_timeout_s(self) -> float:
@@ -444,17 +458,21 @@ class Plan:
     def process_pools(self, *, token: str, log_file, on_change) -> dict:
         from oikyo.serve.replicas import ProcessPool
 
-        pool_class = ProcessPool
+        pool_class, options = ProcessPool, {"replica_args": self.replica_args()}
         if self.engine == "vllm":
-            from oikyo.serve.vllm_engine import VllmPool as pool_class  # noqa: N813
+            from oikyo.serve.vllm_engine import VllmPool, extra_args
+
+            if self.vllm is None:
+                self.probe_engine()
+            pool_class, options = VllmPool, {"install": self.vllm,
+                                             "replica_args": extra_args(self.settings.get("vllm_args"))}
         auto = self.settings.get("autoscale")
         pools = {}
         for load_dir, spec in self.pool_specs.items():
             policy = AutoscalePolicy(**auto) if auto else None
             pools[load_dir] = pool_class(spec, token=token, log_file=log_file, min_replicas=self.replicas_min,
-                                         max_replicas=self.replicas_max, policy=policy,
-                                         replica_args=self.replica_args(), on_change=on_change,
-                                         capacity=int(self.settings.get("max_batch_size") or 16))
+                                         max_replicas=self.replicas_max, policy=policy, on_change=on_change,
+                                         capacity=int(self.settings.get("max_batch_size") or 16), **options)
         return pools
 
     def write_registry(self, pools: dict) -> None:

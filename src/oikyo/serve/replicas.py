@@ -79,6 +79,10 @@ class Replica:
 class ReplicaPool:
     """Replicas of one model; requests go to the ready replica with the fewest in flight."""
 
+    # Whether replicas put the router's response id (X-Oikyo-Response-Id) and the variant into their
+    # bodies themselves (oikyo's engine does); if not, the router stamps them (vLLM's server).
+    stamps_responses = True
+
     def __init__(self, spec: PoolSpec, *, capacity: int = 16, latency_window_s: float = 60.0):
         self.spec = spec
         self.name = spec.name

@@ -227,7 +227,10 @@ class Forwarder:
         error = None if response.status_code == 200 else _error_message(response.content)
         self._finish(record, started, response.status_code, pool=route.pool, ttft=ttft, usage=usage, text=text,
                      error=error)
-        return Response(response.content, status_code=response.status_code, media_type="application/json",
+        content = response.content
+        if response.status_code == 200 and not route.pool.stamps_responses:
+            content = json.dumps(_stamped(answer, record)).encode()
+        return Response(content, status_code=response.status_code, media_type="application/json",
                         headers=self._reply_headers(route, record))
 
     async def _open_stream(self, route: Route, path: str, payload: bytes, headers: dict):
@@ -259,8 +262,11 @@ class Forwarder:
         tracker = _StreamTracker(started)
         status, error = 200, None
         try:
+            stamp = not route.pool.stamps_responses
             async for line in upstream.aiter_lines():
-                tracker.see(line)
+                event = tracker.see(line)
+                if stamp and event is not None:
+                    line = "data: " + json.dumps(_stamped(event, record))
                 yield line + "\n"
         except httpx.HTTPError as failure:
             status, error = 502, f"the replica stopped mid-response ({failure.__class__.__name__})"
@@ -310,16 +316,19 @@ class _StreamTracker:
         self.usage: dict = {}
         self.error: str | None = None
 
-    def see(self, line: str) -> None:
+    def see(self, line: str) -> dict | None:
+        """Note what ``line`` says; returns its event when it is a chunk of the answer."""
         if not line.startswith("data: ") or line == "data: [DONE]":
-            return
+            return None
         try:
             event = json.loads(line[6:])
         except ValueError:
-            return
+            return None
+        if not isinstance(event, dict):
+            return None
         if "error" in event:
             self.error = (event["error"] or {}).get("message")
-            return
+            return None
         if event.get("usage"):
             self.usage = event["usage"]
         for choice in event.get("choices") or ():
@@ -329,6 +338,16 @@ class _StreamTracker:
                     self.ttft = time.perf_counter() - self.started
                 if choice.get("index", 0) == 0:
                     self.text.append(piece)
+        return event
+
+
+def _stamped(body: dict, record: RequestRecord) -> dict:
+    """A replica's answer (or stream chunk) under the router's response id and tagged with the variant,
+    as oikyo's engine writes them: what a client sends to /v1/feedback is the id it was given."""
+    body["id"] = record.id
+    if record.variant:
+        body["variant"] = record.variant
+    return body
 
 
 class _ClientGone(Exception):
@@ -453,6 +472,7 @@ def run(name: str) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         plan = deployments.plan(name)
+        plan.probe_engine()
         sock = bind(plan.host, plan.port)
     except (OikyoError, OSError) as error:
         deployments.mark(name, "failed", error=str(error), pid=None)
