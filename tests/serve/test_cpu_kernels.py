@@ -178,14 +178,15 @@ def test_linear_kernel_only_with_one_thread_and_few_rows(set_threads):
     assert not CPUKernels.linear_suits(1)
 
 
-@pytest.mark.parametrize("avx512", [True, False])
-def test_the_base_product_kernel_only_where_it_was_measured_faster(kernel, monkeypatch, avx512, set_threads):
-    """Built for AVX-512 the layers get the kernel's panels; otherwise oneDNN's packed weights."""
+@pytest.mark.parametrize("wide", [True, False])
+def test_the_base_product_kernel_only_where_it_was_measured_faster(kernel, monkeypatch, wide, set_threads):
+    """Built with AVX or AVX-512 vectors the layers get the kernel's panels; otherwise oneDNN's packed weights."""
     from oikyo.serve.linear_layers import prepare_linear_layers
 
     assert kernel.panel == 2 * kernel.lanes
-    monkeypatch.setattr(kernel, "linear_available", avx512)
+    assert kernel.linear_available is (kernel.lanes >= 8)
+    monkeypatch.setattr(kernel, "linear_available", wide)
     set_threads(1)
     model = torch.nn.Sequential(torch.nn.Linear(8, 8))
-    assert prepare_linear_layers(model, pack=True) == ("native kernel" if avx512 else "onednn")
-    assert (model[0].panels is not None) is avx512 and (model[0].packed is not None) is (not avx512)
+    assert prepare_linear_layers(model, pack=True) == ("native kernel" if wide else "onednn")
+    assert (model[0].panels is not None) is wide and (model[0].packed is not None) is (not wide)

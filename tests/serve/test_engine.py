@@ -398,7 +398,7 @@ def test_bundled_model_greedy_equals_hf_generate(bundled_model_dir):
 
 def _native_linear() -> str:
     """What the linear layers of a one-thread engine use here: the native kernel where it was built for
-    AVX-512 (CI's machine has gcc), else oneDNN (see CPUKernels.linear_available)."""
+    AVX or AVX-512 (CI's machine has gcc), else oneDNN (see CPUKernels.linear_available)."""
     from oikyo.serve.cpu_kernels import load_kernels
 
     kernels = load_kernels()

@@ -18,8 +18,9 @@ with one thread (figures in BENCHMARKS.md):
 Both run on one thread. With several torch threads, PyTorch's threaded products win on long
 prefills and, for the base product, on decoding too (oneDNN on 2 threads: 36.9 ms at 8 rows), so
 :meth:`CPUKernels.suits` and :meth:`CPUKernels.linear_suits` send those to PyTorch. The base
-product is used only when the kernels were built for AVX-512 (``linear_available``), the only
-form measured faster than oneDNN.
+product is used only when the kernels were built with AVX or AVX-512 vectors (``linear_available``),
+the forms measured faster than oneDNN (on an AVX2-only AMD EPYC, 65.5 against 95.8 ms a step at 8
+rows).
 
 How it is built: the C source next to this file (plain C99 with GCC/Clang vector types; no Python
 or torch headers) is compiled on first use with the system C compiler (``$CC``, else
@@ -81,9 +82,12 @@ class CPUKernels:
             getattr(library, name).restype = integer
         self.lanes = library.oikyo_vector_lanes()  # floats per vector in this build (16: AVX-512)
         self.panel = library.oikyo_panel_width()  # output columns per packed panel
-        # The base product was measured faster than oneDNN only when built for AVX-512 (8 rows: 43.7
-        # ms a step against 57.1); built for AVX2 on the same machine it was slower (64.3).
-        self.linear_available = self.lanes >= 16
+        # The base product is built with -march=native, so it has the CPU's own vectors, as oneDNN
+        # does. It was measured faster than oneDNN with AVX-512 on an Intel Xeon (8 rows: 43.7 ms a
+        # step against 57.1) and with AVX2 on an AVX2-only AMD EPYC (65.5 against 95.8). (Forced to
+        # AVX2 on the Xeon it lost to oneDNN's AVX-512, 64.3: a build -march=native never makes.)
+        # The 4-lane form (SSE, NEON) was never measured against oneDNN: it is not used.
+        self.linear_available = self.lanes >= 8
 
     @staticmethod
     def accepts(*tensors: torch.Tensor) -> bool:

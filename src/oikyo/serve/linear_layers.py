@@ -8,7 +8,7 @@ does two things for inference:
   kernel. Decoding multiplies a few rows by every weight matrix at each step, where PyTorch's
   default path (MKL ``sgemm``) streams the weights inefficiently. Two forms:
 
-  - ``panels``, with one torch thread on a CPU with AVX-512: oikyo's native kernel
+  - ``panels``, with one torch thread on a CPU with AVX2 or AVX-512: oikyo's native kernel
     (:mod:`oikyo.serve.cpu_kernels`) computes decoding steps (up to 16 rows); prefills, many rows,
     keep PyTorch's product on the original weight. On SmolLM2-135M's linear layers at 8 rows,
     one thread: 44.7 ms a step against 56.0 for oneDNN and 92.1 for MKL.
@@ -89,7 +89,7 @@ def prepare_linear_layers(model: nn.Module, pack: bool, batch_hint: int = 8) -> 
     ones compute their products: "native kernel", "onednn" or "pytorch" (see the module docstring).
 
     ``pack`` packs the float32 CPU layers: into the native kernel's panels when torch has one thread
-    and the kernels are built for AVX-512 (:attr:`CPUKernels.linear_available`), else for oneDNN
+    and the kernels are built for AVX or AVX-512 (:attr:`CPUKernels.linear_available`), else for oneDNN
     when torch has it; other layers keep PyTorch's product.
     """
     kernels = load_kernels() if pack and torch.get_num_threads() == 1 else None
