@@ -9,13 +9,13 @@ and raises a clear error before anything starts.
 
 The router stays the same (keys, splits, metrics, logging); each replica is ``PYTHON -m
 vllm.entrypoints.openai.api_server`` on a loopback port with the router's shared secret as its API
-key (in ``VLLM_API_KEY``, out of the process list), the pool's models as served names and every adapter version on the base model as a LoRA
-module; ``--vllm-args`` adds the user's own vLLM flags. On the CPU, where vLLM would otherwise try
-to reserve 92% of the memory for its KV cache, the cache is given :data:`CPU_KV_CACHE_BYTES`
-unless the flags say otherwise. Differences from the native engine: adapters registered after the
-replica started are not picked up until it restarts, the response body carries no ``variant``
-field (the ``X-Oikyo-Variant`` header still tags it), and the autoscaler sees the router's own
-queue only.
+key (in ``VLLM_API_KEY``, out of the process list), the pool's models as served names and every
+adapter version on the base model as a LoRA module; ``--vllm-args`` adds the user's own vLLM flags.
+On the CPU, where vLLM would otherwise try to reserve 92% of the memory for its KV cache, the cache
+is given :data:`CPU_KV_CACHE_BYTES` unless the flags say otherwise. vLLM names its answers itself,
+so the router puts its own response id and the variant into them (``VllmPool.stamps_responses``).
+Differences from the native engine: adapters registered after the replica started are not picked
+up until it restarts, and the autoscaler sees the router's own queue only (vLLM has no ``/stats``).
 """
 
 from __future__ import annotations
