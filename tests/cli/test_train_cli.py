@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,18 @@ def oikyo(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
     return subprocess.run([sys.executable, "-m", "oikyo.cli.main", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+@contextmanager
+def _children_get_default_sigint():
+    """Processes started inside start with SIGINT at its default, so Python gives them its Ctrl-C
+    handler even where this suite was started with SIGINT ignored (a non-interactive shell's
+    `cmd &` does that, and an exec'd child inherits it: it would ignore the test's Ctrl-C)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _no_traceback(result: subprocess.CompletedProcess) -> None:
@@ -183,9 +196,10 @@ def test_ctrl_c_while_following_stops_only_the_following(dataset, model_dir, aut
 
     monkeypatch.setenv("FAKE_STEP_TIME", "0.05")
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
-    follower = subprocess.Popen([sys.executable, "-m", "oikyo.cli.main", "train", "--dataset", dataset.id,
-                                 "--model", str(model_dir), "--set", "train.max_steps=120"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with _children_get_default_sigint():
+        follower = subprocess.Popen([sys.executable, "-m", "oikyo.cli.main", "train", "--dataset", dataset.id,
+                                     "--model", str(model_dir), "--set", "train.max_steps=120"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         jobhelpers.wait_for(lambda: runs.list_runs() and runs.progress(runs.list_runs()[0].id).step >= 3,
                             timeout=90, message="the run to be training")
