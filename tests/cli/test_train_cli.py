@@ -26,8 +26,8 @@ def oikyo(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 @contextmanager
 def _children_get_default_sigint():
-    """Processes started inside start with SIGINT at its default, so Python gives them its Ctrl-C
-    handler even where this suite was started with SIGINT ignored (a non-interactive shell's
+    """Children started within this block begin with SIGINT at its default, so Python gives them its
+    Ctrl-C handler even where this suite was started with SIGINT ignored (a non-interactive shell's
     `cmd &` does that, and an exec'd child inherits it: it would ignore the test's Ctrl-C)."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
