@@ -65,7 +65,7 @@ def _token_counter(model: Optional[str]):
 
 @app.command("import")
 def import_(
-    path: Path = typer.Argument(..., help="The file: JSONL, JSON array, CSV, TSV or Parquet, optionally .gz."),
+    path: Path = typer.Argument(..., help="The file: JSONL, JSON array, CSV, TSV, Parquet, or plain text (.txt, .md), optionally .gz."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Dataset name (default: from the file name)."),
     format: str = typer.Option("auto", "--format", "-f", help="Input format, or auto to detect it: openai, sharegpt, alpaca, prompt_completion, text, preference, classification."),
     map_: list[str] = typer.Option([], "--map", help="Use a source column for a format field: --map instruction=question (repeatable)."),
@@ -74,6 +74,7 @@ def import_(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Check lengths and count tokens with this model's tokenizer (a catalog name or a local model folder)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest allowed example in tokens (default with --model: the model's context length)."),
     min_rows: int = typer.Option(1, "--min-rows", help="Fewest valid rows accepted for training."),
+    text_unit: Optional[str] = typer.Option(None, "--text-unit", help="Plain text (.txt, .md): line (one document per line) or block (documents separated by blank lines); default: detected."),
     eval_set: bool = typer.Option(False, "--eval-set", help="Register this version as an evaluation set (other data is checked for leakage into it)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Show the quality report after importing."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -93,7 +94,7 @@ def import_(
             outcome = versions.import_dataset(
                 path, name=name, format=format, mapping=versions.parse_mapping(map_), drop=drop, on_error=on_error,
                 length_fn=counter, max_tokens=max_tokens, min_rows=min_rows, eval_set=eval_set,
-                lineage_extra={"model": model} if model else None, progress=progress,
+                lineage_extra={"model": model} if model else None, progress=progress, text_unit=text_unit,
             )
         except versions.ImportFailed as failure:
             if as_json:
@@ -107,9 +108,10 @@ def import_(
     version, result = outcome.version, outcome.result
     if as_json:
         out.print_json(data={"ok": True, "existed": outcome.existed, "detected_format": result.format,
-                             "dropped": result.dropped, "version": versions.describe(version)})
+                             "text_layout": result.text_layout, "dropped": result.dropped,
+                             "version": versions.describe(version)})
         return
-    out.print(f"Detected format: [bold]{result.format}[/] (kind: {result.kind})")
+    out.print(f"Detected format: [bold]{result.format}[/] ({_layout_note(result.text_layout) or 'kind: ' + result.kind})")
     if result.dropped:
         err.print(f"[yellow]Skipped {result.dropped} invalid row(s)[/]; `oikyo data show {version.id} --dropped` lists them.")
         print_problems(result)
@@ -117,6 +119,19 @@ def import_(
     out.print(f"{verb} dataset [bold]{version.name}@{version.id}[/]: {version.rows} rows")
     if report:
         _print_report(version, counter)
+
+
+def _layout_note(layout: dict | None) -> str:
+    """How a plain-text file was cut into documents: "one document per line, detected; 2 blank lines skipped"."""
+    if layout is None:
+        return ""
+    from oikyo.data.readers import TEXT_UNIT_NAMES
+
+    note = f"{TEXT_UNIT_NAMES[layout['unit']]}, {'detected' if layout['detected'] else 'as given by --text-unit'}"
+    if layout["unit"] == "line" and layout["blank_lines"]:
+        n = layout["blank_lines"]
+        note += f"; {n} blank line{'s' if n != 1 else ''} skipped"
+    return note
 
 
 def _print_report(version, counter) -> None:
@@ -129,7 +144,7 @@ def _print_report(version, counter) -> None:
 @app.command("report")
 def report_(
     dataset: str = typer.Argument(..., help="Dataset version: id, name (newest version) or name@id."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Count tokens with this model's tokenizer (default: whitespace words)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Count tokens with this model's tokenizer (default: whitespace words, or characters for text written without spaces such as Chinese, Japanese or Thai)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Quality report: tokens, lengths, duplicates, short answers, roles, labels, personal data, leakage."""

@@ -101,6 +101,8 @@ class ImportResult:
     # When the format is ambiguous, the choices behind the question:
     # [{"format": name, "mapping": {field: column}, "flags": "--format ... --map ..."}].
     suggestions: list[dict] = field(default_factory=list)
+    # Plain text only (.txt, .md): {"unit": "line"|"block", "detected": bool, "blank_lines": n}.
+    text_layout: dict | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -436,6 +438,7 @@ def convert_file(
     min_rows: int = 1,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    text_unit: str | None = None,
 ) -> ImportResult:
     """Convert a dataset file to a Parquet file of canonical rows at ``out_path``.
 
@@ -444,7 +447,9 @@ def convert_file(
     bad records and lists each in ``dropped_rows``. ``length_fn``/``max_tokens``: a picklable
     ``length_fn(row) -> int`` and a limit; longer rows are ``too_long`` problems (never cut).
     ``workers``: worker processes for large files (default: one per CPU). ``progress``: called
-    as ``progress(bytes_done, bytes_total)``. Bad input never raises: it comes back as problems.
+    as ``progress(bytes_done, bytes_total)``. ``text_unit``: the layout of a plain-text file, "line"
+    or "block" (default: detected; see :mod:`oikyo.data.readers`); the result's ``text_layout``
+    says which was used. Bad input never raises: it comes back as problems.
     ``out_path`` is only written when the result is ok.
     """
     if on_error not in ("fail", "skip"):
@@ -453,9 +458,11 @@ def convert_file(
         raise ValueError("max_tokens needs a length_fn to measure rows with")
     path, out_path, mapping = Path(path), Path(out_path), dict(mapping or {})
     try:
-        source = readers.Source(path)
+        source = readers.Source(path, text_unit=text_unit)
     except readers.ReadError as exc:
         return _file_result("unreadable_file", f"{path.name}: {exc}", path)
+    if source.filetype == "text" and format == "auto":
+        format = "text"  # a plain-text file holds documents: there is nothing to detect
     drop = frozenset(drop)
     fmt, failed = _choose_format(path, format, mapping, drop)
     if failed is not None:
@@ -494,4 +501,6 @@ def convert_file(
         content_hash=content_hash,
         source_sha256=digest,
         dropped_rows=collector.dropped_rows,
+        text_layout=None if source.text_unit is None else {
+            "unit": source.text_unit, "detected": source.text_unit_detected, "blank_lines": source.blank_lines},
     )

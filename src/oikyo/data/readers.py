@@ -1,4 +1,5 @@
-"""Streaming readers for dataset files: JSONL, JSON (array or a stream of values), CSV, TSV, Parquet.
+"""Streaming readers for dataset files: JSONL, JSON (array or a stream of values), CSV, TSV, Parquet,
+and plain text (``.txt``, ``.md``).
 
 Any of them may be gzip-compressed (``.gz`` or the gzip magic bytes). The file type comes from
 the extension, else from the content. Nothing reads a whole file into memory: a
@@ -18,6 +19,13 @@ the file's raw bytes (:meth:`Source.sha256`) and counts progress (:attr:`Source.
 
 A byte-order mark at the start and CRLF line endings are accepted silently. Problems that stop
 the reading (a corrupt gzip stream, a broken JSON array) land in :attr:`Source.problems`.
+
+Plain text is a corpus of documents, each read as the record ``{"text": ...}`` numbered by its first
+line, in one of two layouts (:data:`TEXT_UNITS`): ``line`` (one document per line) or ``block``
+(documents are runs of non-blank lines separated by blank lines). :func:`detect_text_unit` chooses
+from the first MiB unless the caller gives the unit. Nothing in a document is changed: it is its
+lines exactly as written, inner line breaks included, less the line break that ends its last line.
+Blank lines (empty, or only whitespace) belong to no document; they are counted, not reported.
 """
 
 from __future__ import annotations
@@ -39,11 +47,17 @@ import orjson
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 BOM = b"\xef\xbb\xbf"
-FILETYPES = ("jsonl", "json", "csv", "tsv", "parquet")
+FILETYPES = ("jsonl", "json", "csv", "tsv", "parquet", "text")
 EXTENSIONS = {
     "jsonl": "jsonl", "ndjson": "jsonl", "jsonlines": "jsonl", "json": "json",
     "csv": "csv", "tsv": "tsv", "tab": "tsv", "parquet": "parquet", "pq": "parquet",
+    "txt": "text", "text": "text", "md": "text", "markdown": "text",
 }  # fmt: skip
+# Plain-text layouts: one document per line, or per block of lines between blank lines.
+TEXT_UNITS = ("line", "block")
+TEXT_UNIT_NAMES = {"line": "one document per line", "block": "documents separated by blank lines"}
+# Block detection: blocks this long on average are stray blank lines in a line-per-document file.
+MAX_MEAN_BLOCK_LINES = 50
 CHUNK_BYTES = 2 << 20  # bytes of input per task
 RECORDS_PER_TASK = 4096
 SNIFF_BYTES = 1 << 20
@@ -216,7 +230,7 @@ def sniff(path: Path) -> tuple[str, bool]:
     head = _head(path, gzipped)
     if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise ReadError("the file is UTF-16 text; save it as UTF-8 and import it again")
-    if ext in ("csv", "tsv", "parquet"):
+    if ext in ("csv", "tsv", "parquet", "text"):
         return ext, gzipped
     if head.startswith(PARQUET_MAGIC):
         return "parquet", gzipped
@@ -229,8 +243,98 @@ def sniff(path: Path) -> tuple[str, bool]:
         # An incremental decode tolerates a character cut at the end of the sniffed bytes.
         first = codecs.getincrementaldecoder("utf-8")().decode(text.split(b"\n", 1)[0])
     except UnicodeDecodeError:
-        raise ReadError("not a dataset file oikyo can read (expected JSONL, JSON, CSV, TSV or Parquet)") from None
+        raise ReadError("not a dataset file oikyo can read (expected JSONL, JSON, CSV, TSV, Parquet, "
+                        "or plain text named .txt or .md)") from None
     return ("tsv" if first.count("\t") > first.count(",") else "csv"), gzipped
+
+
+# ---------------------------------------------------------------------------- plain text
+
+
+def is_blank(line: bytes) -> bool:
+    """Whether a line (bytes, with or without its line break) is empty or only whitespace.
+
+    Unicode whitespace counts too (an ideographic space, a no-break space), as it does for the
+    ``text`` format's empty check; a line that is not valid UTF-8 is not blank.
+    """
+    stripped = line.strip()
+    if not stripped:
+        return True
+    if stripped.isascii():
+        return False
+    try:
+        return stripped.decode("utf-8").isspace()
+    except UnicodeDecodeError:
+        return False
+
+
+def _complete_lines(head: bytes, whole: bool) -> list[bytes]:
+    """The lines of a sniffed head, less a last line that the sniff may have cut short."""
+    lines = head.removeprefix(BOM).split(b"\n")
+    if not whole and len(lines) > 1:
+        lines.pop()
+    return lines
+
+
+def detect_text_unit(head: bytes, whole: bool = True) -> str:
+    """``"block"`` or ``"line"``: the layout of plain text, from its first bytes.
+
+    Blocks are runs of non-blank lines between blank lines. The text is read as blocks when it has
+    at least two blocks, at least one of them spans more than one line, and they average at most
+    :data:`MAX_MEAN_BLOCK_LINES` lines (a few stray blank lines in a corpus of one document per
+    line make a few huge "blocks", not many short ones). Otherwise it is one document per line.
+    ``whole``: ``head`` is the entire content (else its last, possibly cut, line is ignored).
+    """
+    blocks, current = [], 0
+    for line in _complete_lines(head, whole):
+        if is_blank(line):
+            if current:
+                blocks.append(current)
+            current = 0
+        else:
+            current += 1
+    if current:
+        blocks.append(current)
+    if len(blocks) >= 2 and max(blocks) > 1 and sum(blocks) <= MAX_MEAN_BLOCK_LINES * len(blocks):
+        return "block"
+    return "line"
+
+
+def _json_lines_in_disguise(head: bytes, whole: bool, lines: int = 20) -> bool:
+    """Whether the first non-blank lines of a text file are all JSON objects (a misnamed JSONL file)."""
+    seen = 0
+    for line in _complete_lines(head, whole):
+        if is_blank(line):
+            continue
+        if line.lstrip()[:1] != b"{":
+            return False
+        try:
+            if type(orjson.loads(line)) is not dict:
+                return False
+        except orjson.JSONDecodeError:
+            return False
+        seen += 1
+        if seen >= lines:
+            break
+    return seen > 0
+
+
+def _text_document(lines: list[bytes], first: int) -> tuple:
+    """The record of one document: its lines as written, less the break after the last one."""
+    data = b"".join(lines)
+    data = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+    try:
+        return (first, None, {"text": data.decode("utf-8")}, None)
+    except UnicodeDecodeError:
+        bad = first
+        for number, line in enumerate(lines, start=first):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                bad = number
+                break
+        problem = ("invalid_utf8", "text", f"line {bad} is not valid UTF-8; re-save the file as UTF-8")
+        return (first, None, {"text": data.decode("utf-8", errors="replace")}, problem)
 
 
 # ---------------------------------------------------------------------------- the source
@@ -239,10 +343,15 @@ def sniff(path: Path) -> tuple[str, bool]:
 class Source:
     """One input file, read once from start to end as a stream of tasks."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, text_unit: str | None = None):
         self.path = Path(path)
         self.filetype, self.gzipped = sniff(self.path)
         self.size = self.path.stat().st_size
+        # Plain text only: the layout (TEXT_UNITS), whether it was detected, and blank lines seen.
+        self.text_unit: str | None = None
+        self.text_unit_detected = False
+        self.blank_lines = 0
+        self._text_layout(text_unit)
         # Problems that stopped the reading: (line, index, error, field, message).
         self.problems: list[tuple] = []
         self.fatal = False  # the file could not be read to its end
@@ -274,6 +383,28 @@ class Source:
             self._tmp.cleanup()
             self._tmp = None
 
+    def _text_layout(self, text_unit: str | None) -> None:
+        """Settle the plain-text layout: the one given, else the detected one; raises ReadError."""
+        if text_unit is not None and text_unit not in TEXT_UNITS:
+            raise ValueError(f"text_unit must be one of {', '.join(TEXT_UNITS)}, not {text_unit!r}")
+        if self.filetype != "text":
+            if text_unit is not None:
+                raise ReadError(f"a text unit applies to plain-text files (.txt, .md) only; this file reads as "
+                                f"{self.filetype}")
+            return
+        if text_unit is not None:
+            self.text_unit = text_unit
+            return
+        head = _head(self.path, self.gzipped)
+        whole = len(head) < SNIFF_BYTES
+        if _json_lines_in_disguise(head, whole):
+            # Reading JSON records as prose would be silently wrong; so would guessing they are records.
+            raise ReadError(
+                "every line of this text file is a JSON object: rename it to .jsonl to import the records, "
+                "or pass --text-unit line to import each line as plain text"
+            )
+        self.text_unit, self.text_unit_detected = detect_text_unit(head, whole), True
+
     def _fail(self, message: str, error: str = "unreadable_file") -> None:
         self.problems.append((None, None, error, None, message))
         self.fatal = True
@@ -281,7 +412,8 @@ class Source:
     def tasks(self, *, by_range: bool = False, chunk_bytes: int | None = None):
         """Yield the tasks that cover the file, in order (see the module docstring)."""
         chunk_bytes = chunk_bytes or CHUNK_BYTES
-        readers = {"jsonl": self._lines, "json": self._json, "csv": self._csv, "tsv": self._csv}
+        readers = {"jsonl": self._lines, "json": self._json, "csv": self._csv, "tsv": self._csv,
+                   "text": self._text}
         try:
             if self.filetype == "parquet":
                 yield from self._parquet()
@@ -381,6 +513,35 @@ class Source:
                     items = []
         except csv.Error as exc:
             self._fail(f"line {reader.line_num}: the file is not valid CSV: {exc}")
+        if items:
+            yield ("records", items)
+
+    # Plain text ----------------------------------------------------------
+
+    def _text(self, stream, chunk_bytes: int):
+        """Documents as ``{"text"}`` records, numbered by their first line, in tasks of bounded size."""
+        block = self.text_unit == "block"
+        items, size = [], 0
+        lines, first = [], 0  # the current document's lines (with their breaks) and its first line number
+        for number, line in enumerate(_iter_lines(stream, chunk_bytes), start=1):
+            if number == 1:
+                line = line.removeprefix(BOM)
+            blank = is_blank(line)
+            if not blank:
+                if not lines:
+                    first = number
+                lines.append(line)
+            else:
+                self.blank_lines += 1
+            if lines and (blank or not block):
+                items.append(_text_document(lines, first))
+                size += sum(map(len, lines))
+                lines = []
+                if len(items) >= RECORDS_PER_TASK or size >= chunk_bytes:
+                    yield ("records", items)
+                    items, size = [], 0
+        if lines:
+            items.append(_text_document(lines, first))
         if items:
             yield ("records", items)
 

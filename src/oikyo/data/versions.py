@@ -82,6 +82,7 @@ def import_dataset(
     eval_set: bool = False,
     lineage_extra: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    text_unit: str | None = None,
 ) -> ImportOutcome:
     """Validate and convert ``path``, then store it as a dataset version.
 
@@ -95,13 +96,14 @@ def import_dataset(
         raise DataError(f"--on-error must be 'fail' or 'skip', not {on_error!r}")
     if format != "auto" and format not in ingest.available_formats():
         raise DataError(f"unknown format {format!r}; known: auto, {', '.join(ingest.available_formats())}")
+    _check_text_unit(path, text_unit)
     name = check_name(name or default_name(path))
 
     tmp = artifacts.temp_path(".parquet")
     try:
         result = ingest.convert_file(
             path, tmp, format=format, mapping=mapping, drop=drop or (), on_error=on_error, length_fn=length_fn,
-            max_tokens=max_tokens, min_rows=min_rows, progress=progress,
+            max_tokens=max_tokens, min_rows=min_rows, progress=progress, text_unit=text_unit,
         )
         if not result.ok:
             raise ImportFailed(result)
@@ -114,7 +116,7 @@ def import_dataset(
                        "size": path.stat().st_size},
             "options": {"format": format, "detected_format": result.format, "mapping": mapping or {},
                         "drop": sorted(drop or []), "on_error": on_error, "max_tokens": max_tokens, "min_rows": min_rows,
-                        **(lineage_extra or {})},
+                        **_text_options(result.text_layout), **(lineage_extra or {})},
             "dropped": result.dropped,
         }
         version = store_version(tmp, result.content_hash, name=name, kind=result.kind, fmt=result.format,
@@ -123,6 +125,29 @@ def import_dataset(
         return ImportOutcome(version, result, existed=False)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _check_text_unit(path: Path, text_unit: str | None) -> None:
+    """``--text-unit`` is "line" or "block", and only for plain-text files."""
+    from oikyo.data import readers
+
+    if text_unit is None:
+        return
+    if text_unit not in readers.TEXT_UNITS:
+        raise DataError(f"--text-unit must be one of {', '.join(readers.TEXT_UNITS)}, not {text_unit!r}")
+    try:
+        filetype = readers.sniff(path)[0]
+    except readers.ReadError:
+        return  # the import says why the file cannot be read
+    if filetype != "text":
+        raise DataError(f"--text-unit applies to plain-text files (.txt, .md) only; {path.name} reads as {filetype}")
+
+
+def _text_options(layout: dict | None) -> dict:
+    """Lineage options of a plain-text import: the unit used and whether it was detected."""
+    if layout is None:
+        return {}
+    return {"text_unit": layout["unit"], "text_unit_detected": layout["detected"], "blank_lines": layout["blank_lines"]}
 
 
 def _split_counts(parquet: Path) -> dict | None:
@@ -136,7 +161,7 @@ def _split_counts(parquet: Path) -> dict | None:
 def default_name(path: Path) -> str:
     """A dataset name from a file name: its stem with unusual characters replaced by '-'."""
     stem = path.name
-    for suffix in (".gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt"):
+    for suffix in (".gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt", ".md"):
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "dataset"
