@@ -143,8 +143,12 @@ def _max_new_tokens(spec: EvalSpec, tokenizer, examples: list[Example]) -> int:
 
 
 def _model_dirs(target: Target) -> tuple[str, str]:
-    """(folder the model runs on, folder of its base model)."""
-    from oikyo.models.catalog import resolve_model_dir
+    """(folder the model runs on, folder of its base model).
+
+    The base of a model trained from a model version (``base_model`` ``mv-...``) is that version's
+    folder (merged once when it is an adapter), so the baseline is the model the run started from.
+    """
+    from oikyo.jobs.training import resolve_model_dir
 
     base_dir = str(resolve_model_dir(target.base_model))
     return (target.path if target.kind in ("full", "merged") else base_dir), base_dir

@@ -5,7 +5,9 @@ same transaction that marks the run succeeded. A merged export of an adapter is 
 whose lineage names its parent. The lineage answers "where did this model come from?" completely:
 base model, dataset version and content hash, resolved config and its hash, code version (oikyo's
 version and git commit when running from a checkout), seed, and the versions of the libraries that
-trained it.
+trained it. A run may start from a model version (``model.name: mv-...``, see
+:func:`oikyo.jobs.training.resolve_model_dir`): its versions' ``base_model`` is that id and their
+lineage names it as ``base_model_version``.
 
 Usage::
 
@@ -95,6 +97,8 @@ def build(run: Run, path: Path, *, kind: str | None = None, extra: dict | None =
         "packages": package_versions(),
         **(extra or {}),
     }
+    if str(run.base_model).startswith("mv-"):  # trained from a model version (e.g. after continued pretraining)
+        lineage["base_model_version"] = run.base_model
     return ModelVersion(id=new_id(), run_id=run.id, base_model=run.base_model, kind=kind,
                         path=str(Path(path).resolve()), lineage=lineage, created_at=utcnow())
 

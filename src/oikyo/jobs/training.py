@@ -79,11 +79,59 @@ def recipe() -> Recipe:
     )
 
 
+def is_model_version_ref(name: str) -> bool:
+    """Whether a base-model reference names a model version (``mv-...``) rather than a catalog model."""
+    return isinstance(name, str) and name.startswith("mv-")
+
+
 def resolve_model_dir(name: str, log: Callable[[str], None] | None = None) -> Path:
-    """The local folder of base model ``name`` (a catalog name or a model folder)."""
+    """The local folder of base model ``name``: a catalog name, a model folder, or a model version id.
+
+    A model version (``mv-...``, e.g. a continued-pretraining run's output) is how a run starts from a
+    model oikyo trained: a full or merged version is used as it is; an adapter version is merged into
+    its own base once (a ``merged`` model version whose lineage names the adapter), and that merged
+    folder is reused by every later run, evaluation and server. The lookup lives here, in jobs, the
+    layer that owns both the model versions and the catalog (:mod:`oikyo.models` sits below it).
+    """
+    if is_model_version_ref(name):
+        return model_version_dir(name, log=log)
     from oikyo.models.catalog import resolve_model_dir as resolve
 
     return Path(resolve(name, log=log))
+
+
+def model_version_dir(ref: str, log: Callable[[str], None] | None = None) -> Path:
+    """The folder of a model version as a plain transformers model (adapters merged once, see above)."""
+    from oikyo.jobs import model_versions
+
+    mv = model_versions.get(ref)
+    if mv.kind == "adapter":
+        if not Path(mv.path).is_dir():
+            raise OikyoError(f"model version {mv.id}'s adapter folder {mv.path} no longer exists")
+        merged = merged_version_of(mv.id)
+        if merged is None:
+            if log:
+                log(f"Merging adapter version {mv.id} into its base {mv.base_model} (once; kept as a merged version)")
+            merged = model_versions.merge(mv.id)
+            if log:
+                log(f"Merged {mv.id} as {merged.id} ({merged.path})")
+        mv = merged
+    path = Path(mv.path)
+    if not (path / "config.json").is_file():
+        raise OikyoError(f"model version {mv.id}'s folder {path} is missing or holds no model (config.json)")
+    return path
+
+
+def merged_version_of(adapter_id: str):
+    """The newest merged model version made from adapter version ``adapter_id`` whose folder exists, or None."""
+    from oikyo.jobs import model_versions
+
+    adapter = model_versions.get(adapter_id)
+    for mv in model_versions.list_versions(run_id=adapter.run_id):
+        if (mv.kind == "merged" and (mv.lineage or {}).get("parent_model_version") == adapter_id
+                and (Path(mv.path) / "config.json").is_file()):
+            return mv
+    return None
 
 
 def config_seed(config: Any) -> int | None:
@@ -122,10 +170,16 @@ def _pin(rec: Recipe, config: Any, *, name: str | None, log=None) -> PreparedRun
     """Resolve the references of a valid config and pin the dataset to its version id."""
     problems, version, model_dir = _reference_problems(config.data.dataset, config.model.name,
                                                        splits=_splits_of(config), log=log)
+    if version is not None:
+        problems += method_kind_problems(getattr(getattr(config, "method", None), "name", None), version)
     if problems:
         raise SubmitError("the run was not queued:\n" + "\n".join(f"  - {p}" for p in problems), problems)
     data = config.model_dump(mode="json")
     data["data"]["dataset"] = version.id  # the exact version, whatever the name points at later
+    if is_model_version_ref(config.model.name):  # the full id, as for the dataset (a prefix may become ambiguous)
+        from oikyo.jobs import model_versions
+
+        data["model"]["name"] = model_versions.get(config.model.name).id
     config = rec.parse(data)
     resolved = config.model_dump(mode="json")
     run_name = name or getattr(config, "name", None) or f"{version.name}-{Path(str(config.model.name)).name}"
@@ -163,6 +217,28 @@ def _reference_problems(dataset: Any, model: Any, *, splits: dict[str, Any], log
         except OikyoError as error:
             problems.append(f"model.name: {error}")
     return problems, version, model_dir
+
+
+# The dataset kinds each training method reads (methods not listed are not checked here).
+METHOD_KINDS = {
+    "sft": ("conversations", "text"),
+    "dpo": ("preference",),
+    "orpo": ("preference",),
+    "kto": ("unpaired_preference",),
+    "pretrain": ("text",),
+}
+
+
+def method_kind_problems(method: str | None, version: DatasetVersion) -> list[str]:
+    """A problem line when ``method`` cannot train on ``version``'s kind of rows (before anything is queued)."""
+    kinds = METHOD_KINDS.get(method or "")
+    kind = getattr(version, "kind", None)
+    if not kinds or not kind or kind in kinds:
+        return []
+    users = sorted(m for m, ks in METHOD_KINDS.items() if kind in ks)
+    hint = f"; {kind} data trains with method.name={' or '.join(users)}" if users else ""
+    return [f"data.dataset: {version.name}@{version.id} holds {kind} rows, but method {method} trains on "
+            f"{' or '.join(kinds)} rows{hint}"]
 
 
 def _split_problems(splits: dict[str, Any], version: DatasetVersion) -> list[str]:

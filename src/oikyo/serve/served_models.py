@@ -62,7 +62,9 @@ def resolve(ref: str) -> ModelSpec:
     if not Path(mv.path).is_dir():
         raise OikyoError(f"model version {mv.id}'s folder {mv.path} no longer exists")
     if mv.kind == "adapter":
-        base_dir = catalog.resolve_model_dir(mv.base_model)
+        from oikyo.jobs.training import resolve_model_dir  # a base that is itself a model version, too
+
+        base_dir = resolve_model_dir(mv.base_model)
         return ModelSpec(id=mv.id, kind="adapter", load_dir=_resolved(base_dir), adapter_dir=_resolved(mv.path),
                          base_model=mv.base_model)
     return ModelSpec(id=mv.id, kind=mv.kind, load_dir=_resolved(mv.path), base_model=mv.base_model)
@@ -92,6 +94,15 @@ def _existing_base_dir(ref: str) -> str | None:
     if ref == catalog.BUNDLED_NAME:
         folder = workspace.subdir("models") / bundled.MODEL_FOLDER
         return _resolved(folder) if bundled.is_complete(folder) else None
+    if ref.startswith("mv-"):  # a model version as base: its folder, or its merge when one was made
+        from oikyo.jobs import model_versions, training
+
+        try:
+            mv = model_versions.get(ref)
+            found = mv if mv.kind != "adapter" else training.merged_version_of(mv.id)
+        except OikyoError:
+            return None
+        return _resolved(found.path) if found is not None and Path(found.path).is_dir() else None
     try:
         return _resolved(catalog.resolve_model_dir(ref))
     except OikyoError:
