@@ -3,7 +3,7 @@
 Every conversation is rendered with the tokenizer's own Jinja chat template, so a fine-tuned model
 sees exactly the format its base model was taught. Training and serving share one code path::
 
-    enc = encode_conversation(tokenizer, messages)          # Encoded(input_ids, labels)
+    enc = encode_conversation(tokenizer, messages)          # Encoded(input_ids, labels, weights)
     ids = encode_prompt(tokenizer, messages[:-1])           # what serving feeds to generate()
 
 and ``enc.input_ids`` up to the start of the last assistant reply equals ``ids`` token for token.
@@ -19,6 +19,16 @@ Role mapping (canonical schema -> template):
 - Tool definitions (``tools``, JSON text or a list of dicts) go to the template's ``tools`` variable
   when the template uses one; otherwise (SmolLM2) they are described in the system message.
 
+Reasoning traces (the ``reasoning`` field of an assistant or tool_call message) render the way the
+model's own template renders them. The template is probed once, with a sentinel, for the message
+key it reads reasoning from: ``reasoning_content`` (Qwen3, DeepSeek), ``thinking`` (gpt-oss) or
+``reasoning``; the first key whose value appears before the content in the rendering is used.
+Templates without one (SmolLM2's ChatML) get the documented default: the reply's content becomes
+``"<think>\n{reasoning}\n</think>\n\n{content}"`` (:data:`DEFAULT_REASONING`, the trace's outer
+whitespace stripped, as Qwen3's template does). A template that drops the reasoning of a turn
+(some drop it for earlier turns) is refused with :class:`TemplateError` rather than trained on text
+the model never sees. An empty or whitespace-only reasoning is no reasoning.
+
 Loss mask: the conversation is rendered prefix by prefix: before each assistant turn i,
 messages[:i] plus the generation prompt, then messages[:i+1]. Each rendering must extend the
 previous one as text, otherwise the template is not prefix-stable and :class:`TemplateError` is
@@ -29,20 +39,35 @@ text once: byte-level BPE merges across the boundary when a reply starts with wh
 a token prefix of the full tokenization and would differ from what serving feeds the model. Pieces
 make the prompt tokens identical in training and serving by construction, and the reply tokens are
 those the model produces when it generates after the prompt. For ordinary replies the result equals
-``tokenizer.apply_chat_template(..., tokenize=True)`` (tested).
+``tokenizer.apply_chat_template(..., tokenize=True)`` (tested). A reply with reasoning is cut once
+more, right after its rendered reasoning (and the text the template writes to close it, such as
+``</think>\n\n``): the reasoning part and the answer part are tokenized apart, whether or not the
+reasoning is learned, so the tokens never depend on ``loss_on_reasoning`` and serving (which
+tokenizes the same pieces) still sees the training tokens.
 
 Trained on (labels != -100): the content of every assistant/tool_call turn and its end-of-turn token
 (the last special token of the reply piece; SmolLM2's newline after ``<|im_end|>`` is not trained
-on). Labels are not shifted: the model shifts them itself.
+on), its reasoning part too unless ``loss_on_reasoning=False``. Labels are not shifted: the model
+shifts them itself.
+
+Per-message loss weights (the ``weight`` field of an assistant or tool_call message, a non-negative
+number): an explicit weight on a turn wins over ``train_on`` for that turn. Weight 0: the turn (its
+reasoning included) is not trained on, even with ``train_on="all"``. A weight w > 0: the turn is
+trained on, even when ``train_on="last"`` would skip it, and each of its tokens counts w times in
+the loss (``Encoded.weights``; prompt tokens trained with ``train_on="all"`` count once). A weight
+of 1, or none, is the default, and an example whose trained tokens all weigh 1 carries no weights
+at all (``Encoded.weights is None``), so unweighted data takes the unweighted fast path.
+``use_weights=False`` ignores the field (the preference recipes, whose loss is on the final reply).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from oikyo.data.schema import ASSISTANT_ROLES
 from oikyo.models.loading import context_length  # noqa: F401  (re-exported: part of this module's API)
@@ -55,7 +80,13 @@ TOOLS_SYSTEM_PROMPT = (
     '{{"name": <tool name>, "arguments": {{<argument name>: <value>, ...}}}}.\n'
     "<tools>\n{tools}\n</tools>"
 )
+# Reply content for reasoning when the template reads no reasoning key (see the module docstring).
+DEFAULT_REASONING = "<think>\n{reasoning}\n</think>\n\n{content}"
+_DEFAULT_REASONING_END = "\n</think>\n\n"  # what DEFAULT_REASONING writes between reasoning and content
+# Message keys templates read reasoning from, tried in this order.
+REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
 _SENTINEL = "oikyo-sentinel-7f3a"
+_ANSWER_SENTINEL = "oikyo-answer-5c1e"
 
 
 class TemplateError(ValueError):
@@ -64,10 +95,15 @@ class TemplateError(ValueError):
 
 @dataclass
 class Encoded:
-    """Token ids of one example and their training labels (``IGNORE_INDEX`` where not trained on)."""
+    """Token ids of one example and their training labels (``IGNORE_INDEX`` where not trained on).
+
+    ``weights``: each token's loss weight (0.0 where the label is ``IGNORE_INDEX``), or None when
+    every trained token weighs 1 (the common case; see the per-message weights in the module docstring).
+    """
 
     input_ids: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
+    weights: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -81,6 +117,24 @@ class _TemplateTraits:
     renders_tool_role: bool  # a "tool" message renders (not rejected, content kept)
     renders_system: bool  # a "system" message renders
     uses_tools: bool  # the template reads the `tools` variable
+    reasoning_key: str | None  # the message key the template renders reasoning from (None: DEFAULT_REASONING)
+    reasoning_end: str  # the text the template writes between a reasoning trace and the content
+
+
+class _Reply(NamedTuple):
+    """What a mapped message that the model produced carries besides its text."""
+
+    reasoning: str | None  # the reasoning trace, as in the canonical message (None: none)
+    weight: float | None  # the explicit loss weight (None: the default from train_on)
+
+
+class _Piece(NamedTuple):
+    """A piece of the rendered conversation, tokenized on its own."""
+
+    text: str
+    kind: str  # "prompt", "reasoning" (a reply's reasoning part) or "reply" (its answer part)
+    turn: int  # index of the mapped message a reasoning/reply piece belongs to (-1 for prompts)
+    weight: float | None  # the reply's explicit weight
 
 
 def _template_text(tokenizer) -> str:
@@ -120,8 +174,31 @@ def _traits(tokenizer) -> _TemplateTraits:
             renders_tool_role=_renders(tokenizer, tool_probe),
             renders_system=_renders(tokenizer, system_probe),
             uses_tools=re.search(r"\btools\b", template) is not None,
+            **_probe_reasoning(tokenizer),
         )
     return _TRAITS[key]
+
+
+def _probe_reasoning(tokenizer) -> dict:
+    """The key the template reads reasoning from, and what it writes between reasoning and content.
+
+    A key counts only when its sentinel value is rendered before the content's sentinel: the
+    reasoning part of a reply must come first for it to be cut off (and masked) on its own.
+    """
+    for name in REASONING_KEYS:
+        probe = [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": _ANSWER_SENTINEL, name: _SENTINEL},
+        ]
+        try:
+            text = tokenizer.apply_chat_template(probe, tokenize=False)
+        except Exception:  # a template may reject unexpected keys; that means "not this key"
+            continue
+        start = text.find(_SENTINEL)
+        answer = text.find(_ANSWER_SENTINEL, start + len(_SENTINEL)) if start >= 0 else -1
+        if answer >= 0:
+            return {"reasoning_key": name, "reasoning_end": text[start + len(_SENTINEL) : answer]}
+    return {"reasoning_key": None, "reasoning_end": _DEFAULT_REASONING_END}
 
 
 def parse_tools(tools: Any) -> list[dict] | None:
@@ -144,21 +221,30 @@ def to_template_messages(tokenizer, messages: list[dict], tools: Any = None) -> 
     return mapped, template_tools
 
 
-def _map_messages(tokenizer, messages: list[dict], tools: Any) -> tuple[list[dict], list[bool], list | None]:
-    """Like :func:`to_template_messages`, plus for each mapped message whether it is a model reply."""
+def _map_messages(
+    tokenizer, messages: list[dict], tools: Any
+) -> tuple[list[dict], list[_Reply | None], list | None]:
+    """Like :func:`to_template_messages`, plus for each mapped message its :class:`_Reply` (None: not a reply)."""
     traits = _traits(tokenizer)
     out: list[dict] = []
-    replies: list[bool] = []
-    for message in messages:
+    replies: list[_Reply | None] = []
+    for index, message in enumerate(messages):
         role, content = message["role"], message.get("content") or ""
+        reply = _reply_fields(message, index)
         if role == "tool_call":
             role = "assistant"
         elif role == "tool" and not traits.renders_tool_role:
             role, content = "user", TOOL_RESULT_PREFIX + content
         elif role not in ("system", "user", "assistant", "tool"):
             raise TemplateError(f"unknown role {role!r}")
-        out.append({"role": role, "content": content})
-        replies.append(message["role"] in ASSISTANT_ROLES)
+        mapped = {"role": role, "content": content}
+        if reply is not None and reply.reasoning is not None:
+            if traits.reasoning_key is not None:
+                mapped[traits.reasoning_key] = reply.reasoning
+            else:
+                mapped["content"] = DEFAULT_REASONING.format(reasoning=reply.reasoning.strip(), content=content)
+        out.append(mapped)
+        replies.append(reply)
 
     tool_list = parse_tools(tools)
     template_tools = tool_list if tool_list and traits.uses_tools else None
@@ -168,7 +254,7 @@ def _map_messages(tokenizer, messages: list[dict], tools: Any) -> tuple[list[dic
             out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + description}
         else:
             out.insert(0, {"role": "system", "content": description})
-            replies.insert(0, False)
+            replies.insert(0, None)
     if not traits.renders_system and out and out[0]["role"] == "system":
         # Templates without a system role (e.g. Gemma): fold it into the first user turn.
         system = out.pop(0)["content"]
@@ -177,8 +263,27 @@ def _map_messages(tokenizer, messages: list[dict], tools: Any) -> tuple[list[dic
             out[0] = {"role": "user", "content": system + "\n\n" + out[0]["content"]}
         else:
             out.insert(0, {"role": "user", "content": system})
-            replies.insert(0, False)
+            replies.insert(0, None)
     return out, replies, template_tools
+
+
+def _reply_fields(message: dict, index: int) -> _Reply | None:
+    """The reasoning and weight of a model turn (None for other roles, which may carry neither)."""
+    reasoning, weight = message.get("reasoning"), message.get("weight")
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise TemplateError(f"message {index}: reasoning must be text, got {type(reasoning).__name__}")
+    reasoning = reasoning if reasoning and reasoning.strip() else None
+    if message["role"] not in ASSISTANT_ROLES:
+        if reasoning is not None or weight is not None:
+            raise TemplateError(
+                f"message {index} ({message['role']}): reasoning and weight belong on assistant or tool_call turns"
+            )
+        return None
+    if weight is not None:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise TemplateError(f"message {index}: weight must be a non-negative number, got {weight!r}")
+        weight = float(weight)
+    return _Reply(reasoning, weight)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -194,42 +299,70 @@ def _render(tokenizer, messages: list[dict], tools, add_generation_prompt: bool)
     )
 
 
-def _extend(segments: list[tuple[str, str]], previous: str, current: str, kind: str, where: str) -> str:
-    """Append ``current``'s new text (beyond ``previous``) as a segment of ``kind``; return ``current``."""
+def _extend(previous: str, current: str, where: str) -> str:
+    """The text ``current`` adds to ``previous``; TemplateError when it does not extend it."""
     if not current.startswith(previous):
         raise TemplateError(
             f"the chat template is not prefix-stable at {where}: rendering more messages changed the text "
             "of earlier ones, so the loss mask cannot be derived safely"
         )
-    if current != previous or kind == "reply":
-        segments.append((current[len(previous) :], kind))
-    return current
+    return current[len(previous) :]
 
 
-def _segments(tokenizer, messages: list[dict], tools, add_generation_prompt: bool) -> list[tuple[str, str]]:
-    """Split the rendered conversation into alternating text pieces: (text, "prompt" | "reply").
+def _reply_pieces(text: str, turn: int, reply: _Reply, reasoning_end: str) -> list[_Piece]:
+    """One reply's text as pieces: its answer, preceded by its reasoning part when it has reasoning.
 
-    A "reply" piece is one assistant turn's content plus the template's end-of-turn text; the text
-    between replies is one "prompt" piece. Joining the texts gives exactly the full rendering.
-    Rendering happens only where a reply starts or ends (and at the end), each rendering checked to
-    extend the previous one.
+    The reasoning part runs from the start of the reply to the end of the rendered reasoning plus
+    the closing text the template writes after it (``reasoning_end``, e.g. ``\n</think>\n\n``), so
+    it holds the opening and closing markers too. Templates may strip the trace's outer whitespace,
+    so the stripped trace is searched for, followed (after optional whitespace) by the closing text.
+    """
+    if reply.reasoning is None:
+        return [_Piece(text, "reply", turn, reply.weight)]
+    trace = reply.reasoning.strip()
+    found = re.search(re.escape(trace) + r"\s*" + re.escape(reasoning_end), text) if reasoning_end.strip() else None
+    if found is not None:
+        end = found.end()
+    elif trace in text:  # the template closes the trace with whitespace only (or writes nothing)
+        end = text.index(trace) + len(trace)
+    else:
+        raise TemplateError(
+            f"the chat template does not render the reasoning of message {turn} where a reply is written "
+            "(some templates drop the reasoning of earlier turns); the model would be trained on text it "
+            "never sees. Remove the reasoning from such turns or use a template that keeps it"
+        )
+    return [_Piece(text[:end], "reasoning", turn, reply.weight), _Piece(text[end:], "reply", turn, reply.weight)]
+
+
+def _segments(tokenizer, messages: list[dict], tools, add_generation_prompt: bool) -> list[_Piece]:
+    """Split the rendered conversation into text pieces: prompt, then (reasoning,) reply, and so on.
+
+    A "reply" piece is one assistant turn's content plus the template's end-of-turn text, preceded
+    by a "reasoning" piece when the turn has reasoning; the text between replies is one "prompt"
+    piece. Joining the texts gives exactly the full rendering. Rendering happens only where a reply
+    starts or ends (and at the end), each rendering checked to extend the previous one.
     """
     mapped, replies, template_tools = _map_messages(tokenizer, messages, tools)
-    segments: list[tuple[str, str]] = []
+    reasoning_end = _traits(tokenizer).reasoning_end
+    pieces: list[_Piece] = []
     text = ""
-    for i, is_reply in enumerate(replies):
-        if not is_reply:
+    for i, reply in enumerate(replies):
+        if reply is None:
             continue
         if i == 0:
             raise TemplateError("a conversation cannot start with an assistant turn")
         prompt = _render(tokenizer, mapped[:i], template_tools, add_generation_prompt=True)
-        text = _extend(segments, text, prompt, "prompt", f"message {i} (generation prompt)")
-        reply = _render(tokenizer, mapped[: i + 1], template_tools, add_generation_prompt=False)
-        text = _extend(segments, text, reply, "reply", f"message {i}")
-    if add_generation_prompt or not (replies and replies[-1]):
+        added = _extend(text, prompt, f"message {i} (generation prompt)")
+        if added:
+            pieces.append(_Piece(added, "prompt", -1, None))
+        text = _render(tokenizer, mapped[: i + 1], template_tools, add_generation_prompt=False)
+        pieces.extend(_reply_pieces(_extend(prompt, text, f"message {i}"), i, reply, reasoning_end))
+    if add_generation_prompt or not (replies and replies[-1] is not None):
         final = _render(tokenizer, mapped, template_tools, add_generation_prompt=add_generation_prompt)
-        _extend(segments, text, final, "prompt", "the end of the conversation")
-    return segments
+        added = _extend(text, final, "the end of the conversation")
+        if added:
+            pieces.append(_Piece(added, "prompt", -1, None))
+    return pieces
 
 
 def _tokenize_pieces(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -256,41 +389,58 @@ def encode_conversation(
     tools: Any = None,
     add_generation_prompt: bool = False,
     train_on: str = "assistant",
+    loss_on_reasoning: bool = True,
+    use_weights: bool = True,
 ) -> Encoded:
-    """Tokens and labels of a canonical conversation.
+    """Tokens, labels and (when some trained token does not weigh 1) loss weights of a conversation.
 
     ``train_on``: "assistant" (every assistant/tool_call reply and its end-of-turn token), "last"
-    (only the last reply) or "all" (every token).
+    (only the last reply) or "all" (every token). ``loss_on_reasoning=False``: the reasoning part of
+    every reply is not trained on, whatever ``train_on`` and the weights say (the answer after it
+    is). ``use_weights``: honour the messages' ``weight`` fields (see the module docstring).
     """
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
-    segments = _segments(tokenizer, messages, tools, add_generation_prompt)
-    pieces = _tokenize_pieces(tokenizer, [text for text, _ in segments])
-    last_reply = max((k for k, (_, kind) in enumerate(segments) if kind == "reply"), default=-1)
+    pieces = _segments(tokenizer, messages, tools, add_generation_prompt)
+    token_lists = _tokenize_pieces(tokenizer, [piece.text for piece in pieces])
+    last_reply = max((piece.turn for piece in pieces if piece.kind != "prompt"), default=-1)
     special_ids = set(tokenizer.all_special_ids)
+    weighted = use_weights and any(piece.weight not in (None, 0.0, 1.0) for piece in pieces)
 
-    encoded = Encoded()
-    for k, ((_, kind), ids) in enumerate(zip(segments, pieces)):
-        encoded.input_ids.extend(ids)
-        if train_on == "all":
-            encoded.labels.extend(ids)
-        elif kind == "reply" and (train_on == "assistant" or k == last_reply):
-            encoded.labels.extend(_reply_labels(ids, special_ids))
+    encoded = Encoded(weights=[] if weighted else None)
+    for piece, ids in zip(pieces, token_lists):
+        weight = piece.weight if use_weights else None
+        if piece.kind == "prompt":
+            trained = train_on == "all"
+        elif weight is not None:  # an explicit weight wins over train_on
+            trained = weight > 0
         else:
-            encoded.labels.extend([IGNORE_INDEX] * len(ids))
+            trained = train_on != "last" or piece.turn == last_reply
+        if piece.kind == "reasoning" and not loss_on_reasoning:
+            trained = False
+        if not trained:
+            labels = [IGNORE_INDEX] * len(ids)
+        elif piece.kind == "reply" and train_on != "all":
+            labels = _reply_labels(ids, special_ids)
+        else:
+            labels = list(ids)
+        encoded.input_ids.extend(ids)
+        encoded.labels.extend(labels)
+        if weighted:
+            scale = weight if weight is not None else 1.0
+            encoded.weights.extend(0.0 if label == IGNORE_INDEX else scale for label in labels)
     return encoded
 
 
 def encode_prompt(tokenizer, messages: list[dict], tools: Any = None) -> list[int]:
     """Token ids for generation: the conversation so far plus the generation prompt."""
-    segments = _segments(tokenizer, messages, tools, add_generation_prompt=True)
-    pieces = _tokenize_pieces(tokenizer, [text for text, _ in segments])
-    return [token for ids in pieces for token in ids]
+    pieces = _segments(tokenizer, messages, tools, add_generation_prompt=True)
+    return [token for ids in _tokenize_pieces(tokenizer, [piece.text for piece in pieces]) for token in ids]
 
 
 def render_prompt(tokenizer, messages: list[dict], tools: Any = None) -> str:
     """The prompt text that :func:`encode_prompt` tokenizes (for logs and debugging)."""
-    return "".join(text for text, _ in _segments(tokenizer, messages, tools, add_generation_prompt=True))
+    return "".join(piece.text for piece in _segments(tokenizer, messages, tools, add_generation_prompt=True))
 
 
 def encode_text(tokenizer, text: str, *, add_eos: bool = True) -> Encoded:
@@ -322,9 +472,11 @@ def cached_tokenizer(tokenizer_dir: str | Path):
 
 
 def row_kind(row: dict) -> str:
-    """The dataset kind of a canonical row: "preference", "conversations" or "text"."""
+    """The dataset kind of a canonical row: "preference", "unpaired_preference", "conversations" or "text"."""
     if row.get("chosen") is not None:
         return "preference"
+    if row.get("desirable") is not None:
+        return "unpaired_preference"
     if row.get("messages") is not None:
         return "conversations"
     if row.get("text") is not None:
@@ -336,8 +488,9 @@ class TokenCounter:
     """Counts tokens of canonical rows with one tokenizer; cheap to pickle to worker processes.
 
     Only the folder path is pickled; the tokenizer loads on first use, once per process.
-    ``counter(row)`` is the length the trainer will see: a conversation's encoded length, a text's
-    length with eos, or for a preference row the longer of prompt+chosen and prompt+rejected.
+    ``counter(row)`` is the length the trainer will see: a conversation's encoded length (an
+    unpaired preference row is its conversation), a text's length with eos, or for a preference row
+    the longer of prompt+chosen and prompt+rejected.
     """
 
     def __init__(self, tokenizer_dir: str | Path):
@@ -363,7 +516,7 @@ class TokenCounter:
         if kind == "text":
             return len(encode_text(tokenizer, row["text"]))
         messages, tools = list(row["messages"]), row.get("tools")
-        if kind == "conversations":
+        if kind in ("conversations", "unpaired_preference"):
             return len(encode_conversation(tokenizer, messages, tools=tools))
         return max(
             len(encode_conversation(tokenizer, messages + [{"role": "assistant", "content": reply}], tools=tools))
