@@ -92,8 +92,9 @@ class DataSettings(_Group):
 class MethodSettings(_Group):
     """The training objective and which weights it updates."""
 
-    name: Literal["sft", "dpo"] = Field(
-        "sft", description="sft: supervised fine-tuning on conversations or text; dpo: preference pairs."
+    name: Literal["sft", "dpo", "grpo"] = Field(
+        "sft", description="sft: supervised fine-tuning on conversations or text; dpo: preference pairs; "
+        "grpo: group relative policy optimisation with reward functions on conversation prompts."
     )
     finetune: Literal["lora", "full", "qlora"] = Field(
         "lora",
@@ -217,6 +218,43 @@ class DpoSettings(_Group):
     )
 
 
+class RewardSpec(_Group):
+    """One reward function of a GRPO run and its weight in the summed reward."""
+
+    name: str = Field(
+        ..., min_length=1, description="A registered reward: a built-in (exact_match, json_valid, json_field_match, "
+        "regex_match, length_penalty) or one from grpo.reward_modules."
+    )
+    weight: float = Field(1.0, description="Weight of this reward in the summed reward of a completion.")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the reward (regex_match: pattern; length_penalty: target)."
+    )
+
+
+class GrpoSettings(_Group):
+    """Group relative policy optimisation (method grpo): sampling, rewards and the KL pull."""
+
+    num_generations: int = Field(
+        8, ge=2, le=256, description="Completions sampled per prompt (the group G whose rewards are compared)."
+    )
+    max_new_tokens: int = Field(128, ge=1, description="Longest completion in tokens (generation stops there).")
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature of the completions.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest token set of this mass.")
+    beta: float = Field(
+        0.0, ge=0, description="Weight of the KL penalty to the starting model (the adapter switched off). 0 "
+        "(default, as in DAPO and Dr. GRPO) skips the reference pass: faster, and with few steps the policy "
+        "stays close anyway."
+    )
+    rewards: list[RewardSpec] = Field(
+        default_factory=list, description="The reward functions, summed with their weights: a list of "
+        "{name, weight, args}."
+    )
+    reward_modules: list[str] = Field(
+        default_factory=list, description="Python modules to import first: they register user rewards with "
+        "@oikyo.train.rewards.reward."
+    )
+
+
 class CheckpointSettings(_Group):
     """When checkpoints are written and which are kept."""
 
@@ -240,6 +278,7 @@ class TrainConfig(_Group):
     lora: LoraSettings = Field(default_factory=LoraSettings, description=LoraSettings.__doc__)
     train: TrainSettings = Field(default_factory=TrainSettings, description=TrainSettings.__doc__)
     dpo: DpoSettings = Field(default_factory=DpoSettings, description=DpoSettings.__doc__)
+    grpo: GrpoSettings = Field(default_factory=GrpoSettings, description=GrpoSettings.__doc__)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings, description=CheckpointSettings.__doc__)
 
     @model_validator(mode="after")
@@ -258,6 +297,11 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
     train, method = config.train, config.method
     if config.data.packing and method.name == "dpo":
         problems.append("data.packing: packing applies to sft only; turn it off for dpo")
+    if method.name == "grpo":
+        if config.data.packing:
+            problems.append("data.packing: packing applies to sft only; turn it off for grpo")
+        if not config.grpo.rewards:
+            problems.append("grpo.rewards: grpo needs at least one reward, e.g. [{name: json_valid}]")
     if train.early_stopping_patience is not None and (train.eval_every is None or config.data.eval_split is None):
         problems.append("train.early_stopping_patience: early stopping needs train.eval_every and data.eval_split")
 
@@ -469,6 +513,8 @@ def _comment(text: str, indent: str) -> list[str]:
 
 def _yaml_value(value: Any) -> str:
     """A value as a one-line YAML flow scalar or list."""
+    if isinstance(value, list):  # lists of typed items (grpo.rewards) as plain mappings
+        value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
     if isinstance(value, float):
         text = repr(value)  # PyYAML (YAML 1.1) reads "1e-05" as a string: write "1.0e-05"
         mantissa, e, exponent = text.partition("e")
