@@ -260,10 +260,10 @@ def is_blank(line: bytes) -> bool:
     stripped = line.strip()
     if not stripped:
         return True
-    if stripped.isascii():
-        return False
+    if 0x20 < stripped[0] < 0x7F:
+        return False  # a printable ASCII character: the common case, decided without decoding
     try:
-        return stripped.decode("utf-8").isspace()
+        return stripped.decode("utf-8").isspace()  # str.isspace also knows \x1c-\x1f, U+3000, U+00A0 ...
     except UnicodeDecodeError:
         return False
 

@@ -50,20 +50,23 @@ def list_datasets(name: str | None = None) -> list[dict]:
 
 _UPLOAD_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "JSONL, JSON, CSV, TSV or Parquet, optionally .gz"},
+        "file": {"type": "string", "format": "binary", "description": "JSONL, JSON, CSV, TSV, Parquet or plain text (.txt, .md), optionally .gz"},
         "name": {"type": "string", "description": "Dataset name (default: from the file name)"},
         "format": {"type": "string", "default": "auto", "description": "auto, openai, sharegpt, alpaca, ..."},
         "on_error": {"type": "string", "enum": ["fail", "skip"], "default": "fail"},
         "map": {"type": "string", "description": "field=column pairs, one a line"},
         "drop": {"type": "string", "description": "source columns to leave out, one a line"},
+        "text_unit": {"type": "string", "enum": ["line", "block"],
+                      "description": "plain text: one document per line, or per blank-line-separated block "
+                                     "(default: detected)"},
         "eval_set": {"type": "boolean", "default": False}}}}}}}
 
 
 @router.post("/datasets", status_code=201, openapi_extra=_UPLOAD_FORM)
 async def import_dataset(request: Request):
     """Upload a file (multipart: ``file``; optional ``name``, ``format`` (auto), ``on_error`` (fail|skip),
-    ``map`` ("field=column" lines), ``drop`` (column lines), ``eval_set`` (true/false)) and store it as
-    a dataset version.
+    ``map`` ("field=column" lines), ``drop`` (column lines), ``eval_set`` (true/false), ``text_unit``
+    (line|block, plain text only; default detected)) and store it as a dataset version.
 
     201 with the version; 422 with every problem (line, field, error_class, message) and exact counts
     per class when the file does not validate (nothing is stored); 413 past the upload limit.
@@ -81,6 +84,7 @@ async def import_dataset(request: Request):
                 on_error=fields.get("on_error") or "fail",
                 eval_set=(fields.get("eval_set") or "").lower() in ("1", "true", "yes", "on"),
                 lineage_extra={"upload": {"filename": upload.filename, "size": upload.size}},
+                text_unit=fields.get("text_unit") or None,
             )
         except versions.ImportFailed as failure:
             result = failure.result
@@ -93,7 +97,7 @@ async def import_dataset(request: Request):
         upload.discard()
     result = outcome.result
     return {"version": versions.describe(outcome.version), "existed": outcome.existed,
-            "detected_format": result.format, "dropped": result.dropped,
+            "detected_format": result.format, "text_layout": result.text_layout, "dropped": result.dropped,
             "problems": [_problem(p) for p in result.problems], "counts": result.problem_counts}
 
 

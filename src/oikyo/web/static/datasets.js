@@ -16,7 +16,7 @@ document.addEventListener("DOMContentLoaded", () => {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
-    for (const key of ["name", "map"]) if (!String(data.get(key) || "").trim()) data.delete(key);
+    for (const key of ["name", "map", "text_unit"]) if (!String(data.get(key) || "").trim()) data.delete(key);
     button.disabled = true;
     box.replaceChildren(api.el("p", {class: "muted"}, "Uploading and validating…"));
     try {
@@ -24,8 +24,11 @@ document.addEventListener("DOMContentLoaded", () => {
       const v = result.version;
       const what = result.existed ? "Already stored as" : "Stored";
       const dropped = result.dropped ? ` (${result.dropped} bad rows skipped)` : "";
+      const layout = result.text_layout;
+      const units = {line: "one document per line", block: "documents separated by blank lines"};
+      const how = layout ? ` (${units[layout.unit]}, ${layout.detected ? "detected" : "as chosen"})` : "";
       api.showOk(box, `${what} `, api.el("a", {href: `/datasets/${v.id}`, id: "uploaded-link"}, `${v.name}@${v.id}`),
-                 `: ${v.rows} rows, ${v.kind}, detected format ${result.detected_format || v.format}${dropped}.`);
+                 `: ${v.rows} rows, ${v.kind}, detected format ${result.detected_format || v.format}${how}${dropped}.`);
       await refreshList();
     } catch (error) {
       api.showError(box, error);
