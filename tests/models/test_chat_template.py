@@ -291,3 +291,197 @@ def test_bundled_model_answers_through_encode_prompt(bundled_model_dir):
     answer = tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
     assert "Paris" in answer
     assert out[0, -1].item() == tokenizer.eos_token_id  # stops at <|im_end|>
+
+
+# ----------------------------------------------------------------------------- reasoning traces
+
+REASONING_TURNS = [
+    {"role": "user", "content": "What is 2 + 2?"},
+    {"role": "assistant", "content": "4.", "reasoning": "Two plus two makes four.\n"},
+    {"role": "user", "content": "And 3 + 3?"},
+    {"role": "assistant", "content": "6.", "reasoning": "Three plus three makes six."},
+]
+# Renders reasoning from the message key Qwen3 and DeepSeek use, inside <think> tags.
+REASONING_CONTENT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m.reasoning_content %}<think>\n{{ m.reasoning_content.strip() }}\n</think>\n\n{% endif %}"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Renders reasoning from gpt-oss's key in an analysis channel, closed by markers of its own.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m.thinking %}[analysis]{{ m.thinking }}[end][final]{% endif %}"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_reasoning_takes_the_default_think_form_when_the_template_has_no_key(bundled_tokenizer):
+    mapped, _ = to_template_messages(bundled_tokenizer, REASONING_TURNS)
+    assert mapped[1] == {"role": "assistant", "content": "<think>\nTwo plus two makes four.\n</think>\n\n4."}
+    enc = encode_conversation(bundled_tokenizer, REASONING_TURNS)
+    text = bundled_tokenizer.decode(enc.input_ids)
+    assert "<|im_start|>assistant\n<think>\nThree plus three makes six.\n</think>\n\n6.<|im_end|>\n" in text
+    assert labelled_runs(bundled_tokenizer, enc) == [
+        "<think>\nTwo plus two makes four.\n</think>\n\n4.<|im_end|>",
+        "<think>\nThree plus three makes six.\n</think>\n\n6.<|im_end|>",
+    ]
+
+
+def test_loss_on_reasoning_false_masks_exactly_the_reasoning(bundled_tokenizer):
+    learned = encode_conversation(bundled_tokenizer, REASONING_TURNS)
+    answers = encode_conversation(bundled_tokenizer, REASONING_TURNS, loss_on_reasoning=False)
+    # Same tokens either way: only the labels change.
+    assert answers.input_ids == learned.input_ids
+    assert labelled_runs(bundled_tokenizer, answers) == ["4.<|im_end|>", "6.<|im_end|>"]
+    unmasked = [k for k, (a, b) in enumerate(zip(learned.labels, answers.labels)) if a != b]
+    reasoning = bundled_tokenizer.decode([learned.input_ids[k] for k in unmasked])
+    assert reasoning == (
+        "<think>\nTwo plus two makes four.\n</think>\n\n<think>\nThree plus three makes six.\n</think>\n\n"
+    )
+    # The flag also holds with train_on="all": everything but the reasoning is trained on.
+    everything = encode_conversation(bundled_tokenizer, REASONING_TURNS, train_on="all", loss_on_reasoning=False)
+    assert [k for k, label in enumerate(everything.labels) if label == IGNORE_INDEX] == unmasked
+
+
+def test_serving_prompt_tokens_equal_training_tokens_with_reasoning(bundled_tokenizer):
+    enc = encode_conversation(bundled_tokenizer, REASONING_TURNS)
+    starts = reply_starts(enc)
+    assert len(starts) == 2
+    for start, i in zip(starts, (1, 3)):
+        assert enc.input_ids[:start] == encode_prompt(bundled_tokenizer, REASONING_TURNS[:i])
+    # Turns without reasoning keep exactly the tokens they had: the template's own tokenization.
+    plain = [{k: v for k, v in m.items() if k != "reasoning"} for m in REASONING_TURNS]
+    mapped, _ = to_template_messages(bundled_tokenizer, plain)
+    expected = bundled_tokenizer.apply_chat_template(mapped, tokenize=True, return_dict=False)
+    assert encode_conversation(bundled_tokenizer, plain).input_ids == expected
+
+
+@pytest.mark.parametrize(
+    "template,closing,reasoning_part",
+    [
+        (REASONING_CONTENT_TEMPLATE, "\n</think>\n\n", "<think>\nThree plus three makes six.\n</think>\n\n"),
+        (THINKING_TEMPLATE, "[end][final]", "[analysis]Three plus three makes six.[end][final]"),
+    ],
+)
+def test_reasoning_goes_to_the_templates_own_key(bundled_tokenizer_dir, template, closing, reasoning_part):
+    from oikyo.models.chat_template import REASONING_KEYS, _traits
+
+    tokenizer = fresh_tokenizer(bundled_tokenizer_dir, template)
+    traits = _traits(tokenizer)
+    # Recent transformers copy reasoning_content / thinking / reasoning into each other, so any key
+    # the template reads may be found first; what matters is that the template renders it.
+    assert traits.reasoning_key in REASONING_KEYS and traits.reasoning_end == closing
+    mapped, _ = to_template_messages(tokenizer, REASONING_TURNS)
+    assert mapped[3] == {"role": "assistant", "content": "6.", traits.reasoning_key: "Three plus three makes six."}
+    learned = encode_conversation(tokenizer, REASONING_TURNS, train_on="last")
+    assert labelled_runs(tokenizer, learned) == [reasoning_part + "6.<|im_end|>"]
+    answers = encode_conversation(tokenizer, REASONING_TURNS, train_on="last", loss_on_reasoning=False)
+    assert answers.input_ids == learned.input_ids
+    assert labelled_runs(tokenizer, answers) == ["6.<|im_end|>"]
+    starts = reply_starts(learned)
+    assert learned.input_ids[: starts[0]] == encode_prompt(tokenizer, REASONING_TURNS[:3])
+
+
+def test_a_template_that_drops_the_reasoning_is_refused(bundled_tokenizer_dir):
+    # Keeps only the text after </think> (as DeepSeek-R1's template does for earlier turns).
+    dropping = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'].split('</think>')[-1] | trim }}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tokenizer = fresh_tokenizer(bundled_tokenizer_dir, dropping)
+    with pytest.raises(TemplateError, match="does not render the reasoning"):
+        encode_conversation(tokenizer, REASONING_TURNS)
+
+
+def test_empty_reasoning_is_no_reasoning_and_other_roles_cannot_reason(bundled_tokenizer):
+    plain = encode_conversation(bundled_tokenizer, [REASONING_TURNS[0], {"role": "assistant", "content": "4."}])
+    for empty in (" \n", "", None):
+        turns = [REASONING_TURNS[0], {"role": "assistant", "content": "4.", "reasoning": empty}]
+        assert encode_conversation(bundled_tokenizer, turns) == plain
+    with pytest.raises(TemplateError, match="assistant or tool_call"):
+        encode_conversation(bundled_tokenizer, [{"role": "user", "content": "q", "reasoning": "hm"}, REASONING_TURNS[1]])
+
+
+# ----------------------------------------------------------------------------- per-message weights
+
+
+def weighted(turns, *weights):
+    """The conversation with the given weights on its model turns, in order (None: no weight)."""
+    out, it = [], iter(weights)
+    for message in turns:
+        message = dict(message)
+        if message["role"] in ("assistant", "tool_call"):
+            message["weight"] = next(it)
+        out.append(message)
+    return out
+
+
+def test_weight_zero_masks_a_reply_whatever_train_on_says(bundled_tokenizer):
+    for train_on in ("assistant", "last", "all"):
+        base = encode_conversation(bundled_tokenizer, MULTI_TURN, train_on=train_on)
+        enc = encode_conversation(bundled_tokenizer, weighted(MULTI_TURN, None, 0), train_on=train_on)
+        assert enc.input_ids == base.input_ids
+        assert enc.weights is None  # weights of 0 and 1 need no per-token weights
+        runs = labelled_runs(bundled_tokenizer, enc)
+        assert " Rome, of course.\n<|im_end|>" not in runs
+        assert not any("Rome" in run for run in runs)
+    assert labelled_runs(bundled_tokenizer, encode_conversation(bundled_tokenizer, weighted(MULTI_TURN, None, 0))) == [
+        "Paris.<|im_end|>"
+    ]
+
+
+def test_a_positive_weight_trains_the_turn_and_scales_its_tokens(bundled_tokenizer):
+    enc = encode_conversation(bundled_tokenizer, weighted(MULTI_TURN, 2.5, None), train_on="last")
+    # The explicit weight wins over train_on="last": the first reply is trained too.
+    assert labelled_runs(bundled_tokenizer, enc) == ["Paris.<|im_end|>", " Rome, of course.\n<|im_end|>"]
+    assert len(enc.weights) == len(enc.labels)
+    by_run = {}
+    for token, label, weight in zip(enc.input_ids, enc.labels, enc.weights):
+        if label == IGNORE_INDEX:
+            assert weight == 0.0
+        else:
+            by_run.setdefault(weight, []).append(token)
+    assert bundled_tokenizer.decode(by_run[2.5]) == "Paris.<|im_end|>"
+    assert bundled_tokenizer.decode(by_run[1.0]) == " Rome, of course.\n<|im_end|>"
+    # Explicit weights of 1 are the default: no per-token weights at all.
+    ones = encode_conversation(bundled_tokenizer, weighted(MULTI_TURN, 1.0, 1))
+    assert ones.weights is None and ones.labels == encode_conversation(bundled_tokenizer, MULTI_TURN).labels
+    # The preference recipes ignore weights.
+    ignored = encode_conversation(bundled_tokenizer, weighted(MULTI_TURN, 2.5, 0), train_on="last", use_weights=False)
+    assert ignored.weights is None and labelled_runs(bundled_tokenizer, ignored) == [" Rome, of course.\n<|im_end|>"]
+
+
+def test_weights_with_reasoning_and_train_on_all(bundled_tokenizer):
+    enc = encode_conversation(
+        bundled_tokenizer, weighted(REASONING_TURNS, 3.0, None), train_on="all", loss_on_reasoning=False
+    )
+    assert enc.labels.count(IGNORE_INDEX) > 0
+    assert all(weight == 0.0 for label, weight in zip(enc.labels, enc.weights) if label == IGNORE_INDEX)
+    heavy = bundled_tokenizer.decode([t for t, w in zip(enc.input_ids, enc.weights) if w == 3.0])
+    assert heavy == "4.<|im_end|>\n"  # train_on=all: the newline after the end of turn too, reasoning masked
+    assert set(enc.weights) == {0.0, 1.0, 3.0}  # prompt tokens count once
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "heavy", True])
+def test_a_bad_weight_is_refused(bundled_tokenizer, bad):
+    with pytest.raises(TemplateError, match="weight must be a non-negative number"):
+        encode_conversation(bundled_tokenizer, weighted(MULTI_TURN, bad, None))
+
+
+def test_a_weight_on_a_user_turn_is_refused(bundled_tokenizer):
+    messages = [dict(MULTI_TURN[1], weight=0.0), MULTI_TURN[2]]
+    with pytest.raises(TemplateError, match="assistant or tool_call"):
+        encode_conversation(bundled_tokenizer, messages)
+
+
+def test_unpaired_preference_rows_and_rows_with_reasoning_are_counted(bundled_tokenizer, bundled_tokenizer_dir):
+    from oikyo.models.chat_template import row_kind
+
+    counter = TokenCounter(bundled_tokenizer_dir)
+    row = {"messages": weighted(REASONING_TURNS, 0.0, 2.0), "desirable": False, "chosen": None}
+    assert row_kind(row) == "unpaired_preference"
+    assert row_kind({"messages": MULTI_TURN, "desirable": None}) == "conversations"
+    assert counter(row) == len(encode_conversation(bundled_tokenizer, REASONING_TURNS))
+    assert counter({"messages": REASONING_TURNS}) > counter({"messages": MULTI_TURN[1:2] + [REASONING_TURNS[3]]})

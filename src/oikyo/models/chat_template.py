@@ -22,7 +22,9 @@ Role mapping (canonical schema -> template):
 Reasoning traces (the ``reasoning`` field of an assistant or tool_call message) render the way the
 model's own template renders them. The template is probed once, with a sentinel, for the message
 key it reads reasoning from: ``reasoning_content`` (Qwen3, DeepSeek), ``thinking`` (gpt-oss) or
-``reasoning``; the first key whose value appears before the content in the rendering is used.
+``reasoning``; the first key whose value appears before the content in the rendering is used (recent
+transformers also copy each of these keys into the others before rendering; the probe does not rely
+on it).
 Templates without one (SmolLM2's ChatML) get the documented default: the reply's content becomes
 ``"<think>\n{reasoning}\n</think>\n\n{content}"`` (:data:`DEFAULT_REASONING`, the trace's outer
 whitespace stripped, as Qwen3's template does). A template that drops the reasoning of a turn
