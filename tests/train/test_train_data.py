@@ -100,6 +100,68 @@ def test_dpo_pairs_share_the_prompt_and_train_only_on_the_reply(tokenizer):
     assert batch["input_ids"].shape[0] == 4  # chosen, chosen, rejected, rejected
 
 
+REASONED = {
+    "messages": [
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris.", "reasoning": "France's capital is Paris.", "weight": 2.0},
+        {"role": "user", "content": "And of Italy?"},
+        {"role": "assistant", "content": "Rome.", "reasoning": "Italy's capital is Rome.", "weight": 0.0},
+    ]
+}
+
+
+def test_sft_rows_honour_loss_on_reasoning_and_weights(tokenizer):
+    (learned,) = data.encode_sft_rows([REASONED], tokenizer, limit=LIMIT)
+    assert _trained_text(tokenizer, learned.input_ids, learned.labels) == (
+        "<think>\nFrance's capital is Paris.\n</think>\n\nParis.<|im_end|>"  # the reply weighted 0 is not learned
+    )
+    (answers,) = data.encode_sft_rows([REASONED], tokenizer, limit=LIMIT, loss_on_reasoning=False)
+    assert answers.input_ids == learned.input_ids
+    assert _trained_text(tokenizer, answers.input_ids, answers.labels) == "Paris.<|im_end|>"
+    assert {w for w, label in zip(answers.weights, answers.labels) if label != IGNORE} == {2.0}
+    # A row whose every reply weighs 0 has nothing to train on: skipped, and said so.
+    zero = {"messages": [dict(m, weight=0.0) if m["role"] == "assistant" else m for m in SHORT["messages"]]}
+    logged = []
+    examples = data.encode_sft_rows([zero, SHORT], tokenizer, limit=LIMIT, log=logged.append)
+    assert len(examples) == 1 and "skipped 1 row(s)" in logged[0] and "weighted 0" in logged[0]
+
+
+def test_unpaired_preference_rows_are_refused_by_sft(tokenizer):
+    row = dict(SHORT, desirable=False)
+    with pytest.raises(TrainingError, match="method.name=kto"):
+        data.encode_sft_rows([SHORT, row], tokenizer, limit=LIMIT)
+
+
+def test_loss_weights_are_collated_only_when_some_example_has_weights(tokenizer):
+    plain = data.encode_sft_rows([CONVERSATION, SHORT], tokenizer, limit=LIMIT)
+    assert "loss_weights" not in data.collate(plain, tokenizer.pad_token_id)
+    assert "loss_weights" not in data.collate_packed([plain], tokenizer.pad_token_id)
+    (weighted,) = data.encode_sft_rows([REASONED], tokenizer, limit=LIMIT)
+    batch = data.collate([weighted, plain[1]], tokenizer.pad_token_id)
+    weights = batch["loss_weights"]  # (2, seq)
+    assert weights.dtype.is_floating_point and weights.shape == batch["labels"].shape
+    assert weights[0, : len(weighted)].tolist() == weighted.weights
+    short = len(plain[1])
+    assert weights[1, :short].eq(1.0).all() and weights[1, short:].eq(0.0).all()  # no weights: 1; padding: 0
+    packed = data.collate_packed([[plain[1], weighted]], tokenizer.pad_token_id)
+    assert packed["loss_weights"][0, : short + len(weighted)].tolist() == [1.0] * short + weighted.weights
+
+
+def test_dpo_pairs_ignore_weights_in_the_prompt(tokenizer):
+    row = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello, how can I help?", "weight": 3.0},
+            {"role": "user", "content": "Tell me a color."},
+        ],
+        "chosen": "Blue.",
+        "rejected": "No.",
+    }
+    (pair,) = data.encode_dpo_rows([row], tokenizer, limit=LIMIT)
+    assert _trained_text(tokenizer, pair.chosen.input_ids, pair.chosen.labels) == "Blue.<|im_end|>"
+    assert pair.chosen.weights is None and "loss_weights" not in data.collate_pairs([pair], tokenizer.pad_token_id)
+
+
 def test_epoch_plan_is_a_seeded_permutation_per_epoch():
     lengths = [(i * 37) % 101 + 1 for i in range(203)]
     plan = data.epoch_plan(lengths, batch_size=8, seed=3, epoch=0)

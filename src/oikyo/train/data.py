@@ -7,6 +7,11 @@ only, so training sees exactly the format evaluation and serving use::
     plan = epoch_plan([len(e) for e in examples], batch_size=8, seed=0, epoch=0)
     batch = collate([examples[i] for i in plan[0]], pad_id=tokenizer.pad_token_id)
 
+**Loss weights.** Messages may carry a loss ``weight`` (see :mod:`oikyo.models.chat_template`):
+weight 0 masks the reply's labels, and other weights travel as ``Encoded.weights``. A batch holds
+``loss_weights`` (batch, seq; float32, aligned with ``labels``) only when one of its examples has
+weights, so unweighted data collates and trains exactly as before.
+
 **Order.** Epoch ``e`` visits the rows in a permutation seeded by ``(seed, e)``; nothing else draws
 from that generator, so the position in the data is just ``(epoch, batch index)`` and resuming
 mid-epoch rebuilds the same plan and continues with exactly the next batch. With
@@ -101,25 +106,47 @@ def _finish(split: str, examples: list, skipped: int, too_long: list, limit: Tok
     if too_long:
         raise _too_long_error(split, too_long, limit)
     if skipped and log:
-        log(f"{split}: skipped {skipped} row(s) with no tokens to train on (no assistant reply)")
+        log(f"{split}: skipped {skipped} row(s) with no tokens to train on (no assistant reply, or all weighted 0)")
     if not examples:
         raise TrainingError(f"the {split} data is empty: no rows with tokens to train on")
     return examples
 
 
 def encode_sft_rows(
-    rows: Iterable[dict], tokenizer, *, limit: TokenLimit, train_on: str = "assistant", split: str = "train", log=None
+    rows: Iterable[dict],
+    tokenizer,
+    *,
+    limit: TokenLimit,
+    train_on: str = "assistant",
+    loss_on_reasoning: bool = True,
+    split: str = "train",
+    log=None,
 ) -> list[Encoded]:
-    """Encode conversation or text rows for SFT; raise TrainingError for over-long rows or no data."""
+    """Encode conversation or text rows for SFT; raise TrainingError for over-long rows or no data.
+
+    ``train_on`` and ``loss_on_reasoning`` choose the trained tokens, with the messages' own loss
+    weights (see :func:`oikyo.models.chat_template.encode_conversation`).
+    """
     examples, too_long, skipped = [], [], 0
     for index, row in enumerate(rows):
         kind = row_kind(row)
         if kind == "preference":
             raise TrainingError(f"{split} row {index} is a preference pair; use method.name=dpo for preference data")
+        if kind == "unpaired_preference":
+            raise TrainingError(
+                f"{split} row {index} is an answer judged desirable or not (unpaired preference data); "
+                "use method.name=kto for such data (SFT would learn the undesirable answers too)"
+            )
         if kind == "text":  # plain text has no assistant turns: every token is trained on
             encoded = encode_text(tokenizer, row["text"])
         else:
-            encoded = encode_conversation(tokenizer, list(row["messages"]), tools=row.get("tools"), train_on=train_on)
+            encoded = encode_conversation(
+                tokenizer,
+                list(row["messages"]),
+                tools=row.get("tools"),
+                train_on=train_on,
+                loss_on_reasoning=loss_on_reasoning,
+            )
         if len(encoded) > limit.tokens:
             too_long.append((index, len(encoded), _preview(row)))
         elif any(label != IGNORE_INDEX for label in encoded.labels[1:]):
@@ -138,9 +165,14 @@ def encode_dpo_rows(
         if row_kind(row) != "preference" or row.get("rejected") is None:
             raise TrainingError(f"{split} row {index} is not a preference pair (messages, chosen, rejected)")
         messages, tools = list(row["messages"]), row.get("tools")
+        # Labels on the final reply only: weights on earlier turns of the prompt do not apply.
         chosen, rejected = (
             encode_conversation(
-                tokenizer, messages + [{"role": "assistant", "content": reply}], tools=tools, train_on="last"
+                tokenizer,
+                messages + [{"role": "assistant", "content": reply}],
+                tools=tools,
+                train_on="last",
+                use_weights=False,
             )
             for reply in (row["chosen"], row["rejected"])
         )
@@ -208,7 +240,8 @@ def collate(examples: Sequence[Encoded], pad_id: int) -> dict:
     """Right-pad to the longest example in the batch.
 
     Returns input_ids (batch, seq), labels (batch, seq) with IGNORE_INDEX on padding, attention_mask
-    (batch, seq) with 1 on real tokens. Labels are not shifted.
+    (batch, seq) with 1 on real tokens, and loss_weights (batch, seq) when some example has weights.
+    Labels are not shifted.
     """
     import torch
 
@@ -221,14 +254,32 @@ def collate(examples: Sequence[Encoded], pad_id: int) -> dict:
         input_ids[row, :n] = torch.tensor(example.input_ids, dtype=torch.long)
         labels[row, :n] = torch.tensor(example.labels, dtype=torch.long)
         attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    if any(e.weights is not None for e in examples):
+        batch["loss_weights"] = _loss_weights([[e] for e in examples], width)
+    return batch
+
+
+def _loss_weights(rows: Sequence[Sequence[Encoded]], width: int):
+    """(len(rows), width) float32: each row's examples' weights side by side (1.0 without weights, 0.0 padding)."""
+    import torch
+
+    weights = torch.zeros((len(rows), width), dtype=torch.float32)
+    for row, examples in enumerate(rows):
+        at = 0
+        for example in examples:
+            n = len(example)
+            weights[row, at : at + n] = 1.0 if example.weights is None else torch.tensor(example.weights)
+            at += n
+    return weights
 
 
 def collate_packed(blocks: Sequence[Sequence[Encoded]], pad_id: int) -> dict:
     """Concatenate each block's examples into one row; positions restart per example.
 
     Returns input_ids, labels, position_ids (batch, seq) and token_mask (batch, seq: 1 on real
-    tokens, used only for counting). No attention_mask: the position restarts define the
+    tokens, used only for counting), plus loss_weights (batch, seq) when some example has weights
+    (as :func:`collate`). No attention_mask: the position restarts define the
     block-diagonal mask. Padding at a row's end forms its own segment (positions from 0) with
     IGNORE_INDEX labels, so it attends to nothing real and is never trained on.
     """
@@ -250,7 +301,10 @@ def collate_packed(blocks: Sequence[Sequence[Encoded]], pad_id: int) -> dict:
             at += n
         token_mask[row, :at] = 1
         position_ids[row, at:] = torch.arange(width - at)
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "token_mask": token_mask}
+    batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "token_mask": token_mask}
+    if any(e.weights is not None for block in blocks for e in block):
+        batch["loss_weights"] = _loss_weights(blocks, width)
+    return batch
 
 
 def collate_pairs(pairs: Sequence[Pair], pad_id: int) -> dict:
