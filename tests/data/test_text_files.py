@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from oikyo.data import readers, versions
+from oikyo.data import plaintext, readers, versions
 from oikyo.data.export import export_version
 from oikyo.data.ingest import convert_file
 
@@ -95,7 +95,7 @@ def test_the_unit_can_be_given_instead_of_detected(tmp_path):
     ("", "line"),
 ])
 def test_detection_rule(text, unit):
-    assert readers.detect_text_unit(text.encode()) == unit
+    assert plaintext.detect_text_unit(text.encode()) == unit
 
 
 def test_crlf_bom_and_inner_line_breaks_are_kept_as_written(tmp_path):

@@ -30,7 +30,7 @@ FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 << 10  # all text fields together
 MAX_PARTS = 16
 # Extensions the readers understand; anything else gets no suffix (the content is sniffed instead).
-KNOWN_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".md", ".markdown")
+KNOWN_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".text", ".md", ".markdown")
 
 
 class UploadTooLarge(HTTPException):

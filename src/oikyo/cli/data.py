@@ -125,7 +125,7 @@ def _layout_note(layout: dict | None) -> str:
     """How a plain-text file was cut into documents: "one document per line, detected; 2 blank lines skipped"."""
     if layout is None:
         return ""
-    from oikyo.data.readers import TEXT_UNIT_NAMES
+    from oikyo.data.plaintext import TEXT_UNIT_NAMES
 
     note = f"{TEXT_UNIT_NAMES[layout['unit']]}, {'detected' if layout['detected'] else 'as given by --text-unit'}"
     if layout["unit"] == "line" and layout["blank_lines"]:

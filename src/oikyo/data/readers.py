@@ -22,10 +22,11 @@ the reading (a corrupt gzip stream, a broken JSON array) land in :attr:`Source.p
 
 Plain text is a corpus of documents, each read as the record ``{"text": ...}`` numbered by its first
 line, in one of two layouts (:data:`TEXT_UNITS`): ``line`` (one document per line) or ``block``
-(documents are runs of non-blank lines separated by blank lines). :func:`detect_text_unit` chooses
-from the first MiB unless the caller gives the unit. Nothing in a document is changed: it is its
-lines exactly as written, inner line breaks included, less the line break that ends its last line.
-Blank lines (empty, or only whitespace) belong to no document; they are counted, not reported.
+(documents are runs of non-blank lines separated by blank lines), chosen from the first MiB by
+:func:`oikyo.data.plaintext.detect_text_unit` unless the caller gives the unit. Nothing in a
+document is changed: it is its lines exactly as written, inner line breaks included, less the line
+break that ends its last line. Blank lines (empty, or only whitespace) belong to no document; they
+are counted (:attr:`Source.blank_lines`), not reported.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from pathlib import Path
 
 import orjson
 
+from oikyo.data.plaintext import TEXT_UNITS, detect_text_unit, is_blank, json_lines_in_disguise, text_document
+
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 BOM = b"\xef\xbb\xbf"
@@ -53,11 +56,6 @@ EXTENSIONS = {
     "csv": "csv", "tsv": "tsv", "tab": "tsv", "parquet": "parquet", "pq": "parquet",
     "txt": "text", "text": "text", "md": "text", "markdown": "text",
 }  # fmt: skip
-# Plain-text layouts: one document per line, or per block of lines between blank lines.
-TEXT_UNITS = ("line", "block")
-TEXT_UNIT_NAMES = {"line": "one document per line", "block": "documents separated by blank lines"}
-# Block detection: blocks this long on average are stray blank lines in a line-per-document file.
-MAX_MEAN_BLOCK_LINES = 50
 CHUNK_BYTES = 2 << 20  # bytes of input per task
 RECORDS_PER_TASK = 4096
 SNIFF_BYTES = 1 << 20
@@ -248,95 +246,6 @@ def sniff(path: Path) -> tuple[str, bool]:
     return ("tsv" if first.count("\t") > first.count(",") else "csv"), gzipped
 
 
-# ---------------------------------------------------------------------------- plain text
-
-
-def is_blank(line: bytes) -> bool:
-    """Whether a line (bytes, with or without its line break) is empty or only whitespace.
-
-    Unicode whitespace counts too (an ideographic space, a no-break space), as it does for the
-    ``text`` format's empty check; a line that is not valid UTF-8 is not blank.
-    """
-    stripped = line.strip()
-    if not stripped:
-        return True
-    if 0x20 < stripped[0] < 0x7F:
-        return False  # a printable ASCII character: the common case, decided without decoding
-    try:
-        return stripped.decode("utf-8").isspace()  # str.isspace also knows \x1c-\x1f, U+3000, U+00A0 ...
-    except UnicodeDecodeError:
-        return False
-
-
-def _complete_lines(head: bytes, whole: bool) -> list[bytes]:
-    """The lines of a sniffed head, less a last line that the sniff may have cut short."""
-    lines = head.removeprefix(BOM).split(b"\n")
-    if not whole and len(lines) > 1:
-        lines.pop()
-    return lines
-
-
-def detect_text_unit(head: bytes, whole: bool = True) -> str:
-    """``"block"`` or ``"line"``: the layout of plain text, from its first bytes.
-
-    Blocks are runs of non-blank lines between blank lines. The text is read as blocks when it has
-    at least two blocks, at least one of them spans more than one line, and they average at most
-    :data:`MAX_MEAN_BLOCK_LINES` lines (a few stray blank lines in a corpus of one document per
-    line make a few huge "blocks", not many short ones). Otherwise it is one document per line.
-    ``whole``: ``head`` is the entire content (else its last, possibly cut, line is ignored).
-    """
-    blocks, current = [], 0
-    for line in _complete_lines(head, whole):
-        if is_blank(line):
-            if current:
-                blocks.append(current)
-            current = 0
-        else:
-            current += 1
-    if current:
-        blocks.append(current)
-    if len(blocks) >= 2 and max(blocks) > 1 and sum(blocks) <= MAX_MEAN_BLOCK_LINES * len(blocks):
-        return "block"
-    return "line"
-
-
-def _json_lines_in_disguise(head: bytes, whole: bool, lines: int = 20) -> bool:
-    """Whether the first non-blank lines of a text file are all JSON objects (a misnamed JSONL file)."""
-    seen = 0
-    for line in _complete_lines(head, whole):
-        if is_blank(line):
-            continue
-        if line.lstrip()[:1] != b"{":
-            return False
-        try:
-            if type(orjson.loads(line)) is not dict:
-                return False
-        except orjson.JSONDecodeError:
-            return False
-        seen += 1
-        if seen >= lines:
-            break
-    return seen > 0
-
-
-def _text_document(lines: list[bytes], first: int) -> tuple:
-    """The record of one document: its lines as written, less the break after the last one."""
-    data = b"".join(lines)
-    data = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
-    try:
-        return (first, None, {"text": data.decode("utf-8")}, None)
-    except UnicodeDecodeError:
-        bad = first
-        for number, line in enumerate(lines, start=first):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                bad = number
-                break
-        problem = ("invalid_utf8", "text", f"line {bad} is not valid UTF-8; re-save the file as UTF-8")
-        return (first, None, {"text": data.decode("utf-8", errors="replace")}, problem)
-
-
 # ---------------------------------------------------------------------------- the source
 
 
@@ -397,7 +306,7 @@ class Source:
             return
         head = _head(self.path, self.gzipped)
         whole = len(head) < SNIFF_BYTES
-        if _json_lines_in_disguise(head, whole):
+        if json_lines_in_disguise(head, whole):
             # Reading JSON records as prose would be silently wrong; so would guessing they are records.
             raise ReadError(
                 "every line of this text file is a JSON object: rename it to .jsonl to import the records, "
@@ -534,14 +443,14 @@ class Source:
             else:
                 self.blank_lines += 1
             if lines and (blank or not block):
-                items.append(_text_document(lines, first))
+                items.append(text_document(lines, first))
                 size += sum(map(len, lines))
                 lines = []
                 if len(items) >= RECORDS_PER_TASK or size >= chunk_bytes:
                     yield ("records", items)
                     items, size = [], 0
         if lines:
-            items.append(_text_document(lines, first))
+            items.append(text_document(lines, first))
         if items:
             yield ("records", items)
 
