@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from oikyo.data.quality import BIN_LABELS, build_report, render_report
@@ -242,3 +245,104 @@ def test_render_report_prints_the_tables_and_warnings_in_100_columns():
     assert SECRETS["email"] not in out
     assert max(len(line) for line in out.splitlines()) <= 100
     assert "█" in out
+
+
+# ---------------------------------------------------------------------------- length units
+
+CHINESE = ["请问我的订单什么时候发货？", "您的订单将在三天内发货。", "我想修改收货地址，可以吗？", "可以，请在订单页面修改。"]
+ENGLISH = ["When will my order ship?", "Your order ships within three days.", "Can I change the address?",
+           "Yes, edit it on the order page."]
+
+
+def test_chinese_lengths_are_in_characters_not_whitespace_words():
+    rows = [conv(CHINESE[i], CHINESE[i + 1]) for i in (0, 2)]
+    report = build_report(rows, "conversations")
+    assert report["tokenizer"] is None and report["token_unit"] == "characters"
+    assert report["texts_without_spaces"] == {"count": 4, "of": 4}
+    assert "written without spaces" in report["token_unit_reason"]
+    user = report["lengths"]["by_role"]["user"]
+    assert (user["total"], user["max"]) == (len(CHINESE[0]) + len(CHINESE[2]), 13)  # whitespace words: 1 each
+    assert report["lengths"]["example"]["max"] == len(CHINESE[2]) + len(CHINESE[3])
+
+
+def test_english_lengths_are_in_whitespace_words():
+    rows = [conv(ENGLISH[i], ENGLISH[i + 1]) for i in (0, 2)]
+    report = build_report(rows, "conversations")
+    assert report["token_unit"] == "whitespace words" and report["texts_without_spaces"]["count"] == 0
+    assert report["tokens"]["by_role"] == {"user": 5 + 5, "assistant": 6 + 7}
+
+
+def test_one_text_without_spaces_makes_the_whole_dataset_count_characters():
+    rows = [conv(ENGLISH[0], ENGLISH[1]), conv(ENGLISH[2], CHINESE[3])]
+    report = build_report(rows, "conversations")
+    assert report["token_unit"] == "characters" and report["texts_without_spaces"] == {"count": 1, "of": 4}
+    assert report["tokens"]["by_role"]["user"] == len(ENGLISH[0]) + len(ENGLISH[2])
+
+
+@pytest.mark.parametrize("text, dense", [
+    ("東京の天気は晴れです。", True),  # Japanese
+    ("สวัสดีครับ วันนี้อากาศดี", True),  # Thai (spaces between phrases, not words)
+    ("ខ្ញុំស្រឡាញ់ភាសាខ្មែរ", True),  # Khmer
+    ("안녕하세요 오늘 날씨가 좋네요", False),  # Korean puts spaces between words
+    ("The word 你好 means hello in Mandarin Chinese.", False),  # a Chinese word quoted in English
+    ("Привет, как дела?", False),
+    ("plain ascii", False),
+])
+def test_which_texts_are_written_without_spaces(text, dense):
+    from oikyo.data.quality import written_without_spaces
+
+    assert written_without_spaces(text) is dense
+    unit = build_report([{"text": text}], "text")["token_unit"]
+    assert unit == ("characters" if dense else "whitespace words")
+
+
+@given(st.lists(st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), min_size=1, max_size=40),
+                min_size=1, max_size=10))
+@settings(max_examples=50, deadline=None)
+def test_property_cjk_text_is_measured_in_characters(documents):
+    report = build_report([{"text": d} for d in documents], "text")
+    assert report["token_unit"] == "characters"
+    assert report["tokens"]["total"] == sum(map(len, documents))
+    assert report["lengths"]["example"]["max"] == max(map(len, documents))
+
+
+@pytest.fixture(scope="module")
+def token_counter(tmp_path_factory):
+    """The bundled SmolLM2 tokenizer as ``oikyo data report --model`` uses it (a TokenCounter)."""
+    from oikyo.models import bundled
+    from oikyo.models.chat_template import TokenCounter
+
+    try:
+        folder = bundled.ensure_bundled_tokenizer(models_dir=tmp_path_factory.mktemp("bundled-tokenizer"))
+    except bundled.BundledModelMissing as err:
+        pytest.skip(str(err))
+    return TokenCounter(folder)
+
+
+def test_with_a_tokenizer_chinese_lengths_are_in_tokens(token_counter):
+    def count(text: str) -> int:
+        return token_counter.text(text)
+
+    count.name = "SmolLM2"
+    report = build_report([{"text": t} for t in CHINESE], "text", count_tokens=count)
+    assert report["token_unit"] == "tokens" and report["tokenizer"] == "SmolLM2"
+    assert report["token_unit_reason"] == "counted by the tokenizer SmolLM2"
+    expected = [token_counter.text(t) for t in CHINESE]
+    assert report["tokens"]["total"] == sum(expected) and report["lengths"]["example"]["max"] == max(expected)
+    assert expected != [len(t) for t in CHINESE]  # tokens, not characters
+    # As the CLI and the API call it: the counter's bound method, named after the tokenizer's folder.
+    report = build_report([{"text": t} for t in CHINESE], "text", count_tokens=token_counter.text)
+    assert report["token_unit"] == "tokens" and report["tokens"]["total"] == sum(expected)
+    assert report["tokenizer"] == Path(token_counter.tokenizer_dir).name != "custom"
+
+
+def test_the_rendered_report_names_the_unit_and_why():
+    console = Console(record=True, width=100, color_system=None)
+    render_report(build_report([{"text": t} for t in CHINESE], "text"), console)
+    out = console.export_text()
+    assert "Lengths in characters" in out and "Histogram of characters per example" in out
+    assert "4 of 4 texts are written without spaces" in out
+    console = Console(record=True, width=100, color_system=None)
+    render_report(build_report([{"text": t} for t in ENGLISH], "text"), console)
+    out = console.export_text()
+    assert "Lengths in whitespace words" in out and "no text is written without spaces" in out

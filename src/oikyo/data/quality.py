@@ -9,12 +9,17 @@ One streaming pass over canonical rows (:mod:`oikyo.data.schema`) fills every se
 holds only per-measure state (a length and a hash per row, MinHash signatures, n-gram hashes of
 train rows), so 100,000 rows take seconds. The sections of the report:
 
-- ``rows``, ``tokenizer`` (None: lengths are whitespace words), ``tokens``, ``lengths`` and
-  ``histograms``: per *role* (system/user/assistant/tool_call/tool, plus chosen/rejected for
-  preference data, text for text data, tools for tool definitions) and per whole *example*
+- ``rows``, ``tokenizer``, ``token_unit``, ``tokens``, ``lengths`` and ``histograms``: per *role*
+  (system/user/assistant/tool_call/tool, plus chosen/rejected for preference data, text for text
+  data, tools for tool definitions) and per whole *example*
   (for preference data, the prompt plus the longer of chosen/rejected: the longest sequence the
-  trainer sees). Role lengths count each example's tokens for that role, over the examples that
-  have the role. Histogram bins are powers of two (:data:`BIN_LABELS`).
+  trainer sees). Role lengths count each example's length for that role, over the examples that
+  have the role. Histogram bins are powers of two (:data:`BIN_LABELS`). Every length is in one
+  unit, ``token_unit`` (why: ``token_unit_reason``): ``"tokens"`` of the given tokenizer; else
+  ``"characters"`` when any text of the dataset is written without spaces (see
+  :func:`written_without_spaces`: Chinese, Japanese, Thai ..., where a whitespace "word" is a whole
+  sentence), else ``"whitespace words"``. One unit for the whole dataset keeps every row and role
+  comparable; ``texts_without_spaces`` counts the texts that decided it.
 - ``duplicates``: exact (lowercased, whitespace-collapsed text of the whole example) and near
   (MinHash LSH over word 5-grams, Jaccard >= 0.8; exact duplicates are not counted again).
   Near duplicates and leakage leave out system prompts and tool definitions: one system prompt
@@ -31,10 +36,12 @@ train rows), so 100,000 rows take seconds. The sections of the report:
 
 from __future__ import annotations
 
+import re
 import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -65,10 +72,24 @@ ANSWER_RULE = (
     "with a label are only checked for empty answers, since class names are legitimately short), "
     "chosen and rejected (preference), the text (text)."
 )
+# Scripts written without spaces between words (Unicode blocks): Han (CJK ideographs and their
+# extensions), Japanese kana, Bopomofo, CJK and fullwidth punctuation, Thai, Lao, Tibetan, Myanmar,
+# Khmer, Tai Le/Tham, New Tai Lue, Balinese, Javanese, Yi. Hangul is not here: Korean puts spaces
+# between words.
+_NO_SPACE_CHARS = re.compile(
+    "[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u1950-\u19ff\u1a20-\u1aaf\u1b00-\u1b7f"
+    "\u3001-\u303f\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf"
+    "\ua980-\ua9ff\uaa60-\uaa7f\uf900-\ufaff\uff01-\uff65\uff66-\uff9f\U00020000-\U0003134f]"
+)
+# A text is written without spaces when this share of its non-whitespace characters is in those
+# scripts (a Chinese name quoted in an English sentence does not make the sentence Chinese).
+NO_SPACE_SHARE = 0.25
 NEAR_THRESHOLD = 0.8
 SHINGLE = 5
 PROGRESS_EVERY = 1000
 _EXTRA_SERIES = ("chosen", "rejected", "text", "tools")
+# Series that are not turns of their own (reasoning belongs to the assistant turn after it).
+_NOT_TURNS = ("reasoning",)
 
 
 def build_report(
@@ -81,12 +102,13 @@ def build_report(
 ) -> dict:
     """The quality report of ``rows`` (canonical rows of ``kind``, optionally with ``split``).
 
-    ``count_tokens`` counts the tokens of one string with the chosen model's tokenizer; without
-    it lengths are whitespace-separated words and the report says ``"tokenizer": None`` (give the
-    callable a ``name`` attribute to have it recorded). ``eval_sets`` maps a registered evaluation
-    set's name to its rows, checked for leakage into this dataset. ``progress`` is called with
-    the number of rows read so far, every 1,000 rows and once at the end. The result is a plain,
-    JSON-serializable dict.
+    ``count_tokens`` counts the tokens of one string with the chosen model's tokenizer (give the
+    callable a ``name`` attribute to have it recorded as ``tokenizer``); without it the report says
+    ``"tokenizer": None`` and lengths are characters when any text is written without spaces,
+    else whitespace-separated words (``token_unit`` and ``token_unit_reason`` say which and why).
+    ``eval_sets`` maps a registered evaluation set's name to its rows, checked for leakage into
+    this dataset. ``progress`` is called with the number of rows read so far, every 1,000 rows and
+    once at the end. The result is a plain, JSON-serializable dict.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -100,15 +122,42 @@ def build_report(
     if progress is not None:
         progress(scan.rows)
     report = scan.report()
-    report["tokenizer"] = None if count_tokens is None else str(getattr(count_tokens, "name", "custom"))
+    report["tokenizer"] = None if count_tokens is None else _tokenizer_name(count_tokens)
+    report["token_unit_reason"] = _unit_reason(report)
     report["warnings"] = warnings_for(report)
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
 
 
+def _tokenizer_name(count_tokens: Callable[[str], int]) -> str:
+    """The name to record for a token counter: its ``name``, or its owner's (``counter.text`` of a
+    :class:`oikyo.models.chat_template.TokenCounter`: the tokenizer's folder), else "custom"."""
+    owner = getattr(count_tokens, "__self__", None)
+    for holder in (count_tokens, owner):
+        if getattr(holder, "name", None):
+            return str(holder.name)
+    folder = getattr(owner, "tokenizer_dir", None)
+    return Path(folder).name if folder else "custom"
+
+
+def _unit_reason(report: dict) -> str:
+    """Why the lengths are in ``report["token_unit"]``, in plain English."""
+    if report["token_unit"] == "tokens":
+        return f"counted by the tokenizer {report['tokenizer']}"
+    seen = report["texts_without_spaces"]
+    if report["token_unit"] == "characters":
+        return (f"no tokenizer given, and {seen['count']:,} of {seen['of']:,} texts are written without spaces "
+                "(Chinese, Japanese, Thai ...), where whitespace words would count whole sentences")
+    return "no tokenizer given, and no text is written without spaces"
+
+
 def _parts(row: dict) -> list[tuple[str, str]]:
     """(role, content) of every text in a row: its messages, then chosen/rejected/text/tools."""
-    parts = [(m.get("role") or "?", m.get("content") or "") for m in row.get("messages") or []]
+    parts = []
+    for m in row.get("messages") or []:
+        if m.get("reasoning"):  # a reasoning trace is text the model learns to write: its own series
+            parts.append(("reasoning", m["reasoning"]))
+        parts.append((m.get("role") or "?", m.get("content") or ""))
     # An empty chosen/rejected/text is a finding (an empty answer); an empty tools field is not.
     parts.extend((key, row[key]) for key in _EXTRA_SERIES if row.get(key) is not None)
     if parts and parts[-1] == ("tools", ""):
@@ -135,6 +184,18 @@ def leakage_text(row: dict) -> str:
 
 def _count_words(text: str) -> int:
     return len(text.split())
+
+
+def written_without_spaces(text: str) -> bool:
+    """Whether ``text`` is mostly in scripts that put no spaces between words (Chinese, Japanese, Thai ...).
+
+    True when at least :data:`NO_SPACE_SHARE` of its non-whitespace characters are in those scripts
+    (:data:`_NO_SPACE_CHARS`); counting whitespace-separated words there counts sentences.
+    """
+    if text.isascii():
+        return False
+    dense = len(text) - len(_NO_SPACE_CHARS.sub("", text))
+    return dense > 0 and dense >= NO_SPACE_SHARE * sum(map(len, text.split()))
 
 
 class _Lengths:
@@ -164,15 +225,41 @@ class _Lengths:
         }
 
 
+class _Measure:
+    """The lengths of every series in one unit: whole examples and each role."""
+
+    def __init__(self, count: Callable[[str], int]) -> None:
+        self.count = count
+        self.example = _Lengths()
+        self.roles: dict[str, _Lengths] = {}
+
+    def add(self, parts: list[tuple[str, str]], kind: str) -> None:
+        per_role: Counter[str] = Counter()
+        for role, content in parts:
+            per_role[role] += self.count(content)
+        for role, n in per_role.items():
+            self.roles.setdefault(role, _Lengths()).add(n)
+        if kind == "preference":
+            # The trainer sees prompt + chosen and prompt + rejected: the longer one is the length.
+            answer = max(per_role.pop("chosen", 0), per_role.pop("rejected", 0))
+            per_role["chosen"] = answer
+        self.example.add(sum(per_role.values()))
+
+
 class _Scan:
     """Every measure's running state; :meth:`add` takes one row, :meth:`report` builds the dict."""
 
     def __init__(self, kind: str, count_tokens: Callable[[str], int] | None, evals: list[EvalLeakage]):
         self.kind = kind
-        self.count_tokens = count_tokens or _count_words
+        # Without a tokenizer both words and characters are measured (4 bytes a value each): which
+        # one the report gives is only known once every text has been seen.
+        if count_tokens is not None:
+            self.measures = {"tokens": _Measure(count_tokens)}
+        else:
+            self.measures = {"whitespace words": _Measure(_count_words), "characters": _Measure(len)}
+        self.texts = 0  # texts seen (message contents, answers, documents; not tool definitions)
+        self.texts_without_spaces = 0
         self.rows = 0
-        self.example = _Lengths()
-        self.roles: dict[str, _Lengths] = {}
         self.answers = {"empty": 0, "short": 0, "identical_pairs": 0, "examples": {"empty": [], "short": []}}
         self.turns = _Turns(kind)
         self.labels: Counter[str] = Counter()
@@ -186,12 +273,19 @@ class _Scan:
     def add(self, index: int, row: dict) -> None:
         self.rows += 1
         parts = _parts(row)
-        self._add_lengths(parts)
+        for measure in self.measures.values():
+            measure.add(parts, self.kind)
+        for role, content in parts:
+            if role != "tools":
+                self.texts += 1
+                self.texts_without_spaces += written_without_spaces(content)
         self._check_answers(index, parts, row)
         if self.kind != "text":
             self.turns.add(index, parts)
         if row.get("label") is not None:
             self.labels[str(row["label"])] += 1
+        elif row.get("desirable") is not None:  # KTO data: the balance of desirable and undesirable answers
+            self.labels["desirable" if row["desirable"] else "undesirable"] += 1
         else:
             self.unlabeled += 1
         self.pii.add(index, "\n".join(c for _, c in parts))
@@ -209,20 +303,8 @@ class _Scan:
         for ev in self.evals:
             ev.add(index, h, grams)
 
-    def _add_lengths(self, parts: list[tuple[str, str]]) -> None:
-        per_role: Counter[str] = Counter()
-        for role, content in parts:
-            per_role[role] += self.count_tokens(content)
-        for role, n in per_role.items():
-            self.roles.setdefault(role, _Lengths()).add(n)
-        if self.kind == "preference":
-            # The trainer sees prompt + chosen and prompt + rejected: the longer one is the length.
-            answer = max(per_role.pop("chosen", 0), per_role.pop("rejected", 0))
-            per_role["chosen"] = answer
-        self.example.add(sum(per_role.values()))
-
     def _check_answers(self, index: int, parts: list[tuple[str, str]], row: dict) -> None:
-        if self.kind == "conversations":
+        if self.kind in ("conversations", "unpaired_preference"):
             answers = [c for r, c in parts if r == "assistant"]
         elif self.kind == "preference":
             answers = [row.get("chosen") or "", row.get("rejected") or ""]
@@ -242,20 +324,27 @@ class _Scan:
             self.answers["examples"][problem].append(index)
 
     def report(self) -> dict:
-        order = [r for r in (*ROLES, *_EXTRA_SERIES) if r in self.roles]
-        order += sorted(set(self.roles) - set(order))
+        if "tokens" in self.measures:
+            unit = "tokens"
+        else:
+            unit = "characters" if self.texts_without_spaces else "whitespace words"
+        measure = self.measures[unit]
+        roles = measure.roles
+        order = [r for r in (*ROLES, *_NOT_TURNS, *_EXTRA_SERIES) if r in roles]
+        order += sorted(set(roles) - set(order))
         return {
             "version": REPORT_VERSION,
             "kind": self.kind,
             "rows": self.rows,
             "tokenizer": None,
-            "token_unit": "tokens" if self.count_tokens is not _count_words else "whitespace words",
-            "tokens": {"total": sum(s.total for s in self.roles.values()),
-                       "by_role": {r: self.roles[r].total for r in order}},
-            "lengths": {"example": self.example.summary(),
-                        "by_role": {r: self.roles[r].summary() for r in order}},
-            "histograms": {"bins": BIN_LABELS, "example": self.example.hist,
-                           "by_role": {r: self.roles[r].hist for r in order}},
+            "token_unit": unit,
+            "texts_without_spaces": {"count": self.texts_without_spaces, "of": self.texts},
+            "tokens": {"total": sum(s.total for s in roles.values()),
+                       "by_role": {r: roles[r].total for r in order}},
+            "lengths": {"example": measure.example.summary(),
+                        "by_role": {r: roles[r].summary() for r in order}},
+            "histograms": {"bins": BIN_LABELS, "example": measure.example.hist,
+                           "by_role": {r: roles[r].hist for r in order}},
             "duplicates": self._duplicates(),
             "answers": {"rule": ANSWER_RULE, **self.answers},
             "turns": self.turns.result() if self.kind != "text" else None,
@@ -299,7 +388,7 @@ class _Turns:
             self.with_system += 1
             self.system_prompts.add(text_hash(systems[0]))
         self.no_user += "user" not in roles
-        if self.kind == "conversations":
+        if self.kind in ("conversations", "unpaired_preference"):
             self.no_assistant += not any(r in ("assistant", "tool_call") for r in roles)
             bad = not roles or roles[-1] not in ("assistant", "tool_call")
         else:
@@ -320,7 +409,8 @@ class _Turns:
             "no_user": self.no_user,
             "no_assistant": self.no_assistant,
             "bad_ending": self.bad_ending,
-            "bad_ending_rule": ("does not end with an assistant turn" if self.kind == "conversations"
+            "bad_ending_rule": ("does not end with an assistant turn"
+                                if self.kind in ("conversations", "unpaired_preference")
                                 else "prompt does not end with a user turn"),
             "bad_ending_examples": self.bad_ending_examples,
         }

@@ -2,10 +2,10 @@
 
     render_report(report, Console())
 
-Sections: a summary of lengths per role, a power-of-two length histogram drawn with bars (one
-column per role), then duplicates, answers and turns, labels, personal data, leakage, and the
-warnings in yellow. Everything fits a 100-column terminal; text taken from the data (labels,
-redacted matches) is printed literally, never read as rich markup.
+Sections: the unit of every length and why, a summary of lengths per role, a power-of-two length
+histogram drawn with bars (one column per role), then duplicates, answers and turns, labels,
+personal data, leakage, and the warnings in yellow. Everything fits a 100-column terminal; text
+taken from the data (labels, redacted matches) is printed literally, never read as rich markup.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def render_report(report: dict, console: Console) -> None:
     unit = report.get("token_unit", "tokens")
     console.rule(f"[bold]Dataset quality: {report['rows']:,} {report['kind']} rows")
     if report["rows"]:
+        console.print(_unit_line(report, unit))
         console.print(_summary_table(report, unit))
         console.print(_histogram_table(report, unit, console.width))
         console.print(_duplicates_table(report))
@@ -40,9 +41,15 @@ def _fmt(x: float) -> str:
     return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
 
 
+def _unit_line(report: dict, unit: str) -> Text:
+    """Which unit the lengths are in, and why (a tokenizer, or text written without spaces)."""
+    # Reports stored before the reason existed carry only the unit.
+    reason = report.get("token_unit_reason") or ("" if report.get("tokenizer") else "no tokenizer given")
+    return Text(f"Lengths are in {unit}" + (f": {reason}." if reason else "."), style="dim")
+
+
 def _summary_table(report: dict, unit: str) -> Table:
-    note = "" if report.get("tokenizer") else " (no tokenizer given)"
-    table = Table(title=f"Lengths in {unit}{note}", box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(title=f"Lengths in {unit}", box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("series")
     for name in ("examples", "total", "mean", "median", "p95", "max"):
         table.add_column(name, justify="right")
@@ -105,7 +112,7 @@ def _answers_table(report: dict) -> Table:
     if turns:
         table.add_row(turns["bad_ending_rule"], f"{turns['bad_ending']:,}",
                       ", ".join(map(str, turns["bad_ending_examples"])))
-        if report["kind"] == "conversations":
+        if report["kind"] in ("conversations", "unpaired_preference"):
             table.add_row("no assistant turn", f"{turns['no_assistant']:,}", "")
         table.add_row("no user turn", f"{turns['no_user']:,}", "")
         table.add_row("with a system prompt", f"{turns['with_system']:,}",

@@ -23,7 +23,9 @@ document.addEventListener("DOMContentLoaded", () => {
       $("report-stats").replaceChildren(...stats.map(([value, name]) =>
         api.el("div", {class: "stat"}, api.el("span", {class: "value"}, api.fmt(value, 3)),
                api.el("span", {class: "label"}, name))));
-      $("report-unit").textContent = `(${report.token_unit}, power-of-two bins)`;
+      // The unit and why: a tokenizer's tokens, characters for text written without spaces, or words.
+      const why = report.token_unit_reason ? `: ${report.token_unit_reason}` : "";
+      $("report-unit").textContent = `(${report.token_unit}${why}; power-of-two bins)`;
       const hist = report.histograms;
       charts.bars($("hist-example"), hist.bins, hist.example, {title: "examples by length"});
       const roles = $("hist-roles");
