@@ -1,4 +1,4 @@
-"""The training config: typed groups (model, data, method, lora, train, dpo, checkpoint), YAML in and out.
+"""The training config: typed groups (model, data, method, lora, train, dpo, kto, orpo, ...), YAML in and out.
 
 A config is a YAML file, dotted overrides and quick keyword overrides, validated together::
 
@@ -53,7 +53,8 @@ class ModelSettings(_Group):
 
     name: str = Field(
         "smollm2-135m-instruct",
-        description="Catalog name or local folder of the base model (default: the bundled SmolLM2-135M-Instruct).",
+        description="Catalog name or local folder of the base model (default: the bundled SmolLM2-135M-Instruct), "
+        "or a model version id (mv-...) to go on from a model trained here (an adapter version is merged first).",
     )
 
 
@@ -76,25 +77,29 @@ class DataSettings(_Group):
         1024,
         ge=8,
         description="Longest example in tokens. Longer examples stop the run with an error naming the row "
-        "(never silently truncated).",
+        "(never silently truncated); method pretrain cuts longer documents into pieces of this length instead.",
     )
     packing: bool = Field(
         False,
-        description="SFT only: concatenate examples into max_length blocks (positions restart per example, "
-        "attention stays within each example). Off: batches of similar length, padded to the longest.",
+        description="sft and pretrain only (on by default for pretrain): concatenate examples into max_length "
+        "blocks (positions restart per example, attention stays within each example). Off: batches of similar "
+        "length, padded to the longest.",
     )
     train_on: Literal["assistant", "last", "all"] = Field(
         "assistant",
-        description="Tokens that count in the loss: every assistant reply, only the last reply, or all tokens.",
+        description="Tokens that count in the loss: every assistant reply, only the last reply, or all tokens "
+        "(sft; pretrain trains on every token, dpo/orpo/kto on the judged reply).",
     )
 
 
 class MethodSettings(_Group):
     """The training objective and which weights it updates."""
 
-    name: Literal["sft", "dpo", "grpo"] = Field(
+    name: Literal["sft", "dpo", "grpo", "kto", "orpo", "pretrain"] = Field(
         "sft", description="sft: supervised fine-tuning on conversations or text; dpo: preference pairs; "
-        "grpo: group relative policy optimisation with reward functions on conversation prompts."
+        "grpo: group relative policy optimisation with reward functions on conversation prompts; "
+        "kto: conversations labelled desirable or not (unpaired preferences); orpo: preference pairs, "
+        "reference-free, in one stage; pretrain: continued pretraining on plain text (every token)."
     )
     finetune: Literal["lora", "full", "qlora"] = Field(
         "lora",
@@ -255,6 +260,34 @@ class GrpoSettings(_Group):
     )
 
 
+class KtoSettings(_Group):
+    """Kahneman-Tversky optimisation on unpaired preferences (method kto)."""
+
+    beta: float = Field(
+        0.1, gt=0, description="Strength of the pull toward the reference model (higher: stay closer to it)."
+    )
+    desirable_weight: float = Field(
+        1.0, gt=0, description="Loss weight of the desirable answers (raise it when they are the fewer)."
+    )
+    undesirable_weight: float = Field(
+        1.0,
+        gt=0,
+        description="Loss weight of the undesirable answers. The paper advises desirable_weight x desirable "
+        "rows / (undesirable_weight x undesirable rows) between 1 and 4/3; the run logs that ratio.",
+    )
+
+
+class OrpoSettings(_Group):
+    """Odds-ratio preference optimisation (method orpo): SFT on the chosen reply plus an odds-ratio term."""
+
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="Weight of the odds-ratio term against the SFT loss on the chosen reply (lambda in the "
+        "ORPO paper, beta in TRL).",
+    )
+
+
 class CheckpointSettings(_Group):
     """When checkpoints are written and which are kept."""
 
@@ -279,10 +312,14 @@ class TrainConfig(_Group):
     train: TrainSettings = Field(default_factory=TrainSettings, description=TrainSettings.__doc__)
     dpo: DpoSettings = Field(default_factory=DpoSettings, description=DpoSettings.__doc__)
     grpo: GrpoSettings = Field(default_factory=GrpoSettings, description=GrpoSettings.__doc__)
+    kto: KtoSettings = Field(default_factory=KtoSettings, description=KtoSettings.__doc__)
+    orpo: OrpoSettings = Field(default_factory=OrpoSettings, description=OrpoSettings.__doc__)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings, description=CheckpointSettings.__doc__)
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainConfig:
+        if self.method.name == "pretrain" and "packing" not in self.data.model_fields_set:
+            self.data.packing = True  # pretrain packs unless the config says otherwise
         problems = cross_field_problems(self)
         if problems:
             raise PydanticCustomError(_PROBLEMS, "{problems}", {"problems": "\n".join(problems)})
@@ -295,8 +332,8 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
 
     problems = []
     train, method = config.train, config.method
-    if config.data.packing and method.name == "dpo":
-        problems.append("data.packing: packing applies to sft only; turn it off for dpo")
+    if config.data.packing and method.name in ("dpo", "kto", "orpo"):
+        problems.append(f"data.packing: packing applies to sft and pretrain only; turn it off for {method.name}")
     if method.name == "grpo":
         if config.data.packing:
             problems.append("data.packing: packing applies to sft only; turn it off for grpo")

@@ -5,11 +5,12 @@
                           on_metrics=lambda step, m: print(step, m), should_stop=lambda: False, log=print)
     merge_adapter(model_dir, result.output_dir, out_dir)   # LoRA runs: one plain transformers model
 
-:func:`run_training` picks the recipe (:mod:`oikyo.train.sft` or :mod:`oikyo.train.dpo`) and runs
-its ``setup()`` → ``train()`` → ``cleanup()``. A recipe knows its data and its loss; the
-:class:`Session` here owns what they share: threads and seeds, the model (LoRA via peft, full, or
-QLoRA), AdamW and the scheduler, checkpoints and resume, and the optimizer-step loop with
-evaluation, early stopping, cancellation and metrics. It is a plain PyTorch loop (no HF Trainer).
+:func:`run_training` picks the recipe by ``method.name`` (:mod:`oikyo.train.sft`, ``dpo``, ``kto``,
+``orpo``, ``pretrain``, ...) and runs its ``setup()`` → ``train()`` → ``cleanup()``. A recipe knows
+its data and its loss; the :class:`Session` here owns what they share: threads and seeds, the model
+(LoRA via peft, full, or QLoRA), AdamW and the scheduler, checkpoints and resume, and the
+optimizer-step loop with evaluation, early stopping, cancellation and metrics. It is a plain
+PyTorch loop (no HF Trainer).
 
 Speed on small models comes from not wasting work: no gradient checkpointing unless asked,
 length-grouped batches (or packing) instead of random padding, and the output head applied only to
@@ -81,6 +82,12 @@ def run_training(
     ctx = RunContext(Path(run_dir), Path(model_dir), train_rows, eval_rows, on_metrics, should_stop, log)
     if config.method.name == "dpo":
         from oikyo.train.dpo import DPORecipe as Recipe
+    elif config.method.name == "kto":
+        from oikyo.train.kto import KTORecipe as Recipe
+    elif config.method.name == "orpo":
+        from oikyo.train.orpo import ORPORecipe as Recipe
+    elif config.method.name == "pretrain":
+        from oikyo.train.pretrain import PretrainRecipe as Recipe
     else:
         from oikyo.train.sft import SFTRecipe as Recipe
     recipe = Recipe(config, ctx)
@@ -276,7 +283,8 @@ class Session:
     indices), ``make_batch(items)`` (CPU tensors), ``count(batch)`` (loss units: target tokens or
     pairs), ``units(items)`` (the same count from the indices alone), ``tokens(batch)`` (non-padding
     tokens), ``loss(batch)`` ((loss summed over units, extra metric sums)) and ``evaluate()`` (a
-    dict with eval_loss, or None without eval data).
+    dict with eval_loss, or None without eval data); optionally ``step_metrics(sums)``, which turns a
+    step's summed extra metrics into reported ones (by default each sum is divided by the step's units).
 
     Loss weighting: a step's gradient is its summed loss divided by the epoch's mean units per
     step (not by its own units), so every trained token weighs the same over an epoch however the
@@ -470,7 +478,10 @@ class Session:
             "tokens": self.state.tokens,
             "memory_mb": process_memory_mb(self.runtime.device),
         }
-        metrics.update({key: value / units for key, value in extras.items()})
+        # Extra metrics are sums over the step's micro-batches: divided by the step's units, unless the
+        # recipe reduces them itself (means over a subset, such as KTO's desirable examples only).
+        reduce = getattr(recipe, "step_metrics", None)
+        metrics.update(reduce(extras) if reduce else {key: value / units for key, value in extras.items()})
         return metrics
 
     def autocast(self):
