@@ -12,6 +12,7 @@ import pytest
 from oikyo.data import formats
 from oikyo.data.formats.base import Format, require_text
 from oikyo.data.ingest import available_formats, convert_file, detect_format
+from oikyo.data.schema import compact_row
 
 
 def write_jsonl(path: Path, records: list) -> Path:
@@ -21,7 +22,7 @@ def write_jsonl(path: Path, records: list) -> Path:
 
 def rows_of(path: Path) -> list[dict]:
     """Rows read back from a Parquet file, without the columns that are null."""
-    return [{k: v for k, v in row.items() if v is not None} for row in pq.read_table(path).to_pylist()]
+    return [compact_row(row) for row in pq.read_table(path).to_pylist()]
 
 
 def convert(tmp_path: Path, records: list, **kwargs):
@@ -196,7 +197,7 @@ def test_preference_shapes(tmp_path, record):
 
 def test_available_formats_lists_the_registry():
     assert set(available_formats()) == {
-        "openai", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "classification",
+        "openai", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "kto", "classification",
     }  # fmt: skip
 
 

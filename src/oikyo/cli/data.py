@@ -67,9 +67,10 @@ def _token_counter(model: Optional[str]):
 def import_(
     path: Path = typer.Argument(..., help="The file: JSONL, JSON array, CSV, TSV, Parquet, or plain text (.txt, .md), optionally .gz."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Dataset name (default: from the file name)."),
-    format: str = typer.Option("auto", "--format", "-f", help="Input format, or auto to detect it: openai, sharegpt, alpaca, prompt_completion, text, preference, classification."),
+    format: str = typer.Option("auto", "--format", "-f", help="Input format, or auto to detect it: openai, sharegpt, alpaca, prompt_completion, text, preference, kto, classification."),
     map_: list[str] = typer.Option([], "--map", help="Use a source column for a format field: --map instruction=question (repeatable)."),
     drop: list[str] = typer.Option([], "--drop", help="Leave out a source column the format does not use, such as an id or url (repeatable)."),
+    keep: list[str] = typer.Option([], "--keep", help="Keep a source column the format does not use as row metadata, exported with the rows (repeatable)."),
     on_error: str = typer.Option("fail", "--on-error", help="fail: store nothing if any row is invalid; skip: keep the valid rows and record the dropped ones."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Check lengths and count tokens with this model's tokenizer (a catalog name or a local model folder)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest allowed example in tokens (default with --model: the model's context length)."),
@@ -92,7 +93,8 @@ def import_(
     with _byte_progress(f"Importing {path.name}", enabled=not as_json) as progress:
         try:
             outcome = versions.import_dataset(
-                path, name=name, format=format, mapping=versions.parse_mapping(map_), drop=drop, on_error=on_error,
+                path, name=name, format=format, mapping=versions.parse_mapping(map_), drop=drop, keep=keep,
+                on_error=on_error,
                 length_fn=counter, max_tokens=max_tokens, min_rows=min_rows, eval_set=eval_set,
                 lineage_extra={"model": model} if model else None, progress=progress, text_unit=text_unit,
             )

@@ -374,9 +374,13 @@ def _file_result(error: str, message: str, path: Path, **extra) -> ImportResult:
     )
 
 
-def _choose_format(path: Path, name: str, mapping: dict,
-                   drop: frozenset[str] = frozenset()) -> tuple[Format | None, ImportResult | None]:
-    """The format to convert with, or the failed result that explains why there is none."""
+def _choose_format(path: Path, name: str, mapping: dict, drop: frozenset[str] = frozenset(),
+                   keep: tuple[str, ...] = ()) -> tuple[Format | None, ImportResult | None]:
+    """The format to convert with, or the failed result that explains why there is none.
+
+    Columns kept as metadata (``keep``) take no part in detection. A column the format does not
+    use fails each record that has it (unknown_field, with its line), naming --keep/--drop/--map.
+    """
     if name != "auto":
         fmt = registry.get(name)
         if fmt is None:
@@ -384,7 +388,7 @@ def _choose_format(path: Path, name: str, mapping: dict,
             question = f"There is no format called {name!r}. Pass --format with one of: {known}"
             return None, _file_result("ambiguous_format", question, path, question=question)
         return fmt, None
-    found, sampled = _detect(path, mapping, drop)
+    found, sampled = _detect(path, mapping, drop | frozenset(keep))
     if found.format is not None:
         return registry.get(found.format), None
     if not sampled:
@@ -439,11 +443,14 @@ def convert_file(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     text_unit: str | None = None,
+    keep: Iterable[str] = (),
 ) -> ImportResult:
     """Convert a dataset file to a Parquet file of canonical rows at ``out_path``.
 
     ``format``: a registered format name, or "auto" to detect it. ``mapping``: ``{field: column}``
-    renames (``--map``). ``drop``: source columns to leave out (``--drop``). ``on_error``: "fail" stores nothing when any record is bad; "skip" drops
+    renames (``--map``). ``drop``: source columns to leave out (``--drop``). ``keep``: source columns
+    kept as row metadata (``--keep``; the row's ``metadata`` column, JSON text). A column that the
+    format does not use and that is neither kept nor dropped fails its records (``unknown_field``). ``on_error``: "fail" stores nothing when any record is bad; "skip" drops
     bad records and lists each in ``dropped_rows``. ``length_fn``/``max_tokens``: a picklable
     ``length_fn(row) -> int`` and a limit; longer rows are ``too_long`` problems (never cut).
     ``workers``: worker processes for large files (default: one per CPU). ``progress``: called
@@ -463,11 +470,14 @@ def convert_file(
         return _file_result("unreadable_file", f"{path.name}: {exc}", path)
     if source.filetype == "text" and format == "auto":
         format = "text"  # a plain-text file holds documents: there is nothing to detect
-    drop = frozenset(drop)
-    fmt, failed = _choose_format(path, format, mapping, drop)
+    drop, keep = frozenset(drop), tuple(dict.fromkeys(keep))
+    both = sorted(drop & set(keep))
+    if both:
+        raise ValueError(f"column {both[0]!r} is given to both keep and drop; choose one")
+    fmt, failed = _choose_format(path, format, mapping, drop, keep)
     if failed is not None:
         return failed
-    job = Job(fmt, mapping, length_fn, max_tokens, drop)
+    job = Job(fmt, mapping, length_fn, max_tokens, drop, keep)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if source.size * (4 if source.gzipped else 1) < SMALL_FILE:  # gzip shrinks text ~4x
         workers = 1

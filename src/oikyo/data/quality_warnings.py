@@ -76,7 +76,7 @@ def _pii_warnings(pii: dict) -> list[str]:
 def _answer_warnings(report: dict) -> list[str]:
     out, total, answers = [], report["rows"], report["answers"]
     what = {"conversations": "an empty assistant answer", "preference": "an empty chosen or rejected answer",
-            "text": "empty text"}[report["kind"]]
+            "unpaired_preference": "an empty assistant answer", "text": "empty text"}[report["kind"]]
     if answers["empty"]:
         out.append(f"{_rows(answers['empty'], total, 'have')} {what}.")
     if answers["short"]:
@@ -89,7 +89,7 @@ def _answer_warnings(report: dict) -> list[str]:
     if turns is None:
         return out
     if turns["bad_ending"]:
-        if report["kind"] == "conversations":
+        if report["kind"] in ("conversations", "unpaired_preference"):
             what = _rows(turns["bad_ending"], total, "do") + " not end with an assistant turn"
             if turns["no_assistant"]:
                 what += f"; {turns['no_assistant']:,} of them have none at all (nothing to train on)"

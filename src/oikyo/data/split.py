@@ -75,7 +75,9 @@ def _group_rows(version: DatasetVersion) -> tuple[list[int], list[str | None]]:
     near = overlap.NearDuplicates()
     contained = overlap.Containment(LEAK_SHARE)
     for i, row in enumerate(versions.iter_rows(version)):
-        labels.append(row.get("label"))
+        # KTO rows stratify by their flag, so each split keeps the desirable/undesirable balance.
+        flag = row.get("desirable")
+        labels.append(row.get("label") if flag is None else ("desirable" if flag else "undesirable"))
         for key in _keys(row):
             if key is None:
                 continue

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from oikyo.data import ingest
-from oikyo.data.schema import ARROW_SCHEMA, SPLITS
+from oikyo.data.schema import ARROW_SCHEMA, SPLITS, compact_row
 from oikyo.errors import OikyoError
 from oikyo.store import artifacts, db
 from oikyo.store.models import DatasetVersion
@@ -75,6 +75,7 @@ def import_dataset(
     format: str = "auto",
     mapping: dict[str, str] | None = None,
     drop: list[str] | None = None,
+    keep: list[str] | None = None,
     on_error: str = "fail",
     length_fn: Callable[[dict], int] | None = None,
     max_tokens: int | None = None,
@@ -98,11 +99,14 @@ def import_dataset(
         raise DataError(f"unknown format {format!r}; known: auto, {', '.join(ingest.available_formats())}")
     _check_text_unit(path, text_unit)
     name = check_name(name or default_name(path))
+    both = sorted(set(drop or ()) & set(keep or ()))
+    if both:
+        raise DataError(f"column {both[0]!r} is given to both --keep and --drop; choose one")
 
     tmp = artifacts.temp_path(".parquet")
     try:
         result = ingest.convert_file(
-            path, tmp, format=format, mapping=mapping, drop=drop or (), on_error=on_error, length_fn=length_fn,
+            path, tmp, format=format, mapping=mapping, drop=drop or (), keep=keep or (), on_error=on_error, length_fn=length_fn,
             max_tokens=max_tokens, min_rows=min_rows, progress=progress, text_unit=text_unit,
         )
         if not result.ok:
@@ -115,7 +119,7 @@ def import_dataset(
             "source": {"path": str(path.resolve()), "sha256": result.source_sha256,
                        "size": path.stat().st_size},
             "options": {"format": format, "detected_format": result.format, "mapping": mapping or {},
-                        "drop": sorted(drop or []), "on_error": on_error, "max_tokens": max_tokens, "min_rows": min_rows,
+                        "drop": sorted(drop or []), "keep": list(keep or []), "on_error": on_error, "max_tokens": max_tokens, "min_rows": min_rows,
                         **_text_options(result.text_layout), **(lineage_extra or {})},
             "dropped": result.dropped,
         }
@@ -266,7 +270,7 @@ def iter_rows(version: DatasetVersion, split: str | None = None, batch_size: int
     for batch in parquet.iter_batches(batch_size=batch_size):
         for row in batch.to_pylist():
             if split is None or row.get("split") == split:
-                yield {k: v for k, v in row.items() if v is not None}
+                yield compact_row(row)
 
 
 def page_rows(version: DatasetVersion, *, split: str | None = None, offset: int = 0, limit: int = 50) -> list[dict]:
@@ -286,7 +290,7 @@ def page_rows(version: DatasetVersion, *, split: str | None = None, offset: int 
             offset -= size
             continue
         table = parquet.read_row_group(group).slice(offset, limit - len(rows))
-        rows += [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
+        rows += [compact_row(row) for row in table.to_pylist()]
         offset = 0
         if len(rows) >= limit:
             break

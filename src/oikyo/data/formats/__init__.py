@@ -18,6 +18,7 @@ BUILTIN = (
     "prompt_completion",
     "text",
     "preference",
+    "kto",
     "classification",
 )
 

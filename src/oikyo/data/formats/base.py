@@ -46,6 +46,9 @@ class Format:
     # Required fields whose value is a list (messages, conversations...), not text: used when
     # suggesting --map flags, so a text column is never proposed for a list field.
     list_fields: frozenset[str] = field(default_factory=frozenset)
+    # Optional judgement on a record's values, for formats that share their keys with another
+    # (a KTO flag under "label"): True claims it, False refuses it, None means "ask the user".
+    accepts: Callable[[dict], bool | None] | None = None
 
     @property
     def fields(self) -> frozenset[str]:
@@ -113,7 +116,8 @@ def check_fields(rec: dict, allowed: frozenset[str], fmt_name: str, required: tu
         "unknown_field",
         extra,
         f"field {extra!r} is not part of the {fmt_name} format (it uses: {', '.join(sorted(allowed))}); "
-        f"leave it out with --drop {extra}, or rename it onto one of those fields with --map FIELD=COLUMN",
+        f"keep it as row metadata with --keep {extra}, leave it out with --drop {extra}, or rename it onto one "
+        "of those fields with --map FIELD=COLUMN",
     )
 
 
@@ -227,3 +231,51 @@ def label_text(value, path: str = "label") -> str:
     if type(value) in (int, float):
         return json.dumps(value)
     return require_text(value, path)
+
+
+def metadata_text(given, kept: dict) -> str | None:
+    """Row metadata as canonical JSON text (sorted keys): an export's ``metadata`` object plus --keep columns.
+
+    ``given`` is the record's own ``metadata`` (an object, or JSON text of one, as oikyo's exports
+    write it); ``kept`` the ``{column: value}`` of the ``--keep`` columns. None when both are empty.
+    """
+    merged = {}
+    if given is not None and given != "":
+        if type(given) is str:
+            try:
+                given = orjson.loads(given)
+            except orjson.JSONDecodeError:
+                given = None
+        if type(given) is not dict:
+            raise RowError("wrong_type", "metadata", "metadata must be an object (or JSON text of one)")
+        merged.update(given)
+    for column, value in kept.items():
+        if column in merged and merged[column] != value:
+            raise RowError("duplicate_key", column, f"--keep {column}: the row's metadata already has a different {column!r}")
+        merged[column] = value
+    if not merged:
+        return None
+    try:
+        return json.dumps(merged, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        raise RowError("wrong_type", "metadata", "metadata holds values that cannot be written as JSON") from None
+
+
+def loss_weight(value, path: str) -> float:
+    """A per-message loss weight: a finite number >= 0 (0 = the turn is not learned)."""
+    if type(value) not in (int, float) or value != value or value in (float("inf"), float("-inf")):
+        raise RowError("wrong_type", path, f"{path} must be a number (0 = not learned, 1 = learned), got {type_name(value)}")
+    if value < 0:
+        raise RowError("wrong_type", path, f"{path} must not be negative, got {value}")
+    return float(value)
+
+
+def desirable_flag(value, path: str = "label") -> bool:
+    """A KTO flag: true (a desirable answer) or false (an undesirable one); "true"/"false" text too (CSV)."""
+    if type(value) is bool:
+        return value
+    if type(value) is str and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise RowError(
+        "wrong_type", path, f"{path} must be true (a desirable answer) or false (an undesirable one), got {value!r}"
+    )

@@ -25,7 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from oikyo.data.schema import ARROW_SCHEMA, MESSAGE_TYPE
+from oikyo.data.schema import ARROW_SCHEMA, NON_STRING, messages_array
+
+# A plain message as Arrow parses it: role and text content, nothing else (anything more takes the
+# row-by-row path).
+PLAIN_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
 # Empty, or only characters that Python's str.isspace() counts as whitespace (a superset is safe:
 # it only sends more chunks down the careful path). A test checks every code point against it.
@@ -57,8 +61,7 @@ def _chat(user: pa.Array, assistant: pa.Array) -> pa.Array:
     order[1::2] = np.arange(n, 2 * n)
     contents = pc.take(pa.concat_arrays([user, assistant]), pa.array(order))
     roles = pc.take(_ROLES, pa.array(np.tile(np.array([0, 1], dtype=np.int64), n)))
-    turns = pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE_TYPE))
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)), turns)
+    return messages_array(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)), roles, contents)
 
 
 def _alpaca(table: pa.Table) -> pa.Array | None:
@@ -101,14 +104,13 @@ def _openai(table: pa.Table) -> pa.Array | None:
     role = pc.if_else(pc.equal(role, "developer"), "system", role)
     offsets = np.zeros(len(messages) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    turns = pa.StructArray.from_arrays([role, content], fields=list(MESSAGE_TYPE))
-    return pa.ListArray.from_arrays(pa.array(offsets), turns)
+    return messages_array(pa.array(offsets), role, content)
 
 
 # format name -> (the record schema Arrow parses against, the converter to the messages column)
 CONVERTERS: dict[str, tuple[pa.Schema, Callable[[pa.Table], pa.Array | None]]] = {
     "alpaca": (pa.schema([("instruction", pa.string()), ("input", pa.string()), ("output", pa.string())]), _alpaca),
-    "openai": (pa.schema([("messages", pa.list_(MESSAGE_TYPE))]), _openai),
+    "openai": (pa.schema([("messages", pa.list_(PLAIN_MESSAGE))]), _openai),
 }
 
 
@@ -133,5 +135,5 @@ def convert_chunk(format_name: str, data: bytes) -> pa.Table | None:
     if messages is None:
         return None
     n = parsed.num_rows
-    columns = [messages] + [pa.nulls(n, pa.string()) for _ in ARROW_SCHEMA.names[1:]]
+    columns = [messages] + [pa.nulls(n, NON_STRING.get(name, pa.string())) for name in ARROW_SCHEMA.names[1:]]
     return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA)

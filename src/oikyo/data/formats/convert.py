@@ -25,8 +25,8 @@ import orjson
 
 from oikyo.data import readers
 from oikyo.data.formats import columnar
-from oikyo.data.formats.base import Format, RowError, row_bytes
-from oikyo.data.schema import ARROW_SCHEMA, COLUMNS, SPLITS
+from oikyo.data.formats.base import Format, RowError, metadata_text, row_bytes
+from oikyo.data.schema import ARROW_SCHEMA, COLUMNS, MESSAGE_EXTRAS, NON_STRING, SPLITS, messages_array
 
 # A chunk's rows become Arrow tables every TABLE_ROWS rows (or TABLE_BYTES of text): the row
 # dicts are freed early, so the worker reuses its memory instead of mapping fresh pages, which
@@ -35,8 +35,9 @@ TABLE_ROWS = 1024
 TABLE_BYTES = 64 << 20
 INTERNAL = "internal error while converting this record (please report it)"
 # The columns other than messages that each kind fills.
-SCALARS = {"conversations": ("tools", "label", "split"), "text": ("text", "split"),
-           "preference": ("chosen", "rejected", "tools", "split")}
+SCALARS = {"conversations": ("tools", "label", "metadata", "split"), "text": ("text", "metadata", "split"),
+           "preference": ("chosen", "rejected", "tools", "metadata", "split"),
+           "unpaired_preference": ("desirable", "tools", "metadata", "split")}
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Job:
     length_fn: Callable[[dict], int] | None
     max_tokens: int | None
     drop: frozenset[str] = frozenset()  # --drop: source columns to leave out (ids, urls ...)
+    keep: tuple[str, ...] = ()  # --keep: source columns kept as row metadata
 
 
 def rename(rec: dict, mapping: dict[str, str], drop: frozenset[str] = frozenset()) -> dict:
@@ -90,7 +92,7 @@ class Chunk:
         self.size = 0  # characters of text in self.rows (roughly)
         self.wide = False  # some kept row has a column besides messages
         # The plain converter, when no mapping or length limit has to be applied around it.
-        plain = job.fmt is not None and not job.mapping and not job.drop and job.max_tokens is None
+        plain = job.fmt is not None and not job.mapping and not job.drop and not job.keep and job.max_tokens is None
         self.fast = job.fmt.convert if plain else None
 
     def add(self, line, index, value, problem) -> None:
@@ -147,12 +149,16 @@ class Chunk:
         if job.fmt is None:
             raise RowError("ambiguous_format", None, "the format of this file is not known")
         split = value.pop("split", None)
+        # Row metadata: an oikyo export's "metadata" object, plus the user's --keep columns.
+        metadata = metadata_text(value.pop("metadata", None), {c: value.pop(c) for c in job.keep if c in value})
         row = job.fmt.convert(value)
         if split is not None:
             # A file that is already split (an oikyo export, or the user's own) keeps its split.
             if split not in SPLITS:
                 raise RowError("wrong_type", "split", f"split must be one of {', '.join(SPLITS)}, not {split!r}")
             row["split"] = split
+        if metadata is not None:
+            row["metadata"] = metadata
         return row
 
     def _cut(self) -> None:
@@ -163,23 +169,25 @@ class Chunk:
         self.rows, self.size, self.wide = [], 0, False
         if not n:
             return
-        message_type = ARROW_SCHEMA.field("messages").type
         if self.kind == "text":
-            messages = pa.nulls(n, message_type)
+            messages = pa.nulls(n, ARROW_SCHEMA.field("messages").type)
         else:
             turns = list(map(itemgetter("messages"), rows))
             flat = list(chain.from_iterable(turns))
             roles = pa.array(list(map(itemgetter("role"), flat)), pa.string())
             contents = pa.array(list(map(itemgetter("content"), flat)), pa.string())
-            struct = pa.StructArray.from_arrays([roles, contents], fields=list(message_type.value_type))
+            extras = None
+            if max(map(len, flat), default=2) > 2:  # some turn has reasoning, a weight, a name or an id
+                extras = {name: pa.array([m.get(name) for m in flat], kind) for name, kind in MESSAGE_EXTRAS}
             offsets = pa.array(list(accumulate(map(len, turns), initial=0)), pa.int32())
-            messages = pa.ListArray.from_arrays(offsets, struct)
+            messages = messages_array(offsets, roles, contents, extras)
         # Chat rows are usually just messages: their other columns are null, no need to look.
         scalars = SCALARS[self.kind] if self.kind != "conversations" or wide else ()
         columns = [messages]
         for name in COLUMNS[1:]:
+            kind = NON_STRING.get(name, pa.string())
             values = [row.get(name) for row in rows] if name in scalars else None
-            columns.append(pa.nulls(n, pa.string()) if values is None else pa.array(values, pa.string()))
+            columns.append(pa.nulls(n, kind) if values is None else pa.array(values, kind))
         self.tables.append(pa.Table.from_arrays(columns, schema=ARROW_SCHEMA))
 
     def result(self) -> tuple:

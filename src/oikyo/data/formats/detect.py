@@ -3,7 +3,10 @@
 Each record votes for the formats whose required keys it has (null values count as absent).
 When several match, the more specific wins: a format whose matched key set strictly contains
 another's (preference ``{conversations, chosen, rejected}`` beats sharegpt ``{conversations}``;
-classification ``{text, label}`` beats text). Records that match nothing do not vote (they will
+classification ``{text, label}`` beats text). A format may also judge a record's values
+(:attr:`Format.accepts`): kto claims ``{messages, label}`` only when the label is a boolean; text
+"true"/"false" there could be a flag or a class, so kto then matches without beating openai, and the
+tie becomes a question. Records that match nothing do not vote (they will
 fail validation with missing_field). The format most records vote for is the answer; when the top
 vote is a tie, or a record set matches two formats neither of which contains the other, or no
 record matches anything, the answer is a :class:`Detection` with a question naming the possible
@@ -43,12 +46,29 @@ def _present(rec: dict) -> set[str]:
     return {key for key, value in rec.items() if value is not None}
 
 
-def best_matches(keys, formats: dict[str, Format]) -> tuple[str, ...]:
-    """The most specific formats whose required keys are all in ``keys`` (sorted names)."""
-    matched = {name: fmt.match(keys) for name, fmt in formats.items()}
-    matched = {name: req for name, req in matched.items() if req is not None}
+def best_matches(keys, formats: dict[str, Format], record: dict | None = None) -> tuple[str, ...]:
+    """The most specific formats whose required keys are all in ``keys`` (sorted names).
+
+    With ``record``, formats that judge values (:attr:`Format.accepts`) may refuse it, or match it
+    without beating less specific formats (a "maybe").
+    """
+    matched, unsure = {}, set()
+    for name, fmt in formats.items():
+        required = fmt.match(keys)
+        if required is None:
+            continue
+        verdict = fmt.accepts(record) if (fmt.accepts is not None and record is not None) else True
+        if verdict is False:
+            continue
+        matched[name] = required
+        if verdict is None:
+            unsure.add(name)
     return tuple(
-        sorted(name for name, req in matched.items() if not any(req < other for other in matched.values()))
+        sorted(
+            name
+            for name, req in matched.items()
+            if not any(req < other for o, other in matched.items() if o not in unsure)
+        )
     )
 
 
@@ -63,7 +83,7 @@ def detect(records: list[dict], formats: dict[str, Format]) -> Detection:
             list(formats),
             columns,
         )
-    votes = Counter(best_matches(_present(rec), formats) for rec in records)
+    votes = Counter(best_matches(_present(rec), formats, rec) for rec in records)
     votes.pop((), None)
     if not votes:
         return _unmatched(records, columns, formats)
