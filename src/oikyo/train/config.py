@@ -172,6 +172,11 @@ class TrainSettings(_Group):
         True,
         description="Batch examples of similar length together (within the seeded order) to avoid padding waste.",
     )
+    loss_on_reasoning: bool = Field(
+        True,
+        description="Learn the reasoning traces of assistant turns (message field reasoning). false: the model "
+        "reads them but only the answers after them count in the loss.",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~30% slower. Off for small models."
     )

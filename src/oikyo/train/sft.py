@@ -5,11 +5,19 @@
     result = recipe.train()           # the optimizer-step loop (oikyo.train.runner.Session.fit)
     recipe.cleanup()
 
-Rows are conversations (loss on assistant replies by default, ``data.train_on``) or plain text
-(loss on every token). Batches are length-grouped and padded to their longest example, or packed
-into ``max_length`` blocks (``data.packing``); see :mod:`oikyo.train.data`. The loss of an
-optimizer step is the mean over every target token of its micro-batches, so gradient
-accumulation gives the same gradient as one large batch.
+Rows are conversations (loss on assistant replies by default, ``data.train_on``; reasoning traces
+too unless ``train.loss_on_reasoning`` is false) or plain text (loss on every token). Batches are
+length-grouped and padded to their longest example, or packed into ``max_length`` blocks
+(``data.packing``); see :mod:`oikyo.train.data`. The loss of an optimizer step is the mean over
+every target token of its micro-batches, so gradient accumulation gives the same gradient as one
+large batch.
+
+Per-message loss weights (see :mod:`oikyo.models.chat_template`): a reply weighted 0 has no target
+tokens; a reply weighted w contributes w times each of its tokens' cross-entropy to the summed loss,
+while the normaliser stays the count of target tokens (the Session's ``units``), so a weight of 2
+counts a token exactly twice. Batches without weights take the unweighted path unchanged. The
+validation loss is the plain mean over the target tokens (weights are a training choice; an
+unweighted eval loss stays comparable between runs that weigh differently).
 """
 
 from __future__ import annotations
@@ -20,6 +28,20 @@ import itertools
 from oikyo.train import data
 from oikyo.train.config import TrainConfig
 from oikyo.train.runner import RunContext, Session, TrainResult, target_logprobs
+
+
+def token_loss(model, batch: dict):
+    """Summed cross-entropy of the target tokens, each times its loss weight when the batch has some.
+
+    Without ``loss_weights`` this is exactly ``-target_logprobs(...).sum()`` (the fast path).
+    """
+    logp, _ = target_logprobs(model, batch)  # (N,)
+    if "loss_weights" not in batch:
+        return -logp.sum()
+    # target_logprobs returns the targets in the order of this mask (row-major), so the weights line up.
+    targets = batch["labels"][:, 1:] != data.IGNORE_INDEX  # (batch, seq-1)
+    weights = batch["loss_weights"][:, 1:][targets]  # (N,)
+    return -(logp * weights).sum()
 
 
 class SFTRecipe:
@@ -38,7 +60,12 @@ class SFTRecipe:
         self.pad_id = session.tokenizer.pad_token_id
         limit = data.TokenLimit(config.data.max_length, session.context_length)
         encode = functools.partial(
-            data.encode_sft_rows, tokenizer=session.tokenizer, limit=limit, train_on=config.data.train_on, log=session.log
+            data.encode_sft_rows,
+            tokenizer=session.tokenizer,
+            limit=limit,
+            train_on=config.data.train_on,
+            loss_on_reasoning=config.train.loss_on_reasoning,
+            log=session.log,
         )
         self.examples = encode(self.ctx.train_rows(), split="train")
         self.lengths = [len(e) for e in self.examples]
@@ -86,9 +113,8 @@ class SFTRecipe:
         return int(batch.get("attention_mask", batch.get("token_mask")).sum())
 
     def loss(self, batch: dict):
-        """(summed token cross-entropy, no extra metrics)."""
-        logp, _ = target_logprobs(self.session.model, batch)  # (N,)
-        return -logp.sum(), {}
+        """(summed token cross-entropy, weighted where the batch has loss weights; no extra metrics)."""
+        return token_loss(self.session.model, batch), {}
 
     def evaluate(self) -> dict | None:
         """Mean token loss over the validation examples (no padding waste: longest-first batches)."""
