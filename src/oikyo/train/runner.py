@@ -82,6 +82,8 @@ def run_training(
     ctx = RunContext(Path(run_dir), Path(model_dir), train_rows, eval_rows, on_metrics, should_stop, log)
     if config.method.name == "dpo":
         from oikyo.train.dpo import DPORecipe as Recipe
+    elif config.method.name == "grpo":
+        from oikyo.train.grpo import GRPORecipe as Recipe
     elif config.method.name == "kto":
         from oikyo.train.kto import KTORecipe as Recipe
     elif config.method.name == "orpo":
