@@ -187,6 +187,19 @@ def test_property_every_block_comes_back_exactly(tmp_path, docs, gap, end):
     assert got == docs
 
 
+@settings(max_examples=100, deadline=None)
+@given(docs=st.lists(_LINE, min_size=1, max_size=30), blocks=st.lists(st.lists(_LINE, min_size=1, max_size=50),
+                                                                       min_size=2, max_size=6))
+def test_property_detection_of_each_layout(docs, blocks):
+    assume(not any(line.startswith("\ufeff") for block in [docs, *blocks] for line in block))
+    # Lines with no blank line between them are documents per line; so are double-spaced ones.
+    assert plaintext.detect_text_unit("\n".join(docs).encode()) == "line"
+    assert plaintext.detect_text_unit("\n\n".join(docs).encode()) == "line"
+    # Blank-line-separated blocks, one of them longer than a line, are blocks.
+    assume(max(map(len, blocks)) > 1)
+    assert plaintext.detect_text_unit("\n\n".join(map("\n".join, blocks)).encode()) == "block"
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(docs=st.lists(st.lists(_LINE, min_size=1, max_size=3).map("\n".join), min_size=1, max_size=5))
 def test_property_import_export_import_gives_the_same_hash(tmp_path, docs):
