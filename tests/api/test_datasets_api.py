@@ -298,3 +298,19 @@ def test_split_with_the_defaults(api):
     response = api.post(f"{API}/datasets/sums/split")
     assert response.status_code == 201, response.text
     assert set(response.json()["version"]["splits"]) == {"train", "validation", "test"}
+
+
+def test_upload_keeps_and_drops_columns_and_kto_flags_are_flags(api):
+    rows = b"".join(json.dumps({"id": i, "url": "x", "messages": [{"role": "user", "content": f"q{i}"},
+                                                                  {"role": "assistant", "content": f"a{i}"}],
+                                "label": i % 2 == 0}).encode() + b"\n" for i in range(6))
+    refused = upload(api, rows, "kto.jsonl")
+    assert refused.status_code == 422
+    assert any(p["field"] == "id" and "--keep id" in p["message"] for p in refused.json()["error"]["problems"])
+    response = upload(api, rows, "kto.jsonl", keep="id", drop="url")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["detected_format"] == "kto" and body["version"]["kind"] == "unpaired_preference"
+    assert body["version"]["lineage"]["options"]["keep"] == ["id"]
+    first = api.get(f"{API}/datasets/{body['version']['id']}/rows", params={"limit": 1}).json()["rows"][0]
+    assert first["desirable"] is True and json.loads(first["metadata"]) == {"id": 0}

@@ -56,6 +56,7 @@ _UPLOAD_FORM = {"requestBody": {"required": True, "content": {"multipart/form-da
         "on_error": {"type": "string", "enum": ["fail", "skip"], "default": "fail"},
         "map": {"type": "string", "description": "field=column pairs, one a line"},
         "drop": {"type": "string", "description": "source columns to leave out, one a line"},
+        "keep": {"type": "string", "description": "source columns to keep as row metadata, one a line"},
         "text_unit": {"type": "string", "enum": ["line", "block"],
                       "description": "plain text: one document per line, or per blank-line-separated block "
                                      "(default: detected)"},
@@ -65,7 +66,7 @@ _UPLOAD_FORM = {"requestBody": {"required": True, "content": {"multipart/form-da
 @router.post("/datasets", status_code=201, openapi_extra=_UPLOAD_FORM)
 async def import_dataset(request: Request):
     """Upload a file (multipart: ``file``; optional ``name``, ``format`` (auto), ``on_error`` (fail|skip),
-    ``map`` ("field=column" lines), ``drop`` (column lines), ``eval_set`` (true/false), ``text_unit``
+    ``map`` ("field=column" lines), ``drop`` and ``keep`` (column lines), ``eval_set`` (true/false), ``text_unit``
     (line|block, plain text only; default detected)) and store it as a dataset version.
 
     201 with the version; 422 with every problem (line, field, error_class, message) and exact counts
@@ -81,6 +82,7 @@ async def import_dataset(request: Request):
             outcome = await run_in_threadpool(
                 versions.import_dataset, upload.path, name=name, format=fields.get("format") or "auto",
                 mapping=versions.parse_mapping(_lines(fields.get("map"))), drop=_lines(fields.get("drop")),
+                keep=_lines(fields.get("keep")),
                 on_error=fields.get("on_error") or "fail",
                 eval_set=(fields.get("eval_set") or "").lower() in ("1", "true", "yes", "on"),
                 lineage_extra={"upload": {"filename": upload.filename, "size": upload.size}},
