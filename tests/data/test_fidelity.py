@@ -315,3 +315,25 @@ def test_import_export_import_gives_the_same_version(tmp_path_factory, records, 
     second = convert_file(path, folder / "second.parquet")
     assert second.ok, second.problems
     assert second.content_hash == first.content_hash
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompts=st.lists(st.lists(texts, min_size=1, max_size=3), min_size=1, max_size=3),
+       answers=st.lists(st.tuples(texts, texts), min_size=3, max_size=3),
+       to=st.sampled_from(["openai", "sharegpt", "jsonl"]))
+def test_full_message_pairs_round_trip(tmp_path_factory, prompts, answers, to):
+    folder = tmp_path_factory.mktemp("pairs")
+    records = []
+    for turns, (good, bad) in zip(prompts, answers):
+        prompt = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+        if prompt[-1]["role"] != "user":
+            prompt.append({"role": "user", "content": "and?"})
+        records.append({"chosen_messages": prompt + [{"role": "assistant", "content": good}],
+                        "rejected_messages": prompt + [{"role": "assistant", "content": bad}]})
+    first = convert_file(_jsonl(folder / "in.jsonl", records), folder / "first.parquet")
+    assert first.ok and first.kind == "preference", first.problems
+    version = _import(folder / "in.jsonl", name="pairs").version
+    path, _ = export_version(version.id, to, folder / "out.jsonl")
+    second = convert_file(path, folder / "second.parquet")
+    assert second.ok, second.problems
+    assert second.content_hash == first.content_hash
