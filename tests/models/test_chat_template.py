@@ -401,7 +401,7 @@ def test_empty_reasoning_is_no_reasoning_and_other_roles_cannot_reason(bundled_t
         turns = [REASONING_TURNS[0], {"role": "assistant", "content": "4.", "reasoning": empty}]
         assert encode_conversation(bundled_tokenizer, turns) == plain
     with pytest.raises(TemplateError, match="assistant or tool_call"):
-        encode_conversation(bundled_tokenizer, [{"role": "user", "content": "q", "reasoning": "hm"}, REASONING_TURNS[1]])
+        encode_conversation(bundled_tokenizer, [dict(REASONING_TURNS[0], reasoning="hm"), REASONING_TURNS[1]])
 
 
 # ----------------------------------------------------------------------------- per-message weights

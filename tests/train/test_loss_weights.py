@@ -172,7 +172,9 @@ def test_the_sft_recipe_reads_loss_on_reasoning_and_trains_weighted_rows(tokeniz
     rows = [reasoned, conversation(None, 0.0, 0.5)] * 4
     config = load_config(None, [*FAST, "train.loss_on_reasoning=false", "train.max_steps=2", "train.batch_size=4"])
     logs = []
-    ctx = RunContext(tmp_path / "setup", tiny_dir, lambda: list(rows), None, lambda s, m: None, lambda: False, logs.append)
+    ctx = RunContext(
+        tmp_path / "setup", tiny_dir, lambda: list(rows), None, lambda step, m: None, lambda: False, logs.append
+    )
     recipe = SFTRecipe(config, ctx)
     try:
         recipe.setup()
