@@ -346,3 +346,16 @@ def test_the_rendered_report_names_the_unit_and_why():
     render_report(build_report([{"text": t} for t in ENGLISH], "text"), console)
     out = console.export_text()
     assert "Lengths in whitespace words" in out and "no text is written without spaces" in out
+
+
+def test_chinese_near_duplicates_and_leakage_compare_characters():
+    """A Chinese sentence is one whitespace "word": without per-character words, texts that differ
+    by one character would share no n-gram, and neither near duplicates nor leakage would be seen."""
+    base = "我的订单一直没有到达，我非常生气，明天之前必须送到，否则我要取消订单并申请全额退款。请尽快处理这个问题，谢谢你们的帮助。"
+    near = base.replace("生气", "着急")
+    other = "请问你们的商店周末营业吗？我想在星期六下午去买一台新的笔记本电脑，顺便看看有没有打折活动。"
+    dupes = build_report([conv(base), conv(near), conv(other)], "conversations")["duplicates"]
+    assert dupes["near"]["count"] == 1 and dupes["near"]["examples"][0][:2] == [0, 1]
+    rows = [conv(base, split="train"), conv(other, split="train"), conv(near, split="test")]
+    entry = build_report(rows, "conversations")["leakage"]["splits"]["checked"]["test"]
+    assert entry["leaked"] == 1 and entry["ngram"] == 1 and entry["examples"][0]["row"] == 2

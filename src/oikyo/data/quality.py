@@ -48,6 +48,7 @@ import numpy as np
 from oikyo.data.leakage import LEAK_SHARE, NGRAM, EvalLeakage, SplitLeakage
 from oikyo.data.overlap import (
     MAX_EXAMPLES,
+    NO_SPACE_RANGES,
     ExactDuplicates,
     NearDuplicates,
     ngram_hashes,
@@ -72,15 +73,7 @@ ANSWER_RULE = (
     "with a label are only checked for empty answers, since class names are legitimately short), "
     "chosen and rejected (preference), the text (text)."
 )
-# Scripts written without spaces between words (Unicode blocks): Han (CJK ideographs and their
-# extensions), Japanese kana, Bopomofo, CJK and fullwidth punctuation, Thai, Lao, Tibetan, Myanmar,
-# Khmer, Tai Le/Tham, New Tai Lue, Balinese, Javanese, Yi. Hangul is not here: Korean puts spaces
-# between words.
-_NO_SPACE_CHARS = re.compile(
-    "[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u1950-\u19ff\u1a20-\u1aaf\u1b00-\u1b7f"
-    "\u3001-\u303f\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf"
-    "\ua980-\ua9ff\uaa60-\uaa7f\uf900-\ufaff\uff01-\uff65\uff66-\uff9f\U00020000-\U0003134f]"
-)
+_NO_SPACE_CHARS = re.compile(f"[{NO_SPACE_RANGES}]")  # see oikyo.data.overlap
 # A text is written without spaces when this share of its non-whitespace characters is in those
 # scripts (a Chinese name quoted in an English sentence does not make the sentence Chinese).
 NO_SPACE_SHARE = 0.25
