@@ -54,40 +54,60 @@ def test_kl_k3_is_zero_at_the_reference_and_positive_elsewhere():
     assert (grpo.kl_k3(logp, logp + torch.tensor([0.3, -0.4, 1.0])) > 0).all()
 
 
-def test_loss_on_a_hand_built_batch_is_minus_advantage_times_logp(tiny_dir):
-    """With one update per generation batch the ratio is 1, so the gradient is that of -A * logp / max_new_tokens;
-    prompt and padding tokens carry no loss."""
+def _hand_built(model_dir):
     from oikyo.models.loading import load_model
 
-    model = load_model(tiny_dir)
-    config = load_config(None, ["method.name=grpo", LENGTH, "grpo.max_new_tokens=8"])
+    model = load_model(model_dir)
+    prompts = [[5, 6, 7], [9, 10]]  # two prompts, G = 2 completions each, of different lengths
+    completions = [[11, 12, 13], [14], [15, 16], [17, 18, 19, 20]]
+    return model, prompts, completions, grpo.collate_groups(prompts, completions, pad_id=0)
+
+
+def test_loss_on_a_hand_built_batch_is_minus_advantage_times_logp(tiny_dir):
+    """With one update per generation batch the ratio is 1, so the gradient is that of -A * logp / max_new_tokens
+    summed over the completion tokens, each computed here by hand from full prompt + completion sequences."""
+    model, prompts, completions, batch = _hand_built(tiny_dir)
+    config = load_config(None, ["method.name=grpo", LENGTH, "grpo.max_new_tokens=8", "grpo.num_generations=2"])
     recipe = grpo.GRPORecipe(config, ctx=None)
     recipe.session = SimpleNamespace(model=model)
     recipe.rewards = rewards.build(config.grpo.rewards)
-    prompts, completions = [[5, 6, 7], [5, 6, 7], [9, 10]], [[11, 12, 13], [14], [15, 16]]
-    batch = grpo.collate_completions(prompts, completions, pad_id=0)
-    assert batch["labels"].tolist()[1] == [IGNORE_INDEX] * 3 + [14, IGNORE_INDEX, IGNORE_INDEX]
-    advantages = torch.tensor([1.0, -1.0, 0.5])
-    batch.update(advantages=advantages, rewards=torch.tensor([1.0, 0.0, 0.5]), parts=torch.tensor([[1.0], [0.0], [0.5]]),
-                 group_std=torch.ones(3), zero_std=torch.zeros(3), truncated=torch.tensor([0.0, 0.0, 1.0]))
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    batch.update(advantages=advantages, rewards=torch.tensor([1.0, 0.0, 0.5, 0.0]),
+                 parts=torch.tensor([[1.0], [0.0], [0.5], [0.0]]), group_std=torch.ones(4), zero_std=torch.zeros(4),
+                 truncated=torch.tensor([0.0, 0.0, 0.0, 1.0]))
 
     loss, extras = recipe.loss(batch)
     loss.backward()
     got = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
 
-    # By hand: log-probabilities of each completion token from full logits.
-    logits = model(input_ids=batch["input_ids"]).logits.log_softmax(-1)  # (3, seq, vocab)
     expected = 0.0
-    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+    for row, completion in enumerate(completions):
+        prompt = prompts[row // 2]
+        logits = model(input_ids=torch.tensor([prompt + completion])).logits[0].log_softmax(-1)  # (seq, vocab)
         for t, token in enumerate(completion):
-            expected = expected - advantages[row] * logits[row, len(prompt) + t - 1, token]
+            expected = expected - advantages[row] * logits[len(prompt) + t - 1, token]
     (expected / 8).backward()
-    assert loss.item() == pytest.approx(-(1.0 * 3 - 1.0 * 1 + 0.5 * 2) / 8)  # ratio 1: the value is -sum(A) / 8
+    assert loss.item() == pytest.approx(-(1.0 * 3 - 1.0 * 1 + 0.5 * 2 - 0.5 * 4) / 8)  # ratio 1: -sum(A * tokens) / 8
     for name, param in model.named_parameters():
         scale = param.grad.abs().max().item()  # float32 sums in another order: equal to ~1e-6 of the largest entry
         assert scale > 0 and torch.allclose(got[name], param.grad, rtol=1e-4, atol=1e-5 * scale), name
-    assert extras["completion_length"] == 6 and extras["reward"] == 1.5 and extras["truncated"] == 1.0
+    assert extras["completion_length"] == 10 and extras["reward"] == 1.5 and extras["truncated"] == 1.0
+
+
+def test_prompt_shared_once_per_group_gives_the_plain_path_log_probabilities(tiny_dir):
+    """The prompt runs once per group (its KV cache repeated G times); the values equal target_logprobs on
+    the G full sequences, and the plain layout puts labels on the completion tokens only."""
+    from oikyo.train.runner import target_logprobs
+
+    model, prompts, completions, batch = _hand_built(tiny_dir)
+    full = grpo._full_sequences(batch, group=2)
+    assert full["labels"].tolist()[1] == [IGNORE_INDEX] * 3 + [14, IGNORE_INDEX, IGNORE_INDEX]
+    assert full["input_ids"].tolist()[3] == [9, 10, 17, 18, 19, 20]
+    shared, rows = grpo.completion_logprobs(model, batch)
+    plain, plain_rows = target_logprobs(model, full)
+    assert torch.equal(rows, plain_rows) and rows.tolist() == [0, 0, 0, 1, 2, 2, 3, 3, 3, 3]
+    assert torch.allclose(shared, plain, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- generation

@@ -60,6 +60,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import inspect
 import itertools
 import tempfile
 import time
@@ -69,7 +70,17 @@ from pathlib import Path
 from oikyo.train import TrainingError, data
 from oikyo.train import rewards as reward_registry
 from oikyo.train.config import TrainConfig
-from oikyo.train.runner import IGNORE_INDEX, RunContext, Session, TrainResult, build_model, lora_kwargs, target_logprobs
+from oikyo.train.runner import (
+    IGNORE_INDEX,
+    RunContext,
+    Session,
+    TrainResult,
+    _chunked_nll,
+    _model_parts,
+    build_model,
+    lora_kwargs,
+    target_logprobs,
+)
 
 CLIP_EPSILON = 0.2  # PPO's clip range; binds only when a generation batch is reused for several updates
 ADVANTAGE_EPS = 1e-4  # added to the group std (TRL's value)
@@ -288,8 +299,8 @@ class GRPORecipe:
     def make_batch(self, items: list) -> dict:
         """Sample G completions per prompt, score them, and collate prompt + completion sequences.
 
-        Returns input_ids / labels (B*G, seq), right-padded, labels on the completion tokens only;
-        advantages, rewards, zero_std (B*G,); parts (B*G, rewards): each reward's own value.
+        Returns the groups as :func:`collate_groups` lays them out, plus advantages, rewards, group_std,
+        zero_std, truncated (B*G,) and parts (B*G, rewards): each reward's own value.
         """
         import torch
 
@@ -308,7 +319,7 @@ class GRPORecipe:
         names = [r.name for r in self.rewards.rewards]
         parts = torch.tensor([[p[n] for n in names] for _, p in scored], dtype=torch.float32)  # (B*G, rewards)
         grouped_std = rewards.view(-1, G).std(dim=1)  # (B,)
-        batch = collate_completions(prompts, [r.token_ids for r in results], self.pad_id)
+        batch = collate_groups([self.prompts[i].ids for i in items], [r.token_ids for r in results], self.pad_id)
         batch.update(
             advantages=group_advantages(rewards, G),
             rewards=rewards,
@@ -320,22 +331,24 @@ class GRPORecipe:
         return batch
 
     def count(self, batch: dict) -> int:
-        return batch["input_ids"].shape[0]  # completions
+        return batch["completion_ids"].shape[0]  # completions
 
     def units(self, items: list) -> int:
         return len(items) * self.config.grpo.num_generations  # completions
 
     def tokens(self, batch: dict) -> int:
-        return int(batch["attention_mask"].sum())
+        """Tokens of the prompt + completion sequences trained on (each prompt counted once per completion)."""
+        G = self.config.grpo.num_generations
+        return int(batch["prompt_lengths"].sum()) * G + int(batch["completion_mask"].sum())
 
     def loss(self, batch: dict):
         """(sum over completions of token losses / max_new_tokens, metric sums over the completions)."""
         import torch
 
         grpo = self.config.grpo
-        logp, rows = target_logprobs(self.session.model, batch)  # (N,), (N,): one per completion token
+        logp, rows = completion_logprobs(self.session.model, batch)  # (N,), (N,): one per completion token
         per_token = policy_loss(logp, logp.detach(), batch["advantages"][rows])  # (N,)
-        n = batch["input_ids"].shape[0]
+        n = batch["completion_ids"].shape[0]
         lengths = torch.bincount(rows, minlength=n).clamp(min=1)  # (B*G,) completion tokens
         extras = {}
         if grpo.beta > 0:
@@ -357,9 +370,9 @@ class GRPORecipe:
 
         with torch.no_grad():
             if self.reference is not None:
-                return target_logprobs(self.reference, batch)[0]
+                return completion_logprobs(self.reference, batch)[0]
             with self.session.model.disable_adapter():
-                return target_logprobs(self.session.model, batch)[0]
+                return completion_logprobs(self.session.model, batch)[0]
 
     def evaluate(self) -> dict | None:
         """Mean reward of one greedy answer per validation prompt (eval_loss: its negative)."""
@@ -398,6 +411,83 @@ class GRPORecipe:
             self.generator = None
         if self.session is not None:
             self.session.close()
+
+
+def collate_groups(prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> dict:
+    """Each prompt once and its G completions, both right-padded.
+
+    prompt_ids (B, p) and prompt_lengths (B,); completion_ids and completion_mask (B*G, c), the
+    completions of prompt b in rows b*G .. b*G+G-1.
+    """
+    import torch
+
+    width = max(len(p) for p in prompts)
+    prompt_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        prompt_ids[row, : len(ids)] = torch.tensor(ids)
+    width = max(len(c) for c in completions)
+    completion_ids = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(completions), width), dtype=torch.long)
+    for row, ids in enumerate(completions):
+        completion_ids[row, : len(ids)] = torch.tensor(ids)
+        completion_mask[row, : len(ids)] = 1
+    return {"prompt_ids": prompt_ids, "prompt_lengths": torch.tensor([len(p) for p in prompts]),
+            "completion_ids": completion_ids, "completion_mask": completion_mask}
+
+
+def completion_logprobs(model, batch: dict):
+    """Log-probabilities of every completion token of a :func:`collate_groups` batch: (N,) and their rows (N,).
+
+    The G completions of a prompt share it, so the prompt runs through the model once, not G times:
+    one forward over the prompts (B, p) fills a KV cache, which is repeated G times along the batch
+    and attended to by one forward over the completions (B*G, c), each at positions continuing its
+    own prompt (padded prompt positions hidden). Gradients flow into the prompt pass through the
+    cache. With support-ticket prompts of ~90 tokens and completions of ~30, G=8, that is ~3x fewer
+    tokens through the model than G full sequences. Same values as :func:`target_logprobs` on the
+    concatenated sequences (tested); models whose logits are more than head(hidden), and gradient
+    checkpointing (which turns the cache off), take that plain path instead.
+    """
+    import torch
+
+    prompts, lengths = batch["prompt_ids"], batch["prompt_lengths"]  # (B, p), (B,)
+    completions, mask = batch["completion_ids"], batch["completion_mask"].bool()  # (B*G, c)
+    group = completions.shape[0] // prompts.shape[0]
+    parts = _model_parts(model)
+    if parts is None or _checkpointing(model):
+        return target_logprobs(model, _full_sequences(batch, group))
+    trunk, head = parts
+    out = trunk(input_ids=prompts, use_cache=True)
+    cache = out["cache"] if "cache" in out else out["past_key_values"]  # transformers 5.25 renamed it
+    cache.batch_repeat_interleave(group)  # (B*G, heads, p, dim) per layer, differentiable
+    own = lengths.repeat_interleave(group)  # (B*G,) the prompt length of each completion
+    p, c = prompts.shape[1], completions.shape[1]
+    keys = torch.arange(p, device=prompts.device)[None, :] < own[:, None]  # (B*G, p): real prompt positions
+    attention = torch.cat([keys, torch.ones_like(mask)], dim=1).long()  # (B*G, p + c)
+    positions = own[:, None] + torch.arange(c, device=prompts.device)[None, :]  # (B*G, c)
+    cache_arg = "cache" if "cache" in inspect.signature(trunk.forward).parameters else "past_key_values"
+    hidden = trunk(input_ids=completions, attention_mask=attention, position_ids=positions, use_cache=True,
+                   **{cache_arg: cache}).last_hidden_state  # (B*G, c, hidden)
+    last = out.last_hidden_state[torch.arange(prompts.shape[0]), lengths - 1]  # (B, hidden): predicts token 0
+    # The state that predicts completion token t: the prompt's last for t = 0, completion position t-1 after.
+    predicting = torch.cat([last.repeat_interleave(group, 0)[:, None], hidden[:, :-1]], dim=1)  # (B*G, c, hidden)
+    nll = _chunked_nll(head, predicting[mask], completions[mask])  # (N,)
+    return -nll, mask.nonzero()[:, 0]
+
+
+def _checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on (the name changed in transformers 5)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(base, name, False))
+
+
+def _full_sequences(batch: dict, group: int) -> dict:
+    """The plain layout: prompt + completion per row, labels on the completion (for :func:`target_logprobs`)."""
+    prompts = [row[:n].tolist() for row, n in zip(batch["prompt_ids"], batch["prompt_lengths"].tolist())]
+    completions = [row[: int(m.sum())].tolist() for row, m in zip(batch["completion_ids"], batch["completion_mask"])]
+    # Right padding after the completion is never attended to by a real token: its id does not matter.
+    full = collate_completions([p for p in prompts for _ in range(group)], completions, pad_id=0)
+    return {k: v.to(batch["prompt_ids"].device) for k, v in full.items()}
 
 
 def collate_completions(prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> dict:
