@@ -264,6 +264,37 @@ class GrpoSettings(_Group):
         "@oikyo.train.rewards.reward."
     )
 
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _rewards(cls, value: Any) -> Any:
+        return _parse_rewards(value)
+
+    @field_validator("reward_modules", mode="before")
+    @classmethod
+    def _modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
+
+
+def _parse_rewards(value: Any) -> Any:
+    """grpo.rewards from the forms people write: a list of mappings, YAML flow text (the dashboard's input),
+    or reward names alone ("json_valid, json_field_match": weight 1, no args)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith(("[", "{")):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                raise ValueError(f"not valid YAML ({str(error).splitlines()[0]})") from None
+        else:
+            value = [name.strip() for name in text.split(",") if name.strip()]
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+    return value
+
 
 class KtoSettings(_Group):
     """Kahneman-Tversky optimisation on unpaired preferences (method kto)."""

@@ -1,6 +1,6 @@
 """The "new run" form, generated from the training config schema so it maps one-to-one onto the YAML.
 
-Every group of :class:`oikyo.train.config.TrainConfig` (model, data, method, lora, train, dpo,
+Every group of :class:`oikyo.train.config.TrainConfig` (model, data, method, lora, train, dpo, grpo,
 checkpoint) becomes a fieldset and every field an input named by its dotted path (``train.lr``),
 with the field's default, description and bounds. The page's JavaScript reads the inputs back into
 the same nested structure as the YAML file and sends it to ``POST /api/v1/config/yaml`` (live
@@ -22,8 +22,9 @@ from pydantic.fields import FieldInfo
 # Input kinds the page knows how to read back: int/float (number inputs), bool (checkbox),
 # choice (select over a Literal), multi (checkboxes: a list of Literal values, such as report_to),
 # text (free text; "auto" or a number for num_threads), list (one string, or a comma-separated list
-# such as target_modules).
-KINDS = ("int", "float", "bool", "choice", "multi", "text", "list")
+# such as target_modules), yaml (a list of typed items such as grpo.rewards, written as YAML flow
+# text, "[{name: json_valid, weight: 1}]", and parsed by the config model).
+KINDS = ("int", "float", "bool", "choice", "multi", "text", "list", "yaml")
 
 
 def _unwrap(annotation: Any) -> tuple[list[Any], bool]:
@@ -53,6 +54,8 @@ def _kind(members: list[Any]) -> tuple[str, list[str]]:
             (item,) = typing.get_args(only) or (str,)
             if typing.get_origin(item) is Literal:
                 return "multi", [str(v) for v in typing.get_args(item)]
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                return "yaml", []
             return "list", []
         return "text", []
     if any(typing.get_origin(m) is list for m in members):

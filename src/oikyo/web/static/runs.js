@@ -40,7 +40,8 @@ document.addEventListener("DOMContentLoaded", () => {
     const finetune = (cfg.method || {}).finetune, method = (cfg.method || {}).name;
     for (const set of form.querySelectorAll("fieldset[data-group]")) {
       const group = set.dataset.group;
-      set.classList.toggle("dimmed", (group === "lora" && finetune === "full") || (group === "dpo" && method !== "dpo"));
+      set.classList.toggle("dimmed", (group === "lora" && finetune === "full") || (group === "dpo" && method !== "dpo")
+        || (group === "grpo" && method !== "grpo"));
     }
   }
 
