@@ -147,11 +147,11 @@ def test_orpo_on_the_bundled_model_lowers_its_loss_and_widens_the_margin(bundled
         for i in range(24)
     ]
     metrics: list[tuple[int, dict]] = []
-    config = load_config(None, ["train.num_threads=2", "method.name=orpo", "train.max_steps=8", "train.lr=2e-4",
-                                "train.batch_size=6", "train.eval_every=4", "data.max_length=96",
+    config = load_config(None, ["train.num_threads=2", "method.name=orpo", "train.max_steps=6", "train.lr=3e-4",
+                                "train.batch_size=4", "train.eval_every=3", "data.max_length=96",
                                 "orpo.beta=0.1", "checkpoint.save_every=null"])
     result = run_training(config, run_dir=tmp_path / "run", model_dir=bundled_model_dir, train_rows=lambda: rows,
-                          eval_rows=lambda: rows[:6], on_metrics=lambda s, m: metrics.append((s, m)),
+                          eval_rows=lambda: rows[:4], on_metrics=lambda s, m: metrics.append((s, m)),
                           should_stop=lambda: False, log=print)
     assert result.status == "succeeded"
     losses = [m["loss"] for _, m in metrics]
