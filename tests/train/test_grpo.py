@@ -242,3 +242,24 @@ def test_grpo_raises_the_mean_reward_of_the_bundled_model(bundled_model_dir, tmp
     first, last = sum(reward[:2]) / 2, sum(reward[-2:]) / 2
     assert last > first + 0.3, reward
     assert metrics[-1]["completion_length"] < metrics[0]["completion_length"], [m["completion_length"] for m in metrics]
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_shipped_config_and_the_forms_rewards_can_take():
+    shipped = load_config(Path(__file__).resolve().parents[2] / "src" / "oikyo" / "configs" / "grpo.yaml")
+    assert shipped.method.name == "grpo" and [r.name for r in shipped.grpo.rewards] == ["json_valid", "json_field_match"]
+    assert rewards.build(shipped.grpo.rewards).score('{"a": 1}', '{"a": 1, "b": 2}', [])[0] == pytest.approx(1.0)
+    # The dashboard sends YAML flow text; the CLI may give bare names.
+    flow = load_config(None, ["method.name=grpo", "grpo.rewards=[{name: regex_match, weight: 2, args: {pattern: x}}]"])
+    assert flow.grpo.rewards[0].weight == 2 and flow.grpo.rewards[0].args == {"pattern": "x"}
+    names = load_config(None, ["method.name=grpo", "grpo.rewards=json_valid, exact_match", "grpo.reward_modules=mine"])
+    assert [r.name for r in names.grpo.rewards] == ["json_valid", "exact_match"] and names.grpo.reward_modules == ["mine"]
+    from oikyo.train.config import ConfigError
+    from oikyo.web.runform import form_groups
+
+    with pytest.raises(ConfigError, match="grpo.rewards: grpo needs at least one reward"):
+        load_config(None, ["method.name=grpo"])
+    fields = {f["path"]: f for group in form_groups() for f in group["fields"]}
+    assert fields["grpo.rewards"]["kind"] == "yaml" and fields["grpo.num_generations"]["kind"] == "int"
