@@ -1,7 +1,7 @@
 """The "new run" form, generated from the training config schema so it maps one-to-one onto the YAML.
 
 Every group of :class:`oikyo.train.config.TrainConfig` (model, data, method, lora, train, dpo, grpo,
-checkpoint) becomes a fieldset and every field an input named by its dotted path (``train.lr``),
+kto, orpo, checkpoint) becomes a fieldset and every field an input named by its dotted path (``train.lr``),
 with the field's default, description and bounds. The page's JavaScript reads the inputs back into
 the same nested structure as the YAML file and sends it to ``POST /api/v1/config/yaml`` (live
 preview) and ``POST /api/v1/runs`` (start); validation stays in the config model.

@@ -35,13 +35,15 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   // Groups that the chosen method does not use are dimmed (still sent: the YAML holds every group).
+  // A method's own group carries its name (dpo, grpo, kto, orpo): dimmed unless that method is chosen.
+  const METHOD_GROUPS = ["dpo", "grpo", "kto", "orpo"];
   function dim() {
     const cfg = config();
     const finetune = (cfg.method || {}).finetune, method = (cfg.method || {}).name;
     for (const set of form.querySelectorAll("fieldset[data-group]")) {
       const group = set.dataset.group;
-      set.classList.toggle("dimmed", (group === "lora" && finetune === "full") || (group === "dpo" && method !== "dpo")
-        || (group === "grpo" && method !== "grpo"));
+      set.classList.toggle("dimmed", (group === "lora" && finetune === "full")
+        || (METHOD_GROUPS.includes(group) && method !== group));
     }
   }
 
