@@ -117,7 +117,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config YAML (every knob; see docs/configuration.md)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override one config value, dotted: --set train.lr=1e-4 (repeatable)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset version to train on: id, name (its newest version) or name@id."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: a catalog name (`oikyo models list`) or a local model folder."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: a catalog name (`oikyo models list`), a local model folder, or a model version id (mv-..., `oikyo models versions`) to go on from a trained model."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="A name for the run (default: dataset and model names)."),
     detach: bool = typer.Option(False, "--detach", help="Queue the run, print its id and return at once."),
     start_worker: bool = typer.Option(True, "--start-worker/--no-start-worker", help="Start a background worker when none is running."),

@@ -220,7 +220,7 @@ def dataset_page(request: Request, ref: str):
 @router.get("/runs")
 def runs_page(request: Request, state: str | None = None, page: int = 1):
     from oikyo.data import versions
-    from oikyo.jobs import queue, runs
+    from oikyo.jobs import model_versions, queue, runs
     from oikyo.models import catalog
     from oikyo.web.runform import form_groups
 
@@ -230,10 +230,12 @@ def runs_page(request: Request, state: str | None = None, page: int = 1):
     total = counts.get(state, 0) if state else sum(counts.values())
     found = runs.list_runs(state=state, limit=RUNS_PER_PAGE, offset=(page - 1) * RUNS_PER_PAGE)
     dataset_names = sorted({v.name for v in versions.list_versions(limit=LIST_LIMIT)})
+    # model.name takes a base model or a model version (a run that goes on from a trained model).
+    model_names = [m["name"] for m in catalog.list_models()] + [
+        mv.id for mv in model_versions.list_versions(limit=LIST_LIMIT) if mv.kind != "merged"]
     return render(request, "runs.html", "runs", title="Runs", runs=found, counts=counts, state=state,
                   states=queue.STATES, page=page, pages=max(1, -(-total // RUNS_PER_PAGE)), total=total,
-                  groups=form_groups(), dataset_names=dataset_names,
-                  model_names=[m["name"] for m in catalog.list_models()])
+                  groups=form_groups(), dataset_names=dataset_names, model_names=model_names)
 
 
 @router.get("/runs/{ref}")
