@@ -89,6 +89,13 @@ def test_an_adapter_version_is_merged_once_and_evaluation_uses_it_as_the_base(re
     assert [e.role for e in evaluation] == ["model", "base"]
     assert evaluation[1].base_model == parent.id and evaluation[0].model_version_id == child.id
 
+    # Serving loads the child adapter on top of the same folder.
+    from oikyo.serve import served_models
+
+    spec = served_models.resolve(child.id)
+    assert spec.kind == "adapter" and Path(spec.load_dir) == Path(merges[0].path).resolve()
+    assert served_models.adapters_on(spec.load_dir) == {child.id: str(Path(child.path).resolve())}
+
 
 def test_bad_model_versions_and_data_kinds_are_refused_before_queueing(real_recipe, tiny_model_dir, tmp_path):
     dataset = _dataset(tmp_path)
