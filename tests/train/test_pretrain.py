@@ -33,7 +33,7 @@ def test_pretrain_packs_by_default_and_a_config_can_turn_it_off():
 def test_long_documents_are_cut_into_pieces_without_losing_a_token(tokenizer):
     long_text = " ".join(f"word{i}" for i in range(200))
     logs = []
-    examples = encode_pretrain_rows([{"text": "short one"}, {"text": long_text}], tokenizer,
+    examples = encode_pretrain_rows([{"text": "short one"}, {"text": long_text}, {"text": ""}], tokenizer,
                                     limit=TokenLimit(64, 8192), log=logs.append)
     whole = encode_text(tokenizer, long_text).input_ids
     assert len(whole) > 128  # at least three pieces
@@ -42,6 +42,7 @@ def test_long_documents_are_cut_into_pieces_without_losing_a_token(tokenizer):
     assert [t for p in pieces for t in p.input_ids] == whole  # nothing dropped, order kept
     assert all(p.labels == p.input_ids for p in examples)  # every token is a label
     assert any("1 document(s) longer than data.max_length (64 tokens) were cut into pieces" in line for line in logs)
+    assert "train: skipped 1 empty document(s)" in logs  # said, not silently dropped
 
 
 def test_every_token_but_each_documents_first_counts_in_the_packed_loss(tiny_dir, tmp_path):

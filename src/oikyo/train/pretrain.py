@@ -30,7 +30,7 @@ from oikyo.train.sft import SFTRecipe
 
 def encode_pretrain_rows(rows, tokenizer, *, limit: data.TokenLimit, split: str = "train", log=None) -> list[Encoded]:
     """Encode text rows, every token a label; documents longer than the limit are cut into pieces."""
-    examples, long_documents = [], 0
+    examples, long_documents, empty = [], 0, 0
     for index, row in enumerate(rows):
         text = row.get("text")
         if text is None or row.get("messages") is not None:
@@ -44,7 +44,8 @@ def encode_pretrain_rows(rows, tokenizer, *, limit: data.TokenLimit, split: str 
             )
         encoded = encode_text(tokenizer, text)
         if len(encoded) < 2:
-            continue  # an empty document: nothing to predict
+            empty += 1  # an empty document (eos alone): nothing to predict
+            continue
         size = limit.tokens
         if len(encoded) > size:
             long_documents += 1
@@ -55,6 +56,8 @@ def encode_pretrain_rows(rows, tokenizer, *, limit: data.TokenLimit, split: str 
     if long_documents and log:
         log(f"{split}: {long_documents} document(s) longer than {limit.describe()} were cut into pieces of at "
             "most that length (no token dropped)")
+    if empty and log:
+        log(f"{split}: skipped {empty} empty document(s)")
     if not examples:
         raise TrainingError(f"the {split} data is empty: no text to train on")
     return examples
