@@ -200,7 +200,9 @@ class KTORecipe:
         self.pad_id = session.tokenizer.pad_token_id
         limit = data.TokenLimit(config.data.max_length, session.context_length)
         seed = config.train.seed
-        self.examples = encode_kto_rows(self.ctx.train_rows(), session.tokenizer, limit=limit, seed=seed, log=session.log)
+        self.examples = encode_kto_rows(
+            self.ctx.train_rows(), session.tokenizer, limit=limit, seed=seed, log=session.log
+        )
         self.lengths = [len(e) for e in self.examples]
         self.eval_examples = []
         if self.ctx.eval_rows is not None and config.data.eval_split is not None:
