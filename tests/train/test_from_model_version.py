@@ -36,8 +36,10 @@ def _dataset(tmp_path: Path, name: str = "items", n: int = 30):
     return version
 
 
-def _train(dataset, model: str, *extra: str):
+def _train(dataset, model: str, *extra: str, queued=None):
     run = training.submit_training(None, [*TRAIN, *extra], dataset=dataset.id, model=model)
+    if queued:
+        queued(run)
     Worker(lease_s=30, heartbeat_s=0.5, poll_s=0.1).run(once=True)
     done = queue.get(run.id)
     assert done.state == "succeeded", done.error
@@ -74,7 +76,11 @@ def test_an_adapter_version_is_merged_once_and_evaluation_uses_it_as_the_base(re
     dataset = _dataset(tmp_path)
     _, parent = _train(dataset, str(tiny_model_dir))
     assert parent.kind == "adapter"
-    _, child = _train(dataset, parent.id)
+
+    def nothing_merged_yet(run):  # submitting only checks the version: the worker merges it
+        assert [v for v in model_versions.list_versions() if v.kind == "merged"] == []
+
+    _, child = _train(dataset, parent.id, queued=nothing_merged_yet)
     merges = [v for v in model_versions.list_versions() if v.kind == "merged"]
     assert len(merges) == 1 and merges[0].lineage["parent_model_version"] == parent.id
     assert training.resolve_model_dir(parent.id) == Path(merges[0].path)  # reused, not merged again

@@ -100,8 +100,12 @@ def resolve_model_dir(name: str, log: Callable[[str], None] | None = None) -> Pa
     return Path(resolve(name, log=log))
 
 
-def model_version_dir(ref: str, log: Callable[[str], None] | None = None) -> Path:
-    """The folder of a model version as a plain transformers model (adapters merged once, see above)."""
+def model_version_dir(ref: str, log: Callable[[str], None] | None = None, *, merge: bool = True) -> Path | None:
+    """The folder of a model version as a plain transformers model (adapters merged once, see above).
+
+    ``merge=False`` only checks that the version can be used (its folder, and an adapter's base) and
+    returns None for an adapter not merged yet: submitting a run stays quick, and the worker merges.
+    """
     from oikyo.jobs import model_versions
 
     mv = model_versions.get(ref)
@@ -109,6 +113,9 @@ def model_version_dir(ref: str, log: Callable[[str], None] | None = None) -> Pat
         if not Path(mv.path).is_dir():
             raise OikyoError(f"model version {mv.id}'s adapter folder {mv.path} no longer exists")
         merged = merged_version_of(mv.id)
+        if merged is None and not merge:
+            resolve_model_dir(mv.base_model, log=log)  # its base must still be there to merge onto
+            return None
         if merged is None:
             if log:
                 log(f"Merging adapter version {mv.id} into its base {mv.base_model} (once; kept as a merged version)")
@@ -151,7 +158,7 @@ class PreparedRun:
     config_dict: dict
     config_hash: str
     dataset: DatasetVersion
-    model_dir: Path
+    model_dir: Path | None  # None: an adapter model version, merged by the worker when the run starts
     seed: int | None
     name: str
 
@@ -213,7 +220,8 @@ def _reference_problems(dataset: Any, model: Any, *, splits: dict[str, Any], log
                             f"the artifact store ({versions.parquet_path(version)})")
     if isinstance(model, str) and model:
         try:
-            model_dir = resolve_model_dir(model, log=log)
+            model_dir = (model_version_dir(model, log=log, merge=False) if is_model_version_ref(model)
+                         else resolve_model_dir(model, log=log))
         except OikyoError as error:
             problems.append(f"model.name: {error}")
     return problems, version, model_dir
