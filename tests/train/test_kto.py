@@ -92,6 +92,24 @@ def test_each_example_gets_another_examples_answer_for_the_reference_point(token
     assert [e.mismatched.input_ids for e in again] == [e.mismatched.input_ids for e in examples]
 
 
+def test_train_loss_on_reasoning_decides_whether_the_answers_reasoning_is_scored(tokenizer):
+    rows = [
+        {"messages": [{"role": "user", "content": f"Question {i}?"},
+                      {"role": "assistant", "content": f"Answer {i}.", "reasoning": "Let me think hard."}],
+         "desirable": bool(i % 2)}
+        for i in range(3)
+    ]
+
+    def scored(loss_on_reasoning: bool) -> str:
+        [example, *_] = encode_kto_rows(rows, tokenizer, limit=TokenLimit(128, 8192),
+                                        loss_on_reasoning=loss_on_reasoning)
+        encoded = example.encoded
+        return tokenizer.decode([t for t, label in zip(encoded.input_ids, encoded.labels) if label != -100])
+
+    assert "think hard" in scored(True) and "Answer 0." in scored(True)
+    assert "think hard" not in scored(False) and "Answer 0." in scored(False)
+
+
 def _answer_logps(model, encoded) -> float:
     """Summed log-probability of the labelled tokens, from the full logits (no shortcuts)."""
     ids = torch.tensor([encoded.input_ids])

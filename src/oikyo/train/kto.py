@@ -6,7 +6,8 @@
 **Data.** Rows of kind ``unpaired_preference``: ``{"messages": a whole conversation whose LAST
 assistant turn is the judged answer, "desirable": bool}``. Each is encoded by the one chat template
 with labels on that last reply only (``train_on="last"``). Per-message loss weights do not apply:
-an answer is judged whole. Any other row stops the run with a :class:`~oikyo.train.TrainingError`.
+an answer is judged whole (a reasoning trace in it counts, unless ``train.loss_on_reasoning`` is
+false). Any other row stops the run with a :class:`~oikyo.train.TrainingError`.
 
 **Loss.** For an answer y to prompt x, let ``r = log pi(y|x) - log pi_ref(y|x)`` (summed over the
 answer's tokens) and ``z0`` the reference point. Per example::
@@ -93,17 +94,25 @@ def _has_targets(encoded: Encoded) -> bool:
 
 
 def encode_kto_rows(
-    rows, tokenizer, *, limit: data.TokenLimit, seed: int = 0, split: str = "train", log=None
+    rows, tokenizer, *, limit: data.TokenLimit, seed: int = 0, loss_on_reasoning: bool = True,
+    split: str = "train", log=None,
 ) -> list[KtoExample]:
     """Encode unpaired preference rows with their mismatched pairs (see the module docstring).
 
+    ``loss_on_reasoning=False``: a reasoning trace in the judged answer is read but not scored.
+
     Raises TrainingError for a row of another kind, a row without an answer, over-long rows or no data.
     """
+    def encode(messages: list[dict], tools) -> Encoded:
+        return encode_conversation(
+            tokenizer, messages, tools=tools, train_on="last", loss_on_reasoning=loss_on_reasoning
+        )
+
     parsed, too_long = [], []
     for index, row in enumerate(rows):
         messages, last, desirable = _kto_row(row, index, split)
         tools = row.get("tools")
-        encoded = encode_conversation(tokenizer, messages, tools=tools, train_on="last")
+        encoded = encode(messages, tools)
         if not _has_targets(encoded):
             raise TrainingError(f"{split} row {index}: its last assistant turn has no tokens to judge")
         if len(encoded) > limit.tokens:
@@ -121,7 +130,7 @@ def encode_kto_rows(
         mismatched = None
         for step in range(1, min(len(parsed), PARTNER_TRIES + 1)):
             answer = parsed[order[(k + step) % len(parsed)]][1]
-            candidate = encode_conversation(tokenizer, prompt + [answer], tools=tools, train_on="last")
+            candidate = encode(prompt + [answer], tools)
             if len(candidate) <= limit.tokens and _has_targets(candidate):
                 mismatched = candidate
                 break
@@ -199,17 +208,15 @@ class KTORecipe:
         self.session = session = Session(config, self.ctx)
         self.pad_id = session.tokenizer.pad_token_id
         limit = data.TokenLimit(config.data.max_length, session.context_length)
-        seed = config.train.seed
-        self.examples = encode_kto_rows(
-            self.ctx.train_rows(), session.tokenizer, limit=limit, seed=seed, log=session.log
-        )
+        options = {"limit": limit, "seed": config.train.seed, "loss_on_reasoning": config.train.loss_on_reasoning}
+        self.examples = encode_kto_rows(self.ctx.train_rows(), session.tokenizer, log=session.log, **options)
         self.lengths = [len(e) for e in self.examples]
         self.eval_examples = []
         if self.ctx.eval_rows is not None and config.data.eval_split is not None:
             rows = list(itertools.islice(self.ctx.eval_rows(), config.data.max_eval_rows))
             if rows:
                 self.eval_examples = encode_kto_rows(
-                    rows, session.tokenizer, limit=limit, seed=seed, split="validation", log=session.log
+                    rows, session.tokenizer, split="validation", log=session.log, **options
                 )
         self._log_balance()
         model = build_model(
