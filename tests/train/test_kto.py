@@ -110,6 +110,19 @@ def test_train_loss_on_reasoning_decides_whether_the_answers_reasoning_is_scored
     assert "think hard" not in scored(False) and "Answer 0." in scored(False)
 
 
+def test_message_weights_do_not_change_what_kto_judges(tokenizer):
+    """A KTO flag judges the last answer: a weight 0 on it, or a weight on an earlier answer, changes nothing."""
+    turns = [{"role": "user", "content": "First?"}, {"role": "assistant", "content": "Earlier answer."},
+             {"role": "user", "content": "Second?"}, {"role": "assistant", "content": "Judged answer."}]
+    plain = [{"messages": turns, "desirable": True}, {"messages": turns, "desirable": False}]
+    weighted = [{"messages": [turns[0], dict(turns[1], weight=1.0), turns[2], dict(turns[3], weight=0.0)],
+                 "desirable": flag} for flag in (True, False)]
+    [a, _], [b, _] = (encode_kto_rows(rows, tokenizer, limit=TokenLimit(128, 8192)) for rows in (plain, weighted))
+    assert a.encoded.labels == b.encoded.labels and a.encoded.input_ids == b.encoded.input_ids
+    judged = tokenizer.decode([t for t, label in zip(b.encoded.input_ids, b.encoded.labels) if label != -100])
+    assert "Judged answer." in judged and "Earlier answer." not in judged
+
+
 def _answer_logps(model, encoded) -> float:
     """Summed log-probability of the labelled tokens, from the full logits (no shortcuts)."""
     ids = torch.tensor([encoded.input_ids])
