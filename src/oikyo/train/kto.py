@@ -104,10 +104,8 @@ def encode_kto_rows(
     Raises TrainingError for a row of another kind, a row without an answer, over-long rows or no data.
     """
     def encode(messages: list[dict], tools) -> Encoded:
-        # The flag judges the last answer: per-message loss weights (an SFT notion) play no part.
         return encode_conversation(
-            tokenizer, messages, tools=tools, train_on="last", loss_on_reasoning=loss_on_reasoning,
-            use_weights=False,
+            tokenizer, messages, tools=tools, train_on="last", loss_on_reasoning=loss_on_reasoning
         )
 
     parsed, too_long = [], []
