@@ -263,3 +263,29 @@ def test_shipped_config_and_the_forms_rewards_can_take():
         load_config(None, ["method.name=grpo"])
     fields = {f["path"]: f for group in form_groups() for f in group["fields"]}
     assert fields["grpo.rewards"]["kind"] == "yaml" and fields["grpo.num_generations"]["kind"] == "int"
+
+
+def test_group_engine_prefills_each_prompt_once_and_samples_the_same_tokens(tiny_dir):
+    """Four prompts x 3 sampled completions: the group engine prefills 4 rows, not 12, and every completion's
+    tokens equal the plain engine's for the same seed (greedy ones too)."""
+    from oikyo.models.chat_template import encode_prompt
+    from oikyo.serve.engine import GenerationEngine
+    from oikyo.serve.requests import GenerationRequest
+
+    plain = GenerationEngine(tiny_dir, max_batch_size=16)
+    grouped = grpo.group_engine(tiny_dir, max_batch_size=16)
+    prompts = [encode_prompt(plain.tokenizer, [{"role": "user", "content": f"Question {i}{'?' * i}"}]) for i in range(4)]
+    prefilled = []
+    forward = grouped._forward
+    grouped._forward = lambda ids, *a, **k: (prefilled.append(ids.shape) if ids.shape[1] > 1 else None) or forward(ids, *a, **k)
+
+    def requests():
+        return [GenerationRequest(prompt_ids=p, max_new_tokens=12, temperature=1.0 if k else 0.0, seed=100 * i + k)
+                for i, p in enumerate(prompts) for k in range(3)]
+
+    ours = [r.token_ids for r in grouped.generate(requests())]
+    theirs = [r.token_ids for r in plain.generate(requests())]
+    assert ours == theirs
+    assert [shape[0] for shape in prefilled] == [4]  # one prefill row per distinct prompt
+    assert len({tuple(t) for t in ours[1:3]}) == 2  # sampled siblings differ: each drew with its own seed
+    assert grouped.stats()["prompt_tokens"] == plain.stats()["prompt_tokens"]

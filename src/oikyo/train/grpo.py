@@ -187,6 +187,59 @@ def encode_prompts(rows, tokenizer, *, max_new_tokens: int, limit: data.TokenLim
 # ----------------------------------------------------------------------------- the generator
 
 
+def group_engine(model_dir: Path, **kwargs):
+    """A :class:`GroupEngine`: the serving engine that prefills each distinct prompt of an admitted batch once."""
+    from oikyo.serve.engine import GenerationEngine
+    from oikyo.serve.sampling import choose_tokens
+
+    class GroupEngine(GenerationEngine):
+        """The serving engine, with the G requests of one prompt prefilled once.
+
+        GRPO hands the engine G requests per prompt. The engine would prefill each of them, G times
+        the same forward; here the distinct (prompt, adapter) pairs of the admitted requests are
+        prefilled (the engine's own prefill), and each duplicate gets its leader's KV cache copied
+        into its slot (the cache's own ``move``) and samples its first token, with its own generator,
+        from the leader's logits. Everything after (decoding, sampling, finishing) is the engine's.
+        On the benchmark's shape (4 prompts x 8, ~90 prompt tokens) that removes 7/8 of the prefill
+        work. Tested: the same tokens as the plain engine for the same seeds.
+        """
+
+        def _forward(self, *args, **kwargs):
+            logits = super()._forward(*args, **kwargs)
+            self._last_logits = logits  # (rows, vocab): the prefill's, read by _prefill below
+            return logits
+
+        def _prefill(self, sequences) -> None:
+            leaders: dict[tuple, object] = {}
+            followers = []
+            for sequence in sequences:
+                key = (tuple(sequence.request.prompt_ids), sequence.adapter)
+                if key in leaders:
+                    followers.append((sequence, leaders[key]))
+                else:
+                    leaders[key] = sequence
+            if not followers:
+                return super()._prefill(sequences)
+            first = len(self._active)
+            self._cache.reserve(first + len(sequences), max(s.prompt_len + s.max_new for s in sequences))
+            heads = list(leaders.values())
+            super()._prefill(heads)  # heads take slots first .. first + len(heads) - 1, in order
+            logits = self._last_logits  # (heads, vocab)
+            row = {id(s): i for i, s in enumerate(heads)}
+            for sequence, leader in followers:
+                self._cache.move(first + row[id(leader)], len(self._active), leader.prompt_len)
+                sequence.length = sequence.prompt_len
+                sequence.admitted_step = self._counters["steps"]
+                self._counters["prompt_tokens"] += sequence.prompt_len
+                self._active.append(sequence)
+            rows = logits[[row[id(leader)] for _, leader in followers]]  # (followers, vocab)
+            tokens = choose_tokens(rows, [sequence.sampling for sequence, _ in followers])
+            for (sequence, _), token in zip(followers, tokens):
+                self._accept(sequence, token)
+
+    return GroupEngine(model_dir, **kwargs)
+
+
 class PolicyGenerator:
     """Samples completions with oikyo's generation engine, following the policy's weights.
 
@@ -198,10 +251,8 @@ class PolicyGenerator:
     ADAPTER = "policy"
 
     def __init__(self, model_dir: Path, *, device: str, max_batch_size: int, lora: bool):
-        from oikyo.serve.engine import GenerationEngine
-
         self.lora = lora
-        self.engine = GenerationEngine(
+        self.engine = group_engine(
             model_dir, device=device, max_batch_size=max_batch_size, packed_weights=None if lora else False
         )
         self.tokenizer = self.engine.tokenizer
