@@ -2,7 +2,7 @@
 
     python bench/bench_grpo.py                  # ~10 minutes on an idle 2-core CPU
     python bench/bench_grpo.py --steps 1        # quicker (one measured step after the warm-up step)
-    python bench/bench_grpo.py --forms-only     # only the generator forms (packed + adapter vs unpacked)
+    python bench/bench_grpo.py --forms-only     # only the generator forms (prefill once or each; packed or not)
 
 What runs (each peer in its own subprocess, one after the other, so peak memory is its own):
 
@@ -27,10 +27,10 @@ end of the last step, everything included), generated tokens per second (complet
 time spent generating them: oikyo's ``generation_s`` metric, TRL's generation method timed), the
 mean completion length and the mean reward; then the ratios oikyo / TRL.
 
-``--forms`` (on by default) also times oikyo's generator in two forms on one generation batch of
-the same shape: the engine with packed base weights plus the policy's adapter (what the recipe
-uses for LoRA), against the same engine unpacked, and the adapter hand-over that follows every
-optimizer step.
+``--forms`` (on by default) also times oikyo's generator in three forms on one generation batch of
+the same shape: packed base weights plus the policy's adapter with each prompt prefilled once per
+group (what the recipe uses for LoRA), the same with every request prefilled, and the engine
+unpacked; and the adapter hand-over that follows every optimizer step.
 """
 
 from __future__ import annotations
@@ -167,7 +167,9 @@ def run_trl(args, rows: list[dict]) -> dict:
 
 
 def run_forms(args, rows: list[dict]) -> dict:
-    """oikyo's generator: packed base + adapter (the recipe's form) against the engine unpacked; adapter hand-over.
+    """oikyo's generator in three forms: packed base weights + adapter with each prompt prefilled once (the
+    recipe's form), the same with each request prefilled (the plain serving engine), and unpacked weights
+    (what generating on the live model's plain weights costs); and the adapter hand-over.
 
     Both generators are built first, then timed in alternation (``--form-rounds`` rounds, the best of
     each kept), so a change in the machine's load does not favour the one timed second.
@@ -177,7 +179,7 @@ def run_forms(args, rows: list[dict]) -> dict:
     from oikyo.models.chat_template import encode_prompt
     from oikyo.serve.engine import GenerationEngine
     from oikyo.train.config import load_config
-    from oikyo.train.grpo import PolicyGenerator, request_seed
+    from oikyo.train.grpo import PolicyGenerator, group_engine, request_seed
     from oikyo.train.runner import build_model, lora_kwargs
 
     torch.set_num_threads(args.threads)
@@ -188,15 +190,20 @@ def run_forms(args, rows: list[dict]) -> dict:
             if "lora_B" in name:
                 param.normal_(0, 0.01)
     batch = args.prompts * args.group
-    generators = {"packed + adapter": PolicyGenerator(Path(args.model_dir), device="cpu", max_batch_size=batch,
-                                                      lora=True)}
-    unpacked = PolicyGenerator(Path(args.model_dir), device="cpu", max_batch_size=batch, lora=True)
-    unpacked.engine = GenerationEngine(args.model_dir, device="cpu", max_batch_size=batch, packed_weights=False)
-    generators["unpacked + adapter"] = unpacked
-    prompts = [encode_prompt(unpacked.tokenizer, r["messages"][:-1]) for r in rows[: args.prompts]]
+    generators = {}
+    for name, engine in (
+        ("packed, prefill once", None),  # the recipe's form
+        ("packed, prefill each", lambda: GenerationEngine(args.model_dir, max_batch_size=batch)),
+        ("unpacked, prefill once", lambda: group_engine(args.model_dir, max_batch_size=batch, packed_weights=False)),
+    ):
+        generator = PolicyGenerator(Path(args.model_dir), device="cpu", max_batch_size=batch, lora=True)
+        if engine is not None:  # the same bridge (adapter hand-over) on another engine
+            generator.engine = engine()
+        generators[name] = generator
+    prompts = [encode_prompt(generator.tokenizer, r["messages"][:-1]) for r in rows[: args.prompts]]
     ids = [p for p in prompts for _ in range(args.group)]
     best: dict[str, dict] = {}
-    for step in range(args.form_rounds + 1):  # round 0 warms both up and is not counted
+    for step in range(args.form_rounds + 1):  # round 0 warms each up and is not counted
         seeds = [request_seed(args.seed, step, i, 0) for i in range(len(ids))]
         for name, generator in generators.items():
             start = time.perf_counter()
@@ -250,8 +257,8 @@ def machine(threads: int) -> str:
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_generate import machine as cpu_name  # the CPU's model name, as the other benchmarks print it
 
-    return (f"{cpu_name()['cpu']}, {threads} threads, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"trl {trl.__version__}, Python {platform.python_version()}")
+    return (f"{cpu_name()['cpu']}, {threads} threads, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, trl {trl.__version__}, Python {platform.python_version()}")
 
 
 def main() -> None:
@@ -317,7 +324,7 @@ def report(args, results: list[dict], forms: dict | None, load_before: float) ->
     if forms:
         print(f"oikyo's generator, one generation batch of the same shape (best of {args.form_rounds}, alternated):")
         for name, f in forms.items():
-            print(f"  {name:20} ({f['linear_products']}): {f['seconds']:.2f} s, {f['tokens']} tokens, "
+            print(f"  {name:24} ({f['linear_products']}): {f['seconds']:.2f} s, {f['tokens']} tokens, "
                   f"{f['tokens_per_s']:.1f} tok/s; adapter hand-over {1000 * f['sync_seconds']:.0f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))

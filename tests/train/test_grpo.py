@@ -130,8 +130,9 @@ def test_generator_follows_the_policy_weights_after_each_sync(tiny_dir):
             generator.sync(model, step)
             ours = generator.generate([prompt], [0], max_new_tokens=10, temperature=0.0, top_p=1.0)[0].token_ids
             with torch.no_grad():
-                out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                     max_new_tokens=10, do_sample=False, pad_token_id=0)
+                mask = torch.ones(1, len(prompt), dtype=torch.long)
+                out = model.generate(torch.tensor([prompt]), attention_mask=mask, max_new_tokens=10, do_sample=False,
+                                     pad_token_id=0)
             theirs = out[0, len(prompt):].tolist()
             return ours, theirs[: len(ours)]
 
@@ -172,7 +173,8 @@ def test_a_run_reports_rewards_and_resumes_exactly(train_tiny, tmp_path, tiny_di
             "eval_reward", "zero_std_groups"} <= set(metrics[3])
     assert metrics[3]["eval_loss"] == -metrics[3]["eval_reward"]
     assert any(m["grad_norm"] > 0 for m in metrics.values())  # the rewards had spread: the weights moved
-    assert _weights(reference.result.output_dir)["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"].abs().sum() > 0
+    trained = _weights(reference.result.output_dir)
+    assert trained["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"].abs().sum() > 0
 
     run_dir = tmp_path / "interrupted"
     checkpoint = run_dir / "checkpoints" / "step-000003"
@@ -249,13 +251,15 @@ def test_grpo_raises_the_mean_reward_of_the_bundled_model(bundled_model_dir, tmp
 
 def test_shipped_config_and_the_forms_rewards_can_take():
     shipped = load_config(Path(__file__).resolve().parents[2] / "src" / "oikyo" / "configs" / "grpo.yaml")
-    assert shipped.method.name == "grpo" and [r.name for r in shipped.grpo.rewards] == ["json_valid", "json_field_match"]
+    assert shipped.method.name == "grpo"
+    assert [r.name for r in shipped.grpo.rewards] == ["json_valid", "json_field_match"]
     assert rewards.build(shipped.grpo.rewards).score('{"a": 1}', '{"a": 1, "b": 2}', [])[0] == pytest.approx(1.0)
     # The dashboard sends YAML flow text; the CLI may give bare names.
     flow = load_config(None, ["method.name=grpo", "grpo.rewards=[{name: regex_match, weight: 2, args: {pattern: x}}]"])
     assert flow.grpo.rewards[0].weight == 2 and flow.grpo.rewards[0].args == {"pattern": "x"}
     names = load_config(None, ["method.name=grpo", "grpo.rewards=json_valid, exact_match", "grpo.reward_modules=mine"])
-    assert [r.name for r in names.grpo.rewards] == ["json_valid", "exact_match"] and names.grpo.reward_modules == ["mine"]
+    assert [r.name for r in names.grpo.rewards] == ["json_valid", "exact_match"]
+    assert names.grpo.reward_modules == ["mine"]
     from oikyo.train.config import ConfigError
     from oikyo.web.runform import form_groups
 
@@ -274,10 +278,17 @@ def test_group_engine_prefills_each_prompt_once_and_samples_the_same_tokens(tiny
 
     plain = GenerationEngine(tiny_dir, max_batch_size=16)
     grouped = grpo.group_engine(tiny_dir, max_batch_size=16)
-    prompts = [encode_prompt(plain.tokenizer, [{"role": "user", "content": f"Question {i}{'?' * i}"}]) for i in range(4)]
+    questions = [[{"role": "user", "content": f"Question {i}{'?' * i}"}] for i in range(4)]
+    prompts = [encode_prompt(plain.tokenizer, messages) for messages in questions]
     prefilled = []
     forward = grouped._forward
-    grouped._forward = lambda ids, *a, **k: (prefilled.append(ids.shape) if ids.shape[1] > 1 else None) or forward(ids, *a, **k)
+
+    def counting(ids, *args, **kwargs):  # records the rows of every prefill (more than one column)
+        if ids.shape[1] > 1:
+            prefilled.append(ids.shape)
+        return forward(ids, *args, **kwargs)
+
+    grouped._forward = counting
 
     def requests():
         return [GenerationRequest(prompt_ids=p, max_new_tokens=12, temperature=1.0 if k else 0.0, seed=100 * i + k)

@@ -327,7 +327,8 @@ class GRPORecipe:
             + ", ".join(f"{r.name} x {r.weight:g}" for r in self.rewards.rewards)
         )
         lora = config.method.finetune in ("lora", "qlora")
-        engine_batch = min(MAX_ENGINE_BATCH, max(config.train.batch_size * grpo.num_generations, len(self.eval_prompts), 1))
+        group_rows = config.train.batch_size * grpo.num_generations
+        engine_batch = min(MAX_ENGINE_BATCH, max(group_rows, len(self.eval_prompts), 1))
         self.generator = PolicyGenerator(
             self.ctx.model_dir, device=session.runtime.device, max_batch_size=engine_batch, lora=lora
         )
@@ -530,7 +531,8 @@ def completion_logprobs(model, batch: dict):
 def _checkpointing(model) -> bool:
     """Whether activation (gradient) checkpointing is on (the name changed in transformers 5)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    name = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    new = hasattr(type(base), "is_activation_checkpointing")
+    name = "is_activation_checkpointing" if new else "is_gradient_checkpointing"
     return bool(getattr(base, name, False))
 
 

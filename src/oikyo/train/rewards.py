@@ -77,7 +77,8 @@ def load_modules(modules: list[str] | tuple[str, ...] = ()) -> list[str]:
 
 
 @reward("exact_match")
-def exact_match(completion: str, reference: str | None, prompt_messages: list[dict], *, normalize: bool = False) -> float:
+def exact_match(completion: str, reference: str | None, prompt_messages: list[dict], *,
+                normalize: bool = False) -> float:
     """1.0 when the completion equals the reference (surrounding spaces ignored), else 0.0.
 
     ``normalize``: compare SQuAD-normalized text instead (case, punctuation and articles ignored).
