@@ -109,4 +109,5 @@ def test_bad_model_versions_and_data_kinds_are_refused_before_queueing(real_reci
         training.submit_training(None, list(TRAIN), dataset=dataset.id, model="mv-doesnotexist")
     with pytest.raises(training.SubmitError, match=r"holds conversations rows, but method dpo trains on preference"):
         training.submit_training(None, [*TRAIN, "method.name=dpo"], dataset=dataset.id, model=str(tiny_model_dir))
+    assert "method.name=grpo or sft" in training.method_kind_problems("kto", dataset)[0]
     assert runs.list_runs() == []

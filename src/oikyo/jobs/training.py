@@ -234,6 +234,7 @@ METHOD_KINDS = {
     "orpo": ("preference",),
     "kto": ("unpaired_preference",),
     "pretrain": ("text",),
+    "grpo": ("conversations",),  # prompts, with the last assistant turn as the reference answer
 }
 
 
