@@ -37,12 +37,17 @@ start anyway.
 Generation follows the weights. The engine holds its own copy of the base model with prepacked
 weights (its fastest form on CPU). For LoRA the base never changes: after each optimizer step the
 adapter's matrices (a few MB) are handed to the engine as a fresh adapter, which the engine applies
-with its LoRA kernels. Measured on the bundled model (AMD EPYC, 2 threads, bench/bench_grpo.py: one
-generation batch of 4 support-ticket prompts x 8 completions, at most 64 tokens, 1934 generated):
-packed base + adapter 9.0 s (214 tokens/s) against 13.9 s (140 tokens/s) for the same engine
-unpacked, which is what generating on the live model's plain weights would cost; the adapter
-hand-over costs ~45 ms a step. For full fine-tuning every weight changes each step, so the engine
-runs unpacked and the new weights are copied into it before each generation.
+with its LoRA kernels. For full fine-tuning every weight changes each step, so the engine runs
+unpacked and the new weights are copied into it before each generation.
+
+A group's prompt is computed once, not G times: in generation (:func:`group_engine` prefills each
+distinct prompt and copies its KV cache to the siblings) and in the training forward
+(:func:`completion_logprobs`). Measured on the bundled model (AMD EPYC, 2 threads,
+``bench/bench_grpo.py --forms-only``: one generation batch of 4 support-ticket prompts x 8
+completions, at most 64 tokens, 1934 generated, best of 2): packed weights + adapter with the
+prompt prefilled once 6.3 s (307 tokens/s); prefilled per request 8.3 s (234); unpacked, prefilled
+once, which is what generating on the live model's plain weights costs, 9.4 s (205). The adapter
+hand-over costs ~45 ms a step.
 
 Seeds: completion k of prompt i at step s is sampled with its own generator seeded from
 (``train.seed``, s, i, k), and the engine's per-request generators make a request's tokens
