@@ -84,8 +84,10 @@ def _field(group: str, name: str, info: FieldInfo) -> dict:
     members, nullable = _unwrap(info.annotation)
     kind, choices = _kind(members)
     default = info.get_default(call_default_factory=True)
+    if kind == "yaml":  # a list of typed items, shown in the input as the list ("[]") and parsed back by the config
+        default = [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in default]
     return {"path": f"{group}.{name}", "name": name, "kind": kind, "choices": choices, "nullable": nullable,
-            "default": list(default) if kind == "multi" else _display(default),
+            "default": list(default) if kind in ("multi", "yaml") else _display(default),
             "description": info.description or "", **_bounds(info)}
 
 
