@@ -95,6 +95,47 @@ def test_loss_on_a_hand_built_batch_is_minus_advantage_times_logp(tiny_dir):
     assert extras["completion_length"] == 10 and extras["reward"] == 1.5 and extras["truncated"] == 1.0
 
 
+def test_groups_with_equal_rewards_are_left_out_with_the_same_gradient(tiny_dir):
+    """Group 0's rewards are all equal (A = 0): it is not run through the model, and the gradient equals the one
+    computed over every completion. A batch where no group has spread takes no forward pass and changes nothing."""
+    model, prompts, completions, batch = _hand_built(tiny_dir)
+    config = load_config(None, ["method.name=grpo", LENGTH, "grpo.max_new_tokens=8", "grpo.num_generations=2"])
+    recipe = grpo.GRPORecipe(config, ctx=None)
+    recipe.session = SimpleNamespace(model=model)
+    recipe.rewards = rewards.build(config.grpo.rewards)
+    batch.update(advantages=torch.tensor([0.0, 0.0, 0.7, -0.7]), rewards=torch.tensor([0.5, 0.5, 1.0, 0.0]),
+                 parts=torch.tensor([[0.5], [0.5], [1.0], [0.0]]), group_std=torch.tensor([0.0, 0.0, 0.7, 0.7]),
+                 zero_std=torch.tensor([1.0, 1.0, 0.0, 0.0]), truncated=torch.zeros(4))
+    seen = []
+    original = grpo.completion_logprobs
+
+    def spy(model_, sub):
+        seen.append(sub["completion_ids"].shape[0])
+        return original(model_, sub)
+
+    grpo.completion_logprobs = spy
+    try:
+        loss, extras = recipe.loss(batch)
+    finally:
+        grpo.completion_logprobs = original
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    assert seen == [2] and extras["completion_length"] == 10 and extras["reward"] == 2.0  # metrics over all four
+
+    logp, rows = grpo.completion_logprobs(model, batch)  # every completion, group 0's advantages 0
+    (grpo.policy_loss(logp, logp.detach(), batch["advantages"][rows]).sum() / 8).backward()
+    for name, param in model.named_parameters():
+        scale = param.grad.abs().max().item()
+        assert scale > 0 and torch.allclose(got[name], param.grad, rtol=1e-4, atol=1e-5 * scale), name
+    model.zero_grad()
+
+    batch.update(advantages=torch.zeros(4), zero_std=torch.ones(4))
+    loss, _ = recipe.loss(batch)
+    loss.backward()
+    assert loss.item() == 0 and all(p.grad is None for p in model.parameters())
+
+
 def test_prompt_shared_once_per_group_gives_the_plain_path_log_probabilities(tiny_dir):
     """The prompt runs once per group (its KV cache repeated G times); the values equal target_logprobs on
     the G full sequences, and the plain layout puts labels on the completion tokens only."""

@@ -401,28 +401,44 @@ class GRPORecipe:
         return int(batch["prompt_lengths"].sum()) * G + int(batch["completion_mask"].sum())
 
     def loss(self, batch: dict):
-        """(sum over completions of token losses / max_new_tokens, metric sums over the completions)."""
+        """(sum over completions of token losses / max_new_tokens, metric sums over the completions).
+
+        A group whose rewards are all equal has advantages 0: with beta = 0 its completions add exactly
+        nothing to the loss or its gradient, so they are left out of the forward pass (late in a run,
+        when most groups agree, that is most of the training compute). The gradient is the same.
+        """
         import torch
 
         grpo = self.config.grpo
-        logp, rows = completion_logprobs(self.session.model, batch)  # (N,), (N,): one per completion token
-        per_token = policy_loss(logp, logp.detach(), batch["advantages"][rows])  # (N,)
         n = batch["completion_ids"].shape[0]
-        lengths = torch.bincount(rows, minlength=n).clamp(min=1)  # (B*G,) completion tokens
-        extras = {}
+        lengths = batch["completion_mask"].sum(dim=1).clamp(min=1)  # (B*G,) completion tokens
+        extras = self._extras(batch, lengths)
+        trained = batch
+        if grpo.beta == 0:
+            learning = batch["zero_std"].view(-1, grpo.num_generations)[:, 0] == 0  # (B,) groups with spread
+            if not learning.any():  # nothing to learn in this batch: no forward pass, a zero loss
+                return torch.zeros((), device=batch["completion_ids"].device, requires_grad=True), extras
+            if not learning.all():
+                trained = select_groups(batch, learning)
+        logp, rows = completion_logprobs(self.session.model, trained)  # (N,), (N,): one per completion token
+        per_token = policy_loss(logp, logp.detach(), trained["advantages"][rows])  # (N,)
         if grpo.beta > 0:
             kl = kl_k3(logp, self._reference_logps(batch).detach())  # (N,)
             per_token = per_token + grpo.beta * kl
             per_completion_kl = torch.zeros(n, dtype=kl.dtype, device=kl.device).index_add(0, rows, kl.detach())
             extras["kl"] = (per_completion_kl / lengths).sum().item()
-        extras["reward"] = batch["rewards"].sum().item()
+        return per_token.sum() / grpo.max_new_tokens, extras
+
+    def _extras(self, batch: dict, lengths) -> dict:
+        """Metric sums over the step's completions (the session divides them by the completions)."""
+        extras = {"reward": batch["rewards"].sum().item()}
         extras["reward_std"] = batch["group_std"].sum().item()
         extras["zero_std_groups"] = batch["zero_std"].sum().item()
         extras["completion_length"] = float(lengths.sum().item())
         extras["truncated"] = batch["truncated"].sum().item()
         for name, value in zip((r.name for r in self.rewards.rewards), batch["parts"].sum(0).tolist()):
             extras[f"reward/{name}"] = value
-        return per_token.sum() / grpo.max_new_tokens, extras
+        return extras
 
     def _reference_logps(self, batch: dict):
         import torch
@@ -492,6 +508,14 @@ def collate_groups(prompts: list[list[int]], completions: list[list[int]], pad_i
         completion_mask[row, : len(ids)] = 1
     return {"prompt_ids": prompt_ids, "prompt_lengths": torch.tensor([len(p) for p in prompts]),
             "completion_ids": completion_ids, "completion_mask": completion_mask}
+
+
+def select_groups(batch: dict, keep) -> dict:
+    """The groups of a :func:`collate_groups` batch where ``keep`` (B,) is true, with their completions' rows."""
+    group = batch["completion_ids"].shape[0] // batch["prompt_ids"].shape[0]
+    rows = keep.repeat_interleave(group)  # (B*G,)
+    return {"prompt_ids": batch["prompt_ids"][keep], "prompt_lengths": batch["prompt_lengths"][keep],
+            **{k: v[rows] for k, v in batch.items() if k not in ("prompt_ids", "prompt_lengths")}}
 
 
 def completion_logprobs(model, batch: dict):
