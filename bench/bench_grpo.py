@@ -13,10 +13,12 @@ What runs (each peer in its own subprocess, one after the other, so peak memory 
   seeded order, each rendered by the model's chat template.
 - Both: G = ``--group`` completions per prompt (TRL's default 8), ``--prompts`` prompts per optimizer
   step (TRL: per_device_train_batch_size = prompts x G), at most ``--max-new`` completion tokens,
-  sampled at temperature 1.0, top_p 1.0; rewards json_valid + json_field_match (oikyo's functions,
-  wrapped for TRL); beta 0 (no reference model, TRL's default); one policy update per generation
-  batch (TRL's num_iterations=1); Dr. GRPO loss aggregation (TRL loss_type="dr_grpo"); AdamW lr 1e-5,
-  constant; gradient clipping 1.0; the machine's physical cores as threads.
+  sampled at temperature 1.0, top_p 1.0; rewards json_valid + json_field_match + length_penalty
+  (oikyo's functions, wrapped for TRL; the length term gives every group some spread, so oikyo's
+  skipping of groups with equal rewards never applies and both peers train on every completion);
+  beta 0 (no reference model, TRL's default); one policy update per generation batch (TRL's
+  num_iterations=1); Dr. GRPO loss aggregation (TRL loss_type="dr_grpo"); AdamW lr 1e-5, constant;
+  gradient clipping 1.0; the machine's physical cores as threads.
 - TRL keeps its other defaults: generation with ``model.generate`` (no vLLM on a CPU),
   gradient_checkpointing=True. oikyo uses its defaults: groups sampled by its serving engine,
   the prompt run once per group in the training forward, no gradient checkpointing.
@@ -80,7 +82,7 @@ def run_oikyo(args, rows: list[dict]) -> dict:
     from oikyo.train.runner import run_training
 
     config = load_config(None, [
-        "method.name=grpo", "grpo.rewards=[{name: json_valid}, {name: json_field_match}]",
+        "method.name=grpo", "grpo.rewards=[{name: json_valid}, {name: json_field_match}, {name: length_penalty}]",
         f"grpo.num_generations={args.group}", f"grpo.max_new_tokens={args.max_new}", "grpo.temperature=1.0",
         "grpo.top_p=1.0", "grpo.beta=0.0", f"train.batch_size={args.prompts}", f"train.max_steps={args.steps + 1}",
         f"train.lr={LR}", "train.scheduler=constant", "train.warmup_steps=0", f"train.seed={args.seed}",
@@ -122,6 +124,9 @@ def run_trl(args, rows: list[dict]) -> dict:
     def json_field_match(prompts, completions, reference, **kwargs):
         return [rewards.json_field_match(c[0]["content"], r, p) for p, c, r in zip(prompts, completions, reference)]
 
+    def length_penalty(prompts, completions, reference, **kwargs):
+        return [rewards.length_penalty(c[0]["content"], r, p) for p, c, r in zip(prompts, completions, reference)]
+
     ends: list[float] = []
 
     class StepTimes(TrainerCallback):
@@ -142,7 +147,7 @@ def run_trl(args, rows: list[dict]) -> dict:
         fp16=False, seed=args.seed, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
         disable_tqdm=True, shuffle_dataset=False,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=[json_valid, json_field_match], args=config,
+    trainer = GRPOTrainer(model=model, reward_funcs=[json_valid, json_field_match, length_penalty], args=config,
                           train_dataset=dataset, processing_class=tokenizer, callbacks=[StepTimes()])
     timed = {"seconds": [], "tokens": []}
     generate = trainer._generate_single_turn

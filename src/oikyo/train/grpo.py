@@ -26,7 +26,9 @@ that turn's content (None without one). Each optimizer step takes ``train.batch_
    clip never binds and the gradient is exactly that of ``-A * logp`` (REINFORCE with the group
    baseline). The general form is kept so the loss is the published one. Token losses are summed
    per completion and divided by ``max_new_tokens`` (Dr. GRPO's constant, Liu et al. 2025: no bias
-   toward short or long answers), then averaged over completions.
+   toward short or long answers), then averaged over completions. With beta 0, the groups whose
+   rewards are all equal (A = 0, nothing to learn) are left out of the training forward: the same
+   gradient, less work.
 
 The optional KL term (``grpo.beta`` > 0) uses the k3 estimator ``exp(ref - logp) - (ref - logp) - 1``
 against the starting model: the base with its LoRA adapter switched off (as the DPO recipe does), or
