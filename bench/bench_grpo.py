@@ -14,8 +14,9 @@ What runs (each peer in its own subprocess, one after the other, so peak memory 
 - Both: G = ``--group`` completions per prompt (TRL's default 8), ``--prompts`` prompts per optimizer
   step (TRL: per_device_train_batch_size = prompts x G), at most ``--max-new`` completion tokens,
   sampled at temperature 1.0, top_p 1.0; rewards json_valid + json_field_match + length_penalty
-  (oikyo's functions, wrapped for TRL; the length term gives every group some spread, so oikyo's
-  skipping of groups with equal rewards never applies and both peers train on every completion);
+  (oikyo's functions, wrapped for TRL; the length term, with a target longer than any completion,
+  gives every group some spread, so oikyo's skipping of groups with equal rewards does not apply and
+  both peers train on every completion: the report prints the share skipped, which should be 0);
   beta 0 (no reference model, TRL's default); one policy update per generation batch (TRL's
   num_iterations=1); Dr. GRPO loss aggregation (TRL loss_type="dr_grpo"); AdamW lr 1e-5, constant;
   gradient clipping 1.0; the machine's physical cores as threads.
@@ -56,6 +57,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear", "task_type": "CAUSAL_LM"}
 LR = 1e-5
+# length_penalty's target in characters: longer than any completion of --max-new 64 tokens, so the term is
+# never floored at -1 and every group's rewards spread (no group is skipped for having nothing to learn).
+LENGTH = {"target": 600}
 
 
 # ----------------------------------------------------------------------------- data
@@ -82,7 +86,8 @@ def run_oikyo(args, rows: list[dict]) -> dict:
     from oikyo.train.runner import run_training
 
     config = load_config(None, [
-        "method.name=grpo", "grpo.rewards=[{name: json_valid}, {name: json_field_match}, {name: length_penalty}]",
+        "method.name=grpo",
+        f"grpo.rewards=[{{name: json_valid}}, {{name: json_field_match}}, {{name: length_penalty, args: {LENGTH}}}]",
         f"grpo.num_generations={args.group}", f"grpo.max_new_tokens={args.max_new}", "grpo.temperature=1.0",
         "grpo.top_p=1.0", "grpo.beta=0.0", f"train.batch_size={args.prompts}", f"train.max_steps={args.steps + 1}",
         f"train.lr={LR}", "train.scheduler=constant", "train.warmup_steps=0", f"train.seed={args.seed}",
@@ -105,6 +110,7 @@ def run_oikyo(args, rows: list[dict]) -> dict:
         "generation_seconds": sum(m["generation_s"] for m in measured), "generated_tokens": round(generated),
         "completion_length": sum(m["completion_length"] for m in measured) / len(measured),
         "reward": sum(m["reward"] for m in measured) / len(measured), "peak_rss_mb": peak_rss_mb(),
+        "zero_std_groups": sum(m["zero_std_groups"] for m in steps) / len(steps),  # groups skipped: must be 0
     }
 
 
@@ -125,7 +131,8 @@ def run_trl(args, rows: list[dict]) -> dict:
         return [rewards.json_field_match(c[0]["content"], r, p) for p, c, r in zip(prompts, completions, reference)]
 
     def length_penalty(prompts, completions, reference, **kwargs):
-        return [rewards.length_penalty(c[0]["content"], r, p) for p, c, r in zip(prompts, completions, reference)]
+        return [rewards.length_penalty(c[0]["content"], r, p, **LENGTH)
+                for p, c, r in zip(prompts, completions, reference)]
 
     ends: list[float] = []
 
@@ -322,6 +329,8 @@ def report(args, results: list[dict], forms: dict | None, load_before: float) ->
                   f"{r['completion_length']:>10.1f}{r['reward']:>8.3f}{r['peak_rss_mb']:>9.0f}")
     if len(results) == 2:
         ours, theirs = results
+        print(f"oikyo: share of groups left out of training for equal rewards {ours['zero_std_groups']:.3f} "
+              "(0: both peers trained on every completion)")
         summary["steps_ratio"] = ours["steps_per_minute"] / theirs["steps_per_minute"]
         summary["generation_ratio"] = ours["generated_tokens_per_s"] / theirs["generated_tokens_per_s"]
         print(f"oikyo / TRL: optimizer steps per minute {summary['steps_ratio']:.2f}x, generated tokens per second "
