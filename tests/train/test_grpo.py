@@ -341,3 +341,38 @@ def test_group_engine_prefills_each_prompt_once_and_samples_the_same_tokens(tiny
     assert [shape[0] for shape in prefilled] == [4]  # one prefill row per distinct prompt
     assert len({tuple(t) for t in ours[1:3]}) == 2  # sampled siblings differ: each drew with its own seed
     assert grouped.stats()["prompt_tokens"] == plain.stats()["prompt_tokens"]
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_kl_to_the_starting_model_and_full_fine_tuning(train_tiny, tmp_path, tiny_dir, finetune):
+    """beta > 0 adds the KL to the starting model (adapter off, or a frozen copy for full fine-tuning): 0 at the
+    first step, when policy and reference are the same weights, then positive; full fine-tuning's generator gets
+    every weight copied in after each step and follows the policy exactly (greedy answers equal its own)."""
+    run = train_tiny([*TINY_GRPO, "grpo.beta=0.5", "train.max_steps=3", "train.eval_every=null",
+                      f"method.finetune={finetune}", "train.lr=1e-2"], eval_rows=None, run_dir=tmp_path / finetune)
+    kl = run.series("kl")
+    assert run.result.status == "succeeded" and len(kl) == 3
+    assert abs(kl[0]) < 1e-6 and kl[-1] > 0, kl
+
+    if finetune == "full":
+        from oikyo.models.chat_template import encode_prompt
+        from oikyo.models.loading import load_model
+
+        policy = load_model(run.result.output_dir).eval()
+        generator = grpo.PolicyGenerator(tiny_dir, device="cpu", max_batch_size=2, lora=False)
+        try:
+            live = dict(policy.named_parameters())
+            name, _ = next((n, p) for n, p in generator.engine.model.named_parameters() if "layers.0" in n)
+            assert not torch.equal(dict(generator.engine.model.named_parameters())[name], live[name])  # trained
+            generator.sync(policy, step=0)
+            assert all(torch.equal(p, live[n]) for n, p in generator.engine.model.named_parameters())
+            prompt = encode_prompt(generator.tokenizer, [{"role": "user", "content": "Say the word number 1."}])
+            ours = generator.generate([prompt], [0], max_new_tokens=8, temperature=0.0, top_p=1.0)[0].token_ids
+            mask = torch.ones(1, len(prompt), dtype=torch.long)
+            with torch.no_grad():
+                out = policy.generate(torch.tensor([prompt]), attention_mask=mask, max_new_tokens=8, do_sample=False,
+                                      pad_token_id=0)
+            assert ours == out[0, len(prompt):].tolist()[: len(ours)]
+            assert generator.engine.linear_products == "pytorch"  # unpacked: the weights change every step
+        finally:
+            generator.close()
