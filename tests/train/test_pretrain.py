@@ -148,7 +148,7 @@ def test_pretrain_then_sft_from_that_model_version(monkeypatch, tiny_model_dir, 
 
     # The bridge refuses the wrong kind before anything is queued, naming the method that fits.
     with pytest.raises(training.SubmitError, match=r"holds conversations rows, but method pretrain trains on text "
-                                                   r"rows; conversations data trains with method.name=sft"):
+                                                   r"rows; conversations data trains with method.name=grpo or sft"):
         training.submit_training(None, ["method.name=pretrain", "data.train_split=null", "data.eval_split=null"],
                                  dataset=chats.id, model=str(tiny_model_dir))
 
