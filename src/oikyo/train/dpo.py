@@ -14,12 +14,20 @@ difference) and ``reward_accuracy`` (share of pairs where chosen beats rejected)
 
 from __future__ import annotations
 
-import copy
 import itertools
 
 from oikyo.train import data
 from oikyo.train.config import TrainConfig
-from oikyo.train.runner import RunContext, Session, TrainResult, build_model, lora_kwargs, target_logprobs
+from oikyo.train.runner import (
+    RunContext,
+    Session,
+    TrainResult,
+    build_model,
+    frozen_reference,
+    lora_kwargs,
+    reference_forward,
+    target_logprobs,
+)
 
 
 def sequence_logps(model, batch: dict):
@@ -69,9 +77,7 @@ class DPORecipe:
             lora_kwargs(config),
             config.train.gradient_checkpointing,
         )
-        if config.method.finetune == "full":
-            # The reference is the starting point: copied before a resume loads trained weights.
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.reference = frozen_reference(model, config.method.finetune)  # before a resume loads weights
         session.build(self, model=model)
 
     # -- what the session's loop asks for ---------------------------------------------------
@@ -96,13 +102,7 @@ class DPORecipe:
         return int(batch["attention_mask"].sum())
 
     def _reference_logps(self, batch: dict):
-        import torch
-
-        with torch.no_grad():
-            if self.reference is not None:
-                return sequence_logps(self.reference, batch)
-            with self.session.model.disable_adapter():
-                return sequence_logps(self.session.model, batch)
+        return reference_forward(sequence_logps, self.session.model, self.reference, batch)
 
     def _pair_losses(self, batch: dict):
         """Per-pair losses and reward margins for a collated pair batch: (pairs,), (pairs,)."""

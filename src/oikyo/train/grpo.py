@@ -66,7 +66,6 @@ generates one greedy answer per validation prompt: ``eval_reward`` is their mean
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import inspect
@@ -87,7 +86,9 @@ from oikyo.train.runner import (
     _chunked_nll,
     _model_parts,
     build_model,
+    frozen_reference,
     lora_kwargs,
+    reference_forward,
     target_logprobs,
 )
 
@@ -343,9 +344,8 @@ class GRPORecipe:
             self.ctx.model_dir, config.method.finetune, session.dtype, session.runtime.device, lora_kwargs(config),
             config.train.gradient_checkpointing,
         )
-        if config.method.finetune == "full" and grpo.beta > 0:
-            # The reference is the starting point: copied before a resume loads trained weights.
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        if grpo.beta > 0:  # the KL term needs the starting point (copied before a resume loads weights)
+            self.reference = frozen_reference(model, config.method.finetune)
         session.build(self, model=model)  # resumes from the newest checkpoint: nothing may draw random numbers after
 
     # -- what the session's loop asks for ---------------------------------------------------
@@ -443,13 +443,7 @@ class GRPORecipe:
         return extras
 
     def _reference_logps(self, batch: dict):
-        import torch
-
-        with torch.no_grad():
-            if self.reference is not None:
-                return completion_logprobs(self.reference, batch)[0]
-            with self.session.model.disable_adapter():
-                return completion_logprobs(self.session.model, batch)[0]
+        return reference_forward(lambda model, batch: completion_logprobs(model, batch)[0], self.session.model, self.reference, batch)
 
     def evaluate(self) -> dict | None:
         """Mean reward of one greedy answer per validation prompt (eval_loss: its negative)."""

@@ -35,7 +35,6 @@ grow as training separates the two).
 
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import dataclass
 
@@ -45,7 +44,15 @@ from oikyo.models.chat_template import IGNORE_INDEX, Encoded, encode_conversatio
 from oikyo.train import TrainingError, data
 from oikyo.train.config import TrainConfig
 from oikyo.train.dpo import sequence_logps
-from oikyo.train.runner import RunContext, Session, TrainResult, build_model, lora_kwargs
+from oikyo.train.runner import (
+    RunContext,
+    Session,
+    TrainResult,
+    build_model,
+    frozen_reference,
+    lora_kwargs,
+    reference_forward,
+)
 
 PARTNER_TRIES = 16  # examples tried, in the seeded order, for a mismatched answer that fits max_length
 CLASSES = ("desirable", "undesirable")
@@ -227,9 +234,7 @@ class KTORecipe:
             lora_kwargs(config),
             config.train.gradient_checkpointing,
         )
-        if config.method.finetune == "full":
-            # The reference is the starting point: copied before a resume loads trained weights.
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.reference = frozen_reference(model, config.method.finetune)  # before a resume loads weights
         session.build(self, model=model)
 
     def _log_balance(self) -> None:
@@ -267,13 +272,7 @@ class KTORecipe:
         return int(batch["attention_mask"][: self.count(batch)].sum())  # the judged conversations
 
     def _reference_logps(self, batch: dict):
-        import torch
-
-        with torch.no_grad():
-            if self.reference is not None:
-                return sequence_logps(self.reference, batch)
-            with self.session.model.disable_adapter():
-                return sequence_logps(self.session.model, batch)
+        return reference_forward(sequence_logps, self.session.model, self.reference, batch)
 
     def _losses(self, batch: dict):
         """(losses, r, z0, policy log-probs) for a collated batch (see :func:`kto_loss`)."""

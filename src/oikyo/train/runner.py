@@ -136,6 +136,27 @@ def scheduler_kwargs(config: TrainConfig, total_steps: int) -> dict:
     return {"name": name, "num_warmup_steps": min(warmup, total_steps), "num_training_steps": total_steps}
 
 
+def frozen_reference(model, finetune: str):
+    """The reference model of the preference and RL recipes: a frozen copy of the starting weights for
+    full fine-tuning (taken before a resume loads trained weights), None for LoRA, whose reference is
+    the policy itself with its adapter switched off (peft's ``disable_adapter()``, no second copy)."""
+    import copy
+
+    return copy.deepcopy(model).eval().requires_grad_(False) if finetune == "full" else None
+
+
+def reference_forward(fn, policy, reference, batch: dict):
+    """``fn(model, batch)`` without gradients on the starting weights: ``reference`` when there is
+    one (see :func:`frozen_reference`), else ``policy`` with its LoRA adapter switched off."""
+    import torch
+
+    with torch.no_grad():
+        if reference is not None:
+            return fn(reference, batch)
+        with policy.disable_adapter():
+            return fn(policy, batch)
+
+
 def build_model(model_dir: Path, finetune: str, dtype, device: str, lora: dict, gradient_checkpointing: bool):
     """The trainable model: the base model, wrapped with LoRA adapters for lora/qlora."""
     import torch
