@@ -107,9 +107,6 @@ def messages_array(offsets: pa.Array, role: pa.Array, content: pa.Array, extras:
 
     ``extras`` maps some of :data:`EXTRA_NAMES` to arrays as long as ``role``; the others are null.
     """
-    n = len(role)
-    arrays = [role, content] + [
-        (extras or {}).get(name) if (extras or {}).get(name) is not None else pa.nulls(n, kind)
-        for name, kind in MESSAGE_EXTRAS
-    ]
+    extras = extras or {}
+    arrays = [role, content] + [extras.get(name, pa.nulls(len(role), kind)) for name, kind in MESSAGE_EXTRAS]
     return pa.ListArray.from_arrays(offsets, pa.StructArray.from_arrays(arrays, fields=list(MESSAGE_TYPE)))

@@ -34,7 +34,7 @@ from oikyo.data.formats.base import (
     tools_text,
     type_name,
 )
-from oikyo.data.formats.parts import REASONING_KEYS, WEIGHT_KEYS, _call, _one_of, content_parts, message_turns
+from oikyo.data.formats.parts import REASONING_KEYS, WEIGHT_KEYS, content_parts, message_turns, one_of, tool_call_of
 
 ROLES = {
     "system": "system",
@@ -61,14 +61,14 @@ def _tool_calls(calls, path: str) -> list[dict]:
         extra = sorted(k for k in call if k not in ("id", "type", "function", "name", "arguments"))
         if extra:
             raise RowError("unknown_field", f"{where}.{extra[0]}", f"{where} has field {extra[0]!r}; a tool call uses: id, type, function")
-        found.append(_call(call, where))
+        found.append(tool_call_of(call, where))
     return found
 
 
 def _extras(item: dict, role: str, where: str) -> dict:
     """The message's weight, name and tool_call_id, checked."""
     extras = {}
-    key, weight = _one_of(item, WEIGHT_KEYS, where, required=False)
+    key, weight = one_of(item, WEIGHT_KEYS, where, required=False)
     if weight is not None:
         if role not in ("assistant", "tool_call"):
             raise RowError("wrong_type", f"{where}.{key}",
@@ -111,7 +111,7 @@ def convert_message(item, where: str) -> list[dict]:
         )
     role = ROLES[role]
     extras = _extras(item, role, where)
-    key, reasoning = _one_of(item, REASONING_KEYS, where, required=False)
+    key, reasoning = one_of(item, REASONING_KEYS, where, required=False)
     reasoning = optional_text(reasoning, f"{where}.{key}") if key else None
     if role == "tool_call":  # oikyo's canonical tool call turn, passed through
         content = tool_call_text(require_text(item.get("content"), f"{where}.content"), f"{where}.content")

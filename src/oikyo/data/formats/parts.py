@@ -47,7 +47,7 @@ REASONING_KEYS = ("reasoning", "reasoning_content", "thinking")
 WEIGHT_KEYS = ("weight", "loss_weight")
 
 
-def _one_of(part: dict, keys: tuple[str, ...], path: str, required: bool = True):
+def one_of(part: dict, keys: tuple[str, ...], path: str, required: bool = True):
     """The value of the one key of ``keys`` present in ``part`` (two present is an error)."""
     present = [key for key in keys if part.get(key) is not None]
     if len(present) > 1:
@@ -69,19 +69,19 @@ def _text_of(value, path: str) -> str:
     return require_text(value, path)
 
 
-def _call(part: dict, path: str) -> dict:
+def tool_call_of(part: dict, path: str) -> dict:
     """A tool call part as ``{"name", "arguments", "id"?}``."""
     function = part.get("function")
     source = require_object(function, f"{path}.function") if function is not None else part
     name = require_text(source.get("name"), f"{path}.name")
-    _, arguments = _one_of(source, ("arguments", "input"), path, required=False)
+    _, arguments = one_of(source, ("arguments", "input"), path, required=False)
     arguments = {} if arguments is None else arguments
     if type(arguments) is str:
         try:
             arguments = json.loads(arguments)
         except ValueError:
             pass  # not JSON: keep the text as the model should write it
-    _, call_id = _one_of(part, ("id", "call_id"), path, required=False)
+    _, call_id = one_of(part, ("id", "call_id"), path, required=False)
     call = {"name": name, "arguments": arguments}
     if call_id is not None:
         call["id"] = require_text(call_id, f"{path}.id")
@@ -114,16 +114,16 @@ def content_parts(value, path: str) -> list[tuple[str, object]]:
             raise RowError("unknown_field", f"{where}.{extra[0]}",
                            f"{where} ({kind} part) has field {extra[0]!r}; it uses: {', '.join(sorted(PART_KEYS[group]))}")
         if group == "text":
-            _, text = _one_of(part, ("text", "value"), where)
+            _, text = one_of(part, ("text", "value"), where)
             pieces.append(("text", require_text(text, where) if not isinstance(text, str) else text))
         elif group == "reasoning":
-            _, text = _one_of(part, ("text", "value", "reasoning", "thinking"), where)
+            _, text = one_of(part, ("text", "value", "reasoning", "thinking"), where)
             pieces.append(("reasoning", require_text(text, where)))
         elif group == "tool_call":
-            pieces.append(("tool_call", _call(part, where)))
+            pieces.append(("tool_call", tool_call_of(part, where)))
         else:
-            _, content = _one_of(part, ("content", "output"), where)
-            _, call_id = _one_of(part, ("tool_call_id", "tool_use_id", "call_id"), where, required=False)
+            _, content = one_of(part, ("content", "output"), where)
+            _, call_id = one_of(part, ("tool_call_id", "tool_use_id", "call_id"), where, required=False)
             result = {"content": _text_of(content, where)}
             if call_id is not None:
                 result["tool_call_id"] = require_text(call_id, where)
