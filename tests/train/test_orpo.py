@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from test_kto import kto_rows
-from trainhelpers import FAST, chat_rows, preference_rows
+from trainhelpers import FAST, chat_rows, preference_rows, run_direct
 
 from oikyo.train import TrainingError
 from oikyo.train.config import load_config
@@ -99,13 +99,7 @@ def test_a_cancelled_orpo_run_resumes_exactly(tiny_dir, tmp_path):
                  "train.lr=5e-3", "train.eval_every=3", "checkpoint.save_every=100", "lora.dropout=0.2", "train.seed=5"]
 
     def run(run_dir, stop_after=None):
-        metrics = {}
-        result = run_training(
-            load_config(None, overrides), run_dir=run_dir, model_dir=tiny_dir, train_rows=lambda: rows,
-            eval_rows=lambda: rows[:6], on_metrics=lambda step, m: metrics.setdefault(step, m),
-            should_stop=lambda: stop_after is not None and len(metrics) >= stop_after, log=lambda m: None,
-        )
-        return result, metrics
+        return run_direct(overrides, run_dir, tiny_dir, rows, stop_after)
 
     reference, expected = run(tmp_path / "reference")
     cancelled, _ = run(tmp_path / "resumed", stop_after=3)

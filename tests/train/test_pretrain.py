@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from test_kto import kto_rows
-from trainhelpers import FAST, chat_rows, preference_rows
+from trainhelpers import FAST, chat_rows, preference_rows, run_direct
 
 from oikyo.models.chat_template import encode_text
 from oikyo.train import TrainingError
 from oikyo.train.config import load_config
 from oikyo.train.data import TokenLimit
 from oikyo.train.pretrain import PretrainRecipe, encode_pretrain_rows
-from oikyo.train.runner import RunContext, run_training
+from oikyo.train.runner import RunContext
 
 
 def text_rows(n: int = 24) -> list[dict]:
@@ -81,13 +81,7 @@ def test_a_cancelled_pretrain_run_resumes_exactly(tiny_dir, tmp_path):
                  "lora.dropout=0.2", "train.seed=5"]
 
     def run(run_dir, stop_after=None):
-        metrics = {}
-        result = run_training(
-            load_config(None, overrides), run_dir=run_dir, model_dir=tiny_dir, train_rows=lambda: rows,
-            eval_rows=lambda: rows[:6], on_metrics=lambda step, m: metrics.setdefault(step, m),
-            should_stop=lambda: stop_after is not None and len(metrics) >= stop_after, log=lambda m: None,
-        )
-        return result, metrics
+        return run_direct(overrides, run_dir, tiny_dir, rows, stop_after)
 
     reference, expected = run(tmp_path / "reference")
     cancelled, _ = run(tmp_path / "resumed", stop_after=3)

@@ -41,3 +41,18 @@ class Run:
 
     def series(self, key: str) -> list[float]:
         return [m[key] for _, m in self.metrics if key in m]
+
+
+def run_direct(overrides: list[str], run_dir, model_dir, rows: list[dict], stop_after: int | None = None):
+    """``run_training`` in this process on ``rows`` (validation: the first 6), cancelled once
+    ``stop_after`` steps have reported (never when None); returns (result, metrics by step)."""
+    from oikyo.train.config import load_config
+    from oikyo.train.runner import run_training
+
+    metrics = {}
+    result = run_training(
+        load_config(None, overrides), run_dir=run_dir, model_dir=model_dir, train_rows=lambda: rows,
+        eval_rows=lambda: rows[:6], on_metrics=lambda step, m: metrics.setdefault(step, m),
+        should_stop=lambda: stop_after is not None and len(metrics) >= stop_after, log=lambda m: None,
+    )
+    return result, metrics
