@@ -47,3 +47,12 @@ def test_every_cli_command_has_help_text():
         for param in command.params:
             if getattr(param, "param_type_name", "") == "option" and not getattr(param, "hidden", False):
                 assert (param.help or "").strip() or param.name in ("help",), f"{' '.join(path)} {param.opts} has no help"
+
+
+def test_every_doc_that_the_code_or_docs_name_exists():
+    """A help text or doc that says "see docs/X.md" points at a file that is there."""
+    import re
+
+    texts = [p.read_text() for p in (ROOT / "src").rglob("*.py")] + [p.read_text() for p in (ROOT / "docs").glob("*.md")]
+    named = {m for text in texts for m in re.findall(r"docs/[A-Za-z0-9_-]+\.md", text)}
+    assert named and not [n for n in sorted(named) if not (ROOT / n).is_file()]

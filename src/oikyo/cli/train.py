@@ -114,7 +114,7 @@ def _print_outcome(run_id: str) -> int:
 
 
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config YAML (every knob; see docs/configuration.md)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config YAML (every knob; see the configuration reference in docs/training.md)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override one config value, dotted: --set train.lr=1e-4 (repeatable)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset version to train on: id, name (its newest version) or name@id."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: a catalog name (`oikyo models list`), a local model folder, or a model version id (mv-..., `oikyo models versions`) to go on from a trained model."),
