@@ -90,6 +90,18 @@ class DataSettings(_Group):
         description="Tokens that count in the loss: every assistant reply, only the last reply, or all tokens "
         "(sft; pretrain trains on every token, dpo/orpo/kto on the judged reply).",
     )
+    mix: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of each training batch drawn from general conversational replay data, to keep the "
+        "model's general abilities (sft only; e.g. 0.25: a quarter of every batch); 0 turns it off.",
+    )
+    mix_dataset: str | None = Field(
+        None,
+        description="Dataset version (id or name) of conversations to replay when data.mix > 0; null: oikyo's "
+        "shipped general set (answers of the bundled base model to general prompts).",
+    )
 
 
 class MethodSettings(_Group):
@@ -375,6 +387,10 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
             problems.append("data.packing: packing applies to sft only; turn it off for grpo")
         if not config.grpo.rewards:
             problems.append("grpo.rewards: grpo needs at least one reward, e.g. [{name: json_valid}]")
+    if config.data.mix > 0 and method.name != "sft":
+        problems.append(
+            f"data.mix: replay mixing is supported by method sft only; set data.mix=0 for {method.name}"
+        )
     if train.early_stopping_patience is not None and (train.eval_every is None or config.data.eval_split is None):
         problems.append("train.early_stopping_patience: early stopping needs train.eval_every and data.eval_split")
 
