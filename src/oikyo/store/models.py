@@ -103,6 +103,9 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A run launched by a tuning study's trial (migration 0007_tune_studies); None for ordinary runs.
+    study_id: Mapped[str | None] = mapped_column(String(16))
+    trial_number: Mapped[int | None] = mapped_column(Integer)
 
 
 class Metric(Base):
@@ -358,3 +361,42 @@ class RatingPair(Base):
     choice: Mapped[str | None] = mapped_column(String(8))
     winner: Mapped[str | None] = mapped_column(String(8))
     rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- Tuning studies (migration 0007_tune_studies) --------------------------------------------------
+
+
+class TuneStudy(Base):
+    """oikyo's record of a hyperparameter study (Optuna keeps the trials in its own storage).
+
+    ``base_config`` is the resolved training config every trial starts from (dataset pinned to a
+    version id); ``space`` the search space (``Space.to_dict()``); ``objectives`` and ``directions``
+    the objective names and minimize/maximize for each. ``cv`` is the number of folds (None: one run
+    per trial on the dataset's own splits) and ``fold_datasets`` their dataset version ids.
+    ``launched`` counts trial slots taken: a driver takes one with a conditional UPDATE
+    (``launched < n_trials``), so several drivers never start more than ``n_trials`` trials.
+    ``state``: running, interrupted, finished or failed. ``optuna_name`` names the Optuna study.
+    """
+
+    __tablename__ = "tune_studies"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    optuna_name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    base_config: Mapped[dict] = mapped_column(JSON, nullable=False)
+    space: Mapped[dict] = mapped_column(JSON, nullable=False)
+    objectives: Mapped[list] = mapped_column(JSON, nullable=False)
+    directions: Mapped[list] = mapped_column(JSON, nullable=False)
+    sampler: Mapped[str] = mapped_column(String(16), nullable=False)
+    pruner: Mapped[str] = mapped_column(String(16), nullable=False)
+    cv: Mapped[int | None] = mapped_column(Integer)
+    fold_datasets: Mapped[list | None] = mapped_column(JSON)
+    n_trials: Mapped[int] = mapped_column(Integer, nullable=False)
+    parallel: Mapped[int] = mapped_column(Integer, nullable=False)
+    budget: Mapped[str | None] = mapped_column(String(32))
+    seed: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    launched: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    dataset_version_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
