@@ -10,6 +10,7 @@ Usage::
 
     from oikyo.jobs import autostart
     started = autostart.ensure_worker()   # a StartedWorker, or None when one is already serving
+    more = autostart.ensure_workers(4)     # `oikyo tune --parallel 4`: start workers until 4 serve the queue
 """
 
 from __future__ import annotations
@@ -87,3 +88,13 @@ def ensure_worker(idle_exit_s: float = IDLE_EXIT_S) -> StartedWorker | None:
     if worker_alive():
         return None
     return spawn_worker(idle_exit_s)
+
+
+def ensure_workers(count: int, idle_exit_s: float = IDLE_EXIT_S) -> list[StartedWorker]:
+    """Start background workers until ``count`` serve the queue (live ones in the store count; call once,
+    since a worker just started is not in the store yet). Returns the workers started."""
+    live_within = max(LIVE_WITHIN_S, worker.default_heartbeat_s() * 3)
+    alive = len(queue.live_workers(live_within))
+    if alive == 0 and autostarted_pid() is not None:
+        alive = 1
+    return [spawn_worker(idle_exit_s) for _ in range(max(0, count - alive))]

@@ -76,14 +76,16 @@ def _claimable(now: datetime):
 
 def submit(*, name: str, config: dict, config_hash: str, base_model: str, dataset_version_id: str | None,
            seed: int | None, run_id: str | None = None, run_dir: Path | None = None,
-           reproduced_from: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Run:
-    """Put a new run in the queue; returns its record."""
+           reproduced_from: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+           study_id: str | None = None, trial_number: int | None = None) -> Run:
+    """Put a new run in the queue; returns its record (``study_id``/``trial_number`` tag a tuning trial's run)."""
     run_id = run_id or new_run_id()
     run_dir = run_dir or workspace.subdir("runs") / run_id
     run = Run(id=run_id, name=name, state=QUEUED, config=config, config_hash=config_hash,
               dataset_version_id=dataset_version_id, base_model=base_model, seed=seed,
               run_dir=str(run_dir), reproduced_from=reproduced_from, max_attempts=max_attempts,
-              attempts=0, resume_count=0, cancel_requested=False, created_at=utcnow())
+              attempts=0, resume_count=0, cancel_requested=False, created_at=utcnow(),
+              study_id=study_id, trial_number=trial_number)
     with db.session() as s:
         s.add(run)
         note = f" (reproducing {reproduced_from})" if reproduced_from else ""

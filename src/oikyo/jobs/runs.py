@@ -69,6 +69,7 @@ def describe(run: Run) -> dict:
         "lease_owner": run.lease_owner, "lease_expires_at": _iso(run.lease_expires_at),
         "reproduced_from": run.reproduced_from, "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+        "study_id": run.study_id, "trial_number": run.trial_number,
     }
 
 

@@ -342,8 +342,9 @@ def config_schema() -> dict:
     return {"schema": TrainConfig.model_json_schema(), "defaults": TrainConfig().model_dump(mode="json")}
 
 
-def enqueue(prepared: PreparedRun, *, reproduced_from: str | None = None) -> Run:
-    """Write the run folder with its resolved config, then queue the run."""
+def enqueue(prepared: PreparedRun, *, reproduced_from: str | None = None, study_id: str | None = None,
+            trial_number: int | None = None) -> Run:
+    """Write the run folder with its resolved config, then queue the run (tagged with its tuning trial, if any)."""
     import yaml
 
     from oikyo.jobs import queue
@@ -356,7 +357,8 @@ def enqueue(prepared: PreparedRun, *, reproduced_from: str | None = None) -> Run
     tmp.replace(run_dir / "config.yaml")
     return queue.submit(name=prepared.name, config=prepared.config_dict, config_hash=prepared.config_hash,
                         base_model=str(prepared.config.model.name), dataset_version_id=prepared.dataset.id,
-                        seed=prepared.seed, run_id=run_id, run_dir=run_dir, reproduced_from=reproduced_from)
+                        seed=prepared.seed, run_id=run_id, run_dir=run_dir, reproduced_from=reproduced_from,
+                        study_id=study_id, trial_number=trial_number)
 
 
 def parse_recorded(rec: Recipe, run: Run) -> Any:
