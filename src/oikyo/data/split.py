@@ -17,6 +17,7 @@ import hashlib
 import random
 import re
 from collections import Counter, defaultdict
+from typing import Iterable
 
 from oikyo.data import overlap, versions
 from oikyo.data.leakage import LEAK_SHARE, NGRAM
@@ -63,21 +64,32 @@ class _Groups:
 
 
 def _group_rows(version: DatasetVersion) -> tuple[list[int], list[str | None]]:
-    """Each row's group id and label, from one streaming pass.
+    """Each row's group id and label, from one streaming pass over the version (see :func:`group_rows`)."""
+    return group_rows(versions.iter_rows(version), version.rows)
+
+
+def row_label(row: dict) -> str | None:
+    """The stratum of a row: its label, or desirable/undesirable for KTO rows, else None."""
+    # KTO rows stratify by their flag, so each split keeps the desirable/undesirable balance.
+    flag = row.get("desirable")
+    return row.get("label") if flag is None else ("desirable" if flag else "undesirable")
+
+
+def group_rows(rows: Iterable[dict], n: int) -> tuple[list[int], list[str | None]]:
+    """Each of ``n`` rows' group id (the smallest row index in its group) and label, from one pass.
 
     Rows join a group when they share a normalized text or prompt, when MinHash finds them near
     duplicates, or when one row's prompt holds half of another's word 8-grams: the measures the
-    quality report uses, so it finds no duplicates straddling the splits this makes.
+    quality report uses, so it finds no duplicates straddling the splits this makes. Public for
+    other leakage-free partitions (oikyo.tune.folds).
     """
     first_seen: dict[int, int] = {}
     labels: list[str | None] = []
-    groups = _Groups(version.rows)
+    groups = _Groups(n)
     near = overlap.NearDuplicates()
     contained = overlap.Containment(LEAK_SHARE)
-    for i, row in enumerate(versions.iter_rows(version)):
-        # KTO rows stratify by their flag, so each split keeps the desirable/undesirable balance.
-        flag = row.get("desirable")
-        labels.append(row.get("label") if flag is None else ("desirable" if flag else "undesirable"))
+    for i, row in enumerate(rows):
+        labels.append(row_label(row))
         for key in _keys(row):
             if key is None:
                 continue
