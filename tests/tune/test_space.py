@@ -201,6 +201,9 @@ def test_check_against_names_the_param_a_base_config_rejects():
     assert space.check_against({"train": {"warmup_steps": 5}}) == [
         "train.warmup_ratio: has no effect: the base config sets train.warmup_steps, which overrides it "
         "(set train.warmup_steps to null, or search train.warmup_steps)"]
+    from oikyo.train.config import TrainConfig
+
+    assert space.check_against(TrainConfig()) == []  # a TrainConfig serves as the base too
     full = space.check_against({"method": {"finetune": "full"}})
     assert {p.split(":")[0] for p in full} == {"lora.rank", "lora.alpha_ratio", "lora.dropout"}
     assert space.check_against({"train": {"lr": "fast"}}) == ["base config: train.lr: Input should be a valid "
@@ -213,3 +216,17 @@ def test_check_against_names_the_param_a_base_config_rejects():
     assert patience.check_against({"train": {"eval_every": None}}) == [
         "train.early_stopping_patience: 3 is rejected by the config: train.early_stopping_patience: early "
         "stopping needs train.eval_every and data.eval_split"]
+
+
+def test_a_param_another_key_overrides_is_refused():
+    both = {"train.epochs": {"type": "int", "low": 1, "high": 3},
+            "train.max_steps": {"type": "int", "low": 20, "high": 200, "step": 10}}
+    with pytest.raises(SpaceError) as caught:
+        Space.from_dict({"params": both})
+    assert caught.value.problems == ["train.epochs: has no effect: the space also searches train.max_steps, which "
+                                     "overrides it (search one of the two, or add null to train.max_steps's choices)"]
+    # with null among max_steps' choices, epochs counts in those trials
+    either = Space.from_dict({"params": {**both, "train.max_steps": {"type": "categorical", "choices": [None, 50]}}})
+    assert either.check_against({}) == []
+    assert Space.from_dict({"params": {"train.epochs": both["train.epochs"]}}).check_against(
+        {"train": {"max_steps": 30}})[0].startswith("train.epochs: has no effect: the base config sets train.max_steps")

@@ -194,7 +194,7 @@ class Space:
         return [f"{key}={yaml_value(value)}" for key, value in self.resolve(values, base).items()]
 
     def check_against(self, base_config: dict | None) -> list[str]:
-        """Problems of this space on top of ``base_config`` (a config mapping in the YAML's structure).
+        """Problems of this space on top of ``base_config`` (a config mapping in the YAML's structure, or a TrainConfig).
 
         [] when the base config with each extreme of every param (one at a time, the others as in
         the base) validates with :func:`oikyo.jobs.training.validate_config`; else one
@@ -204,6 +204,8 @@ class Space:
         from oikyo.jobs.training import validate_config
         from oikyo.train.config import ConfigError
 
+        if hasattr(base_config, "model_dump"):  # a TrainConfig
+            base_config = base_config.model_dump(mode="json")
         base = dict(base_config or {})
         problems: list[str] = []
         try:
@@ -230,15 +232,19 @@ def _partner(space: Space, name: str, value: Any) -> dict:
     return {derived.base: base_extremes[0] if value == ratios[0] else base_extremes[-1]}
 
 
+# Keys that have no effect while another key is set (train.max_steps overrides train.epochs, ...).
+OVERRIDDEN_BY = {"train.epochs": "train.max_steps", "train.warmup_ratio": "train.warmup_steps"}
+
+
 def _useless_problems(space: Space, config: Any) -> list[str]:
+    """Params the base config makes useless: overridden by a key it sets, or LoRA knobs of a full fine-tune."""
     problems = []
-    train = getattr(config, "train", None)
-    if "train.warmup_ratio" in space.names and getattr(train, "warmup_steps", None) is not None:
-        problems.append("train.warmup_ratio: has no effect: the base config sets train.warmup_steps, which "
-                        "overrides it (set train.warmup_steps to null, or search train.warmup_steps)")
-    if "train.epochs" in space.names and getattr(train, "max_steps", None) is not None:
-        problems.append("train.epochs: has no effect: the base config sets train.max_steps, which overrides "
-                        "it (set train.max_steps to null, or search train.max_steps)")
+    for name, winner in OVERRIDDEN_BY.items():
+        group, _, field_name = winner.partition(".")
+        if name in space.names and winner not in space.names and \
+                getattr(getattr(config, group, None), field_name, None) is not None:
+            problems.append(f"{name}: has no effect: the base config sets {winner}, which overrides it "
+                            f"(set {winner} to null, or search {winner})")
     finetune = getattr(getattr(config, "method", None), "finetune", None)
     lora = [n for n in space.names if n.startswith("lora.")]
     if finetune == "full" and lora:
@@ -417,10 +423,18 @@ def _relation_problems(params: list[Param]) -> list[str]:
         if name in names and derived.target in names:
             problems.append(f"{name}: sets {derived.target} ({derived.description}), which the space also "
                             f"searches; keep one of the two")
+    for name, winner in OVERRIDDEN_BY.items():
+        if name in names and winner in names and None not in _by_name(params, winner).extremes():
+            problems.append(f"{name}: has no effect: the space also searches {winner}, which overrides it "
+                            f"(search one of the two, or add null to {winner}'s choices)")
     for param in params:
         if _whole_number_mismatch(param):
             problems.append(f"{param.name}: is a whole-number setting; use type int (or categorical)")
     return problems
+
+
+def _by_name(params: list[Param], name: str) -> Param:
+    return next(p for p in params if p.name == name)
 
 
 def _whole_number_mismatch(param: Param) -> bool:
