@@ -230,3 +230,12 @@ def test_a_param_another_key_overrides_is_refused():
     assert either.check_against({}) == []
     assert Space.from_dict({"params": {"train.epochs": both["train.epochs"]}}).check_against(
         {"train": {"max_steps": 30}})[0].startswith("train.epochs: has no effect: the base config sets train.max_steps")
+
+
+def test_a_derived_key_takes_positive_numbers_only():
+    with pytest.raises(SpaceError) as caught:
+        Space.from_dict({"params": {"lora.alpha_ratio": {"type": "categorical", "choices": [None, 2.0, -1.0]},
+                                    "lora.rank": {"type": "categorical", "choices": [8, "sixteen"]}}})
+    assert ("lora.alpha_ratio: every value must be a positive number, as lora.alpha = lora.rank x alpha_ratio "
+            "(got null, -1.0)") in caught.value.problems
+    assert any(p.startswith("lora.rank: choices mix types") for p in caught.value.problems)

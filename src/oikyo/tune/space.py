@@ -155,8 +155,9 @@ class Space:
         problems: list[str] = []
         params = _parse_params(data, problems)
         problems += _relation_problems(params)
-        known = _known_keys()
-        problems += _schema_problems([p for p in params if p.name in known and not _whole_number_mismatch(p)])
+        checkable = [p for p in params if p.name in _known_keys() and not _whole_number_mismatch(p)
+                     and not (p.name in DERIVED and any(line.startswith(f"{p.name}: ") for line in problems))]
+        problems += _schema_problems(checkable)
         if problems:
             raise SpaceError(problems, source)
         return cls(tuple(params), source=source)
@@ -227,8 +228,10 @@ def _partner(space: Space, name: str, value: Any) -> dict:
     derived = DERIVED.get(name)
     if derived is None or derived.base not in space.names:
         return {}
-    base_extremes = sorted(space[derived.base].extremes())
-    ratios = sorted(space[name].extremes())
+    base_extremes = sorted(v for v in space[derived.base].extremes() if _is_number(v, "float"))
+    ratios = sorted(v for v in space[name].extremes() if _is_number(v, "float"))
+    if not base_extremes or not ratios:
+        return {}  # reported by the checks of those params
     return {derived.base: base_extremes[0] if value == ratios[0] else base_extremes[-1]}
 
 
@@ -419,6 +422,11 @@ def _relation_problems(params: list[Param]) -> list[str]:
     """Problems between params: a derived key searched together with the key it sets, wrong kinds for a key."""
     problems = []
     names = {p.name for p in params}
+    for param in params:
+        bad = [v for v in param.extremes() if not (_is_number(v, "float") and v > 0)] if param.name in DERIVED else []
+        if bad:
+            problems.append(f"{param.name}: every value must be a positive number, as "
+                            f"{DERIVED[param.name].description} (got {', '.join(yaml_value(v) for v in bad)})")
     for name, derived in DERIVED.items():
         if name in names and derived.target in names:
             problems.append(f"{name}: sets {derived.target} ({derived.description}), which the space also "
