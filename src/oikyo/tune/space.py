@@ -195,7 +195,7 @@ class Space:
         return [f"{key}={yaml_value(value)}" for key, value in self.resolve(values, base).items()]
 
     def check_against(self, base_config: dict | None) -> list[str]:
-        """Problems of this space on top of ``base_config`` (a config mapping in the YAML's structure, or a TrainConfig).
+        """Problems of this space on top of ``base_config`` (a config mapping as in the YAML, or a TrainConfig).
 
         [] when the base config with each extreme of every param (one at a time, the others as in
         the base) validates with :func:`oikyo.jobs.training.validate_config`; else one
