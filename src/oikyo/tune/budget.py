@@ -1,0 +1,89 @@
+"""A study's budget: parsed from the user's text, and the rule that stops launching trials.
+
+A budget is either the wall time of trials (``"2h"``, ``"30m"``, ``"90s"``, ``"1.5h"``) or the
+training tokens they consume (``"5M-tokens"``, ``"500k-tokens"``, ``"20000-tokens"``). A trial's
+wall time is the sum over its runs of finished (or now) minus started; its tokens are the ``tokens``
+metric its runs report while training.
+
+The rule (:func:`may_launch`): launch another trial only while what is spent plus what the trials
+still running will spend stays under the budget. What a running trial will still spend is projected
+from its progress (spent so far x remaining steps / steps done) or, before it has any, from the
+mean cost of finished trials; when nothing can be projected yet, no second trial starts beside a
+running one. So the budget is never exceeded by more than about one trial::
+
+    budget = parse_budget("2h")                 # Budget(kind="seconds", limit=7200.0)
+    may_launch(budget, spent=6000, running=[(600.0, 900.0)])   # False: 6000 + 900 >= 7200
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from oikyo.errors import OikyoError
+
+_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d)\s*$", re.I)
+_TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmb]?)[-_ ]?tokens?\s*$", re.I)
+_SECONDS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600,
+            "d": 86400}
+_SCALE = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+
+
+class BudgetError(OikyoError):
+    """A budget that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``kind`` is ``seconds`` (wall time of trials) or ``tokens`` (training tokens); ``limit`` in that unit."""
+
+    kind: str
+    limit: float
+    text: str
+
+    def format(self, amount: float) -> str:
+        """``amount`` in this budget's unit, for progress lines ("1h02m", "1.2M tokens")."""
+        if self.kind == "tokens":
+            return f"{amount / 1e6:.2f}M tokens" if amount >= 1e5 else f"{amount:.0f} tokens"
+        amount = int(amount)
+        return f"{amount // 3600}h{amount % 3600 // 60:02d}m" if amount >= 3600 else f"{amount // 60}m{amount % 60:02d}s"
+
+
+def parse_budget(text: str | None) -> Budget | None:
+    """Parse ``--budget`` (None or empty: no budget); raises :class:`BudgetError` with the accepted forms."""
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    match = _TIME.match(text)
+    if match:
+        limit = float(match.group(1)) * _SECONDS[match.group(2).lower()]
+        kind = "seconds"
+    else:
+        match = _TOKENS.match(text)
+        if not match:
+            raise BudgetError(f"budget {text!r} is not a duration or a token count; write the wall time of the "
+                              "trials as 2h, 30m or 90s, or training tokens as 5M-tokens or 500k-tokens")
+        limit = float(match.group(1)) * _SCALE[match.group(2).lower()]
+        kind = "tokens"
+    if limit <= 0:
+        raise BudgetError(f"budget {text!r} must be more than zero")
+    return Budget(kind=kind, limit=limit, text=text)
+
+
+def project(spent: float, step: int | None, total_steps: int | None) -> float | None:
+    """What a started run will still spend, from its progress (None when it cannot be told yet)."""
+    if step and total_steps and step > 0:
+        return max(0.0, spent * (total_steps - step) / step)
+    return None
+
+
+def may_launch(budget: Budget | None, *, spent: float, running: list[tuple[float, float | None]]) -> bool:
+    """Whether another trial may start: ``spent`` is what every trial used so far, ``running`` holds
+    (spent, still to spend or None when unknown) for each trial not finished yet."""
+    if budget is None:
+        return True
+    if spent >= budget.limit:
+        return False
+    if any(rest is None for _, rest in running):
+        return False  # a running trial's cost is unknown: starting another could overshoot by more than one trial
+    return spent + sum(rest for _, rest in running) < budget.limit

@@ -1,0 +1,461 @@
+"""The study driver: launches trials as training runs, follows them, prunes, scores and tells Optuna.
+
+One :class:`Driver` per ``oikyo tune`` process. Each tick it
+
+1. adopts trials whose driver stopped (RUNNING in Optuna, ``driver_seen`` older than
+   ``OIKYO_TUNE_DRIVER_STALE_S``, default 30 s): their runs are followed again, not started anew;
+2. follows each of its trials (:class:`Follower`): new ``eval_loss`` points of the current run go
+   to ``trial.report`` (step = training steps summed over the trial's earlier folds + the run's
+   step, so with ``--cv`` fold i of every trial is compared at the same steps) and
+   ``trial.should_prune()``; a pruned trial's run is cancelled through the job system's own path
+   (``queue.request_cancel``) with a run event "pruned by study ..."; a finished run is scored
+   (``val_loss`` from its metrics, other objectives by an evaluation job on the validation split),
+   then the next fold starts, or Optuna is told the mean over folds (the std goes to user attr ``std``);
+   a failed run fails the trial with its reason (user attr ``reason``) and the study goes on;
+3. launches new trials while it follows fewer than ``parallel``, the budget allows, and a trial
+   slot can be taken (:func:`oikyo.tune.study.take_slot`, then ``ask()``).
+
+A trial's state lives in Optuna's user attributes (``values``, ``fold_results``, ``eval_jobs``,
+``offset``, ``driver``, ``driver_seen``) and in the runs tagged with it, so any driver can pick it up.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from oikyo import workspace
+from oikyo.errors import OikyoError
+from oikyo.jobs import metrics, queue
+from oikyo.store import db
+from oikyo.store.models import Run, TuneStudy
+from oikyo.tune import budget as budgets
+from oikyo.tune import objectives as objective_kinds
+from oikyo.tune import study as studies
+
+BEAT_S = 5.0  # how often a driver marks its trials as followed
+STATUS_S = 30.0  # how often a status line is printed
+
+
+def stale_after_s() -> float:
+    try:
+        return float(os.environ.get("OIKYO_TUNE_DRIVER_STALE_S", "30"))
+    except ValueError:
+        return 30.0
+
+
+@dataclass
+class Follower:
+    """One trial this driver follows: its params, its runs (one per fold) and what they scored."""
+
+    number: int
+    trial_id: int
+    values: dict
+    overrides: list[str]
+    run_ids: list[str] = field(default_factory=list)
+    fold_results: list[dict] = field(default_factory=list)
+    eval_jobs: list[str] = field(default_factory=list)
+    reported: set[int] = field(default_factory=set)
+    offset: int = 0
+    last_step: int = 0
+
+
+def _fmt(values: dict) -> str:
+    def one(value):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{key}={one(value)}" for key, value in values.items())
+
+
+class Driver:
+    """Drives one study from this process (see the module docstring)."""
+
+    def __init__(self, study: TuneStudy, *, log: Callable[[str], None], should_stop: Callable[[], bool],
+                 poll_s: float = 1.0):
+        from oikyo.tune.space import Space
+
+        self.study, self.say, self.should_stop, self.poll_s = study, log, should_stop, poll_s
+        self.owner = queue.new_owner()
+        seed = study.seed if study.launched == 0 else hash((study.seed, study.launched, self.owner)) % 2**31
+        self.ostudy = studies.load_optuna(study, sampler_seed=seed)
+        self.storage = studies.optuna_storage()
+        self.space = Space.from_dict(study.space)
+        self.budget = budgets.parse_budget(study.budget)
+        self.folds: list[str | None] = list(study.fold_datasets or [None])
+        self.pruning = study.pruner != "none" and len(study.objectives) == 1
+        self.sign = 1.0 if study.directions[0] == "minimize" else -1.0  # eval_loss reported in the study's direction
+        self.followers: dict[int, Follower] = {}
+        self.base_yaml = self._write_base_yaml()
+        self._last_beat = self._last_status = 0.0
+        self.budget_spent = False
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Drive until every trial is done (``finished``), or stopped (``interrupted``); returns which."""
+        studies.set_state(self.study.id, studies.RUNNING)
+        self.say(f"Study {self.study.name} ({self.study.id}): {self.study.n_trials} trials, objectives "
+                 f"{', '.join(f'{o} ({d})' for o, d in zip(self.study.objectives, self.study.directions))}, "
+                 f"sampler {self.study.sampler}, pruner {self.study.pruner}"
+                 + (f", {self.study.cv}-fold cross-validation" if self.study.cv else "")
+                 + (f", budget {self.study.budget}" if self.study.budget else ""))
+        while True:
+            if self.should_stop():
+                return self._interrupt()
+            now = time.monotonic()
+            if now - self._last_beat >= BEAT_S:
+                self._adopt()
+                self._beat()
+                self._last_beat = now
+            for follower in list(self.followers.values()):
+                self._tick(follower)
+            launched = self._launch_more()
+            if not self.followers and not launched:
+                if not self._others_running():
+                    return self._finish()
+                if self._all_slots_taken():
+                    self.say("Every trial slot is taken; the remaining trials are followed by other drivers.")
+                    return "joined"
+            if now - self._last_status >= STATUS_S:
+                self._status()
+                self._last_status = now
+            time.sleep(self.poll_s)
+
+    def _interrupt(self) -> str:
+        for follower in self.followers.values():  # adoptable at once by `oikyo tune --resume`
+            self._attr(follower, "driver_seen", 0.0)
+        studies.set_state(self.study.id, studies.INTERRUPTED)
+        if self.followers:
+            self.say(f"Stopped driving; trials {', '.join(str(n) for n in self.followers)} keep training. "
+                     f"`oikyo tune --resume {self.study.name}` follows them again and goes on.")
+        return studies.INTERRUPTED
+
+    def _finish(self) -> str:
+        studies.set_state(self.study.id, studies.FINISHED)
+        self._status(final=True)
+        return studies.FINISHED
+
+    # --- launching -------------------------------------------------------------------------------
+
+    def _write_base_yaml(self) -> Path:
+        import yaml
+
+        folder = workspace.subdir("tune") / self.study.id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "base.yaml"
+        tmp = folder / f".base.yaml.{os.getpid()}"
+        tmp.write_text(yaml.safe_dump(self.study.base_config, sort_keys=False, allow_unicode=True))
+        tmp.replace(path)
+        return path
+
+    def _launch_more(self) -> int:
+        launched = 0
+        while len(self.followers) < self.study.parallel:
+            if not self._budget_allows():
+                break
+            if not studies.take_slot(self.study.id):
+                break
+            self._start_trial()
+            launched += 1
+        return launched
+
+    def _start_trial(self) -> None:
+        trial = self.ostudy.ask()
+        values = self.space.suggest(trial)
+        follower = Follower(number=trial.number, trial_id=trial._trial_id, values=values,
+                            overrides=self.space.overrides(values, self.study.base_config))
+        self._attr(follower, "values", values)
+        self._attr(follower, "driver", self.owner)
+        self._attr(follower, "driver_seen", time.time())
+        self.followers[follower.number] = follower
+        self._launch_run(follower)
+
+    def _launch_run(self, follower: Follower) -> None:
+        from oikyo.jobs import training
+
+        fold = len(follower.run_ids)
+        overrides = list(follower.overrides)
+        name = f"{self.study.name}-t{follower.number}"
+        if self.folds[fold] is not None:
+            overrides += [f"data.dataset={self.folds[fold]}", "data.train_split=train", "data.eval_split=validation"]
+            name += f"-f{fold}"
+        try:
+            prepared = training.prepare(self.base_yaml, overrides, name=name[:200])
+            run = training.enqueue(prepared, study_id=self.study.id, trial_number=follower.number)
+        except OikyoError as error:
+            self._fail(follower, f"its run could not be queued: {error}")
+            return
+        follower.run_ids.append(run.id)
+        where = f" (fold {fold + 1}/{len(self.folds)})" if len(self.folds) > 1 else ""
+        if fold == 0:
+            self.say(f"trial {follower.number} started{where}: {_fmt(follower.values)}  run {run.id}")
+        else:
+            self.say(f"trial {follower.number}{where}: run {run.id}")
+
+    # --- following -------------------------------------------------------------------------------
+
+    def _tick(self, follower: Follower) -> None:
+        if not follower.run_ids:
+            self._launch_run(follower)
+            return
+        run = queue.get(follower.run_ids[-1])
+        if len(follower.fold_results) == len(follower.run_ids):  # this fold is scored: the next one
+            self._next_fold(follower, run)
+            return
+        if len(follower.eval_jobs) == len(follower.run_ids):
+            self._check_evaluation(follower, run)
+            return
+        if self.pruning and self._report(follower, run):
+            return
+        if run.state == queue.SUCCEEDED:
+            self._scored_run(follower, run)
+        elif run.state == queue.FAILED:
+            self._fail(follower, f"run {run.id} failed: {run.error}")
+        elif run.state == queue.CANCELLED:
+            if self._pruned_event(run.id):
+                self._tell_pruned(follower, run, "")
+            else:
+                self._fail(follower, f"run {run.id} was cancelled")
+
+    def _report(self, follower: Follower, run: Run) -> bool:
+        """Report new eval_loss points; prune (cancel the run) when Optuna says so. True when pruned."""
+        import optuna
+
+        points = metrics.series(run.id, ["eval_loss"]).get("eval_loss") or []
+        trial = optuna.trial.Trial(self.ostudy, follower.trial_id)
+        for step, value in points:
+            follower.last_step = max(follower.last_step, step)
+            at = follower.offset + step
+            if at in follower.reported:
+                continue
+            trial.report(self.sign * value, at)
+            follower.reported.add(at)
+            if run.state not in queue.FINISHED and trial.should_prune():
+                self._prune(follower, run, at, value)
+                return True
+        return False
+
+    def _prune(self, follower: Follower, run: Run, at: int, value: float) -> None:
+        message = (f"pruned by study {self.study.name} ({self.study.id}), trial {follower.number}: "
+                   f"eval_loss {value:.4f} at step {at} is worse than the study's {self.study.pruner} rule")
+        try:
+            queue.request_cancel(run.id)
+        except OikyoError:
+            return  # it finished meanwhile: scored as usual at the next tick
+        with db.session() as s:
+            queue.add_event(s, run.id, "pruned", message)
+        self._tell_pruned(follower, run, f" at step {at} (eval_loss {value:.4f})")
+
+    def _pruned_event(self, run_id: str) -> bool:
+        from oikyo.jobs import runs
+
+        return any(event.kind == "pruned" for event in runs.events(run_id))
+
+    def _scored_run(self, follower: Follower, run: Run) -> None:
+        names = self.study.objectives
+        if objective_kinds.needs_evaluation(names):
+            split = "validation" if self.folds[len(follower.run_ids) - 1] else (run.config.get("data") or {}).get(
+                "eval_split") or "validation"
+            try:
+                job = objective_kinds.submit_evaluation(run, names, split=split)
+            except OikyoError as error:
+                self._fail(follower, f"the model of run {run.id} could not be evaluated: {error}")
+                return
+            follower.eval_jobs.append(job)
+            self._attr(follower, "eval_jobs", follower.eval_jobs)
+            return
+        self._fold_done(follower, run, {})
+
+    def _check_evaluation(self, follower: Follower, run: Run) -> None:
+        job = queue.get(follower.eval_jobs[-1])
+        if job.state not in queue.FINISHED:
+            return
+        if job.state != queue.SUCCEEDED:
+            self._fail(follower, f"evaluation job {job.id} of run {run.id} {job.state}: {job.error or ''}".rstrip(": "))
+            return
+        try:
+            values = objective_kinds.read_evaluation(job.id, self.study.objectives)
+        except OikyoError as error:
+            self._fail(follower, str(error))
+            return
+        self._fold_done(follower, run, values)
+
+    def _fold_done(self, follower: Follower, run: Run, values: dict) -> None:
+        if objective_kinds.VAL_LOSS in self.study.objectives:
+            best = objective_kinds.val_loss(run.id)
+            if best is None:
+                self._fail(follower, f"run {run.id} reported no eval_loss on its validation split")
+                return
+            values = {**values, objective_kinds.VAL_LOSS: best}
+        follower.fold_results.append(values)
+        self._attr(follower, "fold_results", follower.fold_results)
+        self._next_fold(follower, run)
+
+    def _next_fold(self, follower: Follower, run: Run) -> None:
+        if len(follower.fold_results) < len(self.folds):
+            follower.offset += max(follower.last_step, metrics.progress(run).step)
+            follower.last_step = 0
+            self._attr(follower, "offset", follower.offset)
+            self._launch_run(follower)
+            return
+        self._complete(follower)
+
+    def _complete(self, follower: Follower) -> None:
+        import optuna
+
+        names = self.study.objectives
+        means = [statistics.fmean(result[name] for result in follower.fold_results) for name in names]
+        if len(follower.fold_results) > 1:
+            self._attr(follower, "std", {name: statistics.pstdev(result[name] for result in follower.fold_results)
+                                         for name in names})
+        self.ostudy.tell(follower.number, means if len(means) > 1 else means[0],
+                         state=optuna.trial.TrialState.COMPLETE, skip_if_finished=True)
+        self.followers.pop(follower.number, None)
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in zip(names, means))
+        self.say(f"trial {follower.number} complete: {shown}  ({_fmt(follower.values)})")
+
+    def _tell_pruned(self, follower: Follower, run: Run, where: str) -> None:
+        import optuna
+
+        self.ostudy.tell(follower.number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        self.followers.pop(follower.number, None)
+        self.say(f"trial {follower.number} pruned{where}: run {run.id} cancelled  ({_fmt(follower.values)})")
+
+    def _fail(self, follower: Follower, reason: str) -> None:
+        import optuna
+
+        self._attr(follower, "reason", reason)
+        self.ostudy.tell(follower.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        self.followers.pop(follower.number, None)
+        self.say(f"trial {follower.number} failed: {reason}")
+
+    def _attr(self, follower: Follower, key: str, value) -> None:
+        try:
+            self.storage.set_trial_user_attr(follower.trial_id, key, value)
+        except RuntimeError:
+            pass  # the trial finished meanwhile (another driver told Optuna): nothing left to note
+
+    # --- adopting trials of stopped drivers ------------------------------------------------------
+
+    def _beat(self) -> None:
+        for follower in self.followers.values():
+            self._attr(follower, "driver_seen", time.time())
+
+    def _adopt(self) -> None:
+        import optuna
+
+        stale = time.time() - stale_after_s()
+        for trial in self.ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.number in self.followers:
+                continue
+            seen = trial.user_attrs.get("driver_seen")
+            started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+            if (seen if seen is not None else started) > stale:
+                continue
+            follower = self._rebuild(trial)
+            self._attr(follower, "driver", self.owner)
+            self._attr(follower, "driver_seen", time.time())
+            self.followers[follower.number] = follower
+            self.say(f"trial {trial.number}: following it again (its driver stopped); runs "
+                     f"{', '.join(follower.run_ids) or 'none yet'}")
+
+    def _rebuild(self, trial) -> Follower:
+        from sqlalchemy import select
+
+        attrs = trial.user_attrs
+        values = attrs.get("values") or dict(trial.params)
+        with db.session() as s:
+            run_ids = list(s.scalars(select(Run.id).where(Run.study_id == self.study.id,
+                                                          Run.trial_number == trial.number)
+                                     .order_by(Run.created_at, Run.id)))
+        return Follower(number=trial.number, trial_id=trial._trial_id, values=values,
+                        overrides=self.space.overrides(values, self.study.base_config), run_ids=run_ids,
+                        fold_results=list(attrs.get("fold_results") or []),
+                        eval_jobs=list(attrs.get("eval_jobs") or []),
+                        reported={int(step) for step in trial.intermediate_values}, offset=int(attrs.get("offset") or 0))
+
+    def _others_running(self) -> bool:
+        import optuna
+
+        return bool(self.ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+
+    def _all_slots_taken(self) -> bool:
+        return studies.get(self.study.id).launched >= self.study.n_trials
+
+    # --- budget and status -----------------------------------------------------------------------
+
+    def _costs(self) -> tuple[float, list[tuple[float, float | None]]]:
+        """(spent by every trial, [(spent, still to spend) of each unfinished trial]) in the budget's unit."""
+        import optuna
+
+        runs = studies.study_runs(self.study.id)
+        tokens = studies.run_tokens([run.id for run in runs]) if self.budget.kind == "tokens" else {}
+        now = studies.utcnow()
+
+        def cost(run: Run) -> float:
+            if self.budget.kind == "tokens":
+                return tokens.get(run.id, 0.0)
+            if run.started_at is None:
+                return 0.0
+            end = queue.aware(run.finished_at) or now
+            return max(0.0, (end - queue.aware(run.started_at)).total_seconds())
+
+        finished = [cost(run) for run in runs if run.state == queue.SUCCEEDED]
+        per_run = statistics.fmean(finished) if finished else None
+        running_numbers = {t.number for t in self.ostudy.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+        by_trial: dict[int, list[Run]] = {}
+        for run in runs:
+            by_trial.setdefault(run.trial_number, []).append(run)
+        spent = sum(cost(run) for run in runs)
+        running = []
+        for number in running_numbers:
+            trial_runs = by_trial.get(number, [])
+            current = trial_runs[-1] if trial_runs else None
+            rest = None
+            if current is not None and current.state not in queue.FINISHED:
+                now_progress = metrics.progress(current)
+                rest = budgets.project(cost(current), now_progress.step, now_progress.total_steps)
+                estimate = per_run if per_run is not None else (cost(current) + rest if rest is not None else None)
+            else:
+                rest, estimate = (0.0 if current is not None else None), per_run
+            later = len(self.folds) - len(trial_runs)
+            if rest is None and per_run is not None:
+                rest = per_run
+            if rest is not None and later > 0:
+                rest = rest + later * estimate if estimate is not None else None
+            running.append((sum(cost(run) for run in trial_runs), rest))
+        return spent, running
+
+    def _budget_allows(self) -> bool:
+        if self.budget is None:
+            return True
+        spent, running = self._costs()
+        if budgets.may_launch(self.budget, spent=spent, running=running):
+            return True
+        if not running and not self.budget_spent:
+            self.budget_spent = True
+            self.say(f"Budget {self.budget.text} spent ({self.budget.format(spent)}): no more trials start.")
+        return False
+
+    def _status(self, final: bool = False) -> None:
+        import optuna
+
+        found = self.ostudy.get_trials(deepcopy=False)
+        counts = {state: sum(1 for t in found if t.state == state) for state in optuna.trial.TrialState}
+        done = sum(counts[s] for s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                                       optuna.trial.TrialState.FAIL))
+        line = (f"{self.study.name}: {done}/{self.study.n_trials} trials done "
+                f"({counts[optuna.trial.TrialState.RUNNING]} running, {counts[optuna.trial.TrialState.PRUNED]} pruned, "
+                f"{counts[optuna.trial.TrialState.FAIL]} failed)")
+        complete = [t for t in found if t.state == optuna.trial.TrialState.COMPLETE]
+        if complete and len(self.study.objectives) == 1:
+            best = min(complete, key=lambda t: self.sign * t.value)
+            line += f"; best {self.study.objectives[0]} {best.value:.4f} (trial {best.number})"
+        if self.budget is not None:
+            line += f"; budget {self.budget.format(self._costs()[0])} of {self.budget.text}"
+        self.say(("Done. " if final else "") + line)
