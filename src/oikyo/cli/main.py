@@ -20,6 +20,7 @@ from oikyo.cli import models as models_cli
 from oikyo.cli import quickstart as quickstart_cli
 from oikyo.cli import runs as runs_cli
 from oikyo.cli import train as train_cli
+from oikyo.cli import tune as tune_cli
 from oikyo.cli import ui as ui_cli
 from oikyo.cli import worker as worker_cli
 
@@ -35,6 +36,7 @@ app.add_typer(models_cli.app, name="models")
 app.command("quickstart")(quickstart_cli.quickstart)
 app.command("train")(train_cli.train)
 app.add_typer(runs_cli.app, name="runs")
+app.add_typer(tune_cli.app, name="tune")
 app.command("worker")(worker_cli.worker)
 app.command("deploy")(deploy_cli.deploy)
 app.add_typer(deploy_cli.app, name="deployments")
