@@ -7,7 +7,10 @@ step, checkpoints are written like the real recipe's (atomic folder, ``COMPLETE`
 ``trainer_state.json``), and a run resumes from its newest complete checkpoint.
 
 Knobs (environment, so they reach worker processes): ``FAKE_STEP_TIME`` (default 0.01),
-``FAKE_FAIL_AT`` (a step) with ``FAKE_FAIL_WITH`` = ``oom`` | ``context`` | ``crash``.
+``FAKE_FAIL_AT`` (a step) with ``FAKE_FAIL_WITH`` = ``oom`` | ``context`` | ``crash``;
+``FAKE_LOSS_FROM_LR=1`` adds ``|log10(train.lr) + 4|`` to every eval_loss (so lr 1e-4 is best and
+the tuning tests can tell bad trials apart); ``FAKE_FAIL_LR_ABOVE`` (a float) makes runs whose
+train.lr is above it fail at step 2.
 Every executed step is appended to ``<run_dir>/fake_steps.jsonl`` as ``{"step", "pid"}``.
 """
 
@@ -73,6 +76,19 @@ def _save(run_dir: Path, step: int, eval_loss: float | None) -> Path:
     return final
 
 
+def lr_penalty(lr: float) -> float:
+    """What FAKE_LOSS_FROM_LR=1 adds to eval_loss: 0 at lr 1e-4, growing by 1 per decade away from it."""
+    if os.environ.get("FAKE_LOSS_FROM_LR") != "1":
+        return 0.0
+    return abs(math.log10(lr) + 4.0)
+
+
+def _maybe_fail_lr(step: int, lr: float) -> None:
+    limit = os.environ.get("FAKE_FAIL_LR_ABOVE")
+    if limit and step == 2 and lr > float(limit):
+        raise TrainingError(f"the loss diverged at step 2 (lr {lr:g} is too high)")
+
+
 def _maybe_fail(step: int) -> None:
     if os.environ.get("FAKE_FAIL_AT") != str(step):
         return
@@ -108,12 +124,13 @@ def run_training(config: TrainConfig, *, run_dir: Path, model_dir: Path, train_r
             return TrainResult("cancelled", step - 1, (step - 1) * 64, path, best_path, best_loss, run_dir / "output")
         time.sleep(step_time)
         _maybe_fail(step)
+        _maybe_fail_lr(step, config.train.lr)
         with open(steps_file, "a") as handle:
             handle.write(json.dumps({"step": step, "pid": os.getpid()}) + "\n")
         on_metrics(step, {"loss": fake_loss(seed, step, total), "lr": 1e-3 * (1 - step / total),
                           "tokens_per_s": 1000.0, "tokens": step * 64, "epoch": step / total})
         if has_eval and (step % eval_every == 0 or step == total):
-            eval_loss = fake_loss(seed + 1, step, total)
+            eval_loss = fake_loss(seed + 1, step, total) + lr_penalty(config.train.lr)
             on_metrics(step, {"eval_loss": eval_loss})
         if step % save_every == 0 or step == total:
             path = _save(run_dir, step, eval_loss)

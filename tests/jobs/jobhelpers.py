@@ -31,7 +31,7 @@ def use_fake_recipe(monkeypatch) -> None:
     monkeypatch.setenv("OIKYO_WORKER_LEASE_S", str(LEASE_S))
     monkeypatch.setenv("OIKYO_WORKER_HEARTBEAT_S", str(HEARTBEAT_S))
     monkeypatch.setenv("OIKYO_WORKER_POLL_S", "0.1")
-    for name in ("FAKE_FAIL_AT", "FAKE_FAIL_WITH"):
+    for name in ("FAKE_FAIL_AT", "FAKE_FAIL_WITH", "FAKE_LOSS_FROM_LR", "FAKE_FAIL_LR_ABOVE"):
         monkeypatch.delenv(name, raising=False)
 
 
