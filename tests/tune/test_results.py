@@ -51,24 +51,29 @@ def _dominates(a, b, signs):
 def test_single_objective_best_is_the_min_or_max_of_complete_trials_only(direction):
     study = optuna.create_study(direction=direction)
     for v in [0.5, 0.2, 0.9, 0.4]:
-        _add(study, [v], user_attrs={"run_ids": [f"run-{v}"], "spread": 0.01, "secret": "x"})
+        _add(study, [v], user_attrs={"std": {"val_loss": 0.01}, "fold_results": [{"val_loss": v}] * 2, "driver": "x"})
     # A pruned trial keeps its last intermediate value; it beats everything yet must never be ranked.
     _add(study, [-5.0 if direction == "minimize" else 5.0], state=TrialState.PRUNED,
          intermediate_values={3: -5.0 if direction == "minimize" else 5.0}, user_attrs={"reason": "median pruner"})
     _add(study, None, state=TrialState.FAIL, user_attrs={"reason": "CUDA out of memory"})
 
-    summary = results.summarize(study)
+    runs = {n: [f"run-{n}a", f"run-{n}b"] for n in range(6)}  # the runs table's view, passed in
+    summary = results.summarize(study, objectives=["val_loss"], run_ids=runs)
 
     want = 0.2 if direction == "minimize" else 0.9
-    assert summary["best"]["values"] == [want]
-    assert summary["best"]["number"] == [0.5, 0.2, 0.9, 0.4].index(want)
-    assert summary["best"]["run_ids"] == [f"run-{want}"] and summary["best"]["spread"] == 0.01
-    assert "secret" not in summary["best"]  # only the named attrs travel
+    number = [0.5, 0.2, 0.9, 0.4].index(want)
+    assert summary["best"]["values"] == [want] and summary["best"]["number"] == number
+    assert summary["best"]["run_ids"] == [f"run-{number}a", f"run-{number}b"]
+    assert summary["best"]["std"] == {"val_loss": 0.01} and len(summary["best"]["fold_results"]) == 2
+    assert "driver" not in summary["best"]  # only the named attrs travel
     assert summary["pareto_front"] is None
     assert summary["counts"] == {"complete": 4, "pruned": 1, "failed": 1, "running": 0, "waiting": 0, "total": 6}
-    assert summary["directions"] == [direction] and summary["objectives"] == ["value"]
+    assert summary["directions"] == [direction] and summary["objectives"] == ["val_loss"]
     pruned, failed = summary["incomplete"]
     assert (pruned["state"], pruned["last_step"], pruned["reason"]) == ("pruned", 3, "median pruner")
+    assert pruned["run_ids"] == ["run-4a", "run-4b"]
+    text = "\n".join(results.format_lines(summary))
+    assert "std across 2 folds: val_loss=0.01" in text and f"runs: run-{number}a, run-{number}b" in text
     assert (failed["state"], failed["reason"]) == ("failed", "CUDA out of memory")
 
 
@@ -109,6 +114,9 @@ def test_objective_names_fall_back_when_the_study_does_not_name_them():
     assert results.objective_names(study) == ["value 0", "value 1"]
     study.set_user_attr("objectives", ["only-one"])  # wrong length: not trusted
     assert results.objective_names(study) == ["value 0", "value 1"]
+    study.set_user_attr("objectives", ["a", "b"])
+    assert results.objective_names(study) == ["a", "b"]
+    assert results.objective_names(study, ["val_loss", "forgetting"]) == ["val_loss", "forgetting"]
 
 
 def test_a_study_with_no_complete_trial_says_so():
@@ -188,13 +196,13 @@ def test_history_tracks_the_best_complete_value_and_lists_every_trial():
 def test_format_lines_report_counts_front_and_why_trials_stopped():
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_user_attr("objectives", ["json_field_accuracy", "forgetting"])
-    _add(study, [0.8, 0.05], user_attrs={"run_ids": ["run-a", "run-b"]})
+    _add(study, [0.8, 0.05])
     _add(study, [0.7, 0.01])
     _add(study, [0.6, 0.09])  # dominated by both
     _add(study, None, state=TrialState.PRUNED, intermediate_values={40: 0.3}, user_attrs={"reason": "median pruner"})
     _add(study, None, state=TrialState.FAIL, user_attrs={"reason": "CUDA out of memory"})
 
-    lines = results.format_lines(results.summarize(study), results.all_importances(study))
+    lines = results.format_lines(results.summarize(study, run_ids={0: ["run-a", "run-b"]}), results.all_importances(study))
     text = "\n".join(lines)
 
     assert lines[0].endswith("5 trials (3 complete, 1 pruned, 1 failed)")
@@ -254,11 +262,10 @@ def test_parallel_coordinates_leave_out_params_that_did_not_vary(tmp_path, monke
 def test_plots_of_a_two_objective_study(tmp_path):
     rng = random.Random(2)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.set_user_attr("objectives", ["json_field_accuracy", "forgetting"])
     for _ in range(8):
         lr = 10 ** rng.uniform(-5, -2)
         _add(study, [rng.random(), lr * 10], {"train.lr": lr, "lora.r": rng.choice([8, 16])})
-    answer = plots.write_plots(study, tmp_path)
+    answer = results.write_plots(study, tmp_path, objectives=["json_field_accuracy", "forgetting"])
     names = {"history-json_field_accuracy", "history-forgetting", "importances", "pareto_front",
              "parallel_coordinates-json_field_accuracy", "parallel_coordinates-forgetting"}
     assert set(answer) == names

@@ -118,9 +118,9 @@ def _pareto(study, plt, path: Path, names: list[str]) -> dict[str, str]:
     return _save(fig, path)
 
 
-def _plan(study) -> list[tuple[str, str | None, Callable | None]]:
+def _plan(study, objectives: list[str] | None) -> list[tuple[str, str | None, Callable | None]]:
     """Each plot's name, the reason it cannot be drawn yet (None: drawable) and how to draw it."""
-    names = results.objective_names(study)
+    names = results.objective_names(study, objectives)
     complete = results._complete(study)
     varying = results._varying_params(complete)
     multi = len(names) > 1
@@ -129,7 +129,7 @@ def _plan(study) -> list[tuple[str, str | None, Callable | None]]:
         suffix = f"-{_slug(name)}" if multi else ""
         why = None if complete else "no trial has completed yet"
         plan.append((f"history{suffix}", why, lambda plt, p, i=i, n=name: _history(study, plt, p, i, n)))
-    entries = results.all_importances(study)
+    entries = results.all_importances(study, objectives=names)
     why = None if any(e["params"] for e in entries) else "; ".join(f"{e['objective']}: {e['reason']}" for e in entries)
     plan.append(("importances", why, lambda plt, p: _importance_bars(entries, plt, p)))
     for i, name in enumerate(names):
@@ -155,19 +155,20 @@ def _plan(study) -> list[tuple[str, str | None, Callable | None]]:
     return plan
 
 
-def write_plots(study, out_dir: str | Path) -> dict[str, dict[str, str]]:
+def write_plots(study, out_dir: str | Path, *, objectives: list[str] | None = None) -> dict[str, dict[str, str]]:
     """Draw every plot the study allows into ``out_dir`` (created if missing) as ``<name>.png``.
 
     Answers ``{name: {"path": str}}`` for each file written and ``{name: {"skipped": reason}}`` for
     each plot that cannot be drawn yet. Names: ``history``, ``importances``,
     ``parallel_coordinates``, ``pareto_front``; with several objectives, history and parallel
-    coordinates come once per objective as ``history-<objective>``.
+    coordinates come once per objective as ``history-<objective>``. ``objectives`` names the
+    objectives as in :func:`oikyo.tune.results.objective_names`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     answer: dict[str, dict[str, str]] = {}
     with _pyplot() as plt:
-        for name, why, draw in _plan(study):
+        for name, why, draw in _plan(study, objectives):
             if why is not None:
                 answer[name] = {"skipped": why}
                 continue

@@ -6,13 +6,16 @@ with plain JSON-ready values; nothing here runs a trial or writes to the study.
 
 Usage::
 
-    from oikyo.tune import results
-    summary = results.summarize(study)           # directions, objective names, counts by state,
-                                                  # best trial or Pareto front, incomplete trials
-    imp = results.all_importances(study)         # one entry per objective (fANOVA, seeded)
-    one = results.importances(study, target_index=0)
-    rows = results.history(study)                # one row per trial: state, value(s), best so far
-    plots = results.write_plots(study, "out/")   # {name: {"path": ...} or {"skipped": why}}
+    from oikyo.tune import results, study as studies
+    record = studies.get("lr-sweep")
+    ostudy, names = studies.load_optuna(record), record.objectives
+    runs = {t["number"]: t["run_ids"] for t in studies.trials(record)}
+    summary = results.summarize(ostudy, objectives=names, run_ids=runs)  # directions, names, counts
+                                                  # by state, best trial or Pareto front, incomplete
+    imp = results.all_importances(ostudy, objectives=names)  # one per objective (fANOVA, seeded)
+    one = results.importances(ostudy, target_index=0)
+    rows = results.history(ostudy)               # one row per trial: state, value(s), best so far
+    plots = results.write_plots(ostudy, "out/", objectives=names)  # {name: {"path"} or {"skipped"}}
     print("\\n".join(results.format_lines(summary, imp)))
 
 Honesty rules the output follows:
@@ -25,8 +28,10 @@ Honesty rules the output follows:
 - Importances on fewer than :data:`FEW_TRIALS` complete trials are marked ``few_trials`` with the
   count: fANOVA's forest fits noise at that size.
 
-Objective names come from ``study.user_attrs["objectives"]`` (the tuning driver stores them, e.g.
-``["json_field_accuracy", "forgetting"]``); a study without them reads ``value`` or ``value 0``...
+Objective names: the ``objectives=`` argument (the CLI passes the study record's list), else
+``study.user_attrs["objectives"]`` (e.g. ``["json_field_accuracy", "forgetting"]``), else ``value``
+or ``value 0``, ``value 1``... Training run ids live in oikyo's runs table, not in Optuna, so a
+caller that wants them in the rows passes ``run_ids={trial_number: [run ids]}`` to :func:`summarize`.
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-# User attributes copied into a trial's row when present: the training runs behind the trial (one
-# per fold under cross-validation), their per-fold values and spread, and why a trial stopped.
-ROW_ATTRS = ("run_id", "run_ids", "fold_values", "spread", "reason")
+# User attributes copied into a trial's row when present, as the driver writes them: per-fold
+# results and their standard deviation under cross-validation, and why a trial stopped.
+ROW_ATTRS = ("run_ids", "fold_results", "std", "reason")
 # Below this many complete trials an importance is shown but marked as a rough guide.
 FEW_TRIALS = 10
 # fANOVA's forest is random; a fixed seed makes `tune show`, its plot and the API agree.
@@ -45,12 +50,13 @@ IMPORTANCE_SEED = 0
 STATES = ("complete", "pruned", "failed", "running", "waiting")
 
 
-def objective_names(study) -> list[str]:
-    """The objectives' names: the study's ``objectives`` user attr, else ``value`` / ``value i``."""
+def objective_names(study, objectives: list[str] | None = None) -> list[str]:
+    """The objectives' names: ``objectives`` when given, else the study's ``objectives`` user attr,
+    else ``value`` / ``value i``. A list of the wrong length is ignored rather than trusted."""
     n = len(study.directions)
-    names = study.user_attrs.get("objectives")
-    if isinstance(names, (list, tuple)) and len(names) == n and all(isinstance(x, str) for x in names):
-        return list(names)
+    for names in (objectives, study.user_attrs.get("objectives")):
+        if isinstance(names, (list, tuple)) and len(names) == n and all(isinstance(x, str) for x in names):
+            return list(names)
     return ["value"] if n == 1 else [f"value {i}" for i in range(n)]
 
 
@@ -71,13 +77,15 @@ def _complete(study) -> list:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
 
 
-def _row(trial, attrs=ROW_ATTRS) -> dict[str, Any]:
+def _row(trial, attrs=ROW_ATTRS, run_ids=None) -> dict[str, Any]:
     row: dict[str, Any] = {"number": trial.number, "values": list(trial.values), "params": dict(trial.params)}
     row.update({key: trial.user_attrs[key] for key in attrs if key in trial.user_attrs})
+    if run_ids and run_ids.get(trial.number):
+        row["run_ids"] = list(run_ids[trial.number])
     return row
 
 
-def _incomplete(trials) -> list[dict[str, Any]]:
+def _incomplete(trials, run_ids=None) -> list[dict[str, Any]]:
     """Pruned, failed and unfinished trials with what is known about why they stopped."""
     rows = []
     for t in trials:
@@ -90,6 +98,8 @@ def _incomplete(trials) -> list[dict[str, Any]]:
             row["last_value"] = t.intermediate_values[t.last_step]
         if "reason" in t.user_attrs:
             row["reason"] = t.user_attrs["reason"]
+        if run_ids and run_ids.get(t.number):
+            row["run_ids"] = list(run_ids[t.number])
         rows.append(row)
     return rows
 
@@ -122,17 +132,19 @@ def _front(study, dirs: list[str], notes: list[str]) -> list:
     return front
 
 
-def summarize(study, *, attrs=ROW_ATTRS) -> dict[str, Any]:
+def summarize(study, *, objectives: list[str] | None = None, run_ids: dict[int, list[str]] | None = None,
+              attrs=ROW_ATTRS) -> dict[str, Any]:
     """The study at a glance, as a JSON-ready dict.
 
     Keys: ``study``, ``directions``, ``objectives``, ``counts`` (by state, plus ``total``),
     ``best`` (single objective: one row, or None), ``pareto_front`` (multi-objective: rows sorted
     best-first by the first objective, or None), ``incomplete`` (pruned, failed and running trials
     with ``last_step``/``last_value``/``reason`` when known) and ``notes`` (ties, nothing complete).
-    A row is ``{number, values, params}`` plus the user attrs named in ``attrs`` that it carries.
+    A row is ``{number, values, params}`` plus the user attrs named in ``attrs`` that it carries,
+    and ``run_ids`` from the ``run_ids`` mapping (trial number to run ids) when given.
     """
     trials = study.get_trials(deepcopy=False)
-    dirs, names = directions(study), objective_names(study)
+    dirs, names = directions(study), objective_names(study, objectives)
     counts = {state: 0 for state in STATES}
     for t in trials:
         counts[state_name(t)] = counts.get(state_name(t), 0) + 1
@@ -144,9 +156,9 @@ def summarize(study, *, attrs=ROW_ATTRS) -> dict[str, Any]:
         others = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
         notes.append(f"no trial has completed yet ({others or 'no trials'}): nothing to rank")
     elif len(dirs) == 1:
-        best = _row(_best_single(complete, dirs[0], notes), attrs)
+        best = _row(_best_single(complete, dirs[0], notes), attrs, run_ids)
     else:
-        front = [_row(t, attrs) for t in _front(study, dirs, notes)]
+        front = [_row(t, attrs, run_ids) for t in _front(study, dirs, notes)]
     return {
         "study": study.study_name,
         "directions": dirs,
@@ -154,7 +166,7 @@ def summarize(study, *, attrs=ROW_ATTRS) -> dict[str, Any]:
         "counts": counts,
         "best": best,
         "pareto_front": front,
-        "incomplete": _incomplete(trials),
+        "incomplete": _incomplete(trials, run_ids),
         "notes": notes,
     }
 
@@ -167,7 +179,7 @@ def _varying_params(complete) -> list[str]:
     return sorted(p for p in common if len({repr(t.params[p]) for t in complete}) > 1)
 
 
-def importances(study, target_index: int = 0) -> dict[str, Any]:
+def importances(study, target_index: int = 0, *, objectives: list[str] | None = None) -> dict[str, Any]:
     """How much each varying param explains objective ``target_index`` (fANOVA, shares sum to 1).
 
     Answers ``{objective, index, n_complete, few_trials, params, reason}``: ``params`` is
@@ -176,7 +188,7 @@ def importances(study, target_index: int = 0) -> dict[str, Any]:
     """
     import optuna
 
-    names = objective_names(study)
+    names = objective_names(study, objectives)
     if not 0 <= target_index < len(names):
         from oikyo.errors import OikyoError
 
@@ -207,9 +219,9 @@ def importances(study, target_index: int = 0) -> dict[str, Any]:
     return out
 
 
-def all_importances(study) -> list[dict[str, Any]]:
+def all_importances(study, *, objectives: list[str] | None = None) -> list[dict[str, Any]]:
     """:func:`importances` for every objective, in the study's order."""
-    return [importances(study, i) for i in range(len(study.directions))]
+    return [importances(study, i, objectives=objectives) for i in range(len(study.directions))]
 
 
 def history(study) -> list[dict[str, Any]]:
@@ -240,11 +252,11 @@ def history(study) -> list[dict[str, Any]]:
     return rows
 
 
-def write_plots(study, out_dir: str | Path) -> dict[str, dict[str, str]]:
+def write_plots(study, out_dir: str | Path, *, objectives: list[str] | None = None) -> dict[str, dict[str, str]]:
     """PNG plots of the study in ``out_dir``; see :func:`oikyo.tune.plots.write_plots`."""
     from oikyo.tune import plots
 
-    return plots.write_plots(study, out_dir)
+    return plots.write_plots(study, out_dir, objectives=objectives)
 
 
 def _num(value: Any) -> str:
@@ -258,11 +270,13 @@ def _params_text(params: dict[str, Any]) -> str:
 def _row_lines(row: dict[str, Any], names: list[str], indent: str) -> list[str]:
     values = "  ".join(f"{n}={_num(v)}" for n, v in zip(names, row["values"]))
     lines = [f"{indent}#{row['number']}  {values}", f"{indent}  params: {_params_text(row['params'])}"]
-    runs = row.get("run_ids") or ([row["run_id"]] if "run_id" in row else [])
-    if runs:
-        lines.append(f"{indent}  runs: {', '.join(map(str, runs))}")
-    if "spread" in row:
-        lines.append(f"{indent}  spread across folds: {_num(row['spread'])}")
+    if row.get("run_ids"):
+        lines.append(f"{indent}  runs: {', '.join(map(str, row['run_ids']))}")
+    std = row.get("std")
+    if isinstance(std, dict) and std:
+        folds = len(row.get("fold_results") or []) or "the"
+        shown = "  ".join(f"{n}={_num(std[n])}" for n in names if n in std)
+        lines.append(f"{indent}  std across {folds} folds: {shown}")
     return lines
 
 
