@@ -35,7 +35,8 @@ def _lr_study(n: int, seed: int = 0, direction: str = "minimize"):
     study = optuna.create_study(direction=direction)
     for _ in range(n):
         lr = 10 ** rng.uniform(-5, -2)
-        params = {"train.lr": lr, "lora.r": rng.choice([4, 8, 16, 32]), "train.scheduler": rng.choice(["cosine", "linear"])}
+        params = {"train.lr": lr, "lora.r": rng.choice([4, 8, 16, 32]),
+                  "train.scheduler": rng.choice(["cosine", "linear"])}
         _add(study, [(math.log10(lr) + 3.5) ** 2 + rng.gauss(0, 0.01)], params)
     return study
 
@@ -202,7 +203,8 @@ def test_format_lines_report_counts_front_and_why_trials_stopped():
     _add(study, None, state=TrialState.PRUNED, intermediate_values={40: 0.3}, user_attrs={"reason": "median pruner"})
     _add(study, None, state=TrialState.FAIL, user_attrs={"reason": "CUDA out of memory"})
 
-    lines = results.format_lines(results.summarize(study, run_ids={0: ["run-a", "run-b"]}), results.all_importances(study))
+    summary = results.summarize(study, run_ids={0: ["run-a", "run-b"]})
+    lines = results.format_lines(summary, results.all_importances(study))
     text = "\n".join(lines)
 
     assert lines[0].endswith("5 trials (3 complete, 1 pruned, 1 failed)")
@@ -251,7 +253,8 @@ def test_parallel_coordinates_leave_out_params_that_did_not_vary(tmp_path, monke
 
     seen = {}
     real = vm.plot_parallel_coordinate
-    monkeypatch.setattr(vm, "plot_parallel_coordinate", lambda s, params=None, **kw: seen.update(p=params) or real(s, params, **kw))
+    monkeypatch.setattr(vm, "plot_parallel_coordinate",
+                        lambda s, params=None, **kw: seen.update(p=params) or real(s, params, **kw))
     study = optuna.create_study()
     for lr in [1e-4, 1e-3, 3e-3]:
         _add(study, [lr], {"train.lr": lr, "lora.r": 8})

@@ -107,7 +107,7 @@ def _pareto(study, plt, path: Path, names: list[str]) -> dict[str, str]:
         return _save(vm.plot_pareto_front(study, target_names=names), path)
     except Exception:  # noqa: BLE001 - fall back to a plain scatter of the same points
         plt.close("all")
-    complete = results._complete(study)
+    complete = results.complete_trials(study)
     on_front = {t.number for t in study.best_trials}
     fig, ax = plt.subplots(figsize=(6, 5))
     for label, group in (("dominated", False), ("Pareto front", True)):
@@ -121,8 +121,8 @@ def _pareto(study, plt, path: Path, names: list[str]) -> dict[str, str]:
 def _plan(study, objectives: list[str] | None) -> list[tuple[str, str | None, Callable | None]]:
     """Each plot's name, the reason it cannot be drawn yet (None: drawable) and how to draw it."""
     names = results.objective_names(study, objectives)
-    complete = results._complete(study)
-    varying = results._varying_params(complete)
+    complete = results.complete_trials(study)
+    varying = results.varying_params(complete)
     multi = len(names) > 1
     plan: list[tuple[str, str | None, Callable | None]] = []
     for i, name in enumerate(names):
@@ -148,7 +148,8 @@ def _plan(study, objectives: list[str] | None) -> list[tuple[str, str | None, Ca
         plan.append((f"parallel_coordinates{suffix}", why, draw))
     why = None
     if len(names) != 2:
-        why = "the study has one objective" if len(names) == 1 else f"drawn for 2 objectives, the study has {len(names)}"
+        why = ("the study has one objective" if len(names) == 1
+               else f"drawn for 2 objectives, the study has {len(names)}")
     elif not complete:
         why = "no trial has completed yet"
     plan.append(("pareto_front", why, lambda plt, p: _pareto(study, plt, p, names)))

@@ -71,7 +71,8 @@ def state_name(trial) -> str:
     return "failed" if name == "fail" else name
 
 
-def _complete(study) -> list:
+def complete_trials(study) -> list:
+    """The study's COMPLETE trials (the only ones ranked), in trial order."""
     from optuna.trial import TrialState
 
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
@@ -171,7 +172,7 @@ def summarize(study, *, objectives: list[str] | None = None, run_ids: dict[int, 
     }
 
 
-def _varying_params(complete) -> list[str]:
+def varying_params(complete) -> list[str]:
     """Params that every complete trial has and that took more than one value among them."""
     if not complete:
         return []
@@ -193,7 +194,7 @@ def importances(study, target_index: int = 0, *, objectives: list[str] | None = 
         from oikyo.errors import OikyoError
 
         raise OikyoError(f"objective index {target_index} is out of range: the study has {names}")
-    complete = [t for t in _complete(study) if math.isfinite(t.values[target_index])]
+    complete = [t for t in complete_trials(study) if math.isfinite(t.values[target_index])]
     out: dict[str, Any] = {
         "objective": names[target_index],
         "index": target_index,
@@ -202,7 +203,7 @@ def importances(study, target_index: int = 0, *, objectives: list[str] | None = 
         "params": None,
         "reason": None,
     }
-    varying = _varying_params(complete)
+    varying = varying_params(complete)
     if len(complete) < 2:
         out["reason"] = f"needs 2 complete trials with a finite value, has {len(complete)}"
     elif not varying:
