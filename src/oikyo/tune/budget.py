@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from oikyo.errors import OikyoError
 
-_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d)\s*$", re.I)
+# Lower-case units only: "5M" would otherwise read as five minutes when the user meant tokens.
+_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d)\s*$")
 _TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmb]?)[-_ ]?tokens?\s*$", re.I)
 _SECONDS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600,
             "d": 86400}
@@ -56,7 +57,7 @@ def parse_budget(text: str | None) -> Budget | None:
     text = str(text).strip()
     match = _TIME.match(text)
     if match:
-        limit = float(match.group(1)) * _SECONDS[match.group(2).lower()]
+        limit = float(match.group(1)) * _SECONDS[match.group(2)]
         kind = "seconds"
     else:
         match = _TOKENS.match(text)

@@ -388,48 +388,50 @@ class Driver:
 
     # --- budget and status -----------------------------------------------------------------------
 
+    def _run_cost(self, run: Run, tokens: dict[str, float], now) -> tuple[float, float | None]:
+        """(spent, still to spend: 0 when finished, None when not known yet) of one run, in the budget's unit."""
+        if run.state in queue.FINISHED or run.started_at is None:
+            if run.state not in queue.FINISHED:
+                return 0.0, None
+            if self.budget.kind == "tokens":
+                return tokens.get(run.id, 0.0), 0.0
+            return max(0.0, (queue.aware(run.finished_at) - queue.aware(run.started_at)).total_seconds()), 0.0
+        now_progress = metrics.progress(run)
+        if self.budget.kind == "tokens":
+            # the tokens and the step they were counted at come from one read, so the projection is consistent
+            step, spent = metrics.latest(run.id).get("tokens", (0, 0.0))
+        else:
+            step, spent = now_progress.step, max(0.0, (now - queue.aware(run.started_at)).total_seconds())
+        return spent, budgets.project(spent, step, now_progress.total_steps)
+
     def _costs(self) -> tuple[float, list[tuple[float, float | None]]]:
         """(spent by every trial, [(spent, still to spend) of each unfinished trial]) in the budget's unit."""
         import optuna
 
-        runs = studies.study_runs(self.study.id)
-        tokens = studies.run_tokens([run.id for run in runs]) if self.budget.kind == "tokens" else {}
+        all_runs = studies.study_runs(self.study.id)
+        tokens = studies.run_tokens([run.id for run in all_runs]) if self.budget.kind == "tokens" else {}
         now = studies.utcnow()
-
-        def cost(run: Run) -> float:
-            if self.budget.kind == "tokens":
-                return tokens.get(run.id, 0.0)
-            if run.started_at is None:
-                return 0.0
-            end = queue.aware(run.finished_at) or now
-            return max(0.0, (end - queue.aware(run.started_at)).total_seconds())
-
-        finished = [cost(run) for run in runs if run.state == queue.SUCCEEDED]
+        costs = {run.id: self._run_cost(run, tokens, now) for run in all_runs}
+        finished = [costs[run.id][0] for run in all_runs if run.state == queue.SUCCEEDED]
         per_run = statistics.fmean(finished) if finished else None
-        running_numbers = {t.number for t in self.ostudy.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         by_trial: dict[int, list[Run]] = {}
-        for run in runs:
+        for run in all_runs:
             by_trial.setdefault(run.trial_number, []).append(run)
-        spent = sum(cost(run) for run in runs)
         running = []
-        for number in running_numbers:
-            trial_runs = by_trial.get(number, [])
-            current = trial_runs[-1] if trial_runs else None
-            rest = None
-            if current is not None and current.state not in queue.FINISHED:
-                now_progress = metrics.progress(current)
-                rest = budgets.project(cost(current), now_progress.step, now_progress.total_steps)
-                estimate = per_run if per_run is not None else (cost(current) + rest if rest is not None else None)
-            else:
-                rest, estimate = (0.0 if current is not None else None), per_run
-            later = len(self.folds) - len(trial_runs)
-            if rest is None and per_run is not None:
+        for trial in self.ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            trial_runs = by_trial.get(trial.number, [])
+            spent = sum(costs[run.id][0] for run in trial_runs)
+            rest = costs[trial_runs[-1].id][1] if trial_runs else None
+            if rest is None:
                 rest = per_run
+            estimate = per_run
+            if estimate is None and trial_runs and rest is not None:
+                estimate = costs[trial_runs[-1].id][0] + rest  # the current run's projected total
+            later = len(self.folds) - max(1, len(trial_runs))  # folds not started yet
             if rest is not None and later > 0:
                 rest = rest + later * estimate if estimate is not None else None
-            running.append((sum(cost(run) for run in trial_runs), rest))
-        return spent, running
+            running.append((spent, rest))
+        return sum(cost for cost, _ in costs.values()), running
 
     def _budget_allows(self) -> bool:
         if self.budget is None:
