@@ -400,3 +400,27 @@ class TuneStudy(Base):
     dataset_version_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TunePromotion(Base):
+    """A study's trial promoted to a final model (migration 0008_tune_promotions).
+
+    ``oikyo tune promote`` trains the trial's config on the study's dataset (``run_id``), then
+    evaluates that model once on the test split (``eval_job_id``, an ordinary evaluation job). One
+    row per (study, trial): promoting the same trial again follows or shows this one, so the test
+    split is never scored twice for one trial. ``state``: training, evaluating, done or failed.
+    """
+
+    __tablename__ = "tune_promotions"
+    __table_args__ = (UniqueConstraint("study_id", "trial_number", name="uq_tune_promotions_trial"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("tune_studies.id"), nullable=False)
+    trial_number: Mapped[int] = mapped_column(Integer, nullable=False)
+    params: Mapped[dict] = mapped_column(JSON, nullable=False)
+    run_id: Mapped[str | None] = mapped_column(String(16))
+    eval_job_id: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
