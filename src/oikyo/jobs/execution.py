@@ -180,7 +180,8 @@ def _store_outcome(run, owner, result, error, beat, shutdown, log) -> str:
     if output.is_dir():
         extra = {"steps": getattr(result, "steps", None), "tokens": getattr(result, "tokens", None),
                  "best_eval_loss": getattr(result, "best_eval_loss", None), "status": status}
-        version = model_versions.build(run, output, extra={"training": extra})
+        replay = getattr(result, "replay", None)  # data.mix: which replay set was mixed in
+        version = model_versions.build(run, output, extra={"training": extra, **({"replay": replay} if replay else {})})
     else:
         log.write(f"the recipe reported success but wrote no output folder at {output}")
     queue.complete(run.id, owner, version)

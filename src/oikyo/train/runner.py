@@ -52,6 +52,7 @@ class TrainResult:
     best_checkpoint: Path | None
     best_eval_loss: float | None
     output_dir: Path  # run_dir/output (not written for a cancelled run)
+    replay: dict | None = None  # the replay set mixed in (data.mix), for the model version's lineage
 
 
 @dataclass
