@@ -391,6 +391,8 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
         problems.append(
             f"data.mix: replay mixing is supported by method sft only; set data.mix=0 for {method.name}"
         )
+    elif config.data.mix > 0 and train.batch_size < 2 and not config.data.packing:
+        problems.append("data.mix: a batch needs room for a task and a replay example; set train.batch_size >= 2")
     if train.early_stopping_patience is not None and (train.eval_every is None or config.data.eval_split is None):
         problems.append("train.early_stopping_patience: early stopping needs train.eval_every and data.eval_split")
 
