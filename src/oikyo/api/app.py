@@ -68,7 +68,7 @@ def create_app(token: str, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) 
 
     ``max_upload_bytes`` caps one uploaded file (larger uploads get 413 and leave nothing behind).
     """
-    from oikyo.api.routes import datasets, deployments, evaluations, keys, models, ratings, runs, system
+    from oikyo.api.routes import datasets, deployments, evaluations, keys, models, ratings, runs, studies, system
     from oikyo.web import pages
 
     # The spec and the docs page are served below, behind the same authentication as the API.
@@ -100,7 +100,7 @@ def create_app(token: str, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) 
     # Public: login, logout, health (system.public_router). Everything else needs auth.
     app.include_router(system.public_router, prefix=API_PREFIX)
     protected = [Depends(require_auth)]
-    for module in (system, datasets, models, keys, runs, evaluations, ratings, deployments):
+    for module in (system, datasets, models, keys, runs, evaluations, ratings, deployments, studies):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=protected)
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False, dependencies=protected)
