@@ -107,19 +107,17 @@ class Driver:
             if self.should_stop():
                 return self._interrupt()
             now = time.monotonic()
-            if now - self._last_beat >= BEAT_S:
+            if now - self._last_beat >= min(BEAT_S, stale_after_s()):
                 self._adopt()
                 self._beat()
                 self._last_beat = now
             for follower in list(self.followers.values()):
                 self._tick(follower)
             launched = self._launch_more()
-            if not self.followers and not launched:
-                if not self._others_running():
-                    return self._finish()
-                if self._all_slots_taken():
-                    self.say("Every trial slot is taken; the remaining trials are followed by other drivers.")
-                    return "joined"
+            if not self.followers and not launched and not self._others_running():
+                return self._finish()
+            # Otherwise other drivers follow the last trials: this one waits with them, and adopts a trial
+            # whose driver stops, so the study ends even if that driver dies.
             if now - self._last_status >= STATUS_S:
                 self._status()
                 self._last_status = now
@@ -382,9 +380,6 @@ class Driver:
         import optuna
 
         return bool(self.ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-
-    def _all_slots_taken(self) -> bool:
-        return studies.get(self.study.id).launched >= self.study.n_trials
 
     # --- budget and status -----------------------------------------------------------------------
 
