@@ -212,21 +212,31 @@ def create_study(config: str | Path | None = None, overrides: Iterable[str] = ()
                  log: Callable[[str], None] | None = None) -> TuneStudy:
     """Validate everything, then record a new study (nothing is queued yet; :func:`run_study` drives it).
 
-    Raises :class:`TuneError` (or the space's ``SpaceError``, the config's ``ConfigError``,
-    ``SubmitError``), each listing every problem, before anything is stored or queued.
+    Raises :class:`TuneError` listing every problem (options, search space, config, dataset and
+    model references) before anything is stored or queued.
     """
     import optuna
 
     from oikyo.jobs import training
-    from oikyo.tune.space import Space, load_space
+    from oikyo.train.config import ConfigError
+    from oikyo.tune.space import Space, SpaceError, load_space
 
     objectives = list(objectives)
     problems = _option_problems(objectives=objectives, n_trials=n_trials, parallel=parallel, cv=cv,
                                 sampler=sampler, pruner=pruner, budget=budget)
     if name is not None and find(name) is not None:
         problems.append(f"--name {name}: a study of that name exists; `oikyo tune --join {name}` drives it")
-    space_obj = space if isinstance(space, Space) else load_space(space)  # SpaceError lists every problem
-    prepared = training.prepare(config, overrides, dataset=dataset, model=model, log=log)
+    space_obj = prepared = None
+    try:
+        space_obj = space if isinstance(space, Space) else load_space(space)
+    except SpaceError as error:
+        problems += [f"space: {p}" for p in error.problems]
+    try:
+        prepared = training.prepare(config, overrides, dataset=dataset, model=model, log=log)
+    except (ConfigError, training.SubmitError) as error:
+        problems += error.problems
+    if space_obj is None or prepared is None:
+        raise TuneError("the study was not created:\n" + "\n".join(f"  - {p}" for p in problems), problems)
     base = prepared.config_dict
     pruner = pruner or ("median" if len(objectives) == 1 else "none")
     # Several objectives: TPE (multi-objective TPE in Optuna) rather than NSGA-II, whose first generation

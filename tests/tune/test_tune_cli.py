@@ -1,0 +1,109 @@
+"""`oikyo tune` and `oikyo tune list` as a user runs them: real processes, exit codes, every problem
+listed, no tracebacks, nothing queued on bad input. Training is the fast fake recipe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from studyhelpers import BASE, runs_of, tune_env  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("tune_env")
+
+
+def oikyo(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "oikyo.cli.main", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def _no_traceback(result: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    import jobhelpers
+
+    return jobhelpers.make_dataset(tmp_path)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    import jobhelpers
+
+    return jobhelpers.make_model_dir(tmp_path / "fake-model")
+
+
+def _sets() -> list[str]:
+    return [arg for item in BASE for arg in ("--set", item)]
+
+
+def _nothing_stored() -> None:
+    from oikyo.jobs import runs
+    from oikyo.tune import study
+
+    assert runs.list_runs() == [] and study.list_studies() == []
+
+
+def test_an_invalid_space_is_refused_listing_every_problem(tmp_path, dataset, model_dir):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n"
+                     "  train.lrr: {type: float, low: 1.0e-5, high: 1.0e-3}\n"
+                     "  lora.rank: {type: int, low: 64, high: 8}\n"
+                     "  lora.dropout: {type: gaussian, low: 0.0, high: 0.1}\n")
+    result = oikyo("tune", "--dataset", dataset.id, "--model", str(model_dir), "--space", str(space), *_sets(),
+                   "--trials", "3", "--no-start-worker")
+    _no_traceback(result)
+    assert result.returncode == 2, result.stdout + result.stderr
+    for name in ("train.lrr", "lora.rank", "lora.dropout"):
+        assert name in result.stderr
+    assert "train.lr" in result.stderr  # the nearest known key is suggested
+    _nothing_stored()
+
+
+def test_bad_options_are_all_listed_at_once(dataset, model_dir):
+    result = oikyo("tune", "--dataset", dataset.id, "--model", str(model_dir), *_sets(), "--trials", "0",
+                   "--budget", "5parsecs", "--objective", "val_loss", "--objective", "exact_match",
+                   "--pruner", "median", "--sampler", "grid", "--no-start-worker")
+    _no_traceback(result)
+    assert result.returncode == 2
+    for expected in ("--trials: must be at least 1", "--budget: budget '5parsecs'", "cannot prune multi-objective",
+                     "--sampler grid"):
+        assert expected in result.stderr, result.stderr
+    missing = oikyo("tune", "--resume", "no-such-study")
+    _no_traceback(missing)
+    assert missing.returncode == 2 and "no study matches 'no-such-study'" in missing.stderr
+    _nothing_stored()
+
+
+def test_a_study_runs_from_the_command_line_and_is_listed(tmp_path, dataset, model_dir):
+    import jobhelpers
+
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}\n")
+    worker = jobhelpers.start_worker_process("--poll", "0.05", log=tmp_path / "worker.log")
+    try:
+        result = oikyo("tune", "--dataset", dataset.id, "--model", str(model_dir), "--space", str(space), *_sets(),
+                       "--trials", "2", "--sampler", "random", "--name", "cli-sweep", "--no-start-worker")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    _no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert "trial 0 started: train.lr=" in result.stderr and "trial 1 complete: val_loss" in result.stderr
+    assert "Study cli-sweep" in result.stdout and "finished: 2 complete" in result.stdout
+    listed = oikyo("tune", "list")
+    assert listed.returncode == 0 and "cli-sweep" in listed.stdout and "2/2" in listed.stdout
+    from oikyo.tune import study
+
+    record = study.get("cli-sweep")
+    tagged = runs_of(record.id)
+    shown = oikyo("runs", "show", tagged[0].id, "--json")
+    assert f'"study_id": "{record.id}"' in shown.stdout
+    again = oikyo("tune", "--name", "cli-sweep", "--no-start-worker")  # the same name drives the same study
+    assert again.returncode == 0 and "exists" in again.stderr and len(runs_of(record.id)) == 2
