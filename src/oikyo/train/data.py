@@ -29,6 +29,15 @@ previous example's last token). On CPU the block mask costs little at these leng
 small share of the FLOPs of a 135M model at 1k tokens); :func:`check_packing_support` refuses
 models whose forward takes no ``position_ids``.
 
+**Replay mixing** (``data.mix``, see :mod:`oikyo.data.replay`). Replay examples are appended
+after the task examples (index >= the task count), so a plan still holds plain indices. Unpacked,
+each batch of ``B`` carries ``k = replay_count(mix, B)`` replay examples after ``B - k`` task
+examples of the usual (length-grouped) task plan built for batches of ``B - k``: every task row is
+still seen once per epoch, in ``B / (B - k)`` times the steps. Packed, the epoch's example stream
+is the task order with ``round(n * mix / (1 - mix))`` replay examples shuffled in, then packed as
+usual. Which replay examples come next is a pure function of ``(seed, epoch)`` (its own generator,
+:func:`replay_stream`), so exact resume stays exact.
+
 **Limits.** An example longer than ``data.max_length`` or the model's context raises
 :class:`~oikyo.train.TrainingError` naming the rows; nothing is ever silently truncated.
 """
@@ -121,11 +130,13 @@ def encode_sft_rows(
     loss_on_reasoning: bool = True,
     split: str = "train",
     log=None,
+    drop_too_long: bool = False,
 ) -> list[Encoded]:
     """Encode conversation or text rows for SFT; raise TrainingError for over-long rows or no data.
 
     ``train_on`` and ``loss_on_reasoning`` choose the trained tokens, with the messages' own loss
-    weights (see :func:`oikyo.models.chat_template.encode_conversation`).
+    weights (see :func:`oikyo.models.chat_template.encode_conversation`). ``drop_too_long`` skips
+    over-long rows with a log line instead (replay data: not the user's rows, so nothing to fix).
     """
     examples, too_long, skipped = [], [], 0
     for index, row in enumerate(rows):
@@ -153,6 +164,10 @@ def encode_sft_rows(
             examples.append(encoded)
         else:
             skipped += 1
+    if drop_too_long and too_long:
+        if log:
+            log(f"{split}: left out {len(too_long)} row(s) longer than {limit.describe()}")
+        too_long = []
     return _finish(split, examples, skipped, too_long, limit, log)
 
 
@@ -210,13 +225,19 @@ def epoch_plan(
 
 
 def pack_plan(
-    lengths: Sequence[int], max_length: int, batch_size: int, seed: int, epoch: int
+    lengths: Sequence[int], max_length: int, batch_size: int, seed: int, epoch: int,
+    order: Sequence[int] | None = None,
 ) -> list[list[list[int]]]:
-    """Batches of blocks for one epoch; a block is a list of example indices whose lengths fit max_length."""
+    """Batches of blocks for one epoch; a block is a list of example indices whose lengths fit max_length.
+
+    ``order`` (optional) is the epoch's example stream to pack (a replay-mixed one); by default the
+    seeded permutation of every example.
+    """
     blocks: list[list[int]] = []
     current: list[int] = []
     used = 0
-    for index in epoch_order(len(lengths), seed, epoch).tolist():
+    stream = epoch_order(len(lengths), seed, epoch).tolist() if order is None else order
+    for index in stream:
         if current and used + lengths[index] > max_length:
             blocks.append(current)
             current, used = [], 0
@@ -225,6 +246,58 @@ def pack_plan(
     if current:
         blocks.append(current)
     return [blocks[i : i + batch_size] for i in range(0, len(blocks), batch_size)]
+
+
+REPLAY_STREAM = 7919  # mixed into the replay generator's seed: its draws never touch the task order's
+
+
+def replay_count(mix: float, batch_size: int) -> int:
+    """Replay examples per unpacked batch: round(mix x batch_size), at least 1 and at most batch_size - 1."""
+    if mix <= 0:
+        return 0
+    return min(max(1, round(mix * batch_size)), batch_size - 1)
+
+
+def replay_stream(n_replay: int, count: int, seed: int, epoch: int) -> list[int]:
+    """The first ``count`` replay example indices (0..n_replay-1) of ``epoch``: seeded permutations of the
+    replay set, one after another (each replay example once before any repeats)."""
+    rng = np.random.default_rng([seed, epoch, REPLAY_STREAM])
+    stream: list[int] = []
+    while len(stream) < count:
+        stream.extend(rng.permutation(n_replay).tolist())
+    return stream[:count]
+
+
+def mix_plan(plan: list[list[int]], n_task: int, n_replay: int, per_batch: int, seed: int, epoch: int
+             ) -> list[list[int]]:
+    """Each task batch of ``plan`` followed by ``per_batch`` replay examples (indices offset by n_task)."""
+    stream = replay_stream(n_replay, per_batch * len(plan), seed, epoch)
+    return [batch + [n_task + r for r in stream[k * per_batch:(k + 1) * per_batch]] for k, batch in enumerate(plan)]
+
+
+def mixed_order(n_task: int, n_replay: int, mix: float, seed: int, epoch: int) -> list[int]:
+    """The packed epoch's example stream: the task order with round(n_task x mix / (1 - mix)) replay
+    examples (at least 1; indices offset by n_task) shuffled in, so replay is ``mix`` of the examples."""
+    count = max(1, round(n_task * mix / (1 - mix)))
+    replay = [n_task + r for r in replay_stream(n_replay, count, seed, epoch)]
+    combined = epoch_order(n_task, seed, epoch).tolist() + replay
+    shuffle = np.random.default_rng([seed, epoch, REPLAY_STREAM, 1]).permutation(len(combined))
+    return [combined[i] for i in shuffle.tolist()]
+
+
+def replay_mask(blocks: Sequence[Sequence[int]], lengths: Sequence[int], n_task: int, width: int):
+    """(len(blocks), width) bool: True on the tokens of replay examples (index >= n_task), laid out as
+    :func:`collate` (one example per block) and :func:`collate_packed` lay them out."""
+    import torch
+
+    mask = torch.zeros((len(blocks), width), dtype=torch.bool)
+    for row, block in enumerate(blocks):
+        at = 0
+        for index in block:
+            if index >= n_task:
+                mask[row, at:at + lengths[index]] = True
+            at += lengths[index]
+    return mask
 
 
 def eval_plan(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

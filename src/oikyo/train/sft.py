@@ -18,16 +18,37 @@ while the normaliser stays the count of target tokens (the Session's ``units``),
 counts a token exactly twice. Batches without weights take the unweighted path unchanged. The
 validation loss is the plain mean over the target tokens (weights are a training choice; an
 unweighted eval loss stays comparable between runs that weigh differently).
+
+Replay (``data.mix`` > 0): general conversations (:func:`oikyo.data.replay.load_replay`: the shipped
+set or ``data.mix_dataset``) are encoded with the same template and ``train_on`` rules, appended
+after the task examples, and mixed into every batch (:func:`oikyo.train.data.mix_plan`, or
+:func:`~oikyo.train.data.mixed_order` when packing); their tokens count in the loss like the task's.
+Each step reports ``replay_share`` (replay's share of the trained tokens), ``replay_loss`` and
+``task_loss``; ``eval_loss`` stays on the task's validation rows only. The replay set's identity
+(hash, or dataset version) is written to ``replay.json`` in the run folder and goes into the model
+version's lineage; a resume with a different replay set is refused.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import json
 
-from oikyo.train import data
+from oikyo.train import TrainingError, data
 from oikyo.train.config import TrainConfig
 from oikyo.train.runner import RunContext, Session, TrainResult, target_logprobs
+
+
+def token_losses(model, batch: dict):
+    """Cross-entropy of each target token (N,), times its loss weight when the batch has some."""
+    logp, _ = target_logprobs(model, batch)  # (N,)
+    if "loss_weights" not in batch:
+        return -logp
+    # target_logprobs returns the targets in the order of this mask (row-major), so the weights line up.
+    targets = batch["labels"][:, 1:] != data.IGNORE_INDEX  # (batch, seq-1)
+    weights = batch["loss_weights"][:, 1:][targets]  # (N,)
+    return -(logp * weights)
 
 
 def token_loss(model, batch: dict):
@@ -35,13 +56,15 @@ def token_loss(model, batch: dict):
 
     Without ``loss_weights`` this is exactly ``-target_logprobs(...).sum()`` (the fast path).
     """
-    logp, _ = target_logprobs(model, batch)  # (N,)
-    if "loss_weights" not in batch:
-        return -logp.sum()
-    # target_logprobs returns the targets in the order of this mask (row-major), so the weights line up.
+    return token_losses(model, batch).sum()
+
+
+def replay_sums(losses, batch: dict) -> dict:
+    """Summed statistics of the replay tokens of a batch with a ``replay_mask`` (for step_metrics)."""
     targets = batch["labels"][:, 1:] != data.IGNORE_INDEX  # (batch, seq-1)
-    weights = batch["loss_weights"][:, 1:][targets]  # (N,)
-    return -(logp * weights).sum()
+    replay = batch["replay_mask"][:, 1:][targets]  # (N,): aligned with losses, as the weights are
+    return {"targets": float(losses.numel()), "replay_targets": float(replay.sum()),
+            "loss_sum": float(losses.detach().sum()), "replay_loss_sum": float(losses.detach()[replay].sum())}
 
 
 class SFTRecipe:
@@ -68,6 +91,10 @@ class SFTRecipe:
             log=session.log,
         )
         self.examples = encode(self.ctx.train_rows(), split="train")
+        self.n_task = len(self.examples)
+        self.replay_lineage: dict | None = None
+        if config.data.mix > 0:
+            self.examples += self._replay_examples(encode)
         self.lengths = [len(e) for e in self.examples]
         # Target tokens per example (labels that count after the causal shift).
         self.targets = [sum(label != data.IGNORE_INDEX for label in e.labels[1:]) for e in self.examples]
@@ -76,30 +103,66 @@ class SFTRecipe:
             rows = list(itertools.islice(self.ctx.eval_rows(), config.data.max_eval_rows))
             self.eval_examples = encode(rows, split="validation") if rows else []
         session.log(
-            f"{len(self.examples)} training examples ({sum(self.lengths)} tokens), "
+            f"{self.n_task} training examples ({sum(self.lengths[:self.n_task])} tokens), "
             f"{len(self.eval_examples)} validation examples"
         )
         session.build(self)
         if config.data.packing:
             data.check_packing_support(session.model)
 
+    def _replay_examples(self, encode) -> list:
+        """The replay set, encoded (over-long rows left out); its identity pinned in run_dir/replay.json."""
+        from oikyo.data.replay import load_replay
+
+        replay = load_replay(self.config.data.mix_dataset)
+        record = self.ctx.run_dir / "replay.json"
+        if record.is_file():  # a resume: the batches after the checkpoint must draw from the same set
+            pinned = json.loads(record.read_text())
+            if pinned != replay.lineage:
+                raise TrainingError(
+                    f"this run started with the replay set {pinned} but now finds {replay.lineage}; "
+                    "exact resume needs the same replay data (start a new run to use the new set)"
+                )
+        else:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(replay.lineage, indent=2, sort_keys=True))
+        self.replay_lineage = replay.lineage
+        examples = encode(replay.rows, split="replay", drop_too_long=True)
+        train = self.config.train
+        per_batch = data.replay_count(self.config.data.mix, train.batch_size)
+        share = "by example count (packing)" if self.config.data.packing else f"{per_batch} of every {train.batch_size}"
+        self.session.log(f"replay: {len(examples)} examples from {replay.lineage}; mixed in {share}")
+        return examples
+
     # -- what the session's loop asks for ---------------------------------------------------
 
     def plan(self, epoch: int) -> list:
         """Batches of this epoch: lists of example indices, or lists of packed blocks (cached per epoch)."""
         if epoch not in self._plans:
-            train = self.config.train
-            if self.config.data.packing:
-                plan = data.pack_plan(self.lengths, self.config.data.max_length, train.batch_size, train.seed, epoch)
+            train, cfg = self.config.train, self.config.data
+            n_task, n_replay = self.n_task, len(self.examples) - self.n_task
+            if cfg.packing:
+                order = data.mixed_order(n_task, n_replay, cfg.mix, train.seed, epoch) if n_replay else None
+                plan = data.pack_plan(self.lengths, cfg.max_length, train.batch_size, train.seed, epoch, order)
             else:
-                plan = data.epoch_plan(self.lengths, train.batch_size, train.seed, epoch, train.group_by_length)
+                per_batch = data.replay_count(cfg.mix, train.batch_size) if n_replay else 0
+                plan = data.epoch_plan(
+                    self.lengths[:n_task], train.batch_size - per_batch, train.seed, epoch, train.group_by_length
+                )
+                if per_batch:
+                    plan = data.mix_plan(plan, n_task, n_replay, per_batch, train.seed, epoch)
             self._plans = {epoch: plan}  # only the current epoch is kept
         return self._plans[epoch]
 
     def make_batch(self, items: list) -> dict:
+        blocks = items if self.config.data.packing else [[i] for i in items]
         if self.config.data.packing:
-            return data.collate_packed([[self.examples[i] for i in block] for block in items], self.pad_id)
-        return data.collate([self.examples[i] for i in items], self.pad_id)
+            batch = data.collate_packed([[self.examples[i] for i in block] for block in items], self.pad_id)
+        else:
+            batch = data.collate([self.examples[i] for i in items], self.pad_id)
+        if self.replay_lineage is not None:  # which tokens are replay's, for the replay metrics
+            batch["replay_mask"] = data.replay_mask(blocks, self.lengths, self.n_task, batch["labels"].shape[1])
+        return batch
 
     def count(self, batch: dict) -> int:
         return data.count_targets(batch["labels"])
@@ -113,8 +176,21 @@ class SFTRecipe:
         return int(batch.get("attention_mask", batch.get("token_mask")).sum())
 
     def loss(self, batch: dict):
-        """(summed token cross-entropy, weighted where the batch has loss weights; no extra metrics)."""
-        return token_loss(self.session.model, batch), {}
+        """(summed token cross-entropy, weighted where the batch has loss weights; replay sums when mixing)."""
+        losses = token_losses(self.session.model, batch)  # (N,)
+        return losses.sum(), (replay_sums(losses, batch) if "replay_mask" in batch else {})
+
+    def step_metrics(self, sums: dict) -> dict:
+        """replay_share (of the step's trained tokens), replay_loss and task_loss (means over their tokens)."""
+        if not sums:
+            return {}
+        replay, total = sums["replay_targets"], max(sums["targets"], 1.0)
+        metrics = {"replay_share": replay / total}
+        if replay:
+            metrics["replay_loss"] = sums["replay_loss_sum"] / replay
+        if total > replay:
+            metrics["task_loss"] = (sums["loss_sum"] - sums["replay_loss_sum"]) / (total - replay)
+        return metrics
 
     def evaluate(self) -> dict | None:
         """Mean token loss over the validation examples (no padding waste: longest-first batches)."""
@@ -133,7 +209,9 @@ class SFTRecipe:
     # -- run ----------------------------------------------------------------------------------
 
     def train(self) -> TrainResult:
-        return self.session.fit(self)
+        result = self.session.fit(self)
+        result.replay = self.replay_lineage  # recorded in the model version's lineage
+        return result
 
     def cleanup(self) -> None:
         if self.session is not None:

@@ -1,0 +1,82 @@
+"""General conversational replay data for ``data.mix``: the shipped set, or a dataset version.
+
+Fine-tuning a small model on one narrow task makes it forget how to answer anything else. Mixing a
+share of general conversations into every training batch ("replay") keeps its general behaviour.
+oikyo ships such a set (``general.jsonl``, built by :mod:`oikyo.data.replay.build`: oikyo's own
+prompts answered by the bundled base model; licence in NOTICE); a user can replay any
+conversations dataset version instead (``data.mix_dataset``)::
+
+    replay = load_replay(None)              # the shipped set
+    replay = load_replay("my-chats")        # a dataset version: id, name (latest) or name@id
+    replay.rows                             # canonical conversation rows ({"messages": [...]})
+    replay.lineage                          # what the model version records: source, hash, rows
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oikyo.errors import OikyoError
+
+REPLAY_VERSION = "1"  # bump when general.jsonl is rebuilt with other prompts or another model
+SHIPPED_FILE = Path(__file__).resolve().parent / "general.jsonl"
+
+
+class ReplayError(OikyoError):
+    """The replay data cannot be used (missing file, unknown dataset, rows that are not conversations)."""
+
+
+@dataclass
+class Replay:
+    """Replay conversations and where they came from."""
+
+    rows: list[dict]
+    lineage: dict = field(default_factory=dict)
+
+
+def read_shipped(path: Path | None = None) -> tuple[dict, list[dict]]:
+    """(provenance header, conversation rows) of a replay JSONL written by the builder (default: the shipped one)."""
+    path = path or SHIPPED_FILE
+    if not path.is_file():
+        raise ReplayError(f"the shipped replay set is missing ({path}); rebuild it with "
+                          "`python -m oikyo.data.replay.build` or set data.mix_dataset")
+    header, rows = {}, []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if "provenance" in item:
+            header = item["provenance"]
+        elif isinstance(item.get("messages"), list):
+            rows.append({"messages": item["messages"]})
+        else:
+            raise ReplayError(f"{path.name} line {number} is neither the provenance header nor a conversation")
+    return header, rows
+
+
+def load_replay(mix_dataset: str | None) -> Replay:
+    """The replay conversations for ``data.mix_dataset`` (None: the shipped set)."""
+    if mix_dataset is None:
+        header, rows = read_shipped(SHIPPED_FILE)
+        digest = hashlib.sha256(SHIPPED_FILE.read_bytes()).hexdigest()
+        lineage = {"source": "shipped", "replay_version": header.get("replay_version", REPLAY_VERSION),
+                   "sha256": digest, "rows": len(rows)}
+        return Replay(rows, lineage)
+    from oikyo.data import versions
+
+    try:
+        version = versions.resolve(mix_dataset)
+    except OikyoError as error:
+        raise ReplayError(f"data.mix_dataset: {error}") from None
+    if version.kind != "conversations":
+        raise ReplayError(f"data.mix_dataset: {version.name}@{version.id} holds {version.kind} rows; "
+                          "replay needs conversations")
+    rows = [{"messages": row["messages"], "tools": row.get("tools")} for row in versions.iter_rows(version)]
+    if not rows:
+        raise ReplayError(f"data.mix_dataset: {version.name}@{version.id} has no rows")
+    lineage = {"source": "dataset", "dataset_version": version.id, "dataset_hash": version.content_hash,
+               "rows": len(rows)}
+    return Replay(rows, lineage)
