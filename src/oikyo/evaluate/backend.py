@@ -64,9 +64,15 @@ class ModelBackend:
     def generate(self, prompts: list[list[int]], *, adapter: str | None, settings: GenerationSettings,
                  progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> list[str]:
         """The answer text of each prompt (token ids), in order."""
+        return [result.text for result in self.generate_results(prompts, adapter=adapter, settings=settings,
+                                                                progress=progress, should_stop=should_stop)]
+
+    def generate_results(self, prompts: list[list[int]], *, adapter: str | None, settings: GenerationSettings,
+                         progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> list:
+        """The engine's whole result of each prompt (text, finish_reason "stop" or "length", token counts), in order."""
         from oikyo.serve.requests import GenerationRequest
 
-        texts: list[str] = []
+        texts: list = []
         for start in range(0, len(prompts), CHUNK):
             if should_stop is not None and should_stop():
                 raise Stopped()
@@ -77,7 +83,7 @@ class ModelBackend:
                                           stop_token_ids=[] if settings.ignore_eos else None)
                         for k, ids in enumerate(chunk)]
             results = self.engine.generate(requests)
-            texts += [result.text for result in results]
+            texts += results
             if progress is not None:
                 progress(len(chunk))
         return texts
