@@ -1,9 +1,10 @@
 """The web dashboard: server-rendered pages over the stage packages, plus the bundled JS and CSS.
 
 Pages read through the same functions the CLI calls (dataset versions, runs, model versions,
-evaluations, deployments, keys) and render Jinja2 templates from ``templates/``. What a user does on
-a page (upload, start, cancel, compare, rate, deploy ...) and everything live (training charts over
-server-sent events, deployment charts) goes from the page's JavaScript to the ``/api/v1`` routes.
+evaluations, deployments, keys, tuning studies) and render Jinja2 templates from ``templates/``.
+What a user does on a page (upload, start, cancel, compare, rate, deploy ...) and everything live
+(training charts over server-sent events, deployment charts, a running study's trials polled from
+its report) goes from the page's JavaScript to the ``/api/v1`` routes.
 Assets live in ``static/`` inside the package: no CDN, no Node, nothing fetched at run time.
 
 Every page but ``/login`` needs the browser session cookie (see :mod:`oikyo.api.auth`); without a
@@ -35,10 +36,12 @@ from oikyo.errors import OikyoError
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
 NAV = [("overview", "/", "Overview"), ("datasets", "/datasets", "Datasets"), ("runs", "/runs", "Runs"),
-       ("compare", "/compare", "Compare"), ("rate", "/rate", "Rate"), ("models", "/models", "Models"),
-       ("deployments", "/deployments", "Deployments")]
+       ("studies", "/studies", "Studies"), ("compare", "/compare", "Compare"), ("rate", "/rate", "Rate"),
+       ("models", "/models", "Models"), ("deployments", "/deployments", "Deployments")]
 RUNS_PER_PAGE = 50
 LIST_LIMIT = 200  # datasets and model versions shown in a list or a picker
+STUDIES_LIMIT = 100  # studies in the list (each reads its trials from Optuna's storage)
+STUDY_POLL_S = 3.0  # how often a running study's page asks the API for its report again
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}$")  # what a dataset/run/model ref may look like
 
 
@@ -93,7 +96,14 @@ def _duration(start: datetime | None, end: datetime | None) -> str:
     start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
     end = end or datetime.now(timezone.utc)
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
-    seconds = max(0, int((end - start).total_seconds()))
+    return _seconds((end - start).total_seconds())
+
+
+def _seconds(seconds: float | None) -> str:
+    """'2 h 5 min', '3 min 20 s', '7 s' for a length of time in seconds."""
+    if seconds is None:
+        return "—"
+    seconds = max(0, int(seconds))
     if seconds >= 3600:
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
@@ -127,7 +137,7 @@ def _static_url(name: str) -> str:
     return f"/static/{name}?v={digest}"
 
 
-TEMPLATES.env.filters.update(ago=_ago, short=_short, num=_num, code=_code)
+TEMPLATES.env.filters.update(ago=_ago, short=_short, num=_num, code=_code, seconds=_seconds)
 TEMPLATES.env.globals.update(duration=_duration, oikyo_version=__version__, static=_static_url)
 
 # Pages load scripts, styles and data only from this server, and no other site may frame them.
@@ -252,6 +262,36 @@ def run_page(request: Request, ref: str):
                   events=info["events"][-30:],
                   page={"id": info["id"], "state": info["state"], "live": live,
                         "total_steps": info["progress"]["total_steps"]})
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+@router.get("/studies")
+def studies_page(request: Request):
+    from oikyo.tune import study as studies
+
+    found = studies.list_studies(limit=STUDIES_LIMIT + 1)
+    return render(request, "studies.html", "studies", title="Studies",
+                  studies=[studies.describe(record) for record in found[:STUDIES_LIMIT]],
+                  more=len(found) > STUDIES_LIMIT)
+
+
+@router.get("/studies/{ref}")
+def study_page(request: Request, ref: str):
+    """One study (the report `oikyo tune show` prints); study.js keeps it current while the study runs."""
+    from oikyo.tune import report
+    from oikyo.tune import study as studies
+
+    try:
+        info = report.study_report(check_ref(ref))
+    except OikyoError as error:
+        return not_found(request, "studies", str(error))
+    record = info["study"]
+    return render(request, "study.html", "studies", title=f"Study {record['name']}", info=info, study=record,
+                  plots=report.plots(record["id"]),  # {name: {"path"} | {"skipped": why}}
+                  page={"id": record["id"], "state": record["state"], "live": record["state"] == studies.RUNNING,
+                        "poll_ms": int(STUDY_POLL_S * 1000)})
 
 
 # ----------------------------------------------------------------------------- compare and rate
