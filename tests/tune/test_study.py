@@ -4,7 +4,6 @@ several objectives, cross-validation, and the test split never read."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -14,7 +13,7 @@ from oikyo.store import db
 from oikyo.tune import budget as budgets
 from oikyo.tune import study
 
-from studyhelpers import WorkerThreads, lr_space, new_study, runs_of, steps_of, tune_env  # noqa: F401
+from studyhelpers import WorkerThreads, new_study, runs_of, steps_of, tune_env  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("tune_env")
 
@@ -106,7 +105,8 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(monkey
     for trial in found:
         if trial["params"]["train.lr"] > 0.001:
             assert trial["state"] == "fail"
-            assert "failed" in trial["reason"] and "diverged" in trial["reason"] and trial["run_ids"][0] in trial["reason"]
+            reason = trial["reason"]
+            assert "failed" in reason and "diverged" in reason and trial["run_ids"][0] in reason
         else:
             assert trial["state"] == "complete" and trial["reason"] is None
 

@@ -34,6 +34,10 @@ def _claims(run_id: str) -> int:
     return sum(1 for e in runs.events(run_id) if e.kind == "claimed")
 
 
+def _logs(tmp_path) -> str:
+    return read_log(tmp_path / "driver0.log") + read_log(tmp_path / "driver1.log")
+
+
 def _check_two_drivers(tmp_path, dataset, model_dir) -> None:
     import jobhelpers
 
@@ -42,7 +46,7 @@ def _check_two_drivers(tmp_path, dataset, model_dir) -> None:
     drivers = [start_driver_process("shared", tmp_path / f"driver{i}.log") for i in range(2)]
     try:
         for driver in drivers:
-            assert driver.wait(timeout=180) == 0, read_log(tmp_path / "driver0.log") + read_log(tmp_path / "driver1.log")
+            assert driver.wait(timeout=180) == 0, _logs(tmp_path)
     finally:
         for process in workers + drivers:
             if process.poll() is None:
@@ -54,7 +58,7 @@ def _check_two_drivers(tmp_path, dataset, model_dir) -> None:
     assert sorted(r.trial_number for r in tagged) == [0, 1, 2, 3, 4, 5]  # one run per trial, never two
     assert all(_claims(r.id) == 1 for r in tagged)  # and each run trained by one worker
     assert study.get("shared").launched == 6
-    logs = read_log(tmp_path / "driver0.log") + read_log(tmp_path / "driver1.log")
+    logs = _logs(tmp_path)
     assert sum("started" in line for line in logs.splitlines()) == 6
 
 

@@ -107,3 +107,18 @@ def test_a_study_runs_from_the_command_line_and_is_listed(tmp_path, dataset, mod
     assert f'"study_id": "{record.id}"' in shown.stdout
     again = oikyo("tune", "--name", "cli-sweep", "--no-start-worker")  # the same name drives the same study
     assert again.returncode == 0 and "exists" in again.stderr and len(runs_of(record.id)) == 2
+
+
+def test_parallel_starts_workers_until_k_serve_the_queue(monkeypatch, tmp_path):
+    from oikyo.jobs import autostart, queue
+
+    started = []
+
+    def fake_spawn(idle_exit_s=autostart.IDLE_EXIT_S):
+        started.append(idle_exit_s)
+        return autostart.StartedWorker(pid=len(started), log_path=tmp_path / f"w{len(started)}.log")
+
+    monkeypatch.setattr(autostart, "spawn_worker", fake_spawn)
+    queue.worker_seen("someone-else-1", "idle")  # one worker already serves the queue
+    assert [w.pid for w in autostart.ensure_workers(3)] == [1, 2]
+    assert autostart.ensure_workers(1) == []

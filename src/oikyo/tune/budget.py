@@ -47,7 +47,9 @@ class Budget:
         if self.kind == "tokens":
             return f"{amount / 1e6:.2f}M tokens" if amount >= 1e5 else f"{amount:.0f} tokens"
         amount = int(amount)
-        return f"{amount // 3600}h{amount % 3600 // 60:02d}m" if amount >= 3600 else f"{amount // 60}m{amount % 60:02d}s"
+        if amount >= 3600:
+            return f"{amount // 3600}h{amount % 3600 // 60:02d}m"
+        return f"{amount // 60}m{amount % 60:02d}s"
 
 
 def parse_budget(text: str | None) -> Budget | None:

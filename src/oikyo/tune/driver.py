@@ -374,7 +374,8 @@ class Driver:
                         overrides=self.space.overrides(values, self.study.base_config), run_ids=run_ids,
                         fold_results=list(attrs.get("fold_results") or []),
                         eval_jobs=list(attrs.get("eval_jobs") or []),
-                        reported={int(step) for step in trial.intermediate_values}, offset=int(attrs.get("offset") or 0))
+                        reported={int(step) for step in trial.intermediate_values},
+                        offset=int(attrs.get("offset") or 0))
 
     def _others_running(self) -> bool:
         import optuna

@@ -149,7 +149,8 @@ def make_pruner(name: str, n_trials: int):
 
 
 def load_optuna(study: TuneStudy, *, sampler_seed: int | None = None):
-    """The Optuna study behind ``study``, with its sampler and pruner (seeded with ``sampler_seed``, else the study's)."""
+    """The Optuna study behind ``study``, with its sampler and pruner (seeded with ``sampler_seed``, else
+    the study's seed)."""
     import optuna
 
     seed = study.seed if sampler_seed is None else sampler_seed
