@@ -138,6 +138,43 @@ def test_a_running_study_page_is_live_and_an_unknown_study_is_not_found(client, 
     assert client.get("/studies/..%2F..%2Fetc").status_code in (400, 404)
 
 
+def test_two_objectives_show_the_pareto_front_and_a_promotion_its_test_scores(client, inputs, tmp_path):
+    import optuna
+    import webseed
+
+    from oikyo.store import db
+    from oikyo.store.models import Evaluation, TunePromotion, utcnow
+    from oikyo.tune import study
+
+    record = new_study(*inputs, n_trials=3, objectives=["val_loss", "forgetting"], name="front")
+    ostudy, lr = study.load_optuna(record), optuna.distributions.FloatDistribution(1e-6, 0.1, log=True)
+    for value, values in ((1e-4, [1.0, 0.3]), (1e-3, [0.8, 0.5]), (1e-2, [1.2, 0.6])):  # #2 is dominated by #0
+        ostudy.add_trial(optuna.trial.create_trial(params={"train.lr": value}, distributions={"train.lr": lr},
+                                                   values=values, user_attrs={"values": {"train.lr": value}}))
+    # Trial 0 promoted: trained again, then scored on the test split with its base (2 of 3 right, base 1 of 3).
+    run, mv = webseed.finished_run(inputs[0], "smollm2-135m-instruct", name="promoted", lr=1e-4,
+                                   run_dir=tmp_path / "runs")
+    model = webseed.evaluate(inputs[0], mv, ["0", "2", "x"], ["0", "2", "4"])
+    base = webseed.evaluate(inputs[0], mv, ["0", "x", "x"], ["0", "2", "4"])
+    with db.session() as s:
+        stored = s.get(Evaluation, base.id)
+        stored.group_id, stored.role = model.group_id, "base"
+        s.add(TunePromotion(id="tp-00000001", study_id=record.id, trial_number=0, params={"train.lr": 1e-4},
+                            run_id=run.id, eval_job_id=model.group_id, state="done", created_at=utcnow()))
+
+    html = client.get("/studies/front").text
+    assert "minimize <b>val_loss</b>, minimize <b>forgetting</b>" in html
+    front = _section(html, "pareto-table")
+    rows = re.findall(r"<tr><td class=\"num\">#(\d+)</td>", front)
+    assert rows == ["1", "0"]  # best val_loss first; #2 is dominated
+    promotions = _section(html, "promotions-table")
+    assert f'href="/runs/{run.id}"' in promotions and mv.id in promotions and "state-done" in promotions
+    assert re.sub(r"<[^>]+>", "", promotions).count("exact_match 0.6667 (base 0.3333)") == 1
+    pareto = client.get(f"/api/v1/studies/{record.id}/plots/pareto_front.png")
+    assert f'<img src="/api/v1/studies/{record.id}/plots/pareto_front.png"' in html
+    assert pareto.status_code == 200 and pareto.content.startswith(PNG)
+
+
 @pytest.mark.browser
 def test_a_running_study_shows_its_new_trials_without_a_reload(dash, inputs, monkeypatch):
     from oikyo.tune import study

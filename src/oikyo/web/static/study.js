@@ -90,10 +90,10 @@ const studyPage = (() => {
     ]).flat();
   }
 
-  // Fetch each plot again under a new ?v=; a plot that cannot be drawn yet (404) keeps its note.
-  function reloadPlots(study, names, version) {
-    const box = document.getElementById("plots");
-    for (const name of names) {
+  // Fetch one plot again under a new ?v=; a plot that cannot be drawn yet (404) keeps its note.
+  // Resolves once the image has loaded or failed.
+  function reloadPlot(box, study, name, version) {
+    return new Promise((settled) => {
       let figure = box.querySelector(`figure[data-plot="${CSS.escape(name)}"]`);
       if (!figure) {
         figure = el("figure", {class: "plot", "data-plot": name}, el("figcaption", {}, name.replaceAll("_", " ")));
@@ -104,9 +104,18 @@ const studyPage = (() => {
       img.addEventListener("load", () => {
         for (const old of figure.querySelectorAll("img, .plot-missing")) old.remove();
         figure.append(img);
+        settled();
       });
+      img.addEventListener("error", settled);
       img.src = api.url(`/studies/${study.id}/plots/${encodeURIComponent(name)}.png`, {v: version});
-    }
+    });
+  }
+
+  // One image at a time, and the next report only after them: the server draws a study's plots
+  // again (matplotlib) when the trials changed, and overlapping requests would draw them twice at once.
+  async function reloadPlots(study, names, version) {
+    const box = document.getElementById("plots");
+    for (const name of names) await reloadPlot(box, study, name, version);
     box.dataset.version = version;
   }
 
@@ -144,8 +153,9 @@ const studyPage = (() => {
       note.textContent = "live";
       show(info);
       const stamp = fingerprint(info);
-      if (stamp !== seen) reloadPlots(info.study, info.plots, ++version);  // always once: trials may have
-      seen = stamp;                                                          // changed since the page was drawn
+      // Always on the first answer too: trials may have changed since the server drew the page.
+      if (stamp !== seen) await reloadPlots(info.study, info.plots, ++version);
+      seen = stamp;
       if (info.study.state !== "running") {
         note.textContent = "";
         return;
