@@ -124,6 +124,16 @@ def test_the_budget_stops_launching_trials(dataset, model_dir, workers):
     assert any("Budget 2000-tokens spent" in line for line in lines)
 
 
+def test_a_wall_time_budget_stops_launching_trials(monkeypatch, dataset, model_dir, workers):
+    monkeypatch.setenv("FAKE_STEP_TIME", "0.05")  # a run trains about one second
+    record = new_study(dataset, model_dir, n_trials=10, budget="2s", sampler="random", pruner="none")
+    _drive(record.id)
+    tagged = runs_of(record.id)
+    walls = [(r.finished_at - r.started_at).total_seconds() for r in tagged]
+    assert 1 <= len(tagged) <= 3 and all(r.state == "succeeded" for r in tagged)
+    assert sum(walls) - 2.0 < max(walls)  # over by less than one trial
+
+
 def test_budgets_parse_or_say_what_they_accept():
     assert budgets.parse_budget("2h") == budgets.Budget("seconds", 7200.0, "2h")
     assert budgets.parse_budget("30m").limit == 1800 and budgets.parse_budget("90s").limit == 90
