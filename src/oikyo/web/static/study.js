@@ -20,7 +20,8 @@ const studyPage = (() => {
   }
 
   function paramsText(params) {
-    return joined(Object.keys(params || {}).sort().map((key) => [el("span", {class: "mono"}, key), "=" + api.fmt(params[key])]));
+    return joined(Object.keys(params || {}).sort()
+      .map((key) => [el("span", {class: "mono"}, key), "=" + api.fmt(params[key])]));
   }
 
   // values: {objective: value} (a trial) or [value, ...] in the objectives' order (a summary row).
@@ -48,8 +49,9 @@ const studyPage = (() => {
     const durations = Object.fromEntries(info.history.map((h) => [h.number, h.duration_s]));
     return info.trials.map((t) => {
       const state = t.state === "fail" ? "failed" : t.state;  // Optuna's FAIL, as the counts name it
+      const star = study.best_trials.includes(t.number) ? [" ", el("span", {title: "best"}, "★")] : null;
       return el("tr", {"data-trial": t.number, "data-state": state},
-        el("td", {class: "num"}, String(t.number), study.best_trials.includes(t.number) ? [" ", el("span", {title: "best"}, "★")] : null),
+        el("td", {class: "num"}, String(t.number), star),
         el("td", {}, badge(state)),
         el("td", {}, paramsText(t.params)),
         el("td", {}, valuesText(t.values, study.objectives)),
