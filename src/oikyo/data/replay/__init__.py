@@ -23,6 +23,7 @@ from oikyo.errors import OikyoError
 
 REPLAY_VERSION = "1"  # bump when general.jsonl is rebuilt with other prompts or another model
 SHIPPED_FILE = Path(__file__).resolve().parent / "general.jsonl"
+NOTICE_FILE = Path(__file__).resolve().parent / "NOTICE"
 
 
 class ReplayError(OikyoError):
