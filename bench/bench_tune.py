@@ -2,7 +2,7 @@
 
     python bench/bench_tune.py                 # ~15-25 minutes on a 2-core CPU (5 seeds)
     python bench/bench_tune.py --threads 1     # what a shared 2-core machine should use
-    python bench/bench_tune.py --quick         # smoke run: 8-config grid, 2 seeds, ~2 minutes
+    python bench/bench_tune.py --quick         # smoke run: 8-config grid, 2 seeds, ~3 minutes
 
 The question (issue: tuning): does a pruned study find, with at most one third of the grid's
 training tokens, a validation loss within 2% of the best one the full grid finds? Everything is
@@ -14,25 +14,33 @@ measured in the same run:
 - Data: the bundled support-ticket task (src/oikyo/data/samples/support_tickets.jsonl, 600
   conversations: a customer message -> a triage JSON of category, priority and sentiment). The
   system instruction, the same in every row, is left out (it is 30% of the tokens and carries
-  nothing). A seeded shuffle holds out ``--eval`` rows for validation; the rest train. Loss on the
-  assistant reply only, encoded once by oikyo's SFT encoder for every run and both peers.
+  nothing). Imported into a throwaway workspace (``OIKYO_HOME`` in a temporary folder) and split by
+  ``oikyo data split`` (10% validation, seed 0); every run of every peer trains on its train split
+  and is validated on its validation split, in the stored order. Loss on the assistant reply only.
 - Space, categorical: learning rate x 4, batch size x 2, optimizer steps x 2 (16 configurations;
   ``--quick``: 2 x 2 x 2). AdamW, cosine schedule without warmup, weight decay 0, clipping 1.0,
   float32, training seed 0 in every run; validation every ``--eval-every`` steps and at the end.
 - Grid: every configuration trained to its full steps with oikyo's recipe (``run_training``
-  in-process); each one's best validation loss and its training tokens (non-padding tokens of the
-  batches it trained on). The grid's best is the lowest of those; its tokens the sum.
-- oikyo's study: Optuna's TPE sampler (seed = the study seed) and Hyperband pruner (min resource
-  = one evaluation interval, max = the longest steps, reduction factor 3) over the same space;
-  each trial an oikyo training run reporting its validation losses, stopped when pruned. Token
-  budget: one third of the grid's tokens; a run is stopped before a step could cross the budget
-  (so the study never spends more), then the study ends. Study best = the lowest validation loss
-  any of its trials reported (as for the grid: what keep_best checkpointing would keep).
+  in-process, the same config a trial gets); each one's best validation loss and its training
+  tokens (non-padding tokens of the batches it trained on). The grid's best is the lowest of those
+  best losses; its tokens are the sum.
+- oikyo's study: ``oikyo tune``'s driver through its public API (``study.create_study`` with
+  ``--budget <grid tokens / 3>-tokens``, ``--sampler tpe --pruner hyperband --seed <seed>``, then
+  ``study.run_study``), each trial an ordinary queued training run, executed by one worker
+  (``oikyo.jobs.worker.Worker``) in a thread of this process. The driver reports each run's
+  validation losses to Optuna and cancels pruned runs; its budget rule starts a trial only while
+  the tokens spent are under the budget, and lets a started trial finish unless it is pruned.
+  Worker heartbeats and driver polls every 0.2 s (defaults 5 s and 1 s) so a pruned run stops within
+  about a step, as it does on a real model whose steps take seconds. Study best = the lowest
+  validation loss any of its runs reported (as for the grid: what keep_best checkpointing keeps);
+  its tokens = every trial's runs' ``tokens`` metric, pruned ones included.
 - Peer: Hugging Face ``Trainer.hyperparameter_search(backend="optuna")`` on the same model, the
-  same encoded rows, the same space (``hp_space`` returns learning_rate, per_device_train_batch_size
-  and max_steps), the same sampler and pruner (passed through to ``optuna.create_study``; the
-  Trainer reports each evaluation to the trial and raises ``TrialPruned``) and the same token
-  budget (a callback on ``num_input_tokens_seen``, "non_padding"). Its evaluation is the same
+  same rows (encoded by oikyo's SFT encoder), the same space (``hp_space`` returns learning_rate,
+  per_device_train_batch_size and max_steps), the driver's own sampler and pruner objects
+  (``study.make_sampler``/``make_pruner``, same seed and trial count, passed through to
+  ``optuna.create_study``; the Trainer reports each evaluation to the trial and raises
+  ``TrialPruned``) and the same budget rule (a callback on ``num_input_tokens_seen``,
+  "non_padding", stops the search once the budget is spent). Its evaluation is the same
   token-weighted validation loss as oikyo's (oikyo's ``target_logprobs``, overriding
   ``Trainer.evaluate``), so both peers' losses are one measure; its training keeps HF's defaults
   (random batches padded to their longest row, loss averaged per batch).
@@ -43,8 +51,6 @@ and the same for HF's search. The goal is met when oikyo's median ratio is <= 1.
 tokens ratio <= 1/3. Tokens and losses, not time, so a busy machine does not change the figures
 (float sums in another thread count may move the last digits).
 
-oikyo's study runs through Optuna directly in-process over oikyo's recipe (the same sampler, pruner
-and reports the ``oikyo tune`` driver uses), not through that driver's queue and workers.
 """
 
 from __future__ import annotations
@@ -54,10 +60,8 @@ import json
 import math
 import os
 import platform
-import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -71,31 +75,37 @@ DATASET = ROOT / "src" / "oikyo" / "data" / "samples" / "support_tickets.jsonl"
 SPACE = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "batch_size": [4, 8], "steps": [20, 60]}
 QUICK_SPACE = {"lr": [3e-3, 1e-2], "batch_size": [4, 8], "steps": [10, 20]}
 GOAL_LOSS, GOAL_TOKENS = 1.02, 1 / 3
+N_TRIALS = 100  # more than any budget here allows: the token budget ends every study
 
 
 # ----------------------------------------------------------------------------- data and model
 
 
 def prepare(args) -> dict:
-    """The tiny model, the train/validation rows and their encodings (shared by every run)."""
+    """A throwaway workspace with the tiny model and the split dataset; the rows every run trains on."""
+    work = Path(tempfile.mkdtemp(prefix="bench-tune-"))
+    os.environ["OIKYO_HOME"] = str(work / "home")  # the study's records, queue and runs: never the user's
+    os.environ.pop("OIKYO_DATABASE_URL", None)
+    from oikyo.data import split, versions
     from oikyo.models.bundled import ensure_bundled_tokenizer
     from oikyo.models.loading import load_tokenizer, tiny_model_dir
     from oikyo.train.data import TokenLimit, encode_sft_rows
 
-    work = Path(tempfile.mkdtemp(prefix="bench-tune-"))
-    tokenizer_dir = ensure_bundled_tokenizer(log=print)
-    model_dir = tiny_model_dir(work / "tiny", tokenizer_dir, layers=2, hidden=64, seed=0)
+    model_dir = tiny_model_dir(work / "tiny", ensure_bundled_tokenizer(), layers=2, hidden=64, seed=0)
     rows = [json.loads(line) for line in DATASET.read_text().splitlines() if line.strip()]
     # The system instruction is the same in every row: leave it out (30% of the tokens, no information).
     rows = [{"messages": [m for m in r["messages"] if m["role"] != "system"]} for r in rows]
-    random.Random(0).shuffle(rows)
-    validation, train = rows[: args.eval], rows[args.eval :]
+    source = work / "support_tickets.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    versions.import_dataset(source, name="support-tickets")
+    version, _ = split.split_dataset("support-tickets", validation=args.validation, test=0.0, seed=0)
+    train, validation = list(versions.iter_rows(version, "train")), list(versions.iter_rows(version, "validation"))
     tokenizer = load_tokenizer(model_dir)
     encode = lambda r, split: encode_sft_rows(r, tokenizer, limit=TokenLimit(1024, 2048), split=split)  # noqa: E731
-    encoded_train, encoded_val = encode(train, "train"), encode(validation, "validation")
-    return {"work": work, "model_dir": model_dir, "train": train, "validation": validation,
-            "encoded_train": encoded_train, "encoded_val": encoded_val, "pad_id": tokenizer.pad_token_id,
-            "longest": max(len(e) for e in encoded_train)}
+    encoded_train = encode(train, "train")
+    return {"work": work, "model_dir": model_dir, "dataset": version.id, "train": train, "validation": validation,
+            "encoded_train": encoded_train, "encoded_val": encode(validation, "validation"),
+            "pad_id": tokenizer.pad_token_id}
 
 
 def validation_loss(model, examples, pad_id: int, batch_size: int = 16) -> float:
@@ -120,19 +130,22 @@ def validation_loss(model, examples, pad_id: int, batch_size: int = 16) -> float
 # ----------------------------------------------------------------------------- oikyo runs
 
 
+def base_overrides(args) -> list[str]:
+    """The config every run shares (grid runs and study trials alike); the space sets the rest."""
+    return ["method.finetune=full", "train.scheduler=cosine", "train.warmup_steps=0", "train.weight_decay=0.0",
+            "train.max_grad_norm=1.0", "train.seed=0", "train.dtype=float32", f"train.num_threads={args.threads}",
+            f"train.eval_every={args.eval_every}", "data.train_split=train", "data.eval_split=validation",
+            "checkpoint.save_every=null", "checkpoint.keep_best=0"]
+
+
 def oikyo_run(args, prep: dict, params: dict, on_eval=None, stop=None) -> dict:
     """One oikyo training run of ``params``; ``on_eval(step, loss)`` sees each validation loss and
     ``stop(tokens)`` (tokens trained so far in this run) may stop it before the next step."""
     from oikyo.train.config import load_config
     from oikyo.train.runner import run_training
 
-    config = load_config(None, [
-        "method.finetune=full", f"train.lr={params['lr']}", f"train.batch_size={params['batch_size']}",
-        f"train.max_steps={params['steps']}", "train.scheduler=cosine", "train.warmup_steps=0",
-        "train.weight_decay=0.0", "train.max_grad_norm=1.0", "train.seed=0", "train.dtype=float32",
-        f"train.num_threads={args.threads}", f"train.eval_every={args.eval_every}", "data.eval_split=validation",
-        f"data.max_eval_rows={args.eval}", "checkpoint.save_every=null", "checkpoint.keep_best=0",
-    ])
+    config = load_config(None, [*base_overrides(args), f"train.lr={params['lr']}",
+                                f"train.batch_size={params['batch_size']}", f"train.max_steps={params['steps']}"])
     run = {"tokens": 0, "evals": []}
 
     def on_metrics(step: int, metrics: dict) -> None:
@@ -170,54 +183,36 @@ def run_grid(args, prep: dict, space: dict) -> dict:
     return {"runs": runs, "best": best["best"], "best_params": best["params"], "tokens": sum(r["tokens"] for r in runs)}
 
 
-def optuna_parts(space: dict, seed: int, eval_every: int):
-    """The sampler and pruner both studies use (fresh objects per study)."""
-    import optuna
-
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    pruner = optuna.pruners.HyperbandPruner(min_resource=eval_every, max_resource=max(space["steps"]),
-                                            reduction_factor=3)
-    return sampler, pruner
-
-
 def oikyo_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
-    """Optuna (TPE + Hyperband) over oikyo training runs, stopped at ``budget`` training tokens."""
-    import optuna
+    """``oikyo tune``'s driver (study.create_study + run_study) with one in-process worker thread."""
+    import threading
 
-    sampler, pruner = optuna_parts(space, seed, args.eval_every)
-    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
-    ledger = {"spent": 0, "best": math.inf, "trials": 0, "pruned": 0, "cut": 0}
-    step_bound = lambda batch: batch * prep["longest"]  # noqa: E731  most tokens one step can add
+    from oikyo.jobs import metrics
+    from oikyo.jobs.worker import Worker
+    from oikyo.tune import study
+    from oikyo.tune.space import Space
 
-    def objective(trial):
-        params = {name: trial.suggest_categorical(name, values) for name, values in space.items()}
-        flags = {"prune": False}
-
-        def on_eval(step: int, loss: float) -> None:
-            ledger["best"] = min(ledger["best"], loss)
-            trial.report(loss, step)
-            flags["prune"] = flags["prune"] or trial.should_prune()
-
-        over = lambda tokens: ledger["spent"] + tokens + step_bound(params["batch_size"]) > budget  # noqa: E731
-        run = oikyo_run(args, prep, params, on_eval, stop=lambda tokens: flags["prune"] or over(tokens))
-        ledger["spent"] += run["tokens"]
-        ledger["trials"] += 1
-        if flags["prune"]:
-            ledger["pruned"] += 1
-            raise optuna.TrialPruned()
-        if run["status"] == "cancelled":  # the budget stopped it
-            ledger["cut"] += 1
-            trial.study.stop()
-            raise optuna.TrialPruned()
-        return run["best"]
-
-    def out_of_budget(study_, _trial) -> None:
-        if budget - ledger["spent"] < step_bound(min(space["batch_size"])):
-            study_.stop()
-
-    study.optimize(objective, n_trials=10_000, callbacks=[out_of_budget])
-    return {"best": ledger["best"], "tokens": ledger["spent"], "trials": ledger["trials"],
-            "pruned": ledger["pruned"], "cut_by_budget": ledger["cut"]}
+    keys = {"lr": "train.lr", "batch_size": "train.batch_size", "steps": "train.max_steps"}
+    searched = Space.from_dict({"params": {keys[k]: {"type": "categorical", "choices": v} for k, v in space.items()}})
+    record = study.create_study(None, base_overrides(args), dataset=prep["dataset"], model=str(prep["model_dir"]),
+                                space=searched, objectives=["val_loss"], n_trials=N_TRIALS, budget=f"{budget}-tokens",
+                                sampler="tpe", pruner="hyperband", seed=seed, name=f"bench-seed{seed}")
+    # Heartbeats and polls every 0.2 s: a pruned run stops within about one step, as on a real model whose
+    # steps take seconds (the defaults, 5 s and 1 s, are tens of this tiny model's steps).
+    worker = Worker(lease_s=60, heartbeat_s=0.2, poll_s=0.1)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        study.run_study(record.id, log=lambda line: None, poll_s=0.2)
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    trials = study.trials(record.id)
+    run_ids = [run_id for trial in trials for run_id in trial["run_ids"]]
+    losses = [v for run_id in run_ids for _, v in metrics.series(run_id, ["eval_loss"]).get("eval_loss", [])]
+    return {"best": min(losses, default=math.inf), "tokens": sum(t["tokens"] for t in trials), "trials": len(trials),
+            "pruned": sum(t["state"] == "pruned" for t in trials),
+            "best_trial": min((t for t in trials if t["values"]), key=lambda t: t["values"]["val_loss"])["params"]}
 
 
 # ----------------------------------------------------------------------------- the HF peer
@@ -232,8 +227,9 @@ def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
 
     from oikyo.models.loading import load_tokenizer
 
+    from oikyo.tune import study
+
     ledger = {"spent": 0, "best": math.inf, "trials": 0}
-    bound = max(space["batch_size"]) * prep["longest"]  # most tokens one step can add
 
     class SharedEvaluation(Trainer):
         """HF's Trainer with oikyo's token-weighted validation loss, so both peers report one measure."""
@@ -246,7 +242,8 @@ def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
             return metrics
 
     class TokenBudget(TrainerCallback):
-        """Counts every trial's trained tokens; stops the search before a step could cross the budget."""
+        """Counts every trial's trained tokens; once the budget is spent no further trial starts (the
+        driver's rule with one trial at a time: a trial starts while the tokens spent are under the budget)."""
 
         def on_train_begin(self, _args, state, control, **kwargs):
             ledger["trials"] += 1
@@ -255,9 +252,8 @@ def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
         def on_step_end(self, _args, state, control, **kwargs):
             ledger["spent"] += state.num_input_tokens_seen - self.seen
             self.seen = state.num_input_tokens_seen
-            if ledger["spent"] + bound > budget:
-                control.should_training_stop = True
-                trainer._trial.study.stop()  # no further trials
+            if ledger["spent"] >= budget:
+                trainer._trial.study.stop()  # takes effect when this trial ends, pruned or not
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(prep["model_dir"])
@@ -276,10 +272,11 @@ def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
     )
     trainer.remove_callback(PrinterCallback)  # its end-of-training line per trial would drown the report
     names = {"lr": "learning_rate", "batch_size": "per_device_train_batch_size", "steps": "max_steps"}
-    sampler, pruner = optuna_parts(space, seed, args.eval_every)
+    # The driver's own sampler and pruner, built by the same functions with the same seed and trial count.
+    sampler, pruner = study.make_sampler("tpe", seed, N_TRIALS), study.make_pruner("hyperband", N_TRIALS)
     best_run = trainer.hyperparameter_search(
         hp_space=lambda trial: {names[k]: trial.suggest_categorical(k, v) for k, v in space.items()},
-        compute_objective=lambda metrics: metrics["eval_loss"], n_trials=10_000, direction="minimize",
+        compute_objective=lambda metrics: metrics["eval_loss"], n_trials=N_TRIALS, direction="minimize",
         backend="optuna", sampler=sampler, pruner=pruner,
     )
     return {"best": ledger["best"], "tokens": ledger["spent"], "trials": ledger["trials"],
@@ -342,7 +339,7 @@ def print_table(grid: dict, summary: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5, help="studies per peer (sampler seeds 0..n-1)")
-    parser.add_argument("--eval", type=int, default=64, help="validation rows (held out)")
+    parser.add_argument("--validation", type=float, default=0.1, help="share of the rows held out for validation")
     parser.add_argument("--eval-every", type=int, default=10, help="optimizer steps between validations")
     parser.add_argument("--threads", type=int, default=None, help="default: all physical cores")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8-config grid, 2 seeds, 5-step evaluations")
@@ -354,7 +351,7 @@ def main() -> None:
         args.threads = physical_cores()
     space = QUICK_SPACE if args.quick else SPACE
     if args.quick:
-        args.seeds, args.eval, args.eval_every = min(args.seeds, 2), min(args.eval, 32), 5
+        args.seeds, args.eval_every = min(args.seeds, 2), 5
     import logging
 
     import optuna
