@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from pathlib import Path
 
 from oikyo import workspace
@@ -23,6 +24,8 @@ from oikyo.tune import results
 from oikyo.tune import study as studies
 
 _PLOT_NAME = re.compile(r"^[a-z0-9_.\-]{1,80}$")
+# matplotlib is not thread-safe, and the server answers plot requests in a thread pool: one drawing at a time.
+_draw_lock = threading.Lock()
 
 
 def study_report(ref: str) -> dict:
@@ -42,8 +45,14 @@ def study_report(ref: str) -> dict:
         "history": results.history(ostudy),
         "trials": trials,
         "promotions": [promote.describe(p) for p in promote.promotions(record.id)],
-        "plots": sorted(plots(record.name)),
+        **_plot_lists(plots(record.id)),
     }
+
+
+def _plot_lists(drawn: dict) -> dict:
+    """``plots``: the names of the plots drawn (served as PNG); ``plots_skipped``: {name: why not yet}."""
+    return {"plots": sorted(name for name, entry in drawn.items() if "path" in entry),
+            "plots_skipped": {name: entry.get("skipped") for name, entry in sorted(drawn.items()) if "path" not in entry}}
 
 
 def text_lines(info: dict) -> list[str]:
@@ -77,6 +86,11 @@ def _fingerprint(record) -> str:
 def plots(ref: str) -> dict[str, dict[str, str]]:
     """The study's plots as PNG files in the workspace, drawn when the trials changed since last time."""
     record = studies.get(ref)
+    with _draw_lock:
+        return _plots_of(record)
+
+
+def _plots_of(record) -> dict[str, dict[str, str]]:
     folder = _plot_dir(record)
     stamp = _fingerprint(record)
     index = folder / "index.json"
