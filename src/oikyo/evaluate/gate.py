@@ -10,7 +10,7 @@ A gate is a comma-separated list of conditions ``NAME OP NUMBER`` with OP one of
 Names: any metric of the evaluated model (``accuracy``), the same metric of a baseline
 (``base.accuracy``, ``few_shot.accuracy``), the gain over the base model (``delta.accuracy`` =
 model - base), and the forgetting probe's ``forgetting``, ``perplexity_ratio``,
-``probe_accuracy_delta``. ``oikyo eval --gate`` exits with :data:`EXIT_GATE_FAILED` (3) when a
+``probe_accuracy_delta``, ``degenerate_increase``. ``oikyo eval --gate`` exits with :data:`EXIT_GATE_FAILED` (3) when a
 condition fails and 2 (:class:`GateError`) when the gate cannot be parsed or names an unknown value.
 """
 
@@ -83,7 +83,7 @@ def gate_values(model_metrics: dict, baselines: dict[str, dict] | None = None,
                 values[f"{role}.{name}"] = float(value)
                 if name in model_metrics and isinstance(model_metrics[name], (int, float)) and role == "base":
                     values[f"delta.{name}"] = float(model_metrics[name]) - float(value)
-    for key in ("forgetting", "perplexity_ratio", "probe_accuracy_delta"):
+    for key in ("forgetting", "perplexity_ratio", "probe_accuracy_delta", "degenerate_increase"):
         if forgetting and isinstance(forgetting.get(key), (int, float)):
             values[key] = float(forgetting[key])
     return values
