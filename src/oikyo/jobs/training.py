@@ -179,10 +179,13 @@ def _pin(rec: Recipe, config: Any, *, name: str | None, log=None) -> PreparedRun
                                                        splits=_splits_of(config), log=log)
     if version is not None:
         problems += method_kind_problems(getattr(getattr(config, "method", None), "name", None), version)
+    replay = _replay_version(config, problems)
     if problems:
         raise SubmitError("the run was not queued:\n" + "\n".join(f"  - {p}" for p in problems), problems)
     data = config.model_dump(mode="json")
     data["data"]["dataset"] = version.id  # the exact version, whatever the name points at later
+    if replay is not None:
+        data["data"]["mix_dataset"] = replay.id  # pinned the same way
     if is_model_version_ref(config.model.name):  # the full id, as for the dataset (a prefix may become ambiguous)
         from oikyo.jobs import model_versions
 
@@ -192,6 +195,19 @@ def _pin(rec: Recipe, config: Any, *, name: str | None, log=None) -> PreparedRun
     run_name = name or getattr(config, "name", None) or f"{version.name}-{Path(str(config.model.name)).name}"
     return PreparedRun(config=config, config_dict=resolved, config_hash=rec.config_hash(config),
                        dataset=version, model_dir=model_dir, seed=config_seed(config), name=str(run_name)[:200])
+
+
+def _replay_version(config: Any, problems: list[str]) -> DatasetVersion | None:
+    """The dataset version replayed by data.mix (None for the shipped set); a problem line when it cannot be."""
+    if not getattr(config.data, "mix", 0) or not getattr(config.data, "mix_dataset", None):
+        return None
+    from oikyo.data.replay import ReplayError, resolve_mix_dataset
+
+    try:
+        return resolve_mix_dataset(config.data.mix_dataset)
+    except ReplayError as error:
+        problems.append(str(error))
+        return None
 
 
 def _splits_of(config: Any) -> dict[str, str | None]:
