@@ -202,3 +202,18 @@ def test_mix_dataset_replays_a_dataset_version_and_refuses_other_kinds(tiny_dir,
         load_replay("notes")
     with pytest.raises(ReplayError, match="data.mix_dataset"):
         load_replay("no-such-dataset")
+
+
+def test_submitting_pins_the_replay_dataset_and_refuses_a_bad_one_before_queueing(tiny_dir, tmp_path):
+    from oikyo.data import versions
+    from oikyo.jobs.training import SubmitError, prepare
+
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in replay_rows(6)))
+    version = versions.import_dataset(path, name="chats").version
+    common = ["data.train_split=null", "data.eval_split=null", "data.mix=0.2"]
+    prepared = prepare(None, [*common, "data.mix_dataset=chats"], dataset="chats", model=str(tiny_dir))
+    assert prepared.config.data.mix_dataset == version.id  # the exact version, as for data.dataset
+    with pytest.raises(SubmitError) as caught:
+        prepare(None, [*common, "data.mix_dataset=nope"], dataset="chats", model=str(tiny_dir))
+    assert any(p.startswith("data.mix_dataset:") and "nope" in p for p in caught.value.problems)

@@ -58,6 +58,20 @@ def read_shipped(path: Path | None = None) -> tuple[dict, list[dict]]:
     return header, rows
 
 
+def resolve_mix_dataset(ref: str):
+    """The conversations dataset version that ``data.mix_dataset`` names (ReplayError when it cannot be replayed)."""
+    from oikyo.data import versions
+
+    try:
+        version = versions.resolve(ref)
+    except OikyoError as error:
+        raise ReplayError(f"data.mix_dataset: {error}") from None
+    if version.kind != "conversations":
+        raise ReplayError(f"data.mix_dataset: {version.name}@{version.id} holds {version.kind} rows; "
+                          "replay needs conversations")
+    return version
+
+
 def load_replay(mix_dataset: str | None) -> Replay:
     """The replay conversations for ``data.mix_dataset`` (None: the shipped set)."""
     if mix_dataset is None:
@@ -68,13 +82,7 @@ def load_replay(mix_dataset: str | None) -> Replay:
         return Replay(rows, lineage)
     from oikyo.data import versions
 
-    try:
-        version = versions.resolve(mix_dataset)
-    except OikyoError as error:
-        raise ReplayError(f"data.mix_dataset: {error}") from None
-    if version.kind != "conversations":
-        raise ReplayError(f"data.mix_dataset: {version.name}@{version.id} holds {version.kind} rows; "
-                          "replay needs conversations")
+    version = resolve_mix_dataset(mix_dataset)
     rows = [{"messages": row["messages"], "tools": row.get("tools")} for row in versions.iter_rows(version)]
     if not rows:
         raise ReplayError(f"data.mix_dataset: {version.name}@{version.id} has no rows")
