@@ -95,7 +95,8 @@ class DataSettings(_Group):
         ge=0,
         lt=1,
         description="Share of each training batch drawn from general conversational replay data, to keep the "
-        "model's general abilities (sft only; e.g. 0.25: a quarter of every batch); 0 turns it off.",
+        "model's general abilities (sft only). Replay rows come on top of the train.batch_size task rows, so "
+        "steps per epoch do not change (e.g. 0.2 at batch size 8: 2 replay rows per batch); 0 turns it off.",
     )
     mix_dataset: str | None = Field(
         None,
@@ -391,8 +392,6 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
         problems.append(
             f"data.mix: replay mixing is supported by method sft only; set data.mix=0 for {method.name}"
         )
-    elif config.data.mix > 0 and train.batch_size < 2 and not config.data.packing:
-        problems.append("data.mix: a batch needs room for a task and a replay example; set train.batch_size >= 2")
     if train.early_stopping_patience is not None and (train.eval_every is None or config.data.eval_split is None):
         problems.append("train.early_stopping_patience: early stopping needs train.eval_every and data.eval_split")
 
