@@ -49,35 +49,45 @@ def test_mix_bounds_and_methods_are_checked_with_clear_messages():
         (["data.mix=-0.5"], "data.mix: Input should be greater than or equal to 0"),
         (["data.mix=0.2", "method.name=dpo"], "supported by method sft only; set data.mix=0 for dpo"),
         (["data.mix=0.2", "method.name=pretrain"], "supported by method sft only; set data.mix=0 for pretrain"),
-        (["data.mix=0.2", "train.batch_size=1"], "set train.batch_size >= 2"),
+        (["data.mix=0.2", "method.name=grpo", "grpo.rewards=json_valid"], "set data.mix=0 for grpo"),
     ]:
         with pytest.raises(ConfigError) as caught:
             load_config(None, overrides)
         assert expected in str(caught.value), overrides
-    # Packing mixes by examples, so one block per batch is fine.
-    assert load_config(None, ["data.mix=0.2", "train.batch_size=1", "data.packing=true"]).data.packing
+    # Replay rows come on top of the task rows, so even one task row per batch works.
+    assert load_config(None, ["data.mix=0.2", "train.batch_size=1"]).data.mix == 0.2
 
 
 # ----------------------------------------------------------------------------- plans (pure functions)
 
 
-def test_replay_count_rounds_and_keeps_one_task_row():
-    assert data.replay_count(0.0, 8) == 0
-    assert data.replay_count(0.25, 8) == 2
-    assert data.replay_count(0.01, 8) == 1  # at least one when mixing
-    assert data.replay_count(0.9, 4) == 3  # at most B - 1
-    assert data.replay_count(0.5, 2) == 1
+def test_replay_total_is_the_share_of_all_examples():
+    assert data.replay_total(30, 0.0) == 0
+    assert data.replay_total(30, 0.25) == 10  # 10 / 40
+    assert data.replay_total(30, 0.5) == 30
+    assert data.replay_total(30, 0.001) == 1  # at least one when mixing
 
 
-def test_mix_plan_keeps_every_task_row_once_and_cycles_through_replay():
-    task = data.epoch_plan([5] * 30, 3, seed=1, epoch=0)
-    plan = data.mix_plan(task, n_task=30, n_replay=7, per_batch=1, seed=1, epoch=0)
-    assert all(len(b) == len(t) + 1 for b, t in zip(plan, task))
-    assert sorted(i for b in plan for i in b if i < 30) == list(range(30))
-    replayed = [i - 30 for b in plan for i in b if i >= 30]
-    assert len(replayed) == 10 and set(replayed[:7]) == set(range(7))  # each replay row once before repeats
-    assert plan == data.mix_plan(task, 30, 7, 1, seed=1, epoch=0)  # pure function of seed and epoch
-    assert plan != data.mix_plan(task, 30, 7, 1, seed=1, epoch=1)
+@pytest.mark.parametrize("mix", [0.05, 0.1, 0.2, 0.3])
+def test_mix_plan_keeps_the_task_plan_and_adds_replay_at_the_share(mix):
+    task = data.epoch_plan([5] * 40, 4, seed=1, epoch=0)
+    plan = data.mix_plan(task, n_task=40, n_replay=7, mix=mix, seed=1, epoch=0)
+    assert [[i for i in b if i < 40] for b in plan] == task  # same batches, same steps
+    replayed = [i - 40 for b in plan for i in b if i >= 40]
+    assert len(replayed) == data.replay_total(40, mix)
+    assert abs(len(replayed) / (40 + len(replayed)) - mix) < 0.02
+    assert len(set(replayed[:7])) == min(7, len(replayed))  # each replay row once before repeats
+    # Spread over the epoch, not bunched: every half of the batches holds about half the replay rows.
+    first_half = sum(i >= 40 for b in plan[:5] for i in b)
+    assert abs(first_half - len(replayed) / 2) <= 1
+    assert plan == data.mix_plan(task, 40, 7, mix, seed=1, epoch=0)  # pure function of seed and epoch
+
+
+def test_mix_plans_differ_by_epoch_and_seed():
+    task = data.epoch_plan([5] * 40, 4, seed=1, epoch=0)
+    plan = data.mix_plan(task, 40, 7, 0.25, seed=1, epoch=0)
+    assert plan != data.mix_plan(task, 40, 7, 0.25, seed=1, epoch=1)
+    assert plan != data.mix_plan(task, 40, 7, 0.25, seed=2, epoch=0)
 
 
 def test_mixed_order_for_packing_has_the_asked_share():
@@ -109,8 +119,10 @@ def test_a_mixed_run_puts_replay_rows_into_every_batch(tiny_dir, tmp_path, repla
         assert len(recipe.eval_examples) == 6
         assert not any(REPLAY_WORD in tokenizer.decode(e.input_ids) for e in recipe.eval_examples)
         plan = recipe.plan(0)
-        # 24 task rows in batches of 3, each with 1 replay row: 8 batches of 4.
-        assert [sum(i >= 24 for i in b) for b in plan] == [1] * 8
+        # 24 task rows in 6 batches of 4, with 8 replay rows on top (8 / 32 = 0.25), 1 or 2 per batch.
+        per_batch = [sum(i >= 24 for i in b) for b in plan]
+        assert len(plan) == 6 and sum(per_batch) == 8 and set(per_batch) <= {1, 2}
+        assert [len(b) - n for b, n in zip(plan, per_batch)] == [4] * 6
         assert Counter(i for b in plan for i in b if i < 24) == Counter(range(24))
         batch = recipe.make_batch(plan[0])
         # The replay row is really a replay conversation, encoded with the chat template and trained on.

@@ -30,13 +30,13 @@ small share of the FLOPs of a 135M model at 1k tokens); :func:`check_packing_sup
 models whose forward takes no ``position_ids``.
 
 **Replay mixing** (``data.mix``, see :mod:`oikyo.data.replay`). Replay examples are appended
-after the task examples (index >= the task count), so a plan still holds plain indices. Unpacked,
-each batch of ``B`` carries ``k = replay_count(mix, B)`` replay examples after ``B - k`` task
-examples of the usual (length-grouped) task plan built for batches of ``B - k``: every task row is
-still seen once per epoch, in ``B / (B - k)`` times the steps. Packed, the epoch's example stream
-is the task order with ``round(n * mix / (1 - mix))`` replay examples shuffled in, then packed as
-usual. Which replay examples come next is a pure function of ``(seed, epoch)`` (its own generator,
-:func:`replay_stream`), so exact resume stays exact.
+after the task examples (index >= the task count), so a plan still holds plain indices. The task
+plan is unchanged (same batches, same steps per epoch, every task row once); replay examples come
+on top, a share ``mix`` of all examples: after ``c`` task rows, ``round(c x mix / (1 - mix))``
+replay rows in all (:func:`mix_plan`; mix 0.2 at batch size 8: 2 replay rows per batch). Packed,
+the epoch's example stream is the task order with as many replay examples shuffled in, then packed
+as usual (:func:`mixed_order`). Which replay examples come next is a pure function of
+``(seed, epoch)`` (its own generator, :func:`replay_stream`), so exact resume stays exact.
 
 **Limits.** An example longer than ``data.max_length`` or the model's context raises
 :class:`~oikyo.train.TrainingError` naming the rows; nothing is ever silently truncated.
@@ -251,11 +251,9 @@ def pack_plan(
 REPLAY_STREAM = 7919  # mixed into the replay generator's seed: its draws never touch the task order's
 
 
-def replay_count(mix: float, batch_size: int) -> int:
-    """Replay examples per unpacked batch: round(mix x batch_size), at least 1 and at most batch_size - 1."""
-    if mix <= 0:
-        return 0
-    return min(max(1, round(mix * batch_size)), batch_size - 1)
+def replay_total(n_task: int, mix: float) -> int:
+    """Replay examples in an epoch of n_task task examples: a share ``mix`` of all its examples (at least 1)."""
+    return max(1, round(n_task * mix / (1 - mix))) if mix > 0 else 0
 
 
 def replay_stream(n_replay: int, count: int, seed: int, epoch: int) -> list[int]:
@@ -268,18 +266,26 @@ def replay_stream(n_replay: int, count: int, seed: int, epoch: int) -> list[int]
     return stream[:count]
 
 
-def mix_plan(plan: list[list[int]], n_task: int, n_replay: int, per_batch: int, seed: int, epoch: int
+def mix_plan(plan: list[list[int]], n_task: int, n_replay: int, mix: float, seed: int, epoch: int
              ) -> list[list[int]]:
-    """Each task batch of ``plan`` followed by ``per_batch`` replay examples (indices offset by n_task)."""
-    stream = replay_stream(n_replay, per_batch * len(plan), seed, epoch)
-    return [batch + [n_task + r for r in stream[k * per_batch:(k + 1) * per_batch]] for k, batch in enumerate(plan)]
+    """Each task batch of ``plan`` followed by its replay examples (indices offset by n_task): after c task
+    rows, round(c x mix / (1 - mix)) replay rows in all, so every stretch of batches holds replay at share
+    ``mix`` (a batch may hold none when the share is small) and the epoch as many as :func:`replay_total`."""
+    q = mix / (1 - mix)
+    stream = replay_stream(n_replay, replay_total(n_task, mix), seed, epoch)
+    mixed, seen, placed = [], 0, 0
+    for k, batch in enumerate(plan):
+        seen += len(batch)
+        upto = len(stream) if k == len(plan) - 1 else min(round(seen * q), len(stream))
+        mixed.append(batch + [n_task + r for r in stream[placed:upto]])
+        placed = max(placed, upto)
+    return mixed
 
 
 def mixed_order(n_task: int, n_replay: int, mix: float, seed: int, epoch: int) -> list[int]:
-    """The packed epoch's example stream: the task order with round(n_task x mix / (1 - mix)) replay
-    examples (at least 1; indices offset by n_task) shuffled in, so replay is ``mix`` of the examples."""
-    count = max(1, round(n_task * mix / (1 - mix)))
-    replay = [n_task + r for r in replay_stream(n_replay, count, seed, epoch)]
+    """The packed epoch's example stream: the task order with :func:`replay_total` replay examples
+    (indices offset by n_task) shuffled in, so replay is ``mix`` of the examples."""
+    replay = [n_task + r for r in replay_stream(n_replay, replay_total(n_task, mix), seed, epoch)]
     combined = epoch_order(n_task, seed, epoch).tolist() + replay
     shuffle = np.random.default_rng([seed, epoch, REPLAY_STREAM, 1]).permutation(len(combined))
     return [combined[i] for i in shuffle.tolist()]

@@ -21,8 +21,9 @@ unweighted eval loss stays comparable between runs that weigh differently).
 
 Replay (``data.mix`` > 0): general conversations (:func:`oikyo.data.replay.load_replay`: the shipped
 set or ``data.mix_dataset``) are encoded with the same template and ``train_on`` rules, appended
-after the task examples, and mixed into every batch (:func:`oikyo.train.data.mix_plan`, or
-:func:`~oikyo.train.data.mixed_order` when packing); their tokens count in the loss like the task's.
+after the task examples, and added to the task batches at share ``mix`` of the examples
+(:func:`oikyo.train.data.mix_plan`, or :func:`~oikyo.train.data.mixed_order` when packing); their
+tokens count in the loss like the task's.
 Each step reports ``replay_share`` (replay's share of the trained tokens), ``replay_loss`` and
 ``task_loss``; ``eval_loss`` stays on the task's validation rows only. The replay set's identity
 (hash, or dataset version) is written to ``replay.json`` in the run folder and goes into the model
@@ -128,10 +129,9 @@ class SFTRecipe:
             record.write_text(json.dumps(replay.lineage, indent=2, sort_keys=True))
         self.replay_lineage = replay.lineage
         examples = encode(replay.rows, split="replay", drop_too_long=True)
-        train = self.config.train
-        per_batch = data.replay_count(self.config.data.mix, train.batch_size)
-        share = "by example count (packing)" if self.config.data.packing else f"{per_batch} of every {train.batch_size}"
-        self.session.log(f"replay: {len(examples)} examples from {replay.lineage}; mixed in {share}")
+        per_epoch = data.replay_total(self.n_task, self.config.data.mix)
+        self.session.log(f"replay: {len(examples)} examples from {replay.lineage}; {per_epoch} mixed into "
+                         f"each epoch's {self.n_task} task rows")
         return examples
 
     # -- what the session's loop asks for ---------------------------------------------------
@@ -145,12 +145,10 @@ class SFTRecipe:
                 order = data.mixed_order(n_task, n_replay, cfg.mix, train.seed, epoch) if n_replay else None
                 plan = data.pack_plan(self.lengths, cfg.max_length, train.batch_size, train.seed, epoch, order)
             else:
-                per_batch = data.replay_count(cfg.mix, train.batch_size) if n_replay else 0
-                plan = data.epoch_plan(
-                    self.lengths[:n_task], train.batch_size - per_batch, train.seed, epoch, train.group_by_length
-                )
-                if per_batch:
-                    plan = data.mix_plan(plan, n_task, n_replay, per_batch, train.seed, epoch)
+                lengths = self.lengths[:n_task]
+                plan = data.epoch_plan(lengths, train.batch_size, train.seed, epoch, train.group_by_length)
+                if n_replay:
+                    plan = data.mix_plan(plan, n_task, n_replay, cfg.mix, train.seed, epoch)
             self._plans = {epoch: plan}  # only the current epoch is kept
         return self._plans[epoch]
 
