@@ -229,3 +229,27 @@ def test_submitting_pins_the_replay_dataset_and_refuses_a_bad_one_before_queuein
     with pytest.raises(SubmitError) as caught:
         prepare(None, [*common, "data.mix_dataset=nope"], dataset="chats", model=str(tiny_dir))
     assert any(p.startswith("data.mix_dataset:") and "nope" in p for p in caught.value.problems)
+
+
+def test_the_model_version_lineage_names_the_replay_set(tiny_dir, tmp_path, replay_file):
+    """A queued run with data.mix, executed by the job system: its model version records the replay set."""
+    import hashlib
+    import threading
+
+    from oikyo.data import versions
+    from oikyo.jobs import model_versions, queue
+    from oikyo.jobs.execution import execute_claimed
+    from oikyo.jobs.training import submit_training
+
+    path = tmp_path / "task.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in chat_rows(12)))
+    versions.import_dataset(path, name="task")
+    run = submit_training(None, [*FAST, "data.train_split=null", "data.eval_split=null", "data.mix=0.2",
+                                 "train.max_steps=2", "train.batch_size=4"], dataset="task", model=str(tiny_dir))
+    claimed = queue.claim("test-worker", lease_s=60)
+    assert claimed.id == run.id
+    assert execute_claimed(claimed, "test-worker", lease_s=60, heartbeat_s=5, shutdown=threading.Event()) == "succeeded"
+    (version,) = model_versions.list_versions(run_id=run.id)
+    assert version.lineage["replay"] == {"source": "shipped", "replay_version": "test", "rows": 10,
+                                         "sha256": hashlib.sha256(replay_file.read_bytes()).hexdigest()}
+    assert version.lineage["config"]["data"]["mix"] == 0.2
