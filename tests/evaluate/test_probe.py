@@ -19,6 +19,12 @@ def test_probe_size_and_categories():
     assert {i["category"] for i in items} == {"arithmetic", "capital", "conversion", "fact", "words"}
     assert len({i["id"] for i in items}) == 60 and all(i["answers"] for i in items)
     assert all(40 <= len(t["text"].split()) <= 80 for t in texts)
+    requests = forgetting.open_requests()
+    assert len(requests) == 2 * 22 and [r["system"] for r in requests[::22]] == [None, "You are a helpful assistant."]
+    assert len({(r["id"], r["system"]) for r in requests}) == 44
+    assert {r["category"] for r in requests} >= {"greeting", "complaint", "advice", "explanation", "story", "howto",
+                                                 "fact", "writing"}
+    assert forgetting.probe_size() == 40 + 60 + 44
 
 
 def test_arithmetic_answers_are_right():
@@ -51,6 +57,21 @@ def test_forgetting_is_the_worse_relative_loss():
     assert better["forgetting"] < 0
     from_zero = forgetting.forgetting({"accuracy": 0.0, "perplexity": 10.0}, {"accuracy": 0.0, "perplexity": 10.0})
     assert from_zero["forgetting"] == 0
+
+
+def test_forgetting_counts_the_rise_in_degenerate_answers():
+    base = {"accuracy": 0.65, "perplexity": 20.0, "degenerate": 0.02}
+    # The user's case: short answers and text perplexity barely moved, open-ended answers collapsed.
+    looping = forgetting.forgetting(base, {"accuracy": 0.63, "perplexity": 20.5, "degenerate": 0.52})
+    assert looping["forgetting"] == pytest.approx(0.5) and looping["flagged"]
+    assert looping["degenerate_increase"] == pytest.approx(0.5)
+    assert (looping["base"]["degenerate"], looping["model"]["degenerate"]) == (0.02, 0.52)
+    fewer = forgetting.forgetting(base, {"accuracy": 0.65, "perplexity": 20.0, "degenerate": 0.0})
+    assert fewer["forgetting"] == 0 and fewer["degenerate_increase"] == pytest.approx(-0.02)
+    # results stored before probe version 2: no degeneration, the larger of the other two losses
+    old = forgetting.forgetting({"accuracy": 0.5, "perplexity": 20.0}, {"accuracy": 0.4, "perplexity": 20.0})
+    assert old["forgetting"] == pytest.approx(0.2) and old["degenerate_increase"] is None
+    assert forgetting.describe_degeneration(old) == "" and forgetting.example_lines(old) == []
 
 
 def _result(correct: list[bool], perplexity: float = 20.0) -> dict:
@@ -98,3 +119,75 @@ def test_the_summary_line_shows_the_change_with_its_interval():
     line = format_lines(table)[-1]
     assert line.startswith("forgetting +0.103 (FLAGGED, threshold 0.1): probe accuracy 0.650 -> 0.583 (-0.067, 95% CI [")
     assert "within the probe's noise), perplexity ratio 1.000" in line
+
+
+class _FakeBackend:
+    """Answers every short instruction "Paris" and every open-ended request with ``reply``; records the prompts."""
+
+    def __init__(self, tokenizer, reply: str, finish: str = "stop"):
+        self.tokenizer, self.reply, self.finish, self.open_prompts = tokenizer, reply, finish, []
+
+    def generate(self, prompts, **kwargs):
+        return ["Paris"] * len(prompts)
+
+    def generate_results(self, prompts, *, settings, **kwargs):
+        from types import SimpleNamespace
+
+        self.open_prompts += prompts
+        self.max_new_tokens = settings.max_new_tokens
+        return [SimpleNamespace(text=self.reply, finish_reason=self.finish, completion_tokens=9) for _ in prompts]
+
+    def nll(self, encoded, **kwargs):
+        return [30.0] * len(encoded), [10] * len(encoded)
+
+
+def test_the_probe_asks_open_requests_twice_and_shows_the_models_degenerate_answers(bundled_tokenizer):
+    from oikyo.evaluate.summary import format_lines
+
+    base_backend = _FakeBackend(bundled_tokenizer, "I'm sorry your order is late. Please contact the shop.")
+    base = forgetting.run_probe(base_backend, None)
+    tuned = forgetting.run_probe(_FakeBackend(bundled_tokenizer, "😡" * 40, finish="length"), "model")
+    assert base["degenerate"] == 0 and tuned["degenerate"] == 1 and tuned["truncated"] == 1
+    assert base_backend.max_new_tokens == forgetting.OPEN_MAX_NEW_TOKENS
+    asked = [bundled_tokenizer.decode(ids) for ids in base_backend.open_prompts]
+    assert len(asked) == 44 and sum("You are a helpful assistant." in p for p in asked) == 22
+    assert all("Triage the customer message" not in p for p in asked)  # never the training system prompt
+    assert sum("My order never arrived and I am furious" in p for p in asked) == 2
+    item = tuned["open_items"][0]
+    assert item["rule"] == "char_run" and item["degenerate"] and item["finish"] == "length"
+
+    summary = forgetting.forgetting(base, tuned)
+    assert summary["flagged"] and summary["forgetting"] == 1.0  # accuracy and perplexity unchanged
+    examples = summary["model"]["degenerate_examples"]
+    assert len(examples) == forgetting.EXAMPLES and summary["base"]["degenerate_examples"] == []
+    assert examples[0]["system"] is None and examples[0]["reply"].startswith("😡😡")
+    table = {"systems": [{"name": "mv-1", "forced_overlap": False}], "metrics": {}, "deltas": {}, "forgetting": summary}
+    lines = format_lines(table)
+    assert lines[-2 * forgetting.EXAMPLES - 2].endswith("degenerate answers 0.000 -> 1.000 (+1.000)")
+    assert lines[-2 * forgetting.EXAMPLES - 1] == "degenerate answers of the model (first few):"
+    assert "char_run" in lines[-2 * forgetting.EXAMPLES] and "😡😡" in lines[-2 * forgetting.EXAMPLES + 1]
+
+
+def test_a_forgetting_record_stored_before_degeneration_still_displays():
+    from oikyo.evaluate.summary import format_lines
+
+    stored_v1 = {"probe_version": "1", "forgetting": 0.05, "threshold": 0.1, "flagged": False, "accuracy_drop": 0.05,
+                 "perplexity_increase": 0.01, "perplexity_ratio": 1.01, "probe_accuracy_delta": -0.033,
+                 "probe_accuracy_delta_ci": None,
+                 "base": {"accuracy": 0.65, "perplexity": 20.0, "correct_by_category": None},
+                 "model": {"accuracy": 0.617, "perplexity": 20.2, "correct_by_category": None}}
+    table = {"systems": [{"name": "mv-1", "forced_overlap": False}], "metrics": {}, "deltas": {}, "forgetting": stored_v1}
+    assert format_lines(table)[-1] == ("forgetting +0.050 (ok, threshold 0.1): probe accuracy 0.650 -> 0.617 (-0.033), "
+                                       "perplexity ratio 1.010")
+
+
+def test_a_gate_on_forgetting_sees_degeneration():
+    from oikyo.evaluate.gate import check_gate, gate_values, parse_gate
+
+    base = {"accuracy": 0.65, "perplexity": 20.0, "degenerate": 0.0}
+    looping = forgetting.forgetting(base, {"accuracy": 0.65, "perplexity": 20.4, "degenerate": 0.5})
+    values = gate_values({"accuracy": 0.9}, {}, looping)
+    outcome = check_gate(parse_gate("forgetting<=0.05,degenerate_increase<=0.1,perplexity_ratio<=1.05"), values)
+    assert [f["condition"] for f in outcome.failures] == ["forgetting<=0.05", "degenerate_increase<=0.1"]
+    old = forgetting.forgetting({"accuracy": 0.65, "perplexity": 20.0}, {"accuracy": 0.65, "perplexity": 20.0})
+    assert "degenerate_increase" not in gate_values({}, {}, old)  # a record without it: named as unknown

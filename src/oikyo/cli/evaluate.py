@@ -95,15 +95,28 @@ def print_group(group: list, as_json: bool = False) -> dict:
         out.print("Gains in green/red: the 95% paired-bootstrap interval excludes 0 (significant).")
     forgetting = table["forgetting"]
     if forgetting:
-        from oikyo.evaluate.forgetting import describe_change
-
-        flag = "[red]FORGETTING FLAGGED[/]" if forgetting["flagged"] else "[green]within threshold[/]"
-        out.print(f"Forgetting {forgetting['forgetting']:+.3f} ({flag}, threshold {forgetting['threshold']:g}): probe "
-                  f"accuracy {forgetting['base']['accuracy']:.3f} -> {forgetting['model']['accuracy']:.3f} "
-                  f"({describe_change(forgetting)}), general-text perplexity x{forgetting['perplexity_ratio']:.3f}")
+        _print_forgetting(forgetting)
     if first.forced_overlap:
         out.print("[red]forced_overlap=true:[/] these rows overlap the model's training data (--force).")
     return table
+
+
+def _print_forgetting(forgetting: dict) -> None:
+    """The probe's verdict, its three measures, and the model's first degenerate answers (records from before
+    probe version 2 have no degeneration and print without it)."""
+    from oikyo.evaluate.forgetting import describe_change, describe_degeneration, example_lines
+
+    flag = "[red]FORGETTING FLAGGED[/]" if forgetting["flagged"] else "[green]within threshold[/]"
+    degenerate = describe_degeneration(forgetting)
+    out.print(f"Forgetting {forgetting['forgetting']:+.3f} ({flag}, threshold {forgetting['threshold']:g}): probe "
+              f"accuracy {forgetting['base']['accuracy']:.3f} -> {forgetting['model']['accuracy']:.3f} "
+              f"({describe_change(forgetting)}), general-text perplexity x{forgetting['perplexity_ratio']:.3f}"
+              + (f", {degenerate} on open-ended requests" if degenerate else ""))
+    examples = example_lines(forgetting)
+    if examples:
+        out.print("Degenerate answers of the model to general requests (first few):")
+        for line in examples:
+            out.print(line, markup=False)
 
 
 def _check_gate(conditions, group) -> None:
@@ -292,9 +305,12 @@ def show(
         out.print(f"[bold]{name:>18}[/]  {_fmt(value)}  (metric version {ev.metric_versions.get(name)})")
     if ev.forgetting:
         f = ev.forgetting
+        from oikyo.evaluate.forgetting import describe_degeneration
+
+        degenerate = describe_degeneration(f)
         out.print(f"[bold]{'forgetting':>18}[/]  {f['forgetting']:+.3f} ({'FLAGGED' if f['flagged'] else 'ok'}); "
                   f"probe accuracy {f['base']['accuracy']:.3f} -> {f['model']['accuracy']:.3f}, "
-                  f"perplexity ratio {f['perplexity_ratio']:.3f}")
+                  f"perplexity ratio {f['perplexity_ratio']:.3f}" + (f", {degenerate}" if degenerate else ""))
     for row in rows[:examples]:
         out.print(f"\n[bold]#{row['index']}[/] {row['question'][:300]}", markup=False)
         out.print(f"  reference:  {row['reference'][:300]}", markup=False)

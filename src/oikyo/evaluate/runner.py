@@ -365,7 +365,8 @@ def _probe(prepared: Prepared, backends: _Backends, counter: _Counter, should_st
                                                    progress=counter, should_stop=should_stop)
     summary = probing.forgetting(results["base"], results["model"], prepared.spec.forgetting_threshold)
     summary["items_artifact"] = records.write_examples(
-        [{"role": role, **item} for role, result in results.items() for item in result["items"]])
+        [{"role": role, **item} for role, result in results.items() for item in result["items"]]
+        + [{"role": role, "kind": "open", **item} for role, result in results.items() for item in result["open_items"]])
     return summary
 
 

@@ -14,7 +14,7 @@ import math
 from typing import Callable
 
 from oikyo.evaluate import compare, records
-from oikyo.evaluate.forgetting import describe_change
+from oikyo.evaluate.forgetting import describe_change, describe_degeneration, example_lines
 from oikyo.store.models import Evaluation
 
 Log = Callable[[str], None]
@@ -61,7 +61,12 @@ def format_lines(table: dict) -> list[str]:
         flag = "FLAGGED" if forgetting["flagged"] else "ok"
         lines.append(f"forgetting {forgetting['forgetting']:+.3f} ({flag}, threshold {forgetting['threshold']:g}): "
                      f"probe accuracy {forgetting['base']['accuracy']:.3f} -> {forgetting['model']['accuracy']:.3f} "
-                     f"({describe_change(forgetting)}), perplexity ratio {forgetting['perplexity_ratio']:.3f}")
+                     f"({describe_change(forgetting)}), perplexity ratio {forgetting['perplexity_ratio']:.3f}"
+                     + (f", {describe_degeneration(forgetting)}" if describe_degeneration(forgetting) else ""))
+        examples = example_lines(forgetting)
+        if examples:
+            lines.append("degenerate answers of the model (first few):")
+            lines += examples
     return lines
 
 

@@ -9,6 +9,11 @@ script writes):
   ``{"id", "category", "prompt", "answers"}`` per line: arithmetic (drawn with a fixed seed),
   capitals, unit conversions, simple facts, and spelling/ordering tasks. An answer is correct when
   one of ``answers`` appears as whole words in the normalized reply (see :mod:`oikyo.evaluate.forgetting`).
+- ``open.jsonl``: 22 open-ended general requests, one ``{"id", "category", "prompt"}`` per line
+  (greetings, a complaint, advice, explanations, stories, how-tos, facts, writing). Each is asked
+  once per entry of :data:`OPEN_SYSTEMS` (no system prompt, and a generic one that no training set
+  uses) and its answer is scored for degeneration (:mod:`oikyo.evaluate.degeneration`), not for
+  correctness.
 
 Change the content here, run the script, and bump :data:`PROBE_VERSION` so stored results say
 which probe they used.
@@ -22,9 +27,13 @@ from pathlib import Path
 
 from oikyo.evaluate.probe.paragraphs import PARAGRAPHS
 
-PROBE_VERSION = "1"
+PROBE_VERSION = "2"  # 2: open-ended requests scored for degeneration
 HERE = Path(__file__).resolve().parent
-TEXT_FILE, INSTRUCTIONS_FILE = HERE / "text.jsonl", HERE / "instructions.jsonl"
+TEXT_FILE, INSTRUCTIONS_FILE, OPEN_FILE = HERE / "text.jsonl", HERE / "instructions.jsonl", HERE / "open.jsonl"
+# Each open-ended request is asked without a system prompt (the chat template's own default, as a
+# user calling the model plainly gets) and with a generic one: a model tuned with a fixed system
+# prompt may only hold up under that prompt.
+OPEN_SYSTEMS: tuple[str | None, ...] = (None, "You are a helpful assistant.")
 ARITHMETIC_SEED, ARITHMETIC_ITEMS = 20261125, 15
 SHORT = " Answer with just the answer."
 
@@ -59,6 +68,33 @@ WORDS = (("What is the first letter of the word 'banana'?", ["b"]),
          ("Which day of the week comes after Monday?", ["tuesday"]),
          ("What is the next number in the sequence 2, 4, 6, 8?", ["10", "ten"]),
          ("What is the opposite of 'up'?", ["down"]))
+# Open-ended requests: varied kinds of everyday use, answerable in a short paragraph. The complaint
+# is the one a user found the quickstart model answering with a loop of emoji. Measured on the base
+# model (greedy): "How do I boil an egg?" ("Boil an egg:" repeated) and "Who wrote the play Romeo and
+# Juliet?" (a phrase loop) loop within 64 tokens without a system prompt, so they were left out: an
+# item the base model already fails cannot show what fine-tuning cost.
+OPEN = (("greeting", "Hello! How are you today?"),
+        ("greeting", "Hi there, can you introduce yourself in a sentence or two?"),
+        ("complaint", "My order never arrived and I am furious, I need it tomorrow!"),
+        ("complaint", "The coffee machine I bought last week already stopped working. What should I do?"),
+        ("advice", "I have a job interview tomorrow. Do you have any tips?"),
+        ("advice", "How can I get better sleep at night?"),
+        ("advice", "What should I pack for a weekend camping trip?"),
+        ("advice", "My friend is sad because her cat died. What can I say to her?"),
+        ("explanation", "Why is the sky blue?"),
+        ("explanation", "Explain what a computer virus is in simple words."),
+        ("explanation", "Why do we have seasons on Earth?"),
+        ("explanation", "What is the difference between weather and climate?"),
+        ("story", "Write a short story about a dog who finds a lost key."),
+        ("story", "Tell me a very short bedtime story about the moon."),
+        ("howto", "How do I change a flat tire on a bicycle?"),
+        ("howto", "How can I make a simple cup of tea?"),
+        ("fact", "What is photosynthesis?"),
+        ("fact", "How far is the Moon from the Earth?"),
+        ("advice", "What are some good hobbies for someone who likes being outdoors?"),
+        ("writing", "Write a polite email to my neighbor asking them to keep the noise down at night."),
+        ("writing", "Give me three ideas for a birthday party for a ten-year-old."),
+        ("writing", "Describe a rainy day in the city in a few sentences."))
 
 
 def arithmetic_items(seed: int = ARITHMETIC_SEED, n: int = ARITHMETIC_ITEMS) -> list[tuple[str, list[str]]]:
@@ -96,6 +132,16 @@ def instructions() -> list[dict]:
     return rows
 
 
+def open_requests() -> list[dict]:
+    """The open-ended requests, in a fixed order."""
+    counts: dict[str, int] = {}
+    rows = []
+    for category, prompt in OPEN:
+        counts[category] = counts.get(category, 0) + 1
+        rows.append({"id": f"open-{category}-{counts[category]:02d}", "category": category, "prompt": prompt})
+    return rows
+
+
 def texts() -> list[dict]:
     return [{"id": f"text-{k + 1:02d}", "text": text} for k, text in enumerate(PARAGRAPHS)]
 
@@ -106,7 +152,7 @@ def _jsonl(rows: list[dict]) -> str:
 
 def render() -> dict[Path, str]:
     """The content of each probe file, as this script writes it."""
-    return {TEXT_FILE: _jsonl(texts()), INSTRUCTIONS_FILE: _jsonl(instructions())}
+    return {TEXT_FILE: _jsonl(texts()), INSTRUCTIONS_FILE: _jsonl(instructions()), OPEN_FILE: _jsonl(open_requests())}
 
 
 def main() -> None:
