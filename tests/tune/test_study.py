@@ -100,11 +100,11 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(monkey
     record = new_study(dataset, model_dir, n_trials=5, sampler="random", pruner="none", seed=1)
     info = _drive(record.id)
     found = study.trials(record.id)
-    failed = [t for t in found if t["state"] == "fail"]
+    failed = [t for t in found if t["state"] == "failed"]
     assert failed and len(failed) < 5 and info["state"] == "finished" and len(found) == 5
     for trial in found:
         if trial["params"]["train.lr"] > 0.001:
-            assert trial["state"] == "fail"
+            assert trial["state"] == "failed"
             reason = trial["reason"]
             assert "failed" in reason and "diverged" in reason and trial["run_ids"][0] in reason
         else:

@@ -108,6 +108,17 @@ def test_a_study_runs_from_the_command_line_and_is_listed(tmp_path, dataset, mod
     again = oikyo("tune", "--name", "cli-sweep", "--no-start-worker")  # the same name drives the same study
     assert again.returncode == 0 and "exists" in again.stderr and len(runs_of(record.id)) == 2
 
+    shown = oikyo("tune", "show", "cli-sweep", "--plots", str(tmp_path / "plots"))
+    _no_traceback(shown)
+    assert shown.returncode == 0 and "Best trial" in shown.stdout and "2 complete" in shown.stdout
+    assert (tmp_path / "plots" / "history.png").read_bytes()[:4] == b"\x89PNG"
+    as_json = oikyo("tune", "show", record.id, "--json")
+    assert as_json.returncode == 0 and '"summary"' in as_json.stdout
+    for args in (("show", "no-such-study"), ("promote", "cli-sweep", "--trial", "9", "--no-start-worker")):
+        refused = oikyo("tune", *args)
+        _no_traceback(refused)
+        assert refused.returncode != 0 and ("no study matches" in refused.stderr or "has no trial 9" in refused.stderr)
+
 
 def test_parallel_starts_workers_until_k_serve_the_queue(monkeypatch, tmp_path):
     from oikyo.jobs import autostart, queue

@@ -114,7 +114,7 @@ def _print_outcome(info: dict) -> None:
         out.print(f"{label}: {', '.join(str(n) for n in info['best_trials'])}")
     if info["state"] == "interrupted":
         out.print(f"`oikyo tune --resume {info['name']}` goes on with it.")
-    if info["counts"] and set(info["counts"]) == {"fail"}:
+    if info["counts"] and set(info["counts"]) == {"failed"}:
         raise typer.Exit(1)
 
 
@@ -144,7 +144,86 @@ def list_(
         style = STATE_STYLE.get(info["state"], "")
         table.add_row(info["id"], info["name"], f"[{style}]{info['state']}[/]", ", ".join(info["objectives"]),
                       f"{info['launched']}/{info['n_trials']}", str(counts.get("complete", 0)),
-                      str(counts.get("pruned", 0)), str(counts.get("fail", 0)),
+                      str(counts.get("pruned", 0)), str(counts.get("failed", 0)),
                       ", ".join(str(n) for n in info["best_trials"]) or "-",
                       (info["created_at"] or "-")[:19].replace("T", " "))
     out.print(table)
+
+
+@app.command("show")
+def show(
+    study: str = typer.Argument(..., help="Study name or id (a unique id prefix is enough)."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Also copy the plots (PNG: history, importances, "
+                                         "parallel coordinates, Pareto front) into this folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON (what GET /api/v1/studies/{id} answers)."),
+) -> None:
+    """The best trial (or the Pareto front), pruned and failed trials with their reasons, importances, promotions."""
+    import shutil
+
+    from oikyo.tune import report
+
+    with user_errors():
+        info = report.study_report(study)
+    if as_json:
+        out.print_json(data=info)
+    else:
+        for line in report.text_lines(info):
+            out.print(line, markup=False, highlight=False)
+    if plots is not None:
+        with user_errors():
+            drawn = report.plots(study)
+        plots.mkdir(parents=True, exist_ok=True)
+        for name, entry in sorted(drawn.items()):
+            if "path" in entry:
+                shutil.copyfile(entry["path"], plots / f"{name}.png")
+                err.print(f"wrote {plots / (name + '.png')}")
+            else:
+                err.print(f"{name}: not drawn yet ({entry.get('skipped')})")
+
+
+@app.command("promote")
+def promote_(
+    study: str = typer.Argument(..., help="Study name or id."),
+    trial: Optional[int] = typer.Option(None, "--trial", "-t", help="The trial to promote (default: the best trial; "
+                                        "with several objectives, required unless the Pareto front has one point)."),
+    start_worker: bool = typer.Option(True, "--start-worker/--no-start-worker", help="Start a background worker when none serves the queue."),
+    as_json: bool = typer.Option(False, "--json", help="Print the promotion and its test scores as JSON."),
+) -> None:
+    """Train the chosen trial's config as the final model, then evaluate it ONCE on the test split.
+
+    The study itself never reads the test split; this is where it is read, against the base model and
+    with the forgetting probe. Promoting the same trial again shows (or follows) the same promotion.
+    """
+    from oikyo.tune import promote
+
+    if start_worker:
+        _ensure_workers(1)
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(_signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        err.print("Stopping (the run and evaluation keep going in the worker); promote again to follow them.")
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with user_errors():
+            info = promote.promote(study, trial, log=lambda line: err.print(line, markup=False), should_stop=stop.is_set)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if as_json:
+        out.print_json(data=info)
+        return
+    out.print(f"Promotion {info['id']} of trial {info['trial']}: {info['state']}; run {info['run_id'] or '-'}, "
+              f"model version {info['model_version'] or '-'}")
+    for role in ("model", "base"):
+        found = info["test"].get(role)
+        if found:
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in found["metrics"].items() if isinstance(v, float))
+            forgetting = (found.get("forgetting") or {}).get("forgetting")
+            extra = f", forgetting {forgetting:.3g}" if isinstance(forgetting, float) else ""
+            out.print(f"  test split, {role}: {scores}{extra}  ({found['evaluation']})", markup=False)
+    if info["state"] != "done":
+        raise typer.Exit(1)

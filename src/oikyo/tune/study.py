@@ -42,6 +42,7 @@ from oikyo.store import db
 from oikyo.store.models import Metric, Run, TuneStudy, utcnow
 from oikyo.tune import budget as budgets
 from oikyo.tune import objectives as objective_kinds
+from oikyo.tune import results
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "sha", "hyperband", "none")
@@ -355,7 +356,7 @@ def trials(ref: str | TuneStudy) -> list[dict]:
             values = dict(zip(study.objectives, trial.values))
         run_ids = by_trial.get(trial.number, [])
         out.append({
-            "number": trial.number, "state": trial.state.name.lower(),
+            "number": trial.number, "state": results.state_name(trial),
             "params": attrs.get("values") or dict(trial.params), "values": values,
             "std": attrs.get("std"), "fold_values": attrs.get("fold_results"), "run_ids": run_ids,
             "eval_runs": attrs.get("eval_jobs") or [], "reason": attrs.get("reason"),

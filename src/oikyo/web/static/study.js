@@ -48,7 +48,7 @@ const studyPage = (() => {
     }
     const durations = Object.fromEntries(info.history.map((h) => [h.number, h.duration_s]));
     return info.trials.map((t) => {
-      const state = t.state === "fail" ? "failed" : t.state;  // Optuna's FAIL, as the counts name it
+      const state = t.state;
       const star = study.best_trials.includes(t.number) ? [" ", el("span", {title: "best"}, "★")] : null;
       return el("tr", {"data-trial": t.number, "data-state": state},
         el("td", {class: "num"}, String(t.number), star),
