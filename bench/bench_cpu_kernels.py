@@ -15,7 +15,7 @@ every layer has its own weights, so each step streams them all from memory, as i
 
 - ``base``: no adapters (the merged model's cost);
 - ``torch``: the engine's PyTorch form, ``low = x @ A_cat.T * mask; out += low @ Bt_cat``;
-- ``kernel``: the native kernel (:mod:`oikyo.serve.cpu_kernels`);
+- ``kernel``: the native kernel (:mod:`oikyo.serve.engine.cpu_kernels`);
 - ``read``: a plain read of the same adapter matrices (``.sum()``), the memory traffic's floor.
 
 Each step streams the whole 78 MB of adapters from memory, as in the engine. The script prints
@@ -90,7 +90,7 @@ def interleaved(step, variants: list[str], repeats: int) -> dict[str, list[float
 def main() -> None:
     from bench_generate import machine  # the sibling script's description of the machine
 
-    from oikyo.serve.cpu_kernels import TokenPlan, load_kernels
+    from oikyo.serve.engine.cpu_kernels import TokenPlan, load_kernels
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)

@@ -8,7 +8,7 @@ sample, encoded with oikyo's chat template, exactly as an evaluation encodes the
 new tokens (end-of-sequence ignored everywhere, so every peer does the same work):
 
 - ``eval path``: :class:`oikyo.evaluate.backend.ModelBackend.generate`, what ``oikyo eval`` runs: the
-  shared engine (:mod:`oikyo.serve.engine`): slot KV cache, continuous batching, logits only at the
+  shared engine (:mod:`oikyo.serve.engine.core`): slot KV cache, continuous batching, logits only at the
   positions that need them.
 - ``HF one-by-one``: ``model.generate(do_sample=False)`` on one prompt at a time (a plain eval loop).
 - ``HF batched``: one ``model.generate`` call over all prompts, left-padded (the usual batched eval).
@@ -45,7 +45,7 @@ def sample_prompts(tokenizer, n: int) -> list[list[int]]:
 
 def engine_tokens(backend, prompts, new_tokens: int):
     """Greedy token ids from the engine the eval path uses, stopping at end of turn (for the agreement check)."""
-    from oikyo.serve.requests import GenerationRequest
+    from oikyo.serve.engine.requests import GenerationRequest
 
     results = backend.engine.generate([GenerationRequest(list(p), max_new_tokens=new_tokens) for p in prompts])
     return [r.token_ids for r in results]

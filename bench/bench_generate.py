@@ -100,7 +100,7 @@ def hf_batched(model, tokenizer, prompts, new_tokens):
 
 
 def engine_generate(engine, prompts, new_tokens, adapters=None):
-    from oikyo.serve.requests import GenerationRequest
+    from oikyo.serve.engine.requests import GenerationRequest
 
     adapters = adapters or [None]
     requests = [
@@ -112,7 +112,7 @@ def engine_generate(engine, prompts, new_tokens, adapters=None):
 
 def serving(engine, prompts, new_tokens, seed, latencies):
     """8 client threads arriving at random times; returns tokens and appends per-request timings."""
-    from oikyo.serve.requests import GenerationRequest
+    from oikyo.serve.engine.requests import GenerationRequest
 
     rng = random.Random(seed)
     delays = [rng.uniform(0.0, 0.25) for _ in prompts]
@@ -184,7 +184,7 @@ def check_greedy(engine, model, prompts, new_tokens) -> int:
     """How many prompts the engine's greedy output equals Hugging Face generate run alone (eos stops both)."""
     import torch
 
-    from oikyo.serve.requests import GenerationRequest
+    from oikyo.serve.engine.requests import GenerationRequest
 
     results = engine.generate([GenerationRequest(p, max_new_tokens=new_tokens) for p in prompts])
     equal = 0
@@ -271,7 +271,7 @@ def main() -> None:
     from oikyo.models.bundled import ensure_bundled_model
     from oikyo.models.chat_template import encode_prompt
     from oikyo.models.loading import load_model, load_tokenizer
-    from oikyo.serve.engine import GenerationEngine
+    from oikyo.serve.engine.core import GenerationEngine
 
     if args.threads:
         torch.set_num_threads(args.threads)

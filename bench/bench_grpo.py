@@ -189,7 +189,7 @@ def run_forms(args, rows: list[dict]) -> dict:
     import torch
 
     from oikyo.models.chat_template import encode_prompt
-    from oikyo.serve.engine import GenerationEngine
+    from oikyo.serve.engine.core import GenerationEngine
     from oikyo.train.config import load_config
     from oikyo.train.grpo import PolicyGenerator, group_engine, request_seed
     from oikyo.train.runner import build_model, lora_kwargs

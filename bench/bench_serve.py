@@ -94,7 +94,7 @@ def machine(threads: int) -> dict:
 
 
 def percentile(values, q):
-    from oikyo.serve.ab import percentile as pct
+    from oikyo.serve.gateway.ab import percentile as pct
 
     return pct(list(values), q)
 
@@ -142,7 +142,7 @@ def hf_batched(model, tokenizer, prompts: list[list[int]], tokens: int) -> dict:
 def deployed(model: str, name: str, threads: int, batch: int, vllm: dict | None = None):
     """A detached deployment (router + one replica) on a free port; stopped on exit. ``vllm``: the
     vllm_python and vllm_args settings of an ``--engine vllm`` deployment."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     port = deployments._free_port()
     started = time.perf_counter()
@@ -152,7 +152,7 @@ def deployed(model: str, name: str, threads: int, batch: int, vllm: dict | None 
     try:
         yield info["url"]
     finally:
-        # Say how the replica computed its products (its log line from oikyo.serve.cpu_kernels).
+        # Say how the replica computed its products (its log line from oikyo.serve.engine.cpu_kernels).
         for line in deployments.tail_log(name, 2000).splitlines():
             if "native CPU kernels" in line or "PyTorch's products" in line:
                 print(f"  {name} replica: {re.split(' (?:INFO|WARNING) ', line, maxsplit=1)[-1]}")
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
 
     from oikyo.models.chat_template import encode_prompt
     from oikyo.models.loading import load_model, load_tokenizer
-    from oikyo.serve import keys
+    from oikyo.serve.gateway import keys
 
     tokenizer = load_tokenizer(model_dir)
     prompts = [encode_prompt(tokenizer, [{"role": "user", "content": q}]) for q in QUESTIONS[: args.clients]]

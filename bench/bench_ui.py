@@ -114,7 +114,7 @@ def seed_runs(datasets: list, runs: int, points: int, home: Path) -> list[str]:
 def seed_rest(datasets: list, run_ids: list[str]) -> None:
     """Evaluations of a few model versions, deployment records and API keys (what the other pages list)."""
     from oikyo.evaluate import records
-    from oikyo.serve import keys
+    from oikyo.serve.gateway import keys
     from oikyo.store import db
     from oikyo.store.models import Deployment, Evaluation, ModelVersion, utcnow
 

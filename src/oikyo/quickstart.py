@@ -103,7 +103,7 @@ def _evaluate(model_version_id: str, dataset_id: str, log: Log) -> dict:
 
 def _deploy(model_version_id: str, log: Log) -> str:
     from oikyo.data.sample import SYSTEM
-    from oikyo.serve.ask import serve_and_ask
+    from oikyo.serve.gateway.ask import serve_and_ask
 
     log("[7/7] Deploying the fine-tuned model (OpenAI-compatible API) and sending it one request")
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 
 from jobhelpers import make_model_dir  # noqa: E402
 
-from oikyo.serve import deployments  # noqa: E402
+from oikyo.serve.gateway import deployments# noqa: E402
 from oikyo.store import db  # noqa: E402
 from oikyo.store.models import Feedback, ModelVersion, ServedRequest, utcnow  # noqa: E402
 

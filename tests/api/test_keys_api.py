@@ -8,7 +8,7 @@ API = "/api/v1"
 
 
 def test_create_shows_the_secret_once_and_stores_only_its_hash(api, workspace):
-    from oikyo.serve import keys
+    from oikyo.serve.gateway import keys
     from oikyo.store import db
     from oikyo.store.models import ApiKey
 
@@ -38,7 +38,7 @@ def test_create_without_a_body_or_a_name(api):
 
 
 def test_revoke_by_id_and_by_name(api):
-    from oikyo.serve import keys
+    from oikyo.serve.gateway import keys
 
     first = api.post(f"{API}/keys", json={"name": "first"}).json()
     second = api.post(f"{API}/keys", json={"name": "second"}).json()

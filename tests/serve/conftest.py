@@ -77,7 +77,7 @@ def adapter_dirs(tmp_path_factory, varied_model_dir) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def engine(varied_model_dir):
     """One engine on the varied model, shared by the tests that do not change its settings."""
-    from oikyo.serve.engine import GenerationEngine
+    from oikyo.serve.engine.core import GenerationEngine
 
     return GenerationEngine(varied_model_dir, max_batch_size=4, num_threads=1)
 

@@ -112,7 +112,7 @@ def api_adapter_dirs(tmp_path_factory, api_model_dir) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def api_engine(api_model_dir):
-    from oikyo.serve.engine import GenerationEngine
+    from oikyo.serve.engine.core import GenerationEngine
 
     engine = GenerationEngine(api_model_dir, max_batch_size=8, max_adapters=4, num_threads=1)
     engine.start()
@@ -157,7 +157,7 @@ BASE_ID = "tiny-base"
 
 
 def _names(api_model_dir):
-    from oikyo.serve.served_models import ModelSpec, ServedNames
+    from oikyo.serve.gateway.served_models import ModelSpec, ServedNames
 
     base = ModelSpec(id=BASE_ID, kind="base", load_dir=str(api_model_dir), base_model=str(api_model_dir))
     return ServedNames(str(api_model_dir), [base])
@@ -166,9 +166,9 @@ def _names(api_model_dir):
 @pytest.fixture
 def replica(api_engine, api_model_dir, versions):
     """The replica app over the shared engine, authenticating with store keys; and a fresh key."""
-    from oikyo.serve import keys
-    from oikyo.serve.httpapi import store_keys
-    from oikyo.serve.replica import create_replica_app
+    from oikyo.serve.gateway import keys
+    from oikyo.serve.gateway.httpapi import store_keys
+    from oikyo.serve.gateway.replica import create_replica_app
 
     app = create_replica_app(api_engine, _names(api_model_dir), authenticate=store_keys())
     server = ThreadServer(app)
@@ -180,13 +180,13 @@ def replica(api_engine, api_model_dir, versions):
 @pytest.fixture
 def routed(api_engine, api_model_dir, versions):
     """A router splitting 50/50 between the two adapters (requests logged), before an in-process replica."""
-    from oikyo.serve import keys
-    from oikyo.serve.ab import Variant
-    from oikyo.serve.httpapi import shared_token, store_keys
-    from oikyo.serve.replica import create_replica_app
-    from oikyo.serve.replicas import PoolSpec, StaticPool
-    from oikyo.serve.router import Routing, create_router_app
-    from oikyo.serve.served_models import ModelSpec
+    from oikyo.serve.gateway import keys
+    from oikyo.serve.gateway.ab import Variant
+    from oikyo.serve.gateway.httpapi import shared_token, store_keys
+    from oikyo.serve.gateway.replica import create_replica_app
+    from oikyo.serve.gateway.replicas import PoolSpec, StaticPool
+    from oikyo.serve.gateway.router import Routing, create_router_app
+    from oikyo.serve.gateway.served_models import ModelSpec
 
     names = _names(api_model_dir)
     replica_server = ThreadServer(create_replica_app(api_engine, names, authenticate=shared_token(ROUTER_TOKEN),

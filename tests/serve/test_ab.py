@@ -14,7 +14,7 @@ from serving_fixtures import *  # noqa: F401,F403
 from serving_fixtures import DEPLOYMENT, chat
 
 from oikyo.errors import OikyoError
-from oikyo.serve import ab, request_log
+from oikyo.serve.gateway import ab, request_log
 
 # ----------------------------------------------------------------------------- splitting
 
@@ -180,7 +180,7 @@ def test_report_says_no_difference_or_not_enough_data():
 
 
 def test_report_of_a_recorded_deployment(workspace, versions):
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
     from oikyo.store import db
     from oikyo.store.models import Deployment, utcnow
 

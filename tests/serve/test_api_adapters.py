@@ -10,7 +10,7 @@ from serving_fixtures import *  # noqa: F401,F403
 from serving_fixtures import BASE_ID, ThreadServer, chat, register_version
 
 from oikyo.models.chat_template import encode_prompt
-from oikyo.serve.requests import GenerationRequest
+from oikyo.serve.engine.requests import GenerationRequest
 
 
 def test_each_adapter_version_gives_its_own_output_without_loading_the_base_again(replica, versions):
@@ -60,11 +60,11 @@ def test_a_version_registered_after_start_is_served_on_demand(replica, api_adapt
 
 
 def test_adapters_beyond_the_bound_are_evicted_lru_and_still_answer(api_model_dir, versions):
-    from oikyo.serve import keys
-    from oikyo.serve.engine import GenerationEngine
-    from oikyo.serve.httpapi import store_keys
-    from oikyo.serve.replica import create_replica_app
-    from oikyo.serve.served_models import ServedNames
+    from oikyo.serve.engine.core import GenerationEngine
+    from oikyo.serve.gateway import keys
+    from oikyo.serve.gateway.httpapi import store_keys
+    from oikyo.serve.gateway.replica import create_replica_app
+    from oikyo.serve.gateway.served_models import ServedNames
 
     engine = GenerationEngine(api_model_dir, max_batch_size=4, max_adapters=1, num_threads=1)
     engine.start()

@@ -13,7 +13,7 @@ from serving_fixtures import *  # noqa: F401,F403
 from serving_fixtures import BASE_ID, chat, wait_for
 
 from oikyo.models.chat_template import encode_prompt
-from oikyo.serve.requests import GenerationRequest
+from oikyo.serve.engine.requests import GenerationRequest
 
 QUESTION = "What is the capital of France?"
 

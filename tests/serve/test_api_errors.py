@@ -8,7 +8,7 @@ import pytest
 from serving_fixtures import *  # noqa: F401,F403
 from serving_fixtures import BASE_ID, chat
 
-from oikyo.serve import keys
+from oikyo.serve.gateway import keys
 
 
 def _still_serving(replica) -> None:

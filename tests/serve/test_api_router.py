@@ -50,14 +50,14 @@ def test_a_client_that_disconnects_cancels_the_generation_behind_the_router(rout
     wait_for(lambda: engine.stats()["requests_cancelled"] > before, timeout=10)
     wait_for(lambda: engine.stats()["active_sequences"] == 0, timeout=10)
     routed.app.state.recorder.flush()
-    from oikyo.serve import request_log
+    from oikyo.serve.gateway import request_log
 
     assert 499 in [r["status"] for r in request_log.request_rows(DEPLOYMENT)]
     assert chat(routed.client(), DEPLOYMENT, max_tokens=2).usage.completion_tokens == 2  # still serving
 
 
 def test_a_replica_that_refuses_connections_is_skipped(routed, versions):
-    from oikyo.serve.replicas import Replica
+    from oikyo.serve.gateway.replicas import Replica
 
     pool = next(iter(routed.app.state.routing.pools.values()))
     dead = Replica(id="dead", url="http://127.0.0.1:9", state="ready")  # nothing listens on port 9

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oikyo.serve import cpu_kernels
-from oikyo.serve.cpu_kernels import CPUKernels, TokenPlan, load_kernels
+from oikyo.serve.engine import cpu_kernels
+from oikyo.serve.engine.cpu_kernels import CPUKernels, TokenPlan, load_kernels
 
 
 NO_COMPILER = "no C compiler here (cc, gcc or clang): the native CPU kernels could not be built"
@@ -90,7 +90,7 @@ def test_built_once_into_the_workspace_and_reused(monkeypatch):
 def test_without_a_compiler_serving_falls_back_to_pytorch(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(cpu_kernels, "_loaded", {})
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    with caplog.at_level("INFO", logger="oikyo.serve.cpu_kernels"):
+    with caplog.at_level("INFO", logger="oikyo.serve.engine.cpu_kernels"):
         assert load_kernels() is None
     assert "no C compiler found" in caplog.text
 
@@ -103,7 +103,7 @@ def test_a_failing_compiler_falls_back_with_its_error(monkeypatch, tmp_path, cap
     broken.chmod(0o755)
     monkeypatch.setattr(cpu_kernels, "_loaded", {})
     monkeypatch.setenv("CC", str(broken))
-    with caplog.at_level("WARNING", logger="oikyo.serve.cpu_kernels"):
+    with caplog.at_level("WARNING", logger="oikyo.serve.engine.cpu_kernels"):
         assert load_kernels() is None
     assert "could not build the native CPU kernels" in caplog.text and "internal error" in caplog.text
     assert not list((workspace.home() / "kernels").iterdir())  # no half-written file left behind
@@ -128,7 +128,7 @@ def test_an_unwritable_workspace_falls_back_instead_of_failing(monkeypatch, capl
 
     monkeypatch.setattr(cpu_kernels, "_loaded", {})
     monkeypatch.setattr(cpu_kernels.workspace, "subdir", refuse)
-    with caplog.at_level("WARNING", logger="oikyo.serve.cpu_kernels"):
+    with caplog.at_level("WARNING", logger="oikyo.serve.engine.cpu_kernels"):
         assert load_kernels() is None
     assert "Permission denied" in caplog.text
 
@@ -154,7 +154,7 @@ def test_linear_kernel_equals_the_layers_product(kernel, rows, bias):
 
 
 def test_serving_linear_uses_the_kernel_for_decoding_rows_only(kernel, monkeypatch, set_threads):
-    from oikyo.serve.linear_layers import ServingLinear
+    from oikyo.serve.engine.linear_layers import ServingLinear
 
     set_threads(1)
     plain = torch.nn.Linear(40, 70)
@@ -181,7 +181,7 @@ def test_linear_kernel_only_with_one_thread_and_few_rows(set_threads):
 @pytest.mark.parametrize("wide", [True, False])
 def test_the_base_product_kernel_only_where_it_was_measured_faster(kernel, monkeypatch, wide, set_threads):
     """Built with AVX or AVX-512 vectors the layers get the kernel's panels; otherwise oneDNN's packed weights."""
-    from oikyo.serve.linear_layers import prepare_linear_layers
+    from oikyo.serve.engine.linear_layers import prepare_linear_layers
 
     assert kernel.panel == 2 * kernel.lanes
     assert kernel.linear_available is (kernel.lanes >= 8)

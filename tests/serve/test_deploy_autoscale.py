@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oikyo.serve.autoscale import AutoscalePolicy, Observation, decide
+from oikyo.serve.gateway.autoscale import AutoscalePolicy, Observation, decide
 
 
 def _obs(replicas=1, queue=0.0, in_flight=0, p95=None, capacity=16):

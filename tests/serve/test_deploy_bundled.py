@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from openai import OpenAI
 
-from oikyo.serve import deployments, keys
+from oikyo.serve.gateway import deployments, keys
 
 
 @pytest.mark.slow
@@ -37,7 +37,7 @@ def test_serve_and_ask_for_the_quickstart(bundled_in_workspace, tmp_path):
 
     from oikyo.models.catalog import BUNDLED_NAME
     from oikyo.models.loading import load_model
-    from oikyo.serve.ask import serve_and_ask
+    from oikyo.serve.gateway.ask import serve_and_ask
     from oikyo.store import db
     from oikyo.store.models import ModelVersion, utcnow
 

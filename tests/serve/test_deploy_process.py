@@ -23,7 +23,7 @@ from serving_fixtures import chat, wait_for
 from typer.testing import CliRunner
 
 from oikyo.cli.main import app
-from oikyo.serve import deployments, keys
+from oikyo.serve.gateway import deployments, keys
 
 
 def _free_port() -> int:
@@ -136,7 +136,7 @@ def test_the_record_survives_a_dead_router_and_restarts_by_name(versions, starte
     wait_for(lambda: deployments.status(deployments.get("keep")) == "gone", timeout=10)
     listed = runner.invoke(app, ["deployments", "list"])
     assert listed.exit_code == 0 and "gone" in listed.output
-    wait_for(lambda: not any(deployments._alive(p, "oikyo.serve.replica") for p in replica_pids), timeout=20)
+    wait_for(lambda: not any(deployments._alive(p, "oikyo.serve.gateway.replica") for p in replica_pids), timeout=20)
 
     # Started again by name, with its recorded settings.
     result = runner.invoke(app, ["deploy", "--name", "keep", "--detach"])

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from oikyo.cli.main import app
 from oikyo.errors import OikyoError
-from oikyo.serve import deployments
-from oikyo.serve.served_models import resolve
+from oikyo.serve.gateway import deployments
+from oikyo.serve.gateway.served_models import resolve
 
 
 def _invoke(*args):
@@ -100,7 +100,7 @@ def test_a_running_record_whose_process_is_gone_shows_as_gone(versions):
 
 
 def test_ab_report_and_export_commands_on_a_recorded_deployment(versions, tmp_path):
-    from oikyo.serve import request_log
+    from oikyo.serve.gateway import request_log
 
     deployments._save("exp", None, variants=deployments.make_variants(None, f"{versions['support']}=1,"
                                                                             f"{versions['sales']}=1"),

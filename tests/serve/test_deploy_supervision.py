@@ -8,9 +8,9 @@ import signal
 
 import pytest
 
-from oikyo.serve.autoscale import AutoscalePolicy
-from oikyo.serve.openai_api import ApiError
-from oikyo.serve.replicas import MAX_START_FAILURES, PoolSpec, ProcessPool, Replica
+from oikyo.serve.gateway.autoscale import AutoscalePolicy
+from oikyo.serve.gateway.openai_api import ApiError
+from oikyo.serve.gateway.replicas import MAX_START_FAILURES, PoolSpec, ProcessPool, Replica
 
 _pids = itertools.count(1000)
 

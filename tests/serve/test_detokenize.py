@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oikyo.serve.detokenize import TextTracker
+from oikyo.serve.engine.detokenize import TextTracker
 
 
 @pytest.fixture(scope="module")

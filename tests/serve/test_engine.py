@@ -13,9 +13,9 @@ import shutil
 
 import pytest
 
-from oikyo.serve.engine import GenerationEngine
-from oikyo.serve.lora import AdapterError
-from oikyo.serve.requests import GenerationRequest
+from oikyo.serve.engine.core import GenerationEngine
+from oikyo.serve.engine.lora import AdapterError
+from oikyo.serve.engine.requests import GenerationRequest
 
 
 def _engine(model_dir, **kwargs) -> GenerationEngine:
@@ -130,7 +130,7 @@ def test_seeded_sampling_does_not_depend_on_the_batch(engine, prompts):
 def test_top_p_keeps_the_smallest_nucleus():
     import torch
 
-    from oikyo.serve.sampling import top_p_filter
+    from oikyo.serve.engine.sampling import top_p_filter
 
     scores = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
     kept = torch.isfinite(top_p_filter(scores, 0.75))
@@ -399,7 +399,7 @@ def test_bundled_model_greedy_equals_hf_generate(bundled_model_dir):
 def _native_linear() -> str:
     """What the linear layers of a one-thread engine use here: the native kernel where it was built for
     AVX or AVX-512 (CI's machine has gcc), else oneDNN (see CPUKernels.linear_available)."""
-    from oikyo.serve.cpu_kernels import load_kernels
+    from oikyo.serve.engine.cpu_kernels import load_kernels
 
     kernels = load_kernels()
     assert kernels is not None, "no C compiler here (cc, gcc or clang): the native CPU kernels could not be built"
@@ -434,7 +434,7 @@ def test_multilora_logits_match_peft_on_a_plain_model(varied_model_dir, adapter_
     from peft import PeftModel
 
     from oikyo.models.loading import load_model
-    from oikyo.serve.lora import MultiLoRA
+    from oikyo.serve.engine.lora import MultiLoRA
 
     model = load_model(varied_model_dir)
     lora = MultiLoRA(model, max_adapters=2)
@@ -462,7 +462,7 @@ def test_a_second_multilora_on_the_engine_model_does_not_interfere(varied_model_
     from peft import PeftModel
 
     from oikyo.models.loading import load_model
-    from oikyo.serve.lora import MultiLoRA
+    from oikyo.serve.engine.lora import MultiLoRA
 
     engine = _engine(varied_model_dir)
     engine.add_adapter("beta", adapter_dirs["beta"])

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from oikyo.cli.main import app
 from oikyo.errors import OikyoError
-from oikyo.serve import keys
+from oikyo.serve.gateway import keys
 from oikyo.store import db
 from oikyo.store.models import ApiKey
 

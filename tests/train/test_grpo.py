@@ -314,8 +314,8 @@ def test_group_engine_prefills_each_prompt_once_and_samples_the_same_tokens(tiny
     """Four prompts x 3 sampled completions: the group engine prefills 4 rows, not 12, and every completion's
     tokens equal the plain engine's for the same seed (greedy ones too)."""
     from oikyo.models.chat_template import encode_prompt
-    from oikyo.serve.engine import GenerationEngine
-    from oikyo.serve.requests import GenerationRequest
+    from oikyo.serve.engine.core import GenerationEngine
+    from oikyo.serve.engine.requests import GenerationRequest
 
     plain = GenerationEngine(tiny_dir, max_batch_size=16)
     grouped = grpo.group_engine(tiny_dir, max_batch_size=16)

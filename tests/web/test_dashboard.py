@@ -228,7 +228,7 @@ def test_one_click_deploy_serves_requests_charted_live_then_stops(dash, tiny_mod
     page, one chat request, its point on the requests chart, then stop and revoke."""
     import httpx
 
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
     from oikyo.store import db
     from oikyo.store.models import ModelVersion, utcnow
 

@@ -1,7 +1,7 @@
 """`oikyo deploy` and `oikyo deployments ...`: serve model versions behind an OpenAI-compatible endpoint.
 
-Every command adapts one function of :mod:`oikyo.serve.deployments` (or :mod:`oikyo.serve.ab`,
-:mod:`oikyo.serve.request_log`); no serving logic lives here.
+Every command adapts one function of :mod:`oikyo.serve.gateway.deployments` (or :mod:`oikyo.serve.gateway.ab`,
+:mod:`oikyo.serve.gateway.request_log`); no serving logic lives here.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def deploy(
                                                         "latency exceeds this many seconds."),
 ) -> None:
     """Serve a model version behind an OpenAI-compatible API (keys required: `oikyo keys create`)."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     settings = {k: v for k, v in (("max_batch_size", max_batch_size), ("max_adapters", max_adapters),
                                   ("threads", threads), ("vllm_args", vllm_args)) if v}
@@ -82,7 +82,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) 
     """Deployments and their state (``gone``: recorded as running, but its processes are not)."""
     from rich.table import Table
 
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     found = deployments.list_deployments()
     if as_json:
@@ -106,7 +106,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) 
 def show(name: str = typer.Argument(..., help="Deployment name."),
          as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """A deployment's record, its live readiness and its replica processes."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     with user_errors():
         info = deployments.show(name)
@@ -131,7 +131,7 @@ def logs(name: str = typer.Argument(..., help="Deployment name."),
          lines: int = typer.Option(100, "--lines", "-n", help="How many of the last lines."),
          follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")) -> None:
     """The router's and replicas' log."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     with user_errors():
         text = deployments.tail_log(name, lines)
@@ -157,7 +157,7 @@ def logs(name: str = typer.Argument(..., help="Deployment name."),
 def start(name: str = typer.Argument(..., help="Deployment name."),
           detach: bool = typer.Option(True, "--detach/--foreground", help="Background (default) or foreground.")) -> None:
     """Start a stopped (or gone) deployment again with its recorded settings."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     with user_errors():
         info = deployments.start(name, detach=detach, log=lambda message: err.print(message))
@@ -168,7 +168,7 @@ def start(name: str = typer.Argument(..., help="Deployment name."),
 def stop(name: str = typer.Argument(..., help="Deployment name."),
          timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for requests in flight.")) -> None:
     """Stop a deployment: no new requests, finish those in flight, stop the replicas."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     with user_errors():
         info = deployments.stop(name, timeout_s=timeout)
@@ -189,7 +189,7 @@ def ab_report(name: str = typer.Argument(..., help="Deployment name."),
     """Per-variant requests, latency, error rate and feedback (95% CIs), and whether they differ."""
     from rich.table import Table
 
-    from oikyo.serve import ab
+    from oikyo.serve.gateway import ab
 
     with user_errors():
         report = ab.report(name)
@@ -212,7 +212,7 @@ def export(name: str = typer.Argument(..., help="Deployment name."),
            path: Path = typer.Argument(..., help="JSONL file to write (OpenAI chat format)."),
            min_rating: Optional[float] = typer.Option(None, "--min-rating", help="Only responses rated at least this.")) -> None:
     """Write logged requests and responses as a dataset `oikyo data import` reads."""
-    from oikyo.serve import deployments, request_log
+    from oikyo.serve.gateway import deployments, request_log
 
     with user_errors():
         deployments.get(name)

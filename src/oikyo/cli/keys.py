@@ -16,7 +16,7 @@ app = typer.Typer(help="API keys for the serving endpoints: create, list, revoke
 def create(name: Optional[str] = typer.Option(None, "--name", "-n", help="A label to recognise the key by."),
            quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the secret (for scripts).")) -> None:
     """Create a key and print its secret: it is shown now and never again (the store keeps a hash)."""
-    from oikyo.serve import keys
+    from oikyo.serve.gateway import keys
 
     record, secret = keys.create(name)
     if quiet:
@@ -32,7 +32,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) 
     """Keys (never their secrets, which are not stored)."""
     from rich.table import Table
 
-    from oikyo.serve import keys
+    from oikyo.serve.gateway import keys
 
     found = [keys.describe(k) for k in keys.list_keys()]
     if as_json:
@@ -52,7 +52,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) 
 @app.command("revoke")
 def revoke(ref: str = typer.Argument(..., help="Key id, name, or the first characters shown by `oikyo keys list`.")) -> None:
     """Revoke a key: requests with it are refused from now on."""
-    from oikyo.serve import keys
+    from oikyo.serve.gateway import keys
 
     with user_errors():
         key = keys.revoke(ref)

@@ -1,11 +1,11 @@
 """One loaded model for evaluation: batched generation through the shared engine, and teacher-forced loss.
 
-Generation goes through :class:`oikyo.serve.engine.GenerationEngine` (continuous batching, many LoRA
+Generation goes through :class:`oikyo.serve.engine.core.GenerationEngine` (continuous batching, many LoRA
 adapters on one base model), the same engine that serves models, so an evaluated answer is what a
 deployment would answer. Prompts come from the one chat template
 (:func:`oikyo.models.chat_template.encode_prompt`). The teacher-forced pass runs on the engine's
 model too (no second copy of the weights), with the adapter applied by a
-:class:`oikyo.serve.lora.MultiLoRA` of its own, and computes the loss exactly as the training recipe
+:class:`oikyo.serve.engine.lora.MultiLoRA` of its own, and computes the loss exactly as the training recipe
 does (:func:`oikyo.train.runner.target_logprobs`: assistant tokens only)::
 
     backend = ModelBackend(model_dir)
@@ -48,8 +48,8 @@ class ModelBackend:
     """A base model (or full fine-tuned model) loaded once, with named LoRA adapters."""
 
     def __init__(self, model_dir: str | Path, *, batch_size: int = 16, device: str = "auto"):
-        from oikyo.serve.engine import GenerationEngine
-        from oikyo.serve.lora import MultiLoRA
+        from oikyo.serve.engine.core import GenerationEngine
+        from oikyo.serve.engine.lora import MultiLoRA
 
         self.model_dir = Path(model_dir)
         self.engine = GenerationEngine(model_dir, max_batch_size=batch_size, device=device)
@@ -70,7 +70,7 @@ class ModelBackend:
     def generate_results(self, prompts: list[list[int]], *, adapter: str | None, settings: GenerationSettings,
                          progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> list:
         """The engine's whole result of each prompt (text, finish_reason "stop" or "length", token counts), in order."""
-        from oikyo.serve.requests import GenerationRequest
+        from oikyo.serve.engine.requests import GenerationRequest
 
         texts: list = []
         for start in range(0, len(prompts), CHUNK):

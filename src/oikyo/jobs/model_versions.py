@@ -166,7 +166,7 @@ def lineage(ref: str) -> dict:
     config hash), the evaluations of it, and the deployments serving it."""
     from oikyo.data import versions as dataset_versions
     from oikyo.evaluate import records
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     mv = get(ref)
     info = describe(mv)

@@ -9,7 +9,7 @@ that turn's content (None without one). Each optimizer step takes ``train.batch_
 (times ``train.grad_accum``) and for each:
 
 1. samples a group of G = ``grpo.num_generations`` completions (``temperature``, ``top_p``, at most
-   ``max_new_tokens``) with oikyo's batched generation engine (:mod:`oikyo.serve.engine`, the path
+   ``max_new_tokens``) with oikyo's batched generation engine (:mod:`oikyo.serve.engine.core`, the path
    evaluation and serving use), from the one chat template's prompt tokens;
 2. scores each completion with the configured rewards (:mod:`oikyo.train.rewards`): ``r`` is the
    weighted sum;
@@ -197,8 +197,8 @@ def encode_prompts(rows, tokenizer, *, max_new_tokens: int, limit: data.TokenLim
 
 def group_engine(model_dir: Path, **kwargs):
     """A :class:`GroupEngine`: the serving engine that prefills each distinct prompt of an admitted batch once."""
-    from oikyo.serve.engine import GenerationEngine
-    from oikyo.serve.sampling import choose_tokens
+    from oikyo.serve.engine.core import GenerationEngine
+    from oikyo.serve.engine.sampling import choose_tokens
 
     class GroupEngine(GenerationEngine):
         """The serving engine, with the G requests of one prompt prefilled once.
@@ -288,8 +288,8 @@ class PolicyGenerator:
 
     def generate(self, prompts: list[list[int]], seeds: list[int], *, max_new_tokens: int, temperature: float,
                  top_p: float):
-        """One result per (prompt, seed): :class:`oikyo.serve.requests.GenerationResult`."""
-        from oikyo.serve.requests import GenerationRequest
+        """One result per (prompt, seed): :class:`oikyo.serve.engine.requests.GenerationResult`."""
+        from oikyo.serve.engine.requests import GenerationRequest
 
         adapter = self.ADAPTER if self.lora else None
         requests = [GenerationRequest(prompt_ids=list(ids), max_new_tokens=max_new_tokens, temperature=temperature,

@@ -180,7 +180,7 @@ def login_page(request: Request, next: str = "/"):
 def overview(request: Request):
     from oikyo.data import versions
     from oikyo.jobs import model_versions, runs
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     counts = runs.count_by_state()
     return render(request, "overview.html", "overview", title="Overview", counts=counts,
@@ -361,7 +361,7 @@ def models_page(request: Request, dataset: str = ""):
     from oikyo.evaluate import records
     from oikyo.jobs import model_versions
     from oikyo.models import catalog
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     evaluated = {}
     for ev in records.list_evaluations(limit=LIST_LIMIT):  # datasets with evaluations, newest first
@@ -384,7 +384,7 @@ def models_page(request: Request, dataset: str = ""):
 def deployments_page(request: Request):
     from oikyo.jobs import model_versions
     from oikyo.models import catalog
-    from oikyo.serve import deployments, keys
+    from oikyo.serve.gateway import deployments, keys
 
     found = deployments.list_deployments()
     return render(request, "deployments.html", "deployments", title="Deployments", deployments=found,

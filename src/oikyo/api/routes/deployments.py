@@ -1,7 +1,7 @@
 """REST routes: deployments (list, create and start, show, stop, change the A/B split, traffic stats, logs).
 
-Adapts :mod:`oikyo.serve.deployments` (``oikyo deploy``, ``oikyo deployments ...``) and
-:mod:`oikyo.serve.traffic` (requests, errors and latency per variant and over time, from the
+Adapts :mod:`oikyo.serve.gateway.deployments` (``oikyo deploy``, ``oikyo deployments ...``) and
+:mod:`oikyo.serve.gateway.traffic` (requests, errors and latency per variant and over time, from the
 ``served_requests`` table the router fills). API keys for the served endpoints: see routes/keys.py.
 
 Creating a deployment starts its router in the background and answers once it serves (or with
@@ -26,7 +26,7 @@ class NotFound(OikyoError):
 
 def known(name: str) -> str:
     """``name`` when a deployment has it; a 404 (with the store's message) when none does."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     check_ref(name, "deployment name")
     try:
@@ -54,7 +54,7 @@ class SplitRequest(BaseModel):
 @router.get("/deployments")
 def list_deployments() -> list[dict]:
     """Deployments and their state (``gone``: recorded as running, but its processes are not)."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     return deployments.list_deployments()
 
@@ -62,7 +62,7 @@ def list_deployments() -> list[dict]:
 @router.post("/deployments", status_code=201)
 def create_deployment(body: DeploymentRequest) -> dict:
     """Create (or start again, with ``name`` alone) a deployment; answers once it serves."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     if body.name:
         check_ref(body.name, "deployment name")
@@ -76,7 +76,7 @@ def create_deployment(body: DeploymentRequest) -> dict:
 @router.get("/deployments/{name}")
 def show_deployment(name: str) -> dict:
     """A deployment's record, live readiness and replica processes."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     return deployments.show(known(name))
 
@@ -84,7 +84,7 @@ def show_deployment(name: str) -> dict:
 @router.post("/deployments/{name}/stop")
 def stop_deployment(name: str) -> dict:
     """Stop a deployment: no new requests, finish those in flight, stop the replicas."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     return deployments.stop(known(name))
 
@@ -92,7 +92,7 @@ def stop_deployment(name: str) -> dict:
 @router.put("/deployments/{name}/split")
 def set_split(name: str, body: SplitRequest) -> dict:
     """Change the traffic split; a running deployment restarts with it (``restarted`` says so)."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     return deployments.set_split(known(name), body.split)
 
@@ -102,7 +102,7 @@ def deployment_stats(name: str, window_s: float = Query(3600.0, gt=0, le=90 * 24
                      buckets: int = Query(60, ge=1, le=500)) -> dict:
     """Requests, errors and latency percentiles over the last ``window_s`` seconds: totals, per variant
     (with weights and feedback) and in ``buckets`` time slices for charts."""
-    from oikyo.serve import traffic
+    from oikyo.serve.gateway import traffic
 
     return traffic.stats(known(name), window_s=window_s, buckets=buckets)
 
@@ -110,7 +110,7 @@ def deployment_stats(name: str, window_s: float = Query(3600.0, gt=0, le=90 * 24
 @router.get("/deployments/{name}/logs")
 def deployment_logs(name: str, lines: int = Query(100, ge=1, le=10_000)) -> dict:
     """The last ``lines`` lines of the router's and replicas' log."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     text = deployments.tail_log(known(name), lines)
     return {"deployment": name, "lines": text.splitlines() if text else []}
@@ -119,6 +119,6 @@ def deployment_logs(name: str, lines: int = Query(100, ge=1, le=10_000)) -> dict
 @router.get("/deployments/{name}/ab-report")
 def ab_report(name: str) -> dict:
     """Per-variant requests, latency, error rate and feedback with 95% CIs, and a verdict (`oikyo deployments ab-report`)."""
-    from oikyo.serve import ab
+    from oikyo.serve.gateway import ab
 
     return ab.report(known(name))

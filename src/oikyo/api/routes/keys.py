@@ -1,4 +1,4 @@
-"""REST routes: API keys for the serving endpoints (:mod:`oikyo.serve.keys`, as `oikyo keys ...`).
+"""REST routes: API keys for the serving endpoints (:mod:`oikyo.serve.gateway.keys`, as `oikyo keys ...`).
 
 A new key's secret is in the 201 answer and nowhere else: the store keeps only its hash.
 """
@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from oikyo.api.refs import check_ref
-from oikyo.serve import keys
+from oikyo.serve.gateway import keys
 
 router = APIRouter(tags=["keys"])
 

@@ -3,7 +3,7 @@
 The shipped replay set (``general.jsonl`` beside this module) is the classic *self-distillation*
 replay: general prompts written by oikyo's authors (:mod:`oikyo.data.replay.prompts`) answered by
 the bundled base model itself (SmolLM2-135M-Instruct, Apache-2.0), greedily, through oikyo's own
-generation engine (:class:`oikyo.serve.engine.GenerationEngine`, the engine that serves and
+generation engine (:class:`oikyo.serve.engine.core.GenerationEngine`, the engine that serves and
 evaluates models). Training on a share of these answers pulls a fine-tuned model back toward its
 own original behaviour on general requests. See NOTICE for the licence of the result.
 
@@ -95,8 +95,8 @@ def generate(model_dir: Path, items: list[dict], *, max_new_tokens: int = MAX_NE
              batch_size: int = BATCH_SIZE, log=print) -> list[tuple[str, str]]:
     """(answer text, finish_reason) for each item, greedy, through the serving engine."""
     from oikyo.models.chat_template import encode_prompt
-    from oikyo.serve.engine import GenerationEngine
-    from oikyo.serve.requests import GenerationRequest
+    from oikyo.serve.engine.core import GenerationEngine
+    from oikyo.serve.engine.requests import GenerationRequest
 
     engine = GenerationEngine(model_dir, max_batch_size=batch_size, device="auto")
     out: list[tuple[str, str]] = []

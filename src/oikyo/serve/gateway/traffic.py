@@ -1,14 +1,14 @@
 """A deployment's traffic for dashboards: requests, errors and latency, per variant and over time.
 
 Read from the ``served_requests`` table, which the router fills for every answered request
-(:mod:`oikyo.serve.request_log`), and the ``feedback`` table. Not from the router's Prometheus
+(:mod:`oikyo.serve.gateway.request_log`), and the ``feedback`` table. Not from the router's Prometheus
 ``/metrics``: those counters live in the router process (gone when it stops, reset when it
 restarts), need an API key to read, and keep latency only as histogram buckets; the table keeps
 every request with its time, variant, status and exact latency, for a stopped deployment too.
-Errors and latencies follow the A/B report (:mod:`oikyo.serve.ab`): an error is a server error
+Errors and latencies follow the A/B report (:mod:`oikyo.serve.gateway.ab`): an error is a server error
 (status >= 500); latency percentiles are over successful requests::
 
-    from oikyo.serve import traffic
+    from oikyo.serve.gateway import traffic
     view = traffic.stats("support-bot", window_s=3600, buckets=60)
     view["variants"][0]["latency_p95_s"]; view["buckets"][-1]["requests"]
 """
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import case, func, select
 
 from oikyo.errors import OikyoError
-from oikyo.serve.ab import percentile
+from oikyo.serve.gateway.ab import percentile
 from oikyo.store import db
 from oikyo.store.models import Feedback, ServedRequest
 
@@ -50,7 +50,7 @@ def _summary(rows: list[tuple]) -> dict:
 def stats(deployment: str, *, window_s: float = 3600.0, buckets: int = 60, now: datetime | None = None) -> dict:
     """Traffic of ``deployment`` over the last ``window_s`` seconds: totals, per variant (with the
     configured weights and feedback), and ``buckets`` equal time slices for charts (oldest first)."""
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     if window_s <= 0 or not 1 <= buckets <= MAX_BUCKETS:
         raise OikyoError(f"window_s must be > 0 and buckets between 1 and {MAX_BUCKETS}")

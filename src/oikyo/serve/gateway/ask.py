@@ -19,7 +19,7 @@ Log = Callable[[str], None]
 def serve_and_ask(model_version_id: str, question_messages: list[dict], log: Log, *, max_tokens: int = 128,
                   wait_s: float = 600.0) -> str:
     """Deploy ``model_version_id``, send ``question_messages`` (greedy), log and return the answer."""
-    from oikyo.serve import deployments, keys
+    from oikyo.serve.gateway import deployments, keys
 
     name = f"quickstart-{secrets.token_hex(3)}"
     port = deployments._free_port()

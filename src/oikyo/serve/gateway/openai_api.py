@@ -2,7 +2,7 @@
 
 What a client sends to ``/v1/chat/completions`` or ``/v1/completions`` is validated here (typed
 pydantic models; a bad value becomes a 400 in OpenAI's error shape naming the parameter), turned
-into :class:`~oikyo.serve.requests.GenerationRequest` objects (messages go through THE chat template,
+into :class:`~oikyo.serve.engine.requests.GenerationRequest` objects (messages go through THE chat template,
 :func:`oikyo.models.chat_template.encode_prompt`, after the same OpenAI-message conversion the data
 importer uses), and the engine's results are written back as OpenAI bodies and stream chunks::
 
@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from oikyo.serve.requests import GenerationRequest, GenerationResult
+from oikyo.serve.engine.requests import GenerationRequest, GenerationResult
 
 MAX_N = 16
 MAX_STOP = 4

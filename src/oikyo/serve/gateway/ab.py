@@ -196,7 +196,7 @@ def summarize(labels: list[str], requests: list[dict], ratings: list[dict]) -> d
 
 def report(deployment: str) -> dict:
     """The A/B report of a deployment from its recorded requests and feedback."""
-    from oikyo.serve import deployments, request_log
+    from oikyo.serve.gateway import deployments, request_log
 
     record = deployments.get(deployment)
     labels = [v["label"] for v in record.variants]

@@ -9,7 +9,7 @@ does two things for inference:
   default path (MKL ``sgemm``) streams the weights inefficiently. Two forms:
 
   - ``panels``, with one torch thread on a CPU with AVX2 or AVX-512: oikyo's native kernel
-    (:mod:`oikyo.serve.cpu_kernels`) computes decoding steps (up to 16 rows); prefills, many rows,
+    (:mod:`oikyo.serve.engine.cpu_kernels`) computes decoding steps (up to 16 rows); prefills, many rows,
     keep PyTorch's product on the original weight. On SmolLM2-135M's linear layers at 8 rows,
     one thread: 44.7 ms a step against 56.0 for oneDNN and 92.1 for MKL.
   - ``packed``, otherwise: oneDNN's blocked layout, what ``torch.compile`` does on CPU with frozen
@@ -21,7 +21,7 @@ does two things for inference:
   ``generate``'s unless two candidates tie to within that rounding (tested on the tiny and the
   bundled model).
 - ``adapters``: callables ``f(x, out) -> out`` applied after the base product, registered by
-  :class:`oikyo.serve.lora.MultiLoRA` (one per MultiLoRA using the model; each returns ``out``
+  :class:`oikyo.serve.engine.lora.MultiLoRA` (one per MultiLoRA using the model; each returns ``out``
   unchanged unless its own batch is active). A plain call costs less than a forward hook, which
   matters at 200+ linear layers per decoding step.
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from oikyo.serve.cpu_kernels import CPUKernels, load_kernels
+from oikyo.serve.engine.cpu_kernels import CPUKernels, load_kernels
 
 
 def packing_available() -> bool:

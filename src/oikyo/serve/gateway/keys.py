@@ -7,7 +7,7 @@ its sha256 (and its first characters, so a person can tell keys apart), never th
 A plain, unsalted sha256 is right here (unlike passwords): the secret is random and long, so there
 is nothing to guess, and the lookup by hash needs no per-key salt::
 
-    from oikyo.serve import keys
+    from oikyo.serve.gateway import keys
     record, secret = keys.create("my-app")     # show `secret` to the user now; it is not stored
     keys.verify(secret)                        # the ApiKey record, or None (unknown or revoked)
     keys.revoke(record.id)

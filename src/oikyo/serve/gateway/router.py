@@ -1,9 +1,9 @@
 """A deployment's router: the one public endpoint in front of its replicas.
 
 The router authenticates every request (API keys from the store; only a bare ``/health`` is
-open), picks the variant (the A/B split, sticky per user: :mod:`oikyo.serve.ab`), forwards the
+open), picks the variant (the A/B split, sticky per user: :mod:`oikyo.serve.gateway.ab`), forwards the
 request to a replica of that variant's model over loopback HTTP (streams relayed chunk by chunk),
-records it (:mod:`oikyo.serve.request_log`), counts it (:mod:`oikyo.serve.metrics`), and tags the
+records it (:mod:`oikyo.serve.gateway.request_log`), counts it (:mod:`oikyo.serve.gateway.metrics`), and tags the
 response with its variant (``X-Oikyo-Variant`` header; ``variant`` field in the body).
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
@@ -16,8 +16,8 @@ up to ``queue_timeout_s``); a non-streamed request whose replica dies mid-way is
 another, since nothing has reached the client yet. A client that disconnects mid-stream closes
 the upstream connection, which cancels the generation in the replica.
 
-``python -m oikyo.serve.router NAME`` runs a recorded deployment (what ``oikyo deploy`` starts):
-bind the port, start the replicas (:mod:`oikyo.serve.replicas`), serve; on SIGTERM stop accepting,
+``python -m oikyo.serve.gateway.router NAME`` runs a recorded deployment (what ``oikyo deploy`` starts):
+bind the port, start the replicas (:mod:`oikyo.serve.gateway.replicas`), serve; on SIGTERM stop accepting,
 finish the requests in flight, drain the replicas, record the deployment as stopped.
 """
 
@@ -41,16 +41,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from oikyo.errors import OikyoError
-from oikyo.serve import openai_api as oa
-from oikyo.serve.ab import Variant, choose
-from oikyo.serve.httpapi import Authenticate, bearer_auth, install_error_handlers, store_keys
-from oikyo.serve.metrics import RouterMetrics
-from oikyo.serve.replica import RESPONSE_ID_HEADER, TTFT_HEADER, VARIANT_HEADER
-from oikyo.serve.replicas import ReplicaPool
-from oikyo.serve.request_log import RequestRecord, RequestRecorder, record_feedback
-from oikyo.serve.served_models import ServedNames
+from oikyo.serve.gateway import openai_api as oa
+from oikyo.serve.gateway.ab import Variant, choose
+from oikyo.serve.gateway.httpapi import Authenticate, bearer_auth, install_error_handlers, store_keys
+from oikyo.serve.gateway.metrics import RouterMetrics
+from oikyo.serve.gateway.replica import RESPONSE_ID_HEADER, TTFT_HEADER, VARIANT_HEADER
+from oikyo.serve.gateway.replicas import ReplicaPool
+from oikyo.serve.gateway.request_log import RequestRecord, RequestRecorder, record_feedback
+from oikyo.serve.gateway.served_models import ServedNames
 
-log = logging.getLogger("oikyo.serve.router")
+log = logging.getLogger("oikyo.serve.gateway.router")
 
 DISCONNECT_POLL_S = 0.25
 ATTEMPTS = 3  # replicas tried for one request (connection refused, or died before answering)
@@ -465,7 +465,7 @@ def run(name: str) -> int:
     """Serve the recorded deployment ``name`` until SIGTERM or Ctrl-C; returns the exit code."""
     import uvicorn
 
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s router %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "alembic"):
@@ -501,7 +501,7 @@ def run(name: str) -> int:
             await run_in_threadpool(deployments.mark, name, "stopped", pid=None)
         plan.write_registry({})
 
-    from oikyo.serve.replicas import Supervisor
+    from oikyo.serve.gateway.replicas import Supervisor
 
     supervisor = Supervisor(pools, token=token, on_tick=on_tick)
     deployments.mark(name, "starting", pid=os.getpid(), error=None)
@@ -520,7 +520,7 @@ def run(name: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m oikyo.serve.router DEPLOYMENT", file=sys.stderr)
+        print("usage: python -m oikyo.serve.gateway.router DEPLOYMENT", file=sys.stderr)
         return 2
     return run(args[0])
 

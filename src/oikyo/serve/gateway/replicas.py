@@ -11,7 +11,7 @@ the ready one with the fewest requests in flight, waiting while none is ready); 
    and restarts back off exponentially meanwhile;
 2. health-checks starting replicas (``GET /health``) and reads ready ones' engine stats
    (``GET /stats``: queue depth, batch occupancy), marking one that refuses connections suspect;
-3. decides the replica count (fixed, or :mod:`oikyo.serve.autoscale`) and starts or drains replicas.
+3. decides the replica count (fixed, or :mod:`oikyo.serve.gateway.autoscale`) and starts or drains replicas.
 
 A replica process gets a TCP socket the router bound on 127.0.0.1 (inherited file descriptor, so
 there is no window in which another process could take the port) and a shared secret to trust.
@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from oikyo.serve.autoscale import AutoscalePolicy, Observation, decide
-from oikyo.serve.openai_api import ApiError
-from oikyo.serve.served_models import ModelSpec
+from oikyo.serve.gateway.autoscale import AutoscalePolicy, Observation, decide
+from oikyo.serve.gateway.openai_api import ApiError
+from oikyo.serve.gateway.served_models import ModelSpec
 
-log = logging.getLogger("oikyo.serve.replicas")
+log = logging.getLogger("oikyo.serve.gateway.replicas")
 
 MAX_START_FAILURES = 3
 START_TIMEOUT_S = 900.0  # a replica not ready by then is killed and counts as a failed start
@@ -134,7 +134,7 @@ class ReplicaPool:
             self._latencies.popleft()
 
     def p95_latency(self) -> float | None:
-        from oikyo.serve.ab import percentile
+        from oikyo.serve.gateway.ab import percentile
 
         return percentile([s for _, s in self._latencies], 95)
 
@@ -235,10 +235,10 @@ class ProcessPool(ReplicaPool):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        command = [sys.executable, "-m", "oikyo.serve.replica", "--spec", self.spec.to_json(),
+        command = [sys.executable, "-m", "oikyo.serve.gateway.replica", "--spec", self.spec.to_json(),
                    "--fd", str(sock.fileno()), "--name", replica_id, "--parent", str(os.getpid()),
                    *self.replica_args]
-        from oikyo.serve.replica import TOKEN_ENV
+        from oikyo.serve.gateway.replica import TOKEN_ENV
 
         env = {**os.environ, TOKEN_ENV: self.token}
         try:

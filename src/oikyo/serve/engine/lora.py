@@ -11,7 +11,7 @@ stacked::
 After the layer's own product, each row's LoRA term is added to it in place, for the whole batch
 in one call.
 
-On CPU in float32 (the usual case there), a small compiled kernel, :mod:`oikyo.serve.cpu_kernels`,
+On CPU in float32 (the usual case there), a small compiled kernel, :mod:`oikyo.serve.engine.cpu_kernels`,
 adds the terms of every decoding step and of a mixed batch's prefills: the same sums, each token
 through its own adapter only, each adapter's matrices read once per layer in memory order. In the
 decoding steps of four adapters on the bundled model it costs 0.4-0.65 of what the PyTorch products
@@ -36,7 +36,7 @@ extra products on masked columns cost less than the extra operations.) A prefill
 per row, where multiplying every token by every adapter would cost R / r times the work: there the
 tokens are gathered per adapter and each group gets its own adapter's products.
 
-The engine's layers (:class:`oikyo.serve.linear_layers.ServingLinear`) call the adapters directly;
+The engine's layers (:class:`oikyo.serve.engine.linear_layers.ServingLinear`) call the adapters directly;
 on any other ``nn.Linear`` a forward hook (a public PyTorch extension point) does. No library code
 is changed.
 
@@ -57,8 +57,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from oikyo.serve.linear_layers import ServingLinear
-from oikyo.serve.cpu_kernels import CPUKernels, TokenPlan, load_kernels
+from oikyo.serve.engine.linear_layers import ServingLinear
+from oikyo.serve.engine.cpu_kernels import CPUKernels, TokenPlan, load_kernels
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

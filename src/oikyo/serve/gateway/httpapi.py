@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from oikyo.serve.openai_api import ApiError, error_body
+from oikyo.serve.gateway.openai_api import ApiError, error_body
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def bearer_auth(authenticate: Authenticate, *, blocking: bool = True):
 
     ``blocking``: ``authenticate`` does I/O (a database lookup) and runs in the thread pool.
     """
-    from oikyo.serve.keys import bearer_token
+    from oikyo.serve.gateway.keys import bearer_token
 
     async def dependency(request: Request) -> None:
         token = bearer_token(request.headers.get("authorization"))
@@ -83,7 +83,7 @@ def bearer_auth(authenticate: Authenticate, *, blocking: bool = True):
 
 def store_keys() -> Authenticate:
     """Authenticate against the API keys in the store (hashed)."""
-    from oikyo.serve import keys
+    from oikyo.serve.gateway import keys
 
     return lambda token: keys.verify(token) is not None
 

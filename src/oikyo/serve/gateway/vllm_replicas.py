@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oikyo.errors import OikyoError
-from oikyo.serve.replicas import ProcessPool, Replica
+from oikyo.serve.gateway.replicas import ProcessPool, Replica
 
 # The values vLLM accepts for --max-lora-rank (vllm.config.lora.MaxLoRARanks).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -164,7 +164,7 @@ def environment(api_key: str) -> dict[str, str]:
 def check_ranks(load_dirs) -> None:
     """Raise a clear OikyoError before anything starts when an adapter on one of ``load_dirs`` (base
     model folders) has a rank vLLM cannot serve."""
-    from oikyo.serve.served_models import adapters_on
+    from oikyo.serve.gateway.served_models import adapters_on
 
     for load_dir in load_dirs:
         max_lora_rank(adapters_on(load_dir))
@@ -172,7 +172,7 @@ def check_ranks(load_dirs) -> None:
 
 def pool_command(pool: VllmPool, port: int) -> list[str]:
     """:func:`command` for one replica of ``pool``: its models and every adapter version on its base."""
-    from oikyo.serve.served_models import adapters_on
+    from oikyo.serve.gateway.served_models import adapters_on
 
     names = [m.id for m in pool.spec.models if m.adapter_dir is None] or [os.path.basename(pool.spec.load_dir)]
     return command(pool.spec.load_dir, names, adapters_on(pool.spec.load_dir), port=port, install=pool.install,

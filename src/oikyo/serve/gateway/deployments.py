@@ -7,7 +7,7 @@ pid. Because the record outlives the processes, a deployment survives a restart 
 the platform: one recorded as running whose router is gone is shown as ``gone`` and starts again
 with :func:`start` (``oikyo deploy --name N`` or ``oikyo deployments start N``)::
 
-    from oikyo.serve import deployments
+    from oikyo.serve.gateway import deployments
     info = deployments.deploy("mv-1a2b", name="support", port=8000)          # starts, waits until ready
     deployments.deploy("mv-1a2b", name="ab", split="mv-1a2b=90,mv-3c4d=10", replicas="auto")
     deployments.list_deployments(); deployments.show("support"); deployments.tail_log("support")
@@ -36,9 +36,9 @@ from sqlalchemy import select
 
 from oikyo import workspace
 from oikyo.errors import OikyoError
-from oikyo.serve.ab import Variant, parse_split
-from oikyo.serve.autoscale import AutoscalePolicy
-from oikyo.serve.served_models import ModelSpec, ServedNames, resolve
+from oikyo.serve.gateway.ab import Variant, parse_split
+from oikyo.serve.gateway.autoscale import AutoscalePolicy
+from oikyo.serve.gateway.served_models import ModelSpec, ServedNames, resolve
 from oikyo.store import db
 from oikyo.store.models import Deployment, utcnow
 
@@ -191,11 +191,11 @@ def make_variants(model: str | None, split: str | None) -> list[Variant]:
 
 def check_engine(engine: str, settings: dict | None = None):
     """A clear OikyoError unless ``engine`` can run here (for vllm: with these settings' interpreter and
-    flags); for vllm, returns the :class:`~oikyo.serve.vllm_engine.VllmInstall` found."""
+    flags); for vllm, returns the :class:`~oikyo.serve.gateway.vllm_replicas.VllmInstall` found."""
     if engine not in ENGINES:
         raise OikyoError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "vllm":
-        from oikyo.serve.vllm_engine import check_available, extra_args
+        from oikyo.serve.gateway.vllm_replicas import check_available, extra_args
 
         extra_args((settings or {}).get("vllm_args"))
         return check_available((settings or {}).get("vllm_python"))
@@ -323,7 +323,7 @@ def start(name: str, *, detach: bool = True, wait_s: float = 600.0, log: Log | N
     if not _port_free(record.host, record.port):
         raise OikyoError(f"port {record.port} on {record.host} is in use; deploy with --port P (another port)")
     if record.engine == "vllm":
-        from oikyo.serve.vllm_engine import check_ranks
+        from oikyo.serve.gateway.vllm_replicas import check_ranks
 
         if not engine_checked:
             check_engine("vllm", record.settings)
@@ -331,14 +331,14 @@ def start(name: str, *, detach: bool = True, wait_s: float = 600.0, log: Log | N
     if log:
         log(f"Starting deployment {name} ({', '.join(v['label'] for v in record.variants)}) at {url(record)}")
     if not detach:
-        from oikyo.serve import router
+        from oikyo.serve.gateway import router
 
         code = router.run(name)
         if code != 0:
             raise OikyoError(f"deployment {name} stopped with an error: {get(name).error}")
         return describe(get(name))
     with open(log_path(name), "ab") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "oikyo.serve.router", name], stdin=subprocess.DEVNULL,
+        process = subprocess.Popen([sys.executable, "-m", "oikyo.serve.gateway.router", name], stdin=subprocess.DEVNULL,
                                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                                    env=dict(os.environ))
     _wait_ready(name, process, wait_s, log)
@@ -399,14 +399,14 @@ def _cleanup_replicas(name: str, timeout_s: float = 10.0) -> None:
     except ValueError:
         pools = {}
     pids = [r["pid"] for replicas in pools.values() for r in replicas if r.get("pid")]
-    alive = [pid for pid in pids if _alive(pid, "oikyo.serve.replica")]
+    alive = [pid for pid in pids if _alive(pid, "oikyo.serve.gateway.replica")]
     for pid in alive:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while any(_alive(pid, "oikyo.serve.replica") for pid in alive) and time.monotonic() < deadline:
+    while any(_alive(pid, "oikyo.serve.gateway.replica") for pid in alive) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in alive:
-        if _alive(pid, "oikyo.serve.replica"):
+        if _alive(pid, "oikyo.serve.gateway.replica"):
             os.kill(pid, signal.SIGKILL)
     registry.unlink(missing_ok=True)
 
@@ -456,11 +456,11 @@ class Plan:
                 "--graceful-timeout", str(self.graceful_timeout_s)]
 
     def process_pools(self, *, token: str, log_file, on_change) -> dict:
-        from oikyo.serve.replicas import ProcessPool
+        from oikyo.serve.gateway.replicas import ProcessPool
 
         pool_class, options = ProcessPool, {"replica_args": self.replica_args()}
         if self.engine == "vllm":
-            from oikyo.serve.vllm_engine import VllmPool, extra_args
+            from oikyo.serve.gateway.vllm_replicas import VllmPool, extra_args
 
             if self.vllm is None:
                 self.probe_engine()
@@ -488,7 +488,7 @@ class Plan:
 
 def plan(name: str) -> Plan:
     """Resolve a recorded deployment's variants to model folders and group them into pools."""
-    from oikyo.serve.replicas import PoolSpec
+    from oikyo.serve.gateway.replicas import PoolSpec
 
     record = get(name)
     variants = [Variant(**v) for v in record.variants]
@@ -530,7 +530,7 @@ def _alive(pid: int | None, marker: str) -> bool:
 
 
 def _port_free(host: str, port: int) -> bool:
-    from oikyo.serve.router import bind
+    from oikyo.serve.gateway.router import bind
 
     try:
         bind(host, port).close()

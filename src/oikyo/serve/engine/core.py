@@ -16,14 +16,14 @@ Serving: a background thread steps the batch while requests arrive::
     engine.stop(drain=True)                                   # finish what was submitted, then stop
 
 How a step works. Up to ``max_batch_size`` sequences are in flight, each owning a slot of a
-preallocated KV cache (:mod:`oikyo.serve.kv_cache`) with its own positions, so no sequence is
+preallocated KV cache (:mod:`oikyo.serve.engine.kv_cache`) with its own positions, so no sequence is
 padded to another's length. Each step (1) admits waiting requests into free slots with one
 prefill forward of their right-padded prompts, sampling their first token (logits are computed
 only at each prompt's last position); (2) runs one decode forward over every active sequence
 (input ``(n, 1)``, logits ``(n, vocab)``); (3) moves finished sequences out at once, so their slot is
 free for the next step. A request submitted while others generate therefore joins at the next
 step instead of waiting for the batch to drain. Each row uses its own LoRA adapter in the same
-forward (:mod:`oikyo.serve.lora`).
+forward (:mod:`oikyo.serve.engine.lora`).
 
 Adapters are registered by name and loaded when a request first needs them; beyond
 ``max_adapters`` the least recently used one that no running sequence uses is evicted (a request
@@ -34,7 +34,7 @@ alone (tested on a tiny model and on the bundled one). The engine applies only t
 temperature and top-p: no repetition penalty or other logits processors from the model's
 generation config. Everything runs in ``torch.inference_mode`` in the model's dtype; nothing is
 quantized. On CPU the linear layers use prepacked float32 weights by default, computed by oikyo's
-native kernel with one torch thread and by oneDNN with several (:mod:`oikyo.serve.linear_layers`;
+native kernel with one torch thread and by oneDNN with several (:mod:`oikyo.serve.engine.linear_layers`;
 ``packed_weights=False`` turns that off), which changes only the order of float32 additions.
 ``engine.model`` is the model with those serving layers: use it for inference only.
 """
@@ -51,11 +51,11 @@ from pathlib import Path
 
 import torch
 
-from oikyo.serve.detokenize import TextTracker
-from oikyo.serve.kv_cache import SlotKVCache
-from oikyo.serve.lora import AdapterError, MultiLoRA, read_adapter_config
-from oikyo.serve.requests import GenerationHandle, GenerationRequest, GenerationResult
-from oikyo.serve.sampling import RowSampling, choose_tokens, make_generator
+from oikyo.serve.engine.detokenize import TextTracker
+from oikyo.serve.engine.kv_cache import SlotKVCache
+from oikyo.serve.engine.lora import AdapterError, MultiLoRA, read_adapter_config
+from oikyo.serve.engine.requests import GenerationHandle, GenerationRequest, GenerationResult
+from oikyo.serve.engine.sampling import RowSampling, choose_tokens, make_generator
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class GenerationEngine:
     admitted in one step (one request is always admitted), bounding the pause a long prompt
     causes to the sequences already decoding. ``num_threads`` sets torch's CPU threads.
     ``packed_weights`` (None: on for float32 on CPU when available) computes the linear layers
-    with prepacked weights (:mod:`oikyo.serve.linear_layers`): same float32 math, faster.
+    with prepacked weights (:mod:`oikyo.serve.engine.linear_layers`): same float32 math, faster.
     ``linear_products`` says which form was chosen.
     """
 
@@ -249,9 +249,9 @@ class GenerationEngine:
         """Numbers for monitoring: gauges (queue_depth, active_sequences, adapters_loaded) and counters
         since start-up (steps, prompt_tokens, tokens_generated, requests_*, adapter_loads/evictions),
         ``linear_products``: how the linear layers' base products are computed ("native kernel",
-        "onednn" or "pytorch"; see :mod:`oikyo.serve.linear_layers`), and ``lora_products``: how
+        "onednn" or "pytorch"; see :mod:`oikyo.serve.engine.linear_layers`), and ``lora_products``: how
         adapters' terms are computed ("native kernel" or "pytorch", None until an adapter is
-        loaded; see :mod:`oikyo.serve.cpu_kernels`)."""
+        loaded; see :mod:`oikyo.serve.engine.cpu_kernels`)."""
         with self._lock:
             queue_depth = len(self._queue)
         return {
@@ -542,7 +542,7 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
 def _prepare_layers(model, wanted: bool | None, batch_hint: int) -> str:
     """Swap in serving linear layers, packed when asked (None: when on CPU in float32 and possible);
     returns how their products are computed ("native kernel", "onednn" or "pytorch")."""
-    from oikyo.serve.linear_layers import packing_available, prepare_linear_layers
+    from oikyo.serve.engine.linear_layers import packing_available, prepare_linear_layers
 
     param = next(model.parameters())
     possible = param.device.type == "cpu" and param.dtype == torch.float32 and packing_available()

@@ -1,6 +1,6 @@
 """A replica: one process, one generation engine, the OpenAI-compatible API over it.
 
-The engine (:mod:`oikyo.serve.engine`) batches every request in flight into shared forward passes
+The engine (:mod:`oikyo.serve.engine.core`) batches every request in flight into shared forward passes
 and serves every LoRA adapter on its base model; this module only adapts HTTP to it::
 
     app = create_replica_app(engine, ServedNames(load_dir, specs), authenticate=store_keys())
@@ -10,8 +10,8 @@ A streamed response is a server-sent event per text delta in OpenAI's chunk form
 ``data: [DONE]``. A client that disconnects (mid-stream, or while waiting for a whole response)
 cancels its generation, so its batch slot is freed at the engine's next step.
 
-Behind a deployment's router a replica runs as its own process (``python -m oikyo.serve.replica``,
-started by :mod:`oikyo.serve.replicas`): it serves on a socket the router bound and handed over
+Behind a deployment's router a replica runs as its own process (``python -m oikyo.serve.gateway.replica``,
+started by :mod:`oikyo.serve.gateway.replicas`): it serves on a socket the router bound and handed over
 (no port race), trusts only the router's shared token, exits when the router dies, and on SIGTERM
 stops accepting, finishes the requests in flight, then exits.
 """
@@ -34,11 +34,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from oikyo.serve import openai_api as oa
-from oikyo.serve.httpapi import Authenticate, bearer_auth, install_error_handlers, shared_token
-from oikyo.serve.served_models import ModelSpec, ServedNames
+from oikyo.serve.gateway import openai_api as oa
+from oikyo.serve.gateway.httpapi import Authenticate, bearer_auth, install_error_handlers, shared_token
+from oikyo.serve.gateway.served_models import ModelSpec, ServedNames
 
-log = logging.getLogger("oikyo.serve.replica")
+log = logging.getLogger("oikyo.serve.gateway.replica")
 
 TOKEN_ENV = "OIKYO_REPLICA_TOKEN"
 VARIANT_HEADER = "X-Oikyo-Variant"
@@ -68,7 +68,7 @@ class _State:
             return None
         with self.adapter_lock:
             if self.engine.adapters.get(name) != Path(adapter_dir):
-                from oikyo.serve.lora import AdapterError
+                from oikyo.serve.engine.lora import AdapterError
 
                 try:
                     self.engine.add_adapter(name, adapter_dir)
@@ -287,12 +287,12 @@ def _watch_parent(server, parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m oikyo.serve.replica --spec JSON --fd N``: serve one engine on a socket from the router."""
+    """``python -m oikyo.serve.gateway.replica --spec JSON --fd N``: serve one engine on a socket from the router."""
     import uvicorn
 
-    from oikyo.serve.engine import GenerationEngine
+    from oikyo.serve.engine.core import GenerationEngine
 
-    parser = argparse.ArgumentParser(prog="oikyo.serve.replica")
+    parser = argparse.ArgumentParser(prog="oikyo.serve.gateway.replica")
     parser.add_argument("--spec", required=True, help='{"load_dir": ..., "models": [ModelSpec dicts]}')
     parser.add_argument("--fd", type=int, required=True, help="An inherited, bound (not listening) TCP socket.")
     parser.add_argument("--name", default="replica")
