@@ -163,10 +163,10 @@ def describe(mv: ModelVersion) -> dict:
 
 def lineage(ref: str) -> dict:
     """A model version with everything around it: the run and dataset version it came from (with the
-    config hash), the evaluations of it, and the deployments serving it."""
+    config hash) and the evaluations of it. The deployments serving it belong to a later stage: callers
+    that show them add ``oikyo.serve.gateway.deployments.for_model_version(info["id"])``."""
     from oikyo.data import versions as dataset_versions
     from oikyo.evaluate import records
-    from oikyo.serve.gateway import deployments
 
     mv = get(ref)
     info = describe(mv)
@@ -187,6 +187,4 @@ def lineage(ref: str) -> dict:
     info["dataset"] = dataset
     info["config_hash"] = (mv.lineage or {}).get("config_hash") or (run.config_hash if run else None)
     info["evaluations"] = [records.describe(e) for e in records.list_evaluations(model_version_id=mv.id, limit=None)]
-    info["deployments"] = [d for d in deployments.list_deployments()
-                           if d["model"] == mv.id or any(v.get("model") == mv.id for v in d["variants"] or [])]
     return info

@@ -1,7 +1,8 @@
 """REST routes: base models (the catalog) and fine-tuned model versions with their lineage.
 
 Adapters over :mod:`oikyo.models.catalog`, :mod:`oikyo.models.estimate` and
-:mod:`oikyo.jobs.model_versions`, as `oikyo models ...` uses them. The leaderboard lives with the
+:mod:`oikyo.jobs.model_versions` (with :mod:`oikyo.serve.gateway.deployments` for the deployments
+serving a version), as `oikyo models ...` uses them. The leaderboard lives with the
 evaluations routes.
 """
 
@@ -94,7 +95,12 @@ def list_model_versions(run: str | None = None, base: str | None = None) -> list
 def show_model_version(ref: str) -> dict:
     """One model version with its lineage: base model, dataset version, run and config hash, code and
     package versions, the evaluations of it and the deployments serving it."""
-    return model_versions.lineage(check_ref(ref, "model version id"))
+    from oikyo.serve.gateway import deployments
+
+    info = model_versions.lineage(check_ref(ref, "model version id"))
+    # Serving comes after jobs/ in the pipeline, so the lineage's last step is added here, not in jobs/.
+    info["deployments"] = deployments.for_model_version(info["id"])
+    return info
 
 
 @router.delete("/models/{name}")

@@ -129,6 +129,12 @@ def list_deployments() -> list[dict]:
     return [describe(r) for r in records]
 
 
+def for_model_version(model_version_id: str) -> list[dict]:
+    """The deployments (in any state) that serve ``model_version_id``, as their model or in an A/B split."""
+    return [d for d in list_deployments()
+            if d["model"] == model_version_id or any(v.get("model") == model_version_id for v in d["variants"] or [])]
+
+
 def show(name: str) -> dict:
     """The record, plus live readiness from the router and the replica processes when it runs."""
     info = describe(get(name))
