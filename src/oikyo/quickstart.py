@@ -24,8 +24,13 @@ TRAIN_OVERRIDES = [
 QUESTION = "My order #48213 says delivered but nothing arrived and I need it for tomorrow. Please help!"
 
 
-def run_quickstart(log: Log, *, out=None) -> dict:
-    """Run every step; returns the ids of what it made (dataset versions, ...)."""
+def run_quickstart(log: Log, *, out=None, tune_trials: int | None = None) -> dict:
+    """Run every step; returns the ids of what it made (dataset versions, ...).
+
+    With ``tune_trials``, step 5 is a small tuning study (that many trials, objectives
+    json_field_accuracy and forgetting on the validation split, space ``configs/space-quickstart.yaml``)
+    and step 6 promotes its best trial: trained as the final model and evaluated once on the test split.
+    """
     from oikyo.data import quality, sample, versions
     from oikyo.data.split import split_dataset
     from oikyo.models.catalog import BUNDLED_NAME, token_counter
@@ -58,8 +63,12 @@ def run_quickstart(log: Log, *, out=None) -> dict:
     log(f"      {split_version.name}@{split_version.id}: {counts}")
     made["split"] = split_version.id
 
-    made["model_version"] = _train(split_version.id, BUNDLED_NAME, log)
-    made["evaluation"] = _evaluate(made["model_version"], split_version.id, log)
+    if tune_trials:
+        made["study"] = _tune(split_version.id, BUNDLED_NAME, tune_trials, log)
+        made["model_version"], made["evaluation"] = _promote(made["study"], log)
+    else:
+        made["model_version"] = _train(split_version.id, BUNDLED_NAME, log)
+        made["evaluation"] = _evaluate(made["model_version"], split_version.id, log)
     made["answer"] = _deploy(made["model_version"], log)
     return made
 
@@ -108,3 +117,64 @@ def _deploy(model_version_id: str, log: Log) -> str:
     log("[7/7] Deploying the fine-tuned model (OpenAI-compatible API) and sending it one request")
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
     return serve_and_ask(model_version_id, messages, log)
+
+
+QUICK_SPACE = "space-quickstart.yaml"
+QUICK_OBJECTIVES = ["json_field_accuracy", "forgetting"]
+FORGETTING_LIMIT = 0.05  # the Pareto point promoted: the most accurate one that forgets at most this
+
+
+def _tune(dataset_id: str, model: str, trials: int, log: Log) -> str:
+    """A small study over the quickstart's recipe; returns the study id."""
+    from importlib.resources import files
+
+    from oikyo.jobs import autostart
+    from oikyo.tune import study as studies
+
+    space = files("oikyo") / "configs" / QUICK_SPACE
+    log(f"[5/7] Tuning: a study of {trials} trials over {QUICK_SPACE} (learning rate, replay share, steps, rank); "
+        f"each trial is a training run scored on the validation split for {' and '.join(QUICK_OBJECTIVES)}")
+    name = f"quickstart-{dataset_id}-{trials}"
+    record = studies.find(name)  # run again, the quickstart goes on with (or shows) its own study
+    if record is None:
+        record = studies.create_study(None, TRAIN_OVERRIDES, dataset=dataset_id, model=model, space=str(space),
+                                      objectives=QUICK_OBJECTIVES, n_trials=trials, sampler="tpe", pruner="none",
+                                      name=name)
+    started = autostart.ensure_worker()
+    if started is not None:
+        log(f"      started a background worker (pid {started.pid})")
+    studies.run_study(record.id, log=lambda line: log(f"      {line}"), poll_s=1.0)
+    return record.id
+
+
+def pick_trial(trials: list[dict], limit: float = FORGETTING_LIMIT) -> dict:
+    """The Pareto point the quickstart promotes: the most accurate trial that forgets at most ``limit``,
+    else the one that forgets least."""
+    complete = [t for t in trials if t["state"] == "complete" and t["values"]]
+    if not complete:
+        raise RuntimeError("no trial of the quickstart's study completed; `oikyo tune show` says why")
+    kept = [t for t in complete if t["values"]["forgetting"] <= limit]
+    if kept:
+        return max(kept, key=lambda t: (t["values"]["json_field_accuracy"], -t["number"]))
+    return min(complete, key=lambda t: (t["values"]["forgetting"], t["number"]))
+
+
+def _promote(study_id: str, log: Log) -> tuple[str, dict]:
+    """Promote the chosen trial (train it, evaluate it once on the test split); (model version, evaluations)."""
+    from oikyo.tune import promote
+    from oikyo.tune import study as studies
+
+    chosen = pick_trial(studies.trials(study_id))
+    values = ", ".join(f"{k} {v:.3g}" for k, v in chosen["values"].items())
+    log(f"[6/7] Promoting trial {chosen['number']} ({values} on validation; the most accurate with forgetting "
+        f"<= {FORGETTING_LIMIT}): trained again as the final model and evaluated once on the test split")
+    info = promote.promote(study_id, chosen["number"], log=lambda line: log(f"      {line}"))
+    for role in ("model", "base"):
+        found = info["test"].get(role)
+        if found:
+            scores = ", ".join(f"{k} {v:.3g}" for k, v in found["metrics"].items() if isinstance(v, float))
+            log(f"      test split, {role}: {scores}")
+    forgetting = ((info["test"].get("model") or {}).get("forgetting") or {}).get("forgetting")
+    if isinstance(forgetting, float):
+        log(f"      forgetting {forgetting:.3f}")
+    return info["model_version"], info["test"]
