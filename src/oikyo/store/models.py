@@ -300,6 +300,8 @@ class ServedRequest(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     request: Mapped[dict | None] = mapped_column(JSON)
     response: Mapped[str | None] = mapped_column(Text)
+    # Cheap quality signals of the answer (migration 0009_monitoring), computed off the hot path.
+    quality: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
@@ -424,3 +426,57 @@ class TunePromotion(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- Monitoring (migration 0009_monitoring) --------------------------------------------------------
+
+
+class DeploymentEvent(Base):
+    """Something that happened to a deployment that its owner should see: an alert that fired or
+    resolved (delivered by Alertmanager to oikyo's webhook), a drift alarm, ...
+
+    ``kind``: alert_firing, alert_resolved, drift, ...; ``source``: alertmanager, drift, oikyo ...;
+    ``details`` the rest (labels, annotations, values, examples). ``dedupe_key`` (unique, optional)
+    makes a redelivered notification land once.
+    """
+
+    __tablename__ = "deployment_events"
+    __table_args__ = (Index("ix_deployment_events_deployment_time", "deployment", "time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment: Mapped[str] = mapped_column(String(100), nullable=False)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    severity: Mapped[str | None] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    details: Mapped[dict | None] = mapped_column(JSON)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class DriftCheck(Base):
+    """One drift detector's verdict on one window of a deployment's live traffic against a reference.
+
+    ``reference`` is the dataset version compared against (the deployed model's training data, found
+    through lineage, or one the user named). ``statistic`` is the detector's raw value, ``threshold``
+    the value that keeps false alarms at the stated rate, ``score`` = statistic / threshold (what the
+    ``oikyo_drift_score`` metric and alert rules read: above 1 is an alarm).
+    """
+
+    __tablename__ = "drift_checks"
+    __table_args__ = (Index("ix_drift_checks_deployment_created", "deployment", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment: Mapped[str] = mapped_column(String(100), nullable=False)
+    variant: Mapped[str | None] = mapped_column(String(200))
+    detector: Mapped[str] = mapped_column(String(64), nullable=False)
+    reference: Mapped[str] = mapped_column(String(200), nullable=False)
+    window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    requests: Mapped[int] = mapped_column(Integer, nullable=False)
+    statistic: Mapped[float] = mapped_column(Float, nullable=False)
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+    alarm: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    details: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
