@@ -9,8 +9,9 @@ training tokens, a validation loss within 2% of the best one the full grid finds
 measured in the same run:
 
 - Model: a random Llama built from a config (2 layers, hidden 64, the bundled tokenizer, seed 0),
-  fully fine-tuned (a random model's frozen embeddings leave LoRA almost nothing to learn: its
-  validation loss moved 10.38 -> 10.11 in 40 steps, against 10.8 -> 3.7 fully fine-tuned).
+  fully fine-tuned (a random model's frozen embeddings leave LoRA almost nothing to learn: in a
+  probe at lr 3e-3, batch 8, LoRA r8 reached a validation loss of 10.11 after 40 steps, full
+  fine-tuning 3.70).
 - Data: the bundled support-ticket task (src/oikyo/data/samples/support_tickets.jsonl, 600
   conversations: a customer message -> a triage JSON of category, priority and sentiment). The
   system instruction, the same in every row, is left out (it is 30% of the tokens and carries
@@ -75,6 +76,7 @@ DATASET = ROOT / "src" / "oikyo" / "data" / "samples" / "support_tickets.jsonl"
 SPACE = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "batch_size": [4, 8], "steps": [20, 60]}
 QUICK_SPACE = {"lr": [3e-3, 1e-2], "batch_size": [4, 8], "steps": [10, 20]}
 GOAL_LOSS, GOAL_TOKENS = 1.02, 1 / 3
+KEYS = {"lr": "train.lr", "batch_size": "train.batch_size", "steps": "train.max_steps"}  # Optuna's param names
 N_TRIALS = 100  # more than any budget here allows: the token budget ends every study
 
 
@@ -138,32 +140,28 @@ def base_overrides(args) -> list[str]:
             "checkpoint.save_every=null", "checkpoint.keep_best=0"]
 
 
-def oikyo_run(args, prep: dict, params: dict, on_eval=None, stop=None) -> dict:
-    """One oikyo training run of ``params``; ``on_eval(step, loss)`` sees each validation loss and
-    ``stop(tokens)`` (tokens trained so far in this run) may stop it before the next step."""
+def oikyo_run(args, prep: dict, params: dict) -> dict:
+    """One grid run: oikyo's recipe in-process on the split's rows, with the config a trial of ``params`` gets."""
     from oikyo.train.config import load_config
     from oikyo.train.runner import run_training
 
     config = load_config(None, [*base_overrides(args), f"train.lr={params['lr']}",
                                 f"train.batch_size={params['batch_size']}", f"train.max_steps={params['steps']}"])
-    run = {"tokens": 0, "evals": []}
+    evals = []
 
     def on_metrics(step: int, metrics: dict) -> None:
-        run["tokens"] = metrics["tokens"]
         if "eval_loss" in metrics:
-            run["evals"].append(metrics["eval_loss"])
-            if on_eval:
-                on_eval(step, metrics["eval_loss"])
+            evals.append(metrics["eval_loss"])
 
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=prep["work"]))
     result = run_training(
         config, run_dir=run_dir, model_dir=prep["model_dir"], train_rows=lambda: prep["train"],
         eval_rows=lambda: prep["validation"], on_metrics=on_metrics,
-        should_stop=lambda: bool(stop and stop(run["tokens"])), log=lambda message: None,
+        should_stop=lambda: False, log=lambda message: None,
     )
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of a 3M-parameter model: not needed
     return {"params": params, "status": result.status, "steps": result.steps, "tokens": result.tokens,
-            "best": min(run["evals"], default=math.inf), "evals": len(run["evals"])}
+            "best": min(evals, default=math.inf), "evals": len(evals)}
 
 
 def configurations(space: dict) -> list[dict]:
@@ -192,8 +190,7 @@ def oikyo_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
     from oikyo.tune import study
     from oikyo.tune.space import Space
 
-    keys = {"lr": "train.lr", "batch_size": "train.batch_size", "steps": "train.max_steps"}
-    searched = Space.from_dict({"params": {keys[k]: {"type": "categorical", "choices": v} for k, v in space.items()}})
+    searched = Space.from_dict({"params": {KEYS[k]: {"type": "categorical", "choices": v} for k, v in space.items()}})
     record = study.create_study(None, base_overrides(args), dataset=prep["dataset"], model=str(prep["model_dir"]),
                                 space=searched, objectives=["val_loss"], n_trials=N_TRIALS, budget=f"{budget}-tokens",
                                 sampler="tpe", pruner="hyperband", seed=seed, name=f"bench-seed{seed}")
@@ -210,9 +207,10 @@ def oikyo_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
     trials = study.trials(record.id)
     run_ids = [run_id for trial in trials for run_id in trial["run_ids"]]
     losses = [v for run_id in run_ids for _, v in metrics.series(run_id, ["eval_loss"]).get("eval_loss", [])]
+    complete = [t for t in trials if t["values"]]
+    best_trial = min(complete, key=lambda t: t["values"]["val_loss"])["params"] if complete else None
     return {"best": min(losses, default=math.inf), "tokens": sum(t["tokens"] for t in trials), "trials": len(trials),
-            "pruned": sum(t["state"] == "pruned" for t in trials),
-            "best_trial": min((t for t in trials if t["values"]), key=lambda t: t["values"]["val_loss"])["params"]}
+            "pruned": sum(t["state"] == "pruned" for t in trials), "best_trial": best_trial}
 
 
 # ----------------------------------------------------------------------------- the HF peer
@@ -226,7 +224,6 @@ def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
                               TrainerCallback, TrainingArguments)
 
     from oikyo.models.loading import load_tokenizer
-
     from oikyo.tune import study
 
     ledger = {"spent": 0, "best": math.inf, "trials": 0}
@@ -257,7 +254,10 @@ def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(prep["model_dir"])
-    pack = lambda encoded: Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in encoded])  # noqa: E731
+
+    def pack(encoded) -> Dataset:
+        return Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in encoded])
+
     training_args = TrainingArguments(
         output_dir=str(prep["work"] / f"hf-{seed}"), learning_rate=1e-3, per_device_train_batch_size=8, max_steps=20,
         lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=0,
@@ -271,11 +271,11 @@ def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
         callbacks=[TokenBudget()],
     )
     trainer.remove_callback(PrinterCallback)  # its end-of-training line per trial would drown the report
-    names = {"lr": "learning_rate", "batch_size": "per_device_train_batch_size", "steps": "max_steps"}
+    names = {"lr": "learning_rate", "batch_size": "per_device_train_batch_size", "steps": "max_steps"}  # HF's words
     # The driver's own sampler and pruner, built by the same functions with the same seed and trial count.
     sampler, pruner = study.make_sampler("tpe", seed, N_TRIALS), study.make_pruner("hyperband", N_TRIALS)
     best_run = trainer.hyperparameter_search(
-        hp_space=lambda trial: {names[k]: trial.suggest_categorical(k, v) for k, v in space.items()},
+        hp_space=lambda trial: {names[k]: trial.suggest_categorical(KEYS[k], v) for k, v in space.items()},
         compute_objective=lambda metrics: metrics["eval_loss"], n_trials=N_TRIALS, direction="minimize",
         backend="optuna", sampler=sampler, pruner=pruner,
     )
@@ -313,7 +313,8 @@ def summarize(grid: dict, studies: list[dict], peers: list[dict]) -> dict:
         rows.append({"seed": seed, "oikyo_best": ours["best"], "oikyo_loss_ratio": ours["best"] / grid["best"],
                      "oikyo_tokens_ratio": ours["tokens"] / grid["tokens"], "oikyo_trials": ours["trials"],
                      "oikyo_pruned": ours["pruned"], "hf_best": theirs["best"],
-                     "hf_loss_ratio": theirs["best"] / grid["best"], "hf_tokens_ratio": theirs["tokens"] / grid["tokens"],
+                     "hf_loss_ratio": theirs["best"] / grid["best"],
+                     "hf_tokens_ratio": theirs["tokens"] / grid["tokens"],
                      "hf_trials": theirs["trials"]})
     median = {key: statistics.median(r[key] for r in rows) for key in rows[0] if key != "seed"}
     met = median["oikyo_loss_ratio"] <= GOAL_LOSS and median["oikyo_tokens_ratio"] <= GOAL_TOKENS
