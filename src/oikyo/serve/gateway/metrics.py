@@ -7,7 +7,11 @@ and ``oikyo_output_tokens_per_second`` (each request's decode speed). Per pool o
 ``pool``: the model it loads): ``oikyo_queue_depth`` (requests waiting for a batch slot, in the
 engines and in the router), ``oikyo_requests_in_flight``, ``oikyo_replicas`` (+ ``state``) and
 ``oikyo_replica_restarts_total``, and ``oikyo_engine`` (the engines' own counters: active
-sequences, tokens generated, requests cancelled, ...). Each app has its own registry, so several routers (tests) can
+sequences, tokens generated, requests cancelled, ...). Quality of the answers (checked off the request
+path by :mod:`oikyo.monitor.quality`): ``oikyo_quality_checked_total`` and
+``oikyo_quality_flags_total`` (+ ``signal``: degenerate, refusal, empty, invalid_json,
+schema_mismatch); feedback: ``oikyo_feedback_total`` and ``oikyo_feedback_negative_total``
+(labels ``deployment``, ``variant``). Each app has its own registry, so several routers (tests) can
 live in one process::
 
     metrics = RouterMetrics("support-bot")
@@ -26,6 +30,7 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30)
 SPEED_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 REQUEST = ("deployment", "model", "variant")
 POOL = ("deployment", "pool")
+QUALITY_SIGNALS = ("degenerate", "refusal", "empty", "invalid_json", "schema_mismatch")
 
 
 class RouterMetrics:
@@ -55,6 +60,13 @@ class RouterMetrics:
                             registry=r)
         self._restarts_seen: dict[str, int] = {}
         self.feedback = Counter("oikyo_feedback", "Feedback ratings received.", ("deployment", "variant"), registry=r)
+        self.feedback_negative = Counter("oikyo_feedback_negative", "Negative feedback ratings received (thumbs "
+                                         "down, or 1-2 stars).", ("deployment", "variant"), registry=r)
+        self.quality_checked = Counter("oikyo_quality_checked", "Answers whose quality signals were checked.",
+                                       REQUEST, registry=r)
+        self.quality_flags = Counter("oikyo_quality_flags", "Checked answers flagged, by signal: degenerate, "
+                                     "refusal, empty, invalid_json, schema_mismatch.", (*REQUEST, "signal"),
+                                     registry=r)
 
     def observe_request(self, *, model: str, variant: str | None, status: int, latency_s: float,
                         ttft_s: float | None = None, prompt_tokens: int | None = None,
@@ -74,6 +86,15 @@ class RouterMetrics:
             decode_s = latency_s - (ttft_s or 0.0)
             if completion_tokens > 1 and decode_s > 0:
                 self.speed.labels(*labels).observe((completion_tokens - 1) / decode_s)
+
+    def observe_quality(self, *, model: str, variant: str | None, flags: list[str]) -> None:
+        """One checked answer and the quality flags it raised (called from the request log's writer thread)."""
+        labels = (self.deployment, model, variant or "")
+        self.quality_checked.labels(*labels).inc()
+        for signal in QUALITY_SIGNALS:  # every signal's series exists (at 0), so alert rules' ratios are defined
+            counter = self.quality_flags.labels(*labels, signal)
+            if signal in flags:
+                counter.inc()
 
     def observe_pool(self, pool: str, *, queue_depth: float, in_flight: int, states: dict[str, int],
                      restarts: int = 0, engine: dict[str, float] | None = None) -> None:
