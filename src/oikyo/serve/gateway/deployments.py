@@ -268,6 +268,18 @@ def set_split(name: str, split: str, *, wait_s: float = 600.0, log: Log | None =
     return {**start(name, wait_s=wait_s, log=log), "restarted": True}
 
 
+def update_setting(name: str, key: str, value) -> dict:
+    """Set one entry of deployment ``name``'s settings (e.g. ``monitoring``: its alert thresholds, which
+    :mod:`oikyo.monitor.alerts` reads when it writes rules) and return the settings. A running router
+    keeps the settings it started with; only entries read outside it take effect at once."""
+    with db.session() as s:
+        record = s.get(Deployment, name)
+        if record is None:
+            raise OikyoError(f"no deployment named {name!r}; `oikyo deployments list` shows them")
+        record.settings = {**(record.settings or {}), key: value}
+        return dict(record.settings)
+
+
 def _find(name: str) -> Deployment | None:
     with db.session() as s:
         return s.get(Deployment, name)
