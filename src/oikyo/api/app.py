@@ -22,7 +22,8 @@ from oikyo.api.refs import PathGuard
 from oikyo.errors import OikyoError
 
 API_PREFIX = "/api/v1"
-PUBLIC_PATHS = frozenset(f"{API_PREFIX}/{name}" for name in ("health", "login", "logout"))
+# alerts/alertmanager checks its own credentials (the token or an API key: routes/alerts.py).
+PUBLIC_PATHS = frozenset(f"{API_PREFIX}/{name}" for name in ("health", "login", "logout", "alerts/alertmanager"))
 DEFAULT_MAX_UPLOAD_BYTES = 1 << 30  # 1 GiB; `oikyo ui --max-upload-mb` changes it
 
 
@@ -68,7 +69,7 @@ def create_app(token: str, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) 
 
     ``max_upload_bytes`` caps one uploaded file (larger uploads get 413 and leave nothing behind).
     """
-    from oikyo.api.routes import datasets, deployments, evaluations, keys, models, ratings, runs, studies, system
+    from oikyo.api.routes import alerts, datasets, deployments, evaluations, keys, models, ratings, runs, studies, system
     from oikyo.web import pages
 
     # The spec and the docs page are served below, behind the same authentication as the API.
@@ -99,8 +100,9 @@ def create_app(token: str, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) 
 
     # Public: login, logout, health (system.public_router). Everything else needs auth.
     app.include_router(system.public_router, prefix=API_PREFIX)
+    app.include_router(alerts.webhook_router, prefix=API_PREFIX)
     protected = [Depends(require_auth)]
-    for module in (system, datasets, models, keys, runs, evaluations, ratings, deployments, studies):
+    for module in (system, datasets, models, keys, runs, evaluations, ratings, deployments, studies, alerts):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=protected)
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False, dependencies=protected)
