@@ -105,11 +105,14 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) 
 @app.command("show")
 def show(name: str = typer.Argument(..., help="Deployment name."),
          as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """A deployment's record, its live readiness and its replica processes."""
+    """A deployment's record, its live readiness, its replica processes, what is firing and its recent events."""
+    from oikyo.monitor import events
     from oikyo.serve.gateway import deployments
 
     with user_errors():
         info = deployments.show(name)
+    info["firing"] = [events.describe(e) for e in events.firing(name)]
+    info["events"] = [events.describe(e) for e in events.list_events(name, limit=10)]
     if as_json:
         out.print_json(data=info)
         return
@@ -124,6 +127,23 @@ def show(name: str = typer.Argument(..., help="Deployment name."),
             out.print(f"[bold]{'replica':>14}[/]  {r['id']} pid {r['pid']} {r['state']} ({pool})")
     if info["status"] == "gone":
         out.print(f"Its processes are gone; start it again with `oikyo deployments start {name}`.")
+    _print_events(info["firing"], info["events"])
+
+
+def _print_events(firing: list[dict], recent: list[dict]) -> None:
+    """What is firing (red) and the recent events, newest first (events: oikyo.monitor.events)."""
+    from rich.markup import escape  # titles come from alert annotations: '[' must print as itself
+
+    for e in firing:
+        out.print(f"[bold red]{'firing':>14}[/]  {escape(e['title'])} [dim]({e['severity'] or 'no severity'}, "
+                  f"since {e['time'][:19]})[/]", highlight=False)
+    if not recent:
+        return
+    out.print("[bold]recent events[/]")
+    for e in recent:
+        style = {"alert_firing": "red", "alert_resolved": "green"}.get(e["kind"], "yellow")
+        out.print(f"  {e['time'][:19]}  [{style}]{e['kind']:<14}[/] {escape(e['title'])} [dim]({e['source']})[/]",
+                  highlight=False)
 
 
 @app.command("logs")
