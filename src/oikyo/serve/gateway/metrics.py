@@ -6,8 +6,11 @@ Per request (labels ``deployment``, ``model``, ``variant``): ``oikyo_requests_to
 and ``oikyo_output_tokens_per_second`` (each request's decode speed). Per pool of replicas (label
 ``pool``: the model it loads): ``oikyo_queue_depth`` (requests waiting for a batch slot, in the
 engines and in the router), ``oikyo_requests_in_flight``, ``oikyo_replicas`` (+ ``state``) and
-``oikyo_replica_restarts_total``, and ``oikyo_engine`` (the engines' own counters: active
-sequences, tokens generated, requests cancelled, ...). Quality of the answers (checked off the request
+``oikyo_replica_restarts_total``, ``oikyo_engine`` (the engines' own counters: active
+sequences, tokens generated, requests cancelled, ...) and ``oikyo_replica_memory_bytes`` (resident
+memory of the pool's replica processes). Per deployment: ``oikyo_machine_memory_available_ratio``
+(the serving machine's available memory over its total). The memory gauges are read with psutil when
+``/metrics`` is scraped, never on a request's path. Quality of the answers (checked off the request
 path by :mod:`oikyo.monitor.quality`): ``oikyo_quality_checked_total`` and
 ``oikyo_quality_flags_total`` (+ ``signal``: degenerate, refusal, empty, invalid_json,
 schema_mismatch); feedback: ``oikyo_feedback_total`` and ``oikyo_feedback_negative_total``
@@ -22,6 +25,7 @@ live in one process::
 
 from __future__ import annotations
 
+import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -58,6 +62,10 @@ class RouterMetrics:
         self.engine = Gauge("oikyo_engine", "The replicas' engine counters, summed per pool (last reading): "
                             "active_sequences, tokens_generated, requests_cancelled, ...", (*POOL, "counter"),
                             registry=r)
+        self.replica_memory = Gauge("oikyo_replica_memory_bytes", "Resident memory of the pool's replica processes "
+                                    "(read at each scrape).", POOL, registry=r)
+        self.machine_memory = Gauge("oikyo_machine_memory_available_ratio", "The machine's available memory over "
+                                    "its total (read at each scrape).", ("deployment",), registry=r)
         self._restarts_seen: dict[str, int] = {}
         self.feedback = Counter("oikyo_feedback", "Feedback ratings received.", ("deployment", "variant"), registry=r)
         self.feedback_negative = Counter("oikyo_feedback_negative", "Negative feedback ratings received (thumbs "
@@ -97,7 +105,10 @@ class RouterMetrics:
                 counter.inc()
 
     def observe_pool(self, pool: str, *, queue_depth: float, in_flight: int, states: dict[str, int],
-                     restarts: int = 0, engine: dict[str, float] | None = None) -> None:
+                     restarts: int = 0, engine: dict[str, float] | None = None,
+                     pids: list[int] | None = None) -> None:
+        """Set the pool's gauges (called when /metrics is scraped); ``pids``: its replica processes, whose
+        resident memory is summed (None: not known, e.g. replicas run elsewhere)."""
         counted = self._restarts_seen.get(pool, 0)
         if restarts > counted:
             self.restarts.labels(self.deployment, pool).inc(restarts - counted)
@@ -108,6 +119,21 @@ class RouterMetrics:
         self.in_flight.labels(self.deployment, pool).set(in_flight)
         for state in ("starting", "ready", "suspect", "draining"):
             self.replicas.labels(self.deployment, pool, state).set(states.get(state, 0))
+        if pids is not None:
+            self.replica_memory.labels(self.deployment, pool).set(resident_bytes(pids))
 
     def render(self) -> tuple[bytes, str]:
+        memory = psutil.virtual_memory()  # one read of /proc/meminfo (or the OS's own call)
+        self.machine_memory.labels(self.deployment).set(memory.available / memory.total)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def resident_bytes(pids: list[int]) -> int:
+    """The summed resident memory (RSS) of these processes; ones that have exited count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return total

@@ -422,7 +422,8 @@ def create_router_app(deployment: str, routing: Routing, *, authenticate: Authen
     async def prometheus():
         for pool in routing.pools.values():
             metrics.observe_pool(pool.name, queue_depth=pool.queue_depth(), in_flight=pool.in_flight(),
-                                 states=pool.states(), restarts=pool.restarts, engine=pool.engine_totals())
+                                 states=pool.states(), restarts=pool.restarts, engine=pool.engine_totals(),
+                                 pids=[r.pid for r in pool.replicas if r.pid])
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
