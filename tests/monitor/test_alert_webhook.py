@@ -130,3 +130,16 @@ def test_show_lists_firing_alerts_and_recent_events(client):
     data = json.loads(shown.output)
     assert [e["title"] for e in data["firing"]] == ["OikyoHighErrorRate: 5% of requests fail"]
     assert len(data["events"]) == 2
+
+
+def test_the_dashboards_deployment_card_shows_what_is_firing(client):
+    _post(client, FIRING)
+    events.record("bot", events.DRIFT, "drift", "input <length> drifted")
+    assert client.post(f"{API}/login", json={"token": TOKEN}).status_code == 200
+    page = client.get("/deployments").text
+    card = page[page.index('id="dep-bot"'):]
+    firing = card[card.index("data-firing"):card.index("data-events")]
+    assert "OikyoHighErrorRate: 5% of requests fail" in firing and "critical" in firing
+    assert "input &lt;length&gt; drifted" in card[card.index("data-events"):]  # escaped, not markup
+    _post(client, _resolved())
+    assert "data-firing" not in client.get("/deployments").text

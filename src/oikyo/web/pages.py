@@ -380,6 +380,14 @@ def models_page(request: Request, dataset: str = ""):
                   dataset=dataset, board=board, problem=problem)
 
 
+def _events_by_deployment(names: list[str]) -> dict[str, dict]:
+    """Per deployment: the alerts firing now and its five newest events (oikyo.monitor.events)."""
+    from oikyo.monitor import events
+
+    return {name: {"firing": [events.describe(e) for e in events.firing(name)],
+                   "recent": [events.describe(e) for e in events.list_events(name, limit=5)]} for name in names}
+
+
 @router.get("/deployments")
 def deployments_page(request: Request):
     from oikyo.jobs import model_versions
@@ -388,6 +396,7 @@ def deployments_page(request: Request):
 
     found = deployments.list_deployments()
     return render(request, "deployments.html", "deployments", title="Deployments", deployments=found,
+                  events=_events_by_deployment([d["name"] for d in found]),
                   model_versions=model_versions.list_versions(limit=LIST_LIMIT),
                   base_models=[m["name"] for m in catalog.list_models()],
                   keys=[keys.describe(k) for k in keys.list_keys()],
