@@ -238,3 +238,7 @@ def export(name: str = typer.Argument(..., help="Deployment name."),
         deployments.get(name)
         count = request_log.export_logged_requests(name, path, min_rating=min_rating)
     out.print(f"Wrote {count} conversations to {path}; import them with `oikyo data import {path}`")
+
+
+from oikyo.cli import alerts as alerts_cli  # noqa: E402  (the command lives in its own module)
+app.command("alerts")(alerts_cli.alerts)
