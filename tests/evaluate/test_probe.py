@@ -191,3 +191,23 @@ def test_a_gate_on_forgetting_sees_degeneration():
     assert [f["condition"] for f in outcome.failures] == ["forgetting<=0.05", "degenerate_increase<=0.1"]
     old = forgetting.forgetting({"accuracy": 0.65, "perplexity": 20.0}, {"accuracy": 0.65, "perplexity": 20.0})
     assert "degenerate_increase" not in gate_values({}, {}, old)  # a record without it: named as unknown
+
+
+def test_oikyo_eval_prints_the_degenerate_share_and_the_models_loops(capsys):
+    from oikyo.cli.evaluate import _print_forgetting
+
+    loop = {"id": "open-complaint-01", "system": None, "prompt": "My order never arrived and I am furious!",
+            "reply": "😡" * 30, "finish": "length", "tokens": 64, "degenerate": True, "rule": "char_run",
+            "detail": "'😡' repeated 30 times (100% of the answer)"}
+    tuned = {"accuracy": 0.62, "perplexity": 20.4, "degenerate": 0.5, "open_items": [loop]}
+    summary = forgetting.forgetting({"accuracy": 0.65, "perplexity": 20.0, "degenerate": 0.0}, tuned)
+    _print_forgetting(summary)
+    printed = capsys.readouterr().out
+    assert "FORGETTING FLAGGED" in printed and "degenerate answers 0.000 -> 0.500 (+0.500)" in printed
+    assert "open-complaint-01 (no system prompt) char_run" in printed and "😡😡😡" in printed
+    stored_v1 = {k: v for k, v in summary.items() if k != "degenerate_increase"}
+    stored_v1["base"] = {"accuracy": 0.65, "perplexity": 20.0}
+    stored_v1["model"] = {"accuracy": 0.62, "perplexity": 20.4}
+    _print_forgetting(stored_v1)
+    printed = capsys.readouterr().out
+    assert "probe accuracy 0.650 -> 0.620" in printed and "degenerate" not in printed

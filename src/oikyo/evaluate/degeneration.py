@@ -105,7 +105,8 @@ def _char_run(visible: str) -> Verdict:
         if run > best:
             best, best_char = run, ch
     if best >= MIN_RUN and best >= RUN_SHARE * len(visible):
-        return Verdict(True, "char_run", f"{best_char!r} repeated {best} times ({best / len(visible):.0%} of the answer)")
+        return Verdict(True, "char_run",
+                       f"{best_char!r} repeated {best} times ({best / len(visible):.0%} of the answer)")
     return OK
 
 
@@ -116,7 +117,8 @@ def _repeated_line(text: str) -> Verdict:
     line, count = Counter(lines).most_common(1)[0]
     repeats = len(lines) - len(set(lines))
     if count >= LINE_REPEATS and repeats >= LOOP_SHARE * len(lines):
-        return Verdict(True, "repeated_line", f"{line[:60]!r} said {count} times ({repeats} of {len(lines)} lines repeat)")
+        return Verdict(True, "repeated_line",
+                       f"{line[:60]!r} said {count} times ({repeats} of {len(lines)} lines repeat)")
     return OK
 
 

@@ -25,8 +25,9 @@ the fine-tuned model run it with the same prompts and greedy decoding:
 
 So ``forgetting = 0.08`` means "8% worse on the probe, by the worst of the three measures" (for
 degeneration: 8 more degenerate answers in 100); a negative value means the probe improved. Results
-stored before probe version 2 have no degeneration and keep the larger of the first two. It is flagged when above the threshold (default 0.10,
-``--forgetting-threshold``), and gates can test it (``--gate "forgetting<=0.05"``).
+stored before probe version 2 have no degeneration and keep the larger of the first two. It is
+flagged when above the threshold (default 0.10, ``--forgetting-threshold``), and gates can test it
+(``--gate "forgetting<=0.05"``, or ``degenerate_increase`` alone).
 
 With 60 instructions, one answer is 1.7 points of accuracy, so a small drop can be chance. The
 result therefore also carries the paired-bootstrap 95% interval of the change in probe accuracy
@@ -54,7 +55,7 @@ DEFAULT_THRESHOLD = 0.10
 MAX_NEW_TOKENS = 24  # probe answers are a word or a number; a little room for "The answer is ..."
 # The first 64 tokens (2-3 sentences) of an open answer: where a collapsed model's loop shows at once.
 # Measured on the base model, greedy: half its answers run past 320 tokens and 22 of 48 loop by then
-# (a 135M model loops when it rambles); at 64 tokens none of the shipped requests do.
+# (24 requests x 2 system prompts; a 135M model loops when it rambles); at 64 tokens the shipped ones do not.
 OPEN_MAX_NEW_TOKENS = 64
 EXAMPLES = 3  # degenerate answers kept per model in the summary, for the reports to show
 
