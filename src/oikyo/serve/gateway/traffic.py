@@ -44,6 +44,7 @@ def _summary(rows: list[tuple]) -> dict:
             "error_rate": errors / requests if requests else 0.0,
             "latency_p50_s": percentile(latencies, 50), "latency_p95_s": percentile(latencies, 95),
             "latency_p99_s": percentile(latencies, 99), "ttft_p50_s": percentile(ttfts, 50),
+            "ttft_p99_s": percentile(ttfts, 99),
             "output_tokens": sum(r[5] or 0 for r in ok)}
 
 
