@@ -242,3 +242,5 @@ def export(name: str = typer.Argument(..., help="Deployment name."),
 
 from oikyo.cli import alerts as alerts_cli  # noqa: E402  (the command lives in its own module)
 app.command("alerts")(alerts_cli.alerts)
+from oikyo.cli import watch as watch_cli  # noqa: E402
+app.command("watch")(watch_cli.watch)
