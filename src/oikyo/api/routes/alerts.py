@@ -9,7 +9,7 @@
     receivers:
       - name: oikyo
         webhook_configs:
-          - url: http://127.0.0.1:8765/api/v1/alerts/alertmanager
+          - url: http://127.0.0.1:8420/api/v1/alerts/alertmanager
             http_config: {authorization: {credentials_file: /home/me/.oikyo/ui-token}}
 
 Decisions:
