@@ -172,7 +172,7 @@ async def alertmanager_webhook(request: Request) -> dict:
     """Alertmanager's webhook receiver: one deployment event per alert and status (see docs/monitoring.md)."""
     from starlette.concurrency import run_in_threadpool
 
-    _authorized(request)
+    await run_in_threadpool(_authorized, request)  # an API key is looked up in the store: off the event loop
     body = parse_webhook(await _read_body(request))
     return await run_in_threadpool(record_webhook, body)
 
