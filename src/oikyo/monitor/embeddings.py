@@ -1,0 +1,178 @@
+"""Input embedding drift: the served base model's own hidden states, compared by MMD.
+
+An input's embedding is the mean over its tokens of the base model's last hidden state (the
+transformer body only, no language-model head): the model's own view of what it is asked, so a
+change it would "notice" shows, in any language it reads. :class:`Embedder` loads the model once
+(in the drift check's process, never in the router or a replica, so serving does not slow down) and
+embeds in batches of similar length. Reference embeddings are cached on disk per (model, texts) in
+``$OIKYO_HOME/monitor/embeddings/`` as plain ``.npy`` arrays (read with ``allow_pickle=False``).
+
+:class:`MMD` is the two-sample statistic. Embeddings are first standardized per dimension with the
+reference's mean and spread (a few hidden dimensions of a language model carry most of the norm and
+would otherwise decide alone). The kernel is ``k(x, y) = exp(-|x - y|^2 / h)`` with ``h`` the median
+squared distance between reference points (the median heuristic). For a window ``X`` (``W`` points)
+and the comparison half ``R`` of the reference::
+
+    MMD^2 = mean_{i != j} k(x_i, x_j) + mean_{a != b} k(r_a, r_b) - 2 mean_{i, a} k(x_i, r_a)
+
+Its null distribution comes from bootstrap windows of the calibration half ``C``
+(:mod:`oikyo.monitor.calibration`), computed from one Gram matrix of ``C``: a window's within term
+is a sub-matrix average (pairs of the same drawn row left out, as two fresh requests are never the
+same point), its cross term an average of precomputed row means. The witness function
+``f(x) = mean_i k(x, x_i) - mean_a k(x, r_a)`` is largest on the inputs most typical of the window
+and least typical of the reference: those are shown as examples.
+
+Usage::
+
+    embedder = Embedder(model_dir)                   # loads the model once (~1 s for the bundled model)
+    vectors = embedder.embed(["Hello", "Bonjour"])   # (2, hidden) float32
+    mmd = MMD(reference_vectors, pool_vectors)
+    value, witness = mmd.raw(window_vectors)
+    null = mmd.null_raw(index_windows)               # (B,) values on bootstrap windows of the pool
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from oikyo import workspace
+
+MAX_TOKENS = 256  # an input's first tokens are enough to say what it is about
+BATCH = 16
+MEDIAN_SAMPLE = 400
+NULL_CHUNK = 32
+# The check runs beside the replicas on the same machine: one thread keeps it from taking their cores
+# (and on a busy machine, more threads mostly wait on each other).
+THREADS = 1
+
+
+class Embedder:
+    """Mean-pooled last hidden states of a model folder's transformer body."""
+
+    def __init__(self, model_dir: str | Path, *, max_tokens: int = MAX_TOKENS, batch_size: int = BATCH,
+                 threads: int = THREADS):
+        import torch
+
+        from oikyo.models.loading import load_model, load_tokenizer
+
+        self.model_dir = str(Path(model_dir).resolve())
+        self.max_tokens, self.batch_size, self.threads = max_tokens, batch_size, threads
+        self.tokenizer = load_tokenizer(self.model_dir)
+        model = load_model(self.model_dir)
+        # The body alone: its last hidden state, without computing vocabulary logits.
+        self.body = getattr(model, model.base_model_prefix, model)
+        self._torch = torch
+
+    @property
+    def key(self) -> str:
+        """What identifies this model's embeddings: its folder and its config and weights' sizes/times."""
+        folder = Path(self.model_dir)
+        stamps = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.glob("*.safetensors"))
+        return f"{self.model_dir}|{stamps}|{self.max_tokens}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), hidden) float32: each text's mean-pooled last hidden state."""
+        torch = self._torch
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with little padding
+        out: list[np.ndarray | None] = [None] * len(texts)
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            self._embed(texts, order, out)
+        finally:
+            torch.set_num_threads(before)
+        return np.stack(out).astype(np.float32) if texts else np.zeros((0, 1), np.float32)
+
+    def _embed(self, texts: list[str], order: list[int], out: list) -> None:
+        torch = self._torch
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                batch = self.tokenizer([texts[i] or " " for i in chunk], return_tensors="pt", padding=True,
+                                       truncation=True, max_length=self.max_tokens, add_special_tokens=False)
+                hidden = self.body(input_ids=batch["input_ids"],
+                                   attention_mask=batch["attention_mask"]).last_hidden_state  # (b, t, h)
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, t, 1)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (b, h)
+                for row, i in enumerate(chunk):
+                    out[i] = pooled[row].float().numpy()
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def cache_dir() -> Path:
+    path = workspace.subdir("monitor") / "embeddings"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cached_embed(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """``embedder.embed(texts)``, read from the cache when the same model embedded the same texts before."""
+    digest = hashlib.sha256(embedder.key.encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "replace") + b"\0")
+    path = cache_dir() / f"{digest.hexdigest()[:32]}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    vectors = embedder.embed(texts)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors, allow_pickle=False)
+    tmp.replace(path)  # atomic: a concurrent check never reads half a file
+    return vectors
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.maximum(d, 0.0)
+
+
+class MMD:
+    """The RBF-kernel MMD² between windows and a reference, with bootstrap nulls from a calibration pool."""
+
+    def __init__(self, reference: np.ndarray, pool: np.ndarray, seed: int = 0):
+        both = np.concatenate([reference, pool]).astype(np.float64)
+        self.mean = both.mean(0)
+        self.scale = both.std(0) + 1e-6
+        self.ref = self._standard(reference)
+        self.pool = self._standard(pool)
+        rng = np.random.default_rng(seed)
+        sample = self.ref[rng.permutation(len(self.ref))[:MEDIAN_SAMPLE]]
+        d = _sq_dists(sample, sample)
+        self.h = float(np.median(d[np.triu_indices(len(sample), 1)])) or 1.0  # the median heuristic
+        k_rr = self.kernel(self.ref, self.ref)
+        m = len(self.ref)
+        self.rr = float((k_rr.sum() - np.trace(k_rr)) / max(1, m * (m - 1)))
+        self.gram = self.kernel(self.pool, self.pool)  # (|C|, |C|)
+        self.pool_to_ref = self.kernel(self.pool, self.ref).mean(1)  # (|C|,)
+
+    def _standard(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+
+    def kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.exp(-_sq_dists(a, b) / self.h)
+
+    def raw(self, window: np.ndarray) -> tuple[float, np.ndarray]:
+        """MMD² of a window of embeddings (W, hidden) against the reference, and the witness at each point."""
+        x = self._standard(window)
+        n = len(x)
+        k_xx = self.kernel(x, x)
+        k_xr = self.kernel(x, self.ref)
+        within = (k_xx.sum(1) - np.diag(k_xx)) / max(1, n - 1)  # (W,) mean similarity to the rest of the window
+        to_ref = k_xr.mean(1)  # (W,)
+        value = float(within.mean() + self.rr - 2 * to_ref.mean())
+        return value, within - to_ref
+
+    def null_raw(self, windows: np.ndarray) -> np.ndarray:
+        """MMD² of each bootstrap window of pool indices (B, W): (B,)."""
+        values = np.empty(len(windows))
+        for start in range(0, len(windows), NULL_CHUNK):
+            idx = windows[start:start + NULL_CHUNK]  # (b, W)
+            sub = self.gram[idx[:, :, None], idx[:, None, :]]  # (b, W, W)
+            distinct = idx[:, :, None] != idx[:, None, :]
+            within = (sub * distinct).sum((1, 2)) / np.maximum(distinct.sum((1, 2)), 1)
+            values[start:start + len(idx)] = within + self.rr - 2 * self.pool_to_ref[idx].mean(1)
+        return values
