@@ -4,7 +4,8 @@ Every answered request is recorded (deployment, variant, model, status, latency,
 token, token counts): the A/B report and traffic views need them. The request's messages and the
 response text are recorded only when the deployment logs requests (``--log-requests``, opt-in).
 The router records through a :class:`RequestRecorder`, which writes in batches from a background
-thread so no request waits on the database::
+thread so no request waits on the database. Hooks run in that thread on each batch just before it is
+written (the quality signals of :mod:`oikyo.monitor.quality` fill ``record.quality`` there)::
 
     recorder = RequestRecorder()
     recorder.add(RequestRecord(id="chatcmpl-..", deployment="bot", ...))
@@ -20,6 +21,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import select
 
@@ -48,7 +50,10 @@ class RequestRecord:
     completion_tokens: int | None = None
     request: dict | None = None  # only with --log-requests
     response: str | None = None  # only with --log-requests
+    quality: dict | None = None  # quality signals of the answer, filled by a recorder hook
     created_at: datetime = field(default_factory=utcnow)
+    # The answer's text in memory for the hooks, even without --log-requests; never written.
+    text: str | None = field(default=None, repr=False)
 
 
 class RequestRecorder:
@@ -61,12 +66,17 @@ class RequestRecorder:
         self._write_lock = threading.Lock()  # one writer at a time
         self._wake = threading.Event()
         self._closed = False
+        self._hooks: list[Callable[[list[RequestRecord]], None]] = []
         self._thread = threading.Thread(target=self._run, name="oikyo-request-log", daemon=True)
         self._thread.start()
 
     def add(self, record: RequestRecord) -> None:
         with self._lock:
             self._pending.append(record)
+
+    def add_hook(self, hook: Callable[[list[RequestRecord]], None]) -> None:
+        """Call ``hook(batch)`` on each batch before it is written, in the writer thread (off the request path)."""
+        self._hooks.append(hook)
 
     def flush(self) -> None:
         """Write everything recorded so far, now (in the calling thread)."""
@@ -75,9 +85,14 @@ class RequestRecorder:
                 batch, self._pending = self._pending, []
             if not batch:
                 return
+            for hook in self._hooks:
+                try:
+                    hook(batch)
+                except Exception:  # a hook must never cost the records
+                    log.exception("request-log hook %r failed on %d records", hook, len(batch))
             try:
                 with db.session() as s:
-                    s.add_all([ServedRequest(**asdict(r)) for r in batch])
+                    s.add_all([ServedRequest(**_stored(r)) for r in batch])
             except Exception:  # the log must never take serving down; say so loudly instead
                 log.exception("could not record %d served requests", len(batch))
 
@@ -91,6 +106,12 @@ class RequestRecorder:
         while not self._closed:
             self._wake.wait(self.every_s)
             self.flush()
+
+
+def _stored(record: RequestRecord) -> dict:
+    fields = asdict(record)
+    fields.pop("text")
+    return fields
 
 
 def record_feedback(deployment: str, response_id: str, rating: float, comment: str | None = None) -> Feedback:
