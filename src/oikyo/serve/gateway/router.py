@@ -3,7 +3,8 @@
 The router authenticates every request (API keys from the store; only a bare ``/health`` is
 open), picks the variant (the A/B split, sticky per user: :mod:`oikyo.serve.gateway.ab`), forwards the
 request to a replica of that variant's model over loopback HTTP (streams relayed chunk by chunk),
-records it (:mod:`oikyo.serve.gateway.request_log`), counts it (:mod:`oikyo.serve.gateway.metrics`), and tags the
+records it (:mod:`oikyo.serve.gateway.request_log`; the answer's quality signals are checked in the
+log's writer thread by :mod:`oikyo.monitor.quality`), counts it (:mod:`oikyo.serve.gateway.metrics`), and tags the
 response with its variant (``X-Oikyo-Variant`` header; ``variant`` field in the body).
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
@@ -41,6 +42,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from oikyo.errors import OikyoError
+from oikyo.monitor import quality
 from oikyo.serve.gateway import openai_api as oa
 from oikyo.serve.gateway.ab import Variant, choose
 from oikyo.serve.gateway.httpapi import Authenticate, bearer_auth, install_error_handlers, store_keys
@@ -177,13 +179,17 @@ class Forwarder:
 
         def store():
             self.recorder.flush()  # the response may still be in the write buffer
-            return record_feedback(self.deployment, given.response_id, given.rating, given.comment)
+            stored = record_feedback(self.deployment, given.response_id, given.rating, given.comment)
+            return stored, quality.note_feedback(self.deployment, stored.response_id, stored.rating)
 
         try:
-            stored = await run_in_threadpool(store)
+            stored, negative = await run_in_threadpool(store)
         except OikyoError as error:
             raise oa.ApiError(404, str(error), param="response_id", code="response_not_found") from None
         self.metrics.feedback.labels(self.deployment, stored.variant or "").inc()
+        negatives = self.metrics.feedback_negative.labels(self.deployment, stored.variant or "")
+        if negative:
+            negatives.inc()
         return {"object": "feedback", "id": stored.id, "response_id": stored.response_id, "variant": stored.variant,
                 "rating": stored.rating}
 
@@ -295,8 +301,10 @@ class Forwarder:
         record.prompt_tokens = usage.get("prompt_tokens")
         record.completion_tokens = usage.get("completion_tokens")
         record.error = error
-        if self.log_requests and status == 200:
-            record.response = text
+        if status == 200:
+            record.text = text  # in memory for the quality hook; stored only with --log-requests:
+            if self.log_requests:
+                record.response = text
         self.metrics.observe_request(model=record.model, variant=record.variant, status=status,
                                      latency_s=record.latency_s, ttft_s=ttft, prompt_tokens=record.prompt_tokens,
                                      completion_tokens=record.completion_tokens)
@@ -405,6 +413,7 @@ def create_router_app(deployment: str, routing: Routing, *, authenticate: Authen
     """The router app. ``supervisor`` (replica processes) starts and stops with the app."""
     metrics = RouterMetrics(deployment)
     recorder = recorder or RequestRecorder()
+    recorder.add_hook(quality.RequestQuality(metrics))  # quality signals, in the recorder's writer thread
     forwarder = Forwarder(deployment, routing, token=token, metrics=metrics, recorder=recorder,
                           log_requests=log_requests, queue_timeout_s=queue_timeout_s)
     app = FastAPI(title=f"oikyo deployment {deployment}", docs_url=None, redoc_url=None, openapi_url=None,
