@@ -244,3 +244,5 @@ from oikyo.cli import alerts as alerts_cli  # noqa: E402  (the command lives in 
 app.command("alerts")(alerts_cli.alerts)
 from oikyo.cli import watch as watch_cli  # noqa: E402
 app.command("watch")(watch_cli.watch)
+from oikyo.cli import drift as drift_cli  # noqa: E402
+app.command("drift")(drift_cli.drift)
