@@ -35,6 +35,7 @@ NORMAL = [
     "As an AI researcher, you will spend most of your time cleaning data, not training models.",
     "Here are three primes: 2, 3 and 5.\n\n1. 2 is the only even prime.\n2. 3 is odd.\n3. 5 ends in 5.",
     "日本の首都は東京です。人口は約1400万人です。",
+    "```python\nprint(sum(range(10)))\n```\nThis prints 45.",
     "You can check it with `curl -s https://example.com/status`; a 200 means the service is up.",
     TICKET,
 ]
@@ -103,6 +104,7 @@ def test_schema_match_missing_extra_and_wrong_types():
     assert wrong["schema_match"] is False and wrong["missing_keys"] == ["sentiment"]
     assert wrong["extra_keys"] == ["mood"] and wrong["wrong_types"] == ["priority"]
     assert quality.flags(wrong) == ["schema_mismatch"]
+    assert wrong["schema_mismatch"] is True and wrong["invalid_json"] is False  # every flag is a stored boolean
     prose = quality.check("It is a shipping problem, high priority.", schema=schema)
     assert prose["json_valid"] is False and prose["missing_keys"] == KEYS
     assert quality.flags(prose) == ["invalid_json", "schema_mismatch"]

@@ -5,7 +5,8 @@ Each successful answer gets a small dict of signals, stored with the request
 
     check("I'm sorry, but I can't help with that.", completion_tokens=11)
     # {"chars": 38, "tokens": 11, "empty": False, "degenerate": False, "degenerate_rule": None,
-    #  "refusal": True, "json_valid": None, "schema_match": None, "missing_keys": []}
+    #  "refusal": True, "json_valid": None, "schema_match": None, "missing_keys": [],
+    #  "invalid_json": False, "schema_mismatch": False}
 
     schema = expected_schema("mv-1a2b")   # from its training data (lineage), None for prose models
     check('{"category": "billing"}', schema=schema)["missing_keys"]   # ["priority", "sentiment"]
@@ -26,6 +27,8 @@ The signals (docs/monitoring.md, "Quality signals"):
 - ``schema_match`` / ``missing_keys`` / ``extra_keys`` / ``wrong_types``: only where the model
   version's training answers are JSON objects (:func:`expected_schema`): the answer has every
   required key, no key the training answers never had, and the value types seen in training.
+- ``invalid_json`` / ``schema_mismatch``: booleans (``json_valid is False``, ``schema_match is
+  False``), so each of :data:`FLAGS` is a boolean key of the stored record.
 - ``feedback`` / ``negative_feedback``: added later, when the answer is rated (:func:`note_feedback`).
 
 In the gateway, :class:`RequestQuality` is a :class:`~oikyo.serve.gateway.request_log.RequestRecorder`
@@ -58,6 +61,8 @@ REFUSAL_HEAD = 200  # refusals open the answer: only its first characters are se
 FLAGS = QUALITY_SIGNALS  # the signal label of oikyo_quality_flags_total
 SCHEMA_SAMPLE = 500  # training answers read to derive a schema
 STRUCTURED_SHARE = 0.9  # this share of training answers must be JSON objects for the model to "answer in JSON"
+# An answer that starts like JSON (bare or in a ```json fence) is judged as JSON even from a prose model.
+_LOOKS_LIKE_JSON = re.compile(r"\s*(?:```(?:json)?\s*)?[\[{]", re.IGNORECASE)
 REQUIRED_SHARE = 0.95  # a key in this share of the training objects is required; rarer ones are optional
 
 
@@ -141,8 +146,7 @@ def check(text: str, *, completion_tokens: int | None = None, schema: Schema | N
     signals = {"chars": len(text), "tokens": completion_tokens, "empty": empty, "degenerate": verdict.degenerate,
                "degenerate_rule": verdict.rule, "refusal": not empty and is_refusal(text),
                "json_valid": None, "schema_match": None, "missing_keys": []}
-    stripped = text.lstrip()
-    if schema is not None or stripped.startswith(("{", "[", "```")):
+    if schema is not None or _LOOKS_LIKE_JSON.match(text):
         parsed = parse_json(text) if not empty else None
         signals["json_valid"] = isinstance(parsed, dict)
         if schema is not None:
@@ -150,6 +154,9 @@ def check(text: str, *, completion_tokens: int | None = None, schema: Schema | N
                 signals.update(schema.compare(parsed))
             else:
                 signals.update(schema_match=False, missing_keys=list(schema.required), extra_keys=[], wrong_types=[])
+    # Every flag is a boolean key too, so readers of stored signals need no rules.
+    signals["invalid_json"] = signals["json_valid"] is False
+    signals["schema_mismatch"] = signals["schema_match"] is False
     if truncated:
         signals["truncated"] = True
     return signals
@@ -157,12 +164,7 @@ def check(text: str, *, completion_tokens: int | None = None, schema: Schema | N
 
 def flags(signals: dict) -> list[str]:
     """The :data:`FLAGS` an answer's signals raise (the ``signal`` label of oikyo_quality_flags_total)."""
-    raised = [name for name in ("degenerate", "refusal", "empty") if signals.get(name)]
-    if signals.get("json_valid") is False:
-        raised.append("invalid_json")
-    if signals.get("schema_match") is False:
-        raised.append("schema_mismatch")
-    return raised
+    return [name for name in FLAGS if signals.get(name)]
 
 
 # ----------------------------------------------------------------------------- schema from training data
