@@ -63,6 +63,7 @@ SCHEMA_SAMPLE = 500  # training answers read to derive a schema
 STRUCTURED_SHARE = 0.9  # this share of training answers must be JSON objects for the model to "answer in JSON"
 # An answer that starts like JSON (bare or in a ```json fence) is judged as JSON even from a prose model.
 _LOOKS_LIKE_JSON = re.compile(r"\s*(?:```(?:json)?\s*)?[\[{]", re.IGNORECASE)
+MAX_EXTRA_KEYS = 10  # extra keys named in a record (the model invents them; the record stays small)
 REQUIRED_SHARE = 0.95  # a key in this share of the training objects is required; rarer ones are optional
 
 
@@ -131,7 +132,7 @@ class Schema:
         """``missing_keys``, ``extra_keys`` and ``wrong_types`` of a parsed answer, and ``schema_match``."""
         allowed = set(self.required) | set(self.optional)
         missing = [k for k in self.required if k not in obj]
-        extra = sorted(k for k in obj if k not in allowed)
+        extra = sorted(k for k in obj if k not in allowed)[:MAX_EXTRA_KEYS]
         wrong = [k for k in self.required + self.optional
                  if k in obj and self.types.get(k) and json_type(obj[k]) not in self.types[k]]
         return {"schema_match": not (missing or extra or wrong), "missing_keys": missing, "extra_keys": extra,
