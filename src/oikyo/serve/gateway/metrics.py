@@ -14,7 +14,10 @@ memory of the pool's replica processes). Per deployment: ``oikyo_machine_memory_
 path by :mod:`oikyo.monitor.quality`): ``oikyo_quality_checked_total`` and
 ``oikyo_quality_flags_total`` (+ ``signal``: degenerate, refusal, empty, invalid_json,
 schema_mismatch); feedback: ``oikyo_feedback_total`` and ``oikyo_feedback_negative_total``
-(labels ``deployment``, ``variant``). Each app has its own registry, so several routers (tests) can
+(labels ``deployment``, ``variant``). Drift (checked outside the router by :mod:`oikyo.monitor.drift`,
+read from its records when scraped): ``oikyo_drift_score`` (+ ``variant``, ``detector``: the latest
+check's statistic over its calibrated threshold, above 1 is drift) and ``oikyo_drift_checks_total``
+(+ ``alarm``). Each app has its own registry, so several routers (tests) can
 live in one process::
 
     metrics = RouterMetrics("support-bot")
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
@@ -75,6 +79,12 @@ class RouterMetrics:
         self.quality_flags = Counter("oikyo_quality_flags", "Checked answers flagged, by signal: degenerate, "
                                      "refusal, empty, invalid_json, schema_mismatch.", (*REQUEST, "signal"),
                                      registry=r)
+        self.drift = DriftReadings(deployment)
+        r.register(self.drift)
+
+    def observe_drift(self, readings: dict) -> None:
+        """The drift checks' latest scores and counts (:func:`oikyo.monitor.drift_records.metric_readings`)."""
+        self.drift.readings = readings
 
     def observe_request(self, *, model: str, variant: str | None, status: int, latency_s: float,
                         ttft_s: float | None = None, prompt_tokens: int | None = None,
@@ -126,6 +136,29 @@ class RouterMetrics:
         memory = psutil.virtual_memory()  # one read of /proc/meminfo (or the OS's own call)
         self.machine_memory.labels(self.deployment).set(memory.available / memory.total)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class DriftReadings:
+    """Exports the drift checks' records as read at the last scrape (the checks run in another process)."""
+
+    def __init__(self, deployment: str):
+        self.deployment = deployment
+        self.readings: dict = {"scores": {}, "checks": {}}
+
+    def describe(self):
+        return []  # nothing to reserve; keeps the registry from collecting at registration
+
+    def collect(self):
+        labels = ["deployment", "variant", "detector"]
+        score = GaugeMetricFamily("oikyo_drift_score", "The latest drift check's statistic over its threshold "
+                                  "(calibrated to the stated false-alarm rate): above 1 is drift.", labels=labels)
+        for (variant, detector), value in sorted(self.readings.get("scores", {}).items()):
+            score.add_metric([self.deployment, variant, detector], value)
+        yield score
+        checks = CounterMetricFamily("oikyo_drift_checks", "Drift checks run, by verdict.", labels=[*labels, "alarm"])
+        for (variant, detector, alarm), count in sorted(self.readings.get("checks", {}).items()):
+            checks.add_metric([self.deployment, variant, detector, alarm], count)
+        yield checks
 
 
 def resident_bytes(pids: list[int]) -> int:

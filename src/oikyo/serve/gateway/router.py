@@ -43,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 
 from oikyo.errors import OikyoError
 from oikyo.monitor import quality
+from oikyo.monitor.drift_records import metric_readings as drift_readings
 from oikyo.serve.gateway import openai_api as oa
 from oikyo.serve.gateway.ab import Variant, choose
 from oikyo.serve.gateway.httpapi import Authenticate, bearer_auth, install_error_handlers, store_keys
@@ -433,6 +434,10 @@ def create_router_app(deployment: str, routing: Routing, *, authenticate: Authen
             metrics.observe_pool(pool.name, queue_depth=pool.queue_depth(), in_flight=pool.in_flight(),
                                  states=pool.states(), restarts=pool.restarts, engine=pool.engine_totals(),
                                  pids=[r.pid for r in pool.replicas if r.pid])
+        try:  # drift checks run in their own process; their records are read here (cached a few seconds)
+            metrics.observe_drift(await run_in_threadpool(drift_readings, deployment))
+        except Exception:  # noqa: BLE001 - a store hiccup must not take the other metrics down
+            log.exception("could not read the drift checks of %s", deployment)
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
