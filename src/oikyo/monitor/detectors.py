@@ -214,18 +214,21 @@ class QualityDetector(Detector):
     """The largest rise of a quality signal's rate in the answers over the reference answers' rate."""
 
     signals: list = field(default_factory=list)
+    flags_of: Callable[[dict], list[str]] | None = None
     ref_rates: np.ndarray = field(default_factory=lambda: np.zeros(0))
     pool_flags: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @classmethod
-    def build(cls, ref: list[d.Item], pool: list[d.Item], signals: list[str]) -> QualityDetector:
-        det = cls(name="output_quality", kind="positive", signals=list(signals), ref_rows=len(ref))
+    def build(cls, ref: list[d.Item], pool: list[d.Item], signals: list[str], flags_of) -> QualityDetector:
+        det = cls(name="output_quality", kind="positive", signals=list(signals), flags_of=flags_of,
+                  ref_rows=len(ref))
         det.ref_rates = det._flags(ref).mean(0)
         det.pool_flags = det._flags(pool)
         return det
 
     def _flags(self, items: list[d.Item]) -> np.ndarray:
-        return np.array([[bool((it.quality or {}).get(s)) for s in self.signals] for it in items],
+        raised = [set(self.flags_of(it.quality)) if it.quality else set() for it in items]
+        return np.array([[s in r for s in self.signals] for r in raised],
                         dtype=np.float64).reshape(len(items), len(self.signals))
 
     def floor(self, window: int, alpha: float) -> float:

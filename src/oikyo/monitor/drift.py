@@ -43,7 +43,7 @@ from typing import Callable
 
 import numpy as np
 from pydantic import BaseModel, Field
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 
 from oikyo.errors import OikyoError
 from oikyo.monitor import descriptors as d
@@ -183,17 +183,17 @@ def load_reference(version, rows: int, seed: int = 0) -> Reference:
 # ----------------------------------------------------------------------------- calibrated detectors
 
 
-def quality_function() -> tuple[Callable[[str], dict], list[str]] | None:
-    """The quality helper's per-answer signals and their names, when :mod:`oikyo.monitor.quality` offers them."""
-    try:
-        from oikyo.monitor import quality
-    except ImportError:
-        return None
-    signals = getattr(quality, "signals", None)
-    names = getattr(quality, "SIGNALS", None)
-    if not callable(signals) or not names:
-        return None
-    return signals, list(names)
+def quality_function() -> tuple[Callable[[list[str]], list[dict]], Callable[[dict], list[str]], list[str]]:
+    """How :mod:`oikyo.monitor.quality` scores answers: (signals of a list of reference answers, the flags
+    a signals dict raises, the flag names). Reference answers are checked against the JSON schema of
+    the reference answers themselves, as live answers are against their training data's."""
+    from oikyo.monitor import quality
+
+    def reference_signals(answers: list[str]) -> list[dict]:
+        schema = quality.schema_from_answers(answers)
+        return [quality.check(a, schema=schema) for a in answers]
+
+    return reference_signals, quality.flags, list(quality.FLAGS)
 
 
 class Checker:
@@ -235,10 +235,11 @@ class Checker:
                 "output_labels", ref, pool, lambda it: d.label_of(it.output, spelling),
                 ref_categorize=lambda it: it.label or d.OTHER_LABEL, noun="label share"))
         if quality is not None:
-            signals, names = quality
-            for it in ref + pool:  # the reference answers' own signals, as the live ones are computed
-                it.quality = it.quality if it.quality is not None else signals(it.output or "")
-            out.append(det.QualityDetector.build(ref, pool, names))
+            reference_signals, flags, names = quality
+            # The reference answers' own signals, computed as the live ones are.
+            for it, signals in zip(ref + pool, reference_signals([it.output or "" for it in ref + pool])):
+                it.quality = signals
+            out.append(det.QualityDetector.build(ref, pool, names, flags))
         return out
 
     def check(self, items: list[d.Item]) -> list[Finding]:
@@ -269,8 +270,8 @@ def logged_window(deployment: str, variant: str, size: int) -> list[ServedReques
 
 
 def logged_variants(deployment: str) -> list[str]:
-    query = select(distinct(ServedRequest.variant)).where(ServedRequest.deployment == deployment,
-                                                          ServedRequest.request.is_not(None))
+    query = select(ServedRequest.variant).distinct().where(ServedRequest.deployment == deployment,
+                                                           ServedRequest.request.is_not(None))
     with db.session() as s:
         return sorted(v for v in s.scalars(query) if v)
 
@@ -297,6 +298,10 @@ class Session:
 
     def __init__(self, settings: DriftSettings, reference: str | None = None):
         self.settings, self.reference = settings, reference
+        if reference is not None:
+            from oikyo.data import versions
+
+            versions.resolve(reference)  # a name that matches nothing is said at once, not after the first window
         self.embedders: dict[str, object] = {}
         self.checkers: dict[tuple, Checker] = {}
 
