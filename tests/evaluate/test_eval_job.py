@@ -140,3 +140,20 @@ def test_a_queued_eval_job_can_be_cancelled(adapter_version):
     assert "cancelled before it started" in runs.cancel(job.id)
     with db.session() as s:
         assert s.get(Run, job.id).state == "cancelled"
+
+
+def test_the_base_models_probe_is_measured_once_and_reused(adapter_version, json_dataset, monkeypatch):
+    calls = []
+    real = forgetting.run_probe
+
+    def counting(backend, adapter, **kwargs):
+        calls.append(adapter)
+        return real(backend, adapter, **kwargs)
+
+    monkeypatch.setattr(forgetting, "run_probe", counting)
+    spec = EvalSpec(model=adapter_version.id, max_new_tokens=4, probe=True, few_shot_k=0, limit=2)
+    first = run_evaluation(spec)[0].forgetting
+    assert calls == ["model", None]  # the adapter, then the base model
+    second = run_evaluation(spec)[0].forgetting
+    assert calls == ["model", None, "model"]  # the base model's probe came from the cache
+    assert second["base"] == first["base"] and second["forgetting"] == first["forgetting"]

@@ -26,10 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from oikyo import workspace
 from oikyo.errors import OikyoError
 from oikyo.evaluate import forgetting as probing
 from oikyo.evaluate import metrics as registry
@@ -355,14 +357,50 @@ def _record(prepared: Prepared, system: System, output: dict, *, group_id: str, 
     )
 
 
+def _base_probe_cache(model_dir: str, batch_size: int) -> Path:
+    """Where the base model's probe result is kept: one file per (weights on disk, probe version, batch size).
+
+    The probe is greedy and the base model does not change, so every evaluation with the probe
+    (each trial of a tuning study that scores forgetting, every quickstart) would otherwise run the
+    same base-model probe again. The key hashes the folder's weight and config files' names, sizes
+    and modification times: a model rewritten in place gets a new key.
+    """
+    folder = Path(model_dir).resolve()
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()
+                   if p.is_file() and (p.suffix in (".safetensors", ".json") or p.name == "tokenizer.model"))
+    key = hashlib.sha256(json.dumps([str(folder), files, probing.PROBE_VERSION, batch_size]).encode()).hexdigest()
+    return workspace.subdir("cache") / "probe" / f"{key[:32]}.json"
+
+
+def _run_probe_for(prepared: Prepared, system: System, backends: _Backends, counter: _Counter, should_stop) -> dict:
+    def run() -> dict:
+        return probing.run_probe(backends.get(system), system.adapter, batch_size=prepared.settings.batch_size,
+                                 progress=counter, should_stop=should_stop)
+
+    if system.role != "base" or system.adapter is not None:
+        return run()
+    cache = _base_probe_cache(system.model_dir, prepared.settings.batch_size)
+    if cache.is_file():
+        try:
+            found = json.loads(cache.read_text(encoding="utf-8"))
+            counter(probing.probe_size())
+            return found
+        except (OSError, ValueError):
+            pass  # unreadable: measure again and overwrite
+    result = run()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    tmp.replace(cache)
+    return result
+
+
 def _probe(prepared: Prepared, backends: _Backends, counter: _Counter, should_stop) -> dict:
     results = {}
     for system in prepared.systems:
         if system.role in ("model", "base"):
             counter.phase_to(f"{system.role}: forgetting probe")
-            results[system.role] = probing.run_probe(backends.get(system), system.adapter,
-                                                   batch_size=prepared.settings.batch_size,
-                                                   progress=counter, should_stop=should_stop)
+            results[system.role] = _run_probe_for(prepared, system, backends, counter, should_stop)
     summary = probing.forgetting(results["base"], results["model"], prepared.spec.forgetting_threshold)
     summary["items_artifact"] = records.write_examples(
         [{"role": role, **item} for role, result in results.items() for item in result["items"]]
