@@ -34,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ NULL_CHUNK = 32
 # The check runs beside the replicas on the same machine: one thread keeps it from taking their cores
 # (and on a busy machine, more threads mostly wait on each other).
 THREADS = 1
+MEMO = 20000  # texts whose embeddings a checking process keeps (about 45 MB at hidden size 576)
 
 
 class Embedder:
@@ -65,6 +67,8 @@ class Embedder:
         # The body alone: its last hidden state, without computing vocabulary logits.
         self.body = getattr(model, model.base_model_prefix, model)
         self._torch = torch
+        # Periodic checks see overlapping windows and repeated requests: each text is embedded once.
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
     def key(self) -> str:
@@ -76,14 +80,19 @@ class Embedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), hidden) float32: each text's mean-pooled last hidden state."""
         torch = self._torch
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with little padding
-        out: list[np.ndarray | None] = [None] * len(texts)
+        out: list[np.ndarray | None] = [self._memo.get(t) for t in texts]
+        missing = [i for i, v in enumerate(out) if v is None]
+        order = sorted(missing, key=lambda i: len(texts[i]))  # similar lengths batch with little padding
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
             self._embed(texts, order, out)
         finally:
             torch.set_num_threads(before)
+        for i in missing:
+            self._memo[texts[i]] = out[i]
+        while len(self._memo) > MEMO:
+            self._memo.popitem(last=False)
         return np.stack(out).astype(np.float32) if texts else np.zeros((0, 1), np.float32)
 
     def _embed(self, texts: list[str], order: list[int], out: list) -> None:
