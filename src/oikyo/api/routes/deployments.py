@@ -1,8 +1,11 @@
-"""REST routes: deployments (list, create and start, show, stop, change the A/B split, traffic stats, logs).
+"""REST routes: deployments (list, create and start, show, stop, change the A/B split, traffic stats, logs,
+drift checks, quality signals).
 
-Adapts :mod:`oikyo.serve.gateway.deployments` (``oikyo deploy``, ``oikyo deployments ...``) and
+Adapts :mod:`oikyo.serve.gateway.deployments` (``oikyo deploy``, ``oikyo deployments ...``),
 :mod:`oikyo.serve.gateway.traffic` (requests, errors and latency per variant and over time, from the
-``served_requests`` table the router fills). API keys for the served endpoints: see routes/keys.py.
+``served_requests`` table the router fills), :mod:`oikyo.monitor.drift` (the records that
+``oikyo deployments drift`` writes) and :mod:`oikyo.monitor.quality` (flag shares of checked answers).
+API keys for the served endpoints: see routes/keys.py.
 
 Creating a deployment starts its router in the background and answers once it serves (or with
 the reason it could not start). Changing the split of a running deployment restarts it with the
@@ -122,3 +125,26 @@ def ab_report(name: str) -> dict:
     from oikyo.serve.gateway import ab
 
     return ab.report(known(name))
+
+
+@router.get("/deployments/{name}/drift")
+def deployment_drift(name: str, detector: str | None = Query(None, max_length=64),
+                     variant: str | None = Query(None, max_length=200),
+                     limit: int = Query(200, ge=1, le=5000)) -> dict:
+    """Drift checks (``oikyo deployments drift``): ``checks``, newest first (one detector's or one
+    variant's when given), and ``latest``, the newest check of each (variant, detector). A check's
+    ``score`` is statistic / threshold: above 1 is an alarm; ``details`` holds what moved and examples."""
+    from oikyo.monitor import drift
+
+    known(name)
+    return {"deployment": name, "latest": drift.latest(name),
+            "checks": drift.history(name, detector=detector, limit=limit, variant=variant)}
+
+
+@router.get("/deployments/{name}/quality")
+def deployment_quality(name: str, window_s: float = Query(3600.0, gt=0, le=90 * 24 * 3600)) -> dict:
+    """Quality signals of the answers checked over the last ``window_s`` seconds, per variant: shares of
+    degenerate, refusal, empty, invalid-JSON and schema-mismatch answers, and of negative feedback."""
+    from oikyo.monitor import quality
+
+    return {"deployment": name, "window_s": window_s, "variants": quality.summary(known(name), window_s=window_s)}
