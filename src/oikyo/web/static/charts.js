@@ -3,6 +3,7 @@
 //   const chart = new charts.LineChart(element, {title: "loss", series: ["loss", "eval_loss"]});
 //   chart.set("loss", [[1, 2.3], [2, 2.1]]);     // replace a series: [[x, y], ...]
 //   chart.add("loss", 3, 1.9);                    // append one point (redraws on the next frame)
+//   new charts.LineChart(element, {series: ["a"], hlines: [{y: 1, label: "threshold"}]});  // dashed reference lines
 //   charts.bars(element, ["0", "1", "2-3"], [0, 5, 7], {title: "tokens per example"});
 //
 // The element's data-points attribute holds how many points a line chart shows (tests read it).
@@ -58,9 +59,11 @@ const charts = (() => {
   }
 
   class LineChart {
-    // ``zero``: the y axis starts at 0 (counts); ``xRange``: a fixed [min, max] for the x axis.
-    constructor(container, {title, series = [], empty = "no data yet", zero = false, xRange = null} = {}) {
+    // ``zero``: the y axis starts at 0 (counts); ``xRange``: a fixed [min, max] for the x axis;
+    // ``hlines``: horizontal reference lines [{y, label}], always inside the y range (a threshold).
+    constructor(container, {title, series = [], empty = "no data yet", zero = false, xRange = null, hlines = []} = {}) {
       this.container = container;
+      this.hlines = hlines;
       this.zero = zero;
       this.xRange = xRange;
       this.title = title || container.dataset.title || "";
@@ -126,7 +129,8 @@ const charts = (() => {
         return;
       }
       let [x0, x1] = this.xRange || [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
-      let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+      const ys = all.map((p) => p[1]).concat(this.hlines.map((line) => line.y));
+      let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
       if (this.zero) y0 = Math.min(0, y0);
       if (x1 === x0) { x0 -= 1; x1 += 1; }
       if (y1 === y0) { const d = Math.abs(y0) * 0.1 || 1; if (!this.zero || y0 !== 0) y0 -= d; y1 += d; }
@@ -146,6 +150,12 @@ const charts = (() => {
       }
       root.append(svg("line", {class: "axis", x1: PAD.left, y1: H - PAD.bottom, x2: W - PAD.right, y2: H - PAD.bottom}));
       root.append(svg("line", {class: "axis", x1: PAD.left, y1: PAD.top, x2: PAD.left, y2: H - PAD.bottom}));
+      for (const line of this.hlines) {
+        root.append(svg("line", {class: "hline", x1: PAD.left, x2: W - PAD.right, y1: sy(line.y), y2: sy(line.y),
+                                 "data-y": line.y}));
+        if (line.label) root.append(svg("text", {class: "hline-label", x: W - PAD.right - 2, y: sy(line.y) - 3,
+                                                 "text-anchor": "end"}, line.label));
+      }
       entries.forEach(([name, points], i) => {
         if (!points.length) return;
         const color = COLORS[i % COLORS.length];
