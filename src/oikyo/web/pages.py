@@ -388,6 +388,16 @@ def _events_by_deployment(names: list[str]) -> dict[str, dict]:
                    "recent": [events.describe(e) for e in events.list_events(name, limit=5)]} for name in names}
 
 
+def _drift_checked(names: list[str]) -> set[str]:
+    """The deployments with at least one drift check (the others show how to start checking).
+
+    The checks themselves (scores, examples, charts) are fetched by the page from
+    ``/api/v1/deployments/{name}/drift``, like the traffic charts."""
+    from oikyo.monitor import drift_records
+
+    return {name for name in names if drift_records.history(name, limit=1)}
+
+
 @router.get("/deployments")
 def deployments_page(request: Request):
     from oikyo.jobs import model_versions
@@ -397,6 +407,7 @@ def deployments_page(request: Request):
     found = deployments.list_deployments()
     return render(request, "deployments.html", "deployments", title="Deployments", deployments=found,
                   events=_events_by_deployment([d["name"] for d in found]),
+                  drift_checked=_drift_checked([d["name"] for d in found]),
                   model_versions=model_versions.list_versions(limit=LIST_LIMIT),
                   base_models=[m["name"] for m in catalog.list_models()],
                   keys=[keys.describe(k) for k in keys.list_keys()],

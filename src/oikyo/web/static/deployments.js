@@ -1,6 +1,6 @@
 // Deployments: one-click deploy (POST /api/v1/deployments), live requests / latency / error charts
-// (polling GET /api/v1/deployments/{name}/stats), the A/B split editor (PUT .../split), stop, and API
-// keys (create: the secret is shown once; revoke).
+// (polling GET /api/v1/deployments/{name}/stats), drift and quality per card (drift.js), the A/B split
+// editor (PUT .../split), stop, and API keys (create: the secret is shown once; revoke).
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -66,6 +66,7 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     poll();
     if ((page.names || []).includes(name)) setInterval(poll, POLL_MS);
+    drift.attach(card, name, {live: (page.names || []).includes(name)});  // the Drift panel and Quality line (drift.js)
 
     // ---- split editor and stop
     const splitForm = card.querySelector(".split-form");
