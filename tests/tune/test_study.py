@@ -25,20 +25,6 @@ def workers():
     threads.stop()
 
 
-@pytest.fixture
-def dataset(tmp_path):
-    import jobhelpers
-
-    return jobhelpers.make_dataset(tmp_path)
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    import jobhelpers
-
-    return jobhelpers.make_model_dir(tmp_path / "fake-model")
-
-
 def _drive(ref: str, lines: list | None = None) -> dict:
     return study.run_study(ref, log=(lines.append if lines is not None else lambda line: None), poll_s=0.02)
 

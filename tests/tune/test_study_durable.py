@@ -16,20 +16,6 @@ from studyhelpers import (WorkerThreads, new_study, read_log, runs_of, start_dri
 pytestmark = pytest.mark.usefixtures("tune_env")
 
 
-@pytest.fixture
-def dataset(tmp_path):
-    import jobhelpers
-
-    return jobhelpers.make_dataset(tmp_path)
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    import jobhelpers
-
-    return jobhelpers.make_model_dir(tmp_path / "fake-model")
-
-
 def _claims(run_id: str) -> int:
     return sum(1 for e in runs.events(run_id) if e.kind == "claimed")
 

@@ -49,7 +49,7 @@ def test_studies_list_report_and_plots(api, finished_study):
     assert [t["number"] for t in body["trials"]] == [0, 1, 2] and len(body["history"]) == 3
     assert "history" in body["plots"]
 
-    plot = api.get(f"/api/v1/studies/api-sweep/plots/history.png")
+    plot = api.get("/api/v1/studies/api-sweep/plots/history.png")
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
     assert plot.content[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -25,20 +25,6 @@ def _no_traceback(result: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
 
 
-@pytest.fixture
-def dataset(tmp_path):
-    import jobhelpers
-
-    return jobhelpers.make_dataset(tmp_path)
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    import jobhelpers
-
-    return jobhelpers.make_model_dir(tmp_path / "fake-model")
-
-
 def _sets() -> list[str]:
     return [arg for item in BASE for arg in ("--set", item)]
 

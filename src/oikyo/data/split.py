@@ -112,16 +112,22 @@ def _targets(n: int, validation: float, test: float) -> dict[str, int]:
     return counts
 
 
-def _assign(group_of: list[int], strata: list[str | None], validation: float, test: float,
-            seed: int) -> dict[int, str]:
-    """Split of each group: groups shuffled by seed, then test and validation filled to their share."""
-    members: dict[int, int] = Counter(group_of)
-    group_stratum = {}
+def groups_by_stratum(group_of: list[int], strata: list[str | None]) -> tuple[Counter, dict[str | None, list[int]]]:
+    """(rows per group, the groups of each stratum in id order); a group's stratum is its first row's label."""
+    members: Counter = Counter(group_of)
+    group_stratum: dict[int, str | None] = {}
     for g, label in zip(group_of, strata):
         group_stratum.setdefault(g, label)
     by_stratum: dict[str | None, list[int]] = defaultdict(list)
     for g in sorted(members):
         by_stratum[group_stratum[g]].append(g)
+    return members, by_stratum
+
+
+def _assign(group_of: list[int], strata: list[str | None], validation: float, test: float,
+            seed: int) -> dict[int, str]:
+    """Split of each group: groups shuffled by seed, then test and validation filled to their share."""
+    members, by_stratum = groups_by_stratum(group_of, strata)
     rng = random.Random(seed)
     assignment: dict[int, str] = {}
     for stratum in sorted(by_stratum, key=lambda s: (s is None, str(s))):

@@ -28,7 +28,6 @@ Built-in metrics (``METRICS``): ``loss`` and ``perplexity`` (teacher-forced, ass
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import re
@@ -41,6 +40,7 @@ from typing import Callable
 import numpy as np
 
 from oikyo.errors import OikyoError
+from oikyo.evaluate.json_answers import parse_json
 
 MODULES_ENV = "OIKYO_METRIC_MODULES"
 MAX_LABELS = 20  # answers from at most this many distinct references count as a label set
@@ -152,18 +152,6 @@ def normalize_label(text: str) -> str:
 def normalize_answer(text: str) -> str:
     """SQuAD normalization, Unicode-aware: :func:`normalize_label`, then English articles dropped."""
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", normalize_label(text)).split())
-
-
-def parse_json(text: str):
-    """The JSON value in an answer (a surrounding Markdown code fence is allowed), or None when it does not parse."""
-    text = text.strip()
-    fenced = re.fullmatch(r"```[A-Za-z]*\s*\n?(.*?)\n?```", text, flags=re.S)
-    if fenced:
-        text = fenced.group(1).strip()
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, ValueError):
-        return None
 
 
 def flatten(obj, prefix: str = "") -> dict:

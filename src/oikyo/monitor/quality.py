@@ -40,7 +40,6 @@ the signals are kept).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Iterable
 
 from oikyo.evaluate import degeneration
+from oikyo.evaluate.json_answers import parse_json
 from oikyo.serve.gateway.metrics import QUALITY_SIGNALS
 
 log = logging.getLogger(__name__)
@@ -83,21 +83,6 @@ def is_refusal(text: str) -> bool:
     """Does the answer open with a refusal-like phrase (curly apostrophes read as straight ones)?"""
     head = text.lstrip()[:REFUSAL_HEAD].replace("\u2019", "'").replace("\u2018", "'")
     return refusal_pattern().search(head) is not None
-
-
-def parse_json(text: str):
-    """The JSON value of an answer (one surrounding Markdown code fence allowed), or None.
-
-    The same rule as :func:`oikyo.evaluate.metrics.parse_json`, repeated here so the router does
-    not load the evaluation metric registry (and numpy) to check answers."""
-    text = text.strip()
-    fenced = re.fullmatch(r"```[A-Za-z]*\s*\n?(.*?)\n?```", text, flags=re.S)
-    if fenced:
-        text = fenced.group(1).strip()
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, ValueError):
-        return None
 
 
 def json_type(value) -> str:

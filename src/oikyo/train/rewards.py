@@ -38,7 +38,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from oikyo.evaluate.metrics import flatten, normalize_answer, parse_json
+from oikyo.evaluate.json_answers import parse_json
+from oikyo.evaluate.metrics import flatten, normalize_answer
 from oikyo.train import TrainingError
 
 RewardFn = Callable[..., float]

@@ -26,11 +26,11 @@ Usage::
 from __future__ import annotations
 
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Iterator
 
 from oikyo.data import versions
-from oikyo.data.split import group_rows
+from oikyo.data.split import group_rows, groups_by_stratum
 from oikyo.store import artifacts
 from oikyo.store.models import DatasetVersion
 
@@ -86,13 +86,7 @@ def assign_folds(group_of: list[int], strata: list[str | None], k: int, seed: in
     Largest-first keeps folds even when some groups are big; every fold gets a group as long as there
     are at least k groups, because an empty fold always ties for fewest.
     """
-    members = Counter(group_of)
-    group_stratum: dict[int, str | None] = {}
-    for g, label in zip(group_of, strata):
-        group_stratum.setdefault(g, label)
-    by_stratum: dict[str | None, list[int]] = defaultdict(list)
-    for g in sorted(members):
-        by_stratum[group_stratum[g]].append(g)
+    members, by_stratum = groups_by_stratum(group_of, strata)
     rng = random.Random(seed)
     totals = [0] * k
     fold_of: dict[int, int] = {}
