@@ -1,6 +1,6 @@
 """Benchmark: a pruned hyperparameter study against the full grid, and against HF Trainer's search.
 
-    python bench/bench_tune.py                 # ~15-25 minutes on a 2-core CPU (5 seeds)
+    python bench/bench_tune.py                 # 5 seeds: 24-29 minutes on a busy 2-core CPU
     python bench/bench_tune.py --threads 1     # what a shared 2-core machine should use
     python bench/bench_tune.py --quick         # smoke run: 8-config grid, 2 seeds, ~3 minutes
 
