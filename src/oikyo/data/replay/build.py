@@ -19,7 +19,9 @@ Steps:
    OpenAI-style conversation per line, ``{"id", "messages": [system?, user, assistant]}``.
 
 Rerun it after changing the prompts or the model, and bump :data:`oikyo.data.replay.REPLAY_VERSION`.
-On 2 CPU cores it takes a few minutes (it prints the time).
+It is slow on a small CPU: the shipped build answered 292 prompts in 4162 s (about 70 minutes) on 2
+CPU cores shared with other work (load ~8), and kept 216 rows. Pass ``--raw FILE`` to cache the raw
+answers by prompt, so re-filtering or editing a few prompts regenerates only what changed.
 """
 
 from __future__ import annotations
