@@ -74,6 +74,7 @@ class PretrainRecipe(SFTRecipe):
         self.pad_id = session.tokenizer.pad_token_id
         limit = data.TokenLimit(config.data.max_length, session.context_length)
         self.examples = encode_pretrain_rows(self.ctx.train_rows(), session.tokenizer, limit=limit, log=session.log)
+        self.n_task, self.replay_lineage = len(self.examples), None  # SFT's loop reads them; pretrain mixes no replay
         self.lengths = [len(e) for e in self.examples]
         self.targets = [len(e) - 1 for e in self.examples]  # every token but the first is predicted
         self.eval_examples = []
