@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -63,22 +64,30 @@ def tune(
                              budget=budget, sampler=sampler, pruner=pruner, cv=cv, seed=seed)
     if start_worker:
         _ensure_workers(record.parallel)
+    stopping = "Stopping the driver (the trials' runs keep training); Ctrl-C again to quit at once."
+    with _first_ctrl_c_stops(stopping) as stop, user_errors():
+        info = studies.run_study(record.id, log=lambda line: err.print(line, markup=False), should_stop=stop.is_set)
+    _print_outcome(info)
+
+
+@contextmanager
+def _first_ctrl_c_stops(message: str):
+    """An event the first Ctrl-C sets (saying ``message``), so the work stops at its next check and the
+    queued jobs go on in the workers; a second Ctrl-C quits at once."""
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(_signum, _frame):
         if stop.is_set():
             raise KeyboardInterrupt
-        err.print("Stopping the driver (the trials' runs keep training); Ctrl-C again to quit at once.")
+        err.print(message)
         stop.set()
 
     signal.signal(signal.SIGINT, on_interrupt)
     try:
-        with user_errors():
-            info = studies.run_study(record.id, log=lambda line: err.print(line, markup=False), should_stop=stop.is_set)
+        yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
-    _print_outcome(info)
 
 
 def _open_study(ref: Optional[str], *, name: Optional[str], **options):
@@ -198,21 +207,9 @@ def promote_(
 
     if start_worker:
         _ensure_workers(1)
-    stop = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_interrupt(_signum, _frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        err.print("Stopping (the run and evaluation keep going in the worker); promote again to follow them.")
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        with user_errors():
-            info = promote.promote(study, trial, log=lambda line: err.print(line, markup=False), should_stop=stop.is_set)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    stopping = "Stopping (the run and evaluation keep going in the worker); promote again to follow them."
+    with _first_ctrl_c_stops(stopping) as stop, user_errors():
+        info = promote.promote(study, trial, log=lambda line: err.print(line, markup=False), should_stop=stop.is_set)
     if as_json:
         out.print_json(data=info)
         return

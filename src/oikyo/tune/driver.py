@@ -25,10 +25,8 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from oikyo import workspace
 from oikyo.errors import OikyoError
 from oikyo.jobs import metrics, queue
 from oikyo.store import db
@@ -89,7 +87,7 @@ class Driver:
         self.pruning = study.pruner != "none" and len(study.objectives) == 1
         self.sign = 1.0 if study.directions[0] == "minimize" else -1.0  # eval_loss reported in the study's direction
         self.followers: dict[int, Follower] = {}
-        self.base_yaml = self._write_base_yaml()
+        self.base_yaml = studies.base_config_file(study)
         self._last_beat = self._last_status = 0.0
         self.budget_spent = False
 
@@ -138,17 +136,6 @@ class Driver:
         return studies.FINISHED
 
     # --- launching -------------------------------------------------------------------------------
-
-    def _write_base_yaml(self) -> Path:
-        import yaml
-
-        folder = workspace.subdir("tune") / self.study.id
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "base.yaml"
-        tmp = folder / f".base.yaml.{os.getpid()}"
-        tmp.write_text(yaml.safe_dump(self.study.base_config, sort_keys=False, allow_unicode=True))
-        tmp.replace(path)
-        return path
 
     def _launch_more(self) -> int:
         launched = 0

@@ -26,7 +26,6 @@ from typing import Callable
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from oikyo import workspace
 from oikyo.errors import OikyoError
 from oikyo.store import db
 from oikyo.store.models import TunePromotion, TuneStudy, utcnow
@@ -44,7 +43,8 @@ class PromoteError(OikyoError):
 
 def choose_trial(study: TuneStudy, number: int | None) -> dict:
     """The trial to promote (a :func:`oikyo.tune.study.trials` row); raises PromoteError saying why not."""
-    found = {trial["number"]: trial for trial in studies.trials(study)}
+    listed = studies.trials(study)
+    found = {trial["number"]: trial for trial in listed}
     complete = {n: t for n, t in found.items() if t["state"] == "complete" and t["values"]}
     if number is not None:
         if number not in found:
@@ -53,7 +53,7 @@ def choose_trial(study: TuneStudy, number: int | None) -> dict:
             raise PromoteError(f"trial {number} of {study.name} is {found[number]['state']}; only a complete "
                                f"trial can be promoted")
         return complete[number]
-    best = studies.describe(study)["best_trials"]
+    best = studies.describe(study, listed)["best_trials"]
     if not best:
         raise PromoteError(f"study {study.name} has no complete trial yet; `oikyo tune show {study.name}` shows it")
     if len(best) > 1:
@@ -100,15 +100,10 @@ def _claim(study: TuneStudy, trial: dict) -> tuple[TunePromotion, bool]:
 def _submit_training(study: TuneStudy, promotion: TunePromotion) -> str:
     """Queue the final run: the study's base config with the trial's params, on the study's own dataset
     (its train split; with --cv the folds were only for choosing). Returns the run id."""
-    import yaml
-
     from oikyo.jobs import training
     from oikyo.tune.space import Space
 
-    folder = workspace.subdir("tune") / study.id
-    folder.mkdir(parents=True, exist_ok=True)
-    base = folder / f"promote-t{promotion.trial_number}.yaml"
-    base.write_text(yaml.safe_dump(study.base_config, sort_keys=False, allow_unicode=True))
+    base = studies.base_config_file(study)
     overrides = Space.from_dict(study.space).overrides(promotion.params, study.base_config)
     prepared = training.prepare(base, overrides, name=f"{study.name}-promoted-t{promotion.trial_number}"[:200])
     run = training.enqueue(prepared)

@@ -39,13 +39,13 @@ def study_report(ref: str) -> dict:
     summary = results.summarize(ostudy, objectives=record.objectives, run_ids=run_ids)
     summary["study"] = record.name
     return {
-        "study": studies.describe(record),
+        "study": studies.describe(record, trials),
         "summary": summary,
         "importances": results.all_importances(ostudy, objectives=record.objectives),
         "history": results.history(ostudy),
         "trials": trials,
         "promotions": [promote.describe(p) for p in promote.promotions(record.id)],
-        **_plot_lists(plots(record.id)),
+        **_plot_lists(_locked_plots(record, trials, ostudy)),
     }
 
 
@@ -77,22 +77,27 @@ def _plot_dir(record) -> Path:
     return workspace.subdir("tune") / record.id / "plots"
 
 
-def _fingerprint(record) -> str:
+def _fingerprint(trials: list[dict]) -> str:
     """Changes whenever a trial's state, values or reported steps change (plots are drawn again)."""
-    trials = [(t["number"], t["state"], t["values"], len(t["intermediate"])) for t in studies.trials(record)]
-    return hashlib.sha256(json.dumps(trials, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    seen = [(t["number"], t["state"], t["values"], len(t["intermediate"])) for t in trials]
+    return hashlib.sha256(json.dumps(seen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def plots(ref: str) -> dict[str, dict[str, str]]:
     """The study's plots as PNG files in the workspace, drawn when the trials changed since last time."""
     record = studies.get(ref)
+    return _locked_plots(record, studies.trials(record), None)
+
+
+def _locked_plots(record, trials: list[dict], ostudy) -> dict[str, dict[str, str]]:
     with _draw_lock:
-        return _plots_of(record)
+        return _plots_of(record, trials, ostudy)
 
 
-def _plots_of(record) -> dict[str, dict[str, str]]:
+def _plots_of(record, trials: list[dict], ostudy) -> dict[str, dict[str, str]]:
+    """``ostudy``: the Optuna study when the caller loaded it (None: loaded here if drawing is needed)."""
     folder = _plot_dir(record)
-    stamp = _fingerprint(record)
+    stamp = _fingerprint(trials)
     index = folder / "index.json"
     if index.is_file():
         saved = json.loads(index.read_text())
@@ -100,7 +105,7 @@ def _plots_of(record) -> dict[str, dict[str, str]]:
                                                       for v in saved["plots"].values() if "path" in v):
             return saved["plots"]
     folder.mkdir(parents=True, exist_ok=True)
-    drawn = results.write_plots(studies.load_optuna(record), folder, objectives=record.objectives)
+    drawn = results.write_plots(ostudy or studies.load_optuna(record), folder, objectives=record.objectives)
     tmp = folder / "index.json.tmp"
     tmp.write_text(json.dumps({"fingerprint": stamp, "plots": drawn}))
     tmp.replace(index)

@@ -315,6 +315,22 @@ def run_study(ref: str, *, log: Callable[[str], None] = print, should_stop: Call
     return describe(get(ref))
 
 
+def base_config_file(study: TuneStudy) -> Path:
+    """The study's base config as a YAML file in the workspace (written atomically, once per caller), so
+    trials and promotions go through the same ``training.prepare(file, overrides)`` as `oikyo train`."""
+    import os
+
+    import yaml
+
+    folder = workspace.subdir("tune") / study.id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "base.yaml"
+    tmp = folder / f".base.yaml.{os.getpid()}.{threading.get_ident()}"
+    tmp.write_text(yaml.safe_dump(study.base_config, sort_keys=False, allow_unicode=True))
+    tmp.replace(path)
+    return path
+
+
 # --- reading a study ---------------------------------------------------------------------------
 
 
@@ -368,9 +384,11 @@ def trials(ref: str | TuneStudy) -> list[dict]:
     return out
 
 
-def describe(study: TuneStudy) -> dict:
-    """A study's record with its trial counts and best trials, JSON-ready (for the REST API)."""
-    found = trials(study)
+def describe(study: TuneStudy, found: list[dict] | None = None) -> dict:
+    """A study's record with its trial counts and best trials, JSON-ready (for the REST API).
+
+    ``found``: the study's :func:`trials` when the caller has read them already (they are not read twice)."""
+    found = trials(study) if found is None else found
     counts: dict[str, int] = {}
     for trial in found:
         counts[trial["state"]] = counts.get(trial["state"], 0) + 1

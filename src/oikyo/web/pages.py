@@ -289,7 +289,6 @@ def study_page(request: Request, ref: str):
         return not_found(request, "studies", str(error))
     record = info["study"]
     return render(request, "study.html", "studies", title=f"Study {record['name']}", info=info, study=record,
-                  plots=report.plots(record["id"]),  # {name: {"path"} | {"skipped": why}}
                   page={"id": record["id"], "state": record["state"], "live": record["state"] == studies.RUNNING,
                         "poll_ms": int(STUDY_POLL_S * 1000)})
 
