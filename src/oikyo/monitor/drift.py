@@ -48,7 +48,8 @@ from sqlalchemy import func, select
 from oikyo.errors import OikyoError
 from oikyo.monitor import descriptors as d
 from oikyo.monitor import detectors as det
-from oikyo.monitor.calibration import Calibrated, bootstrap_windows, calibrate, draws_for, per_check_alpha
+from oikyo.monitor.calibration import (Calibrated, bootstrap_windows, calibrate, center_windows, draws_for,
+                                      per_check_alpha)
 from oikyo.monitor.drift_records import describe as describe_check
 from oikyo.monitor.drift_records import history  # noqa: F401  (part of this module's API)
 from oikyo.store import db
@@ -221,8 +222,11 @@ class Checker:
         self.alpha = per_check_alpha(settings.false_alarm_every, settings.every_requests, len(found))
         rng = np.random.default_rng(settings.seed + 1)
         windows = bootstrap_windows(rng, len(pool), settings.window, draws_for(self.alpha))
+        centred = [x for x in found if x.kind != "positive"]
+        resamples = center_windows(rng, len(pool), len(windows)) if centred else None
         self.calibrations: dict[str, Calibrated] = {
-            x.name: calibrate(x.null_raw(windows), self.alpha, x.kind, x.floor(settings.window, self.alpha))
+            x.name: calibrate(x.null_raw(windows), self.alpha, x.kind, x.floor(settings.window, self.alpha),
+                              center_draws=x.null_raw(resamples) if x.kind != "positive" else None)
             for x in found}
 
     @staticmethod
