@@ -13,7 +13,7 @@ from oikyo.store import db
 from oikyo.tune import budget as budgets
 from oikyo.tune import study
 
-from studyhelpers import WorkerThreads, new_study, runs_of, steps_of, tune_env  # noqa: F401
+from studyhelpers import WorkerThreads, lr_space, new_study, runs_of, steps_of, tune_env, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("tune_env")
 
@@ -97,27 +97,66 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(monkey
             assert trial["state"] == "complete" and trial["reason"] is None
 
 
-def test_the_budget_stops_launching_trials(dataset, model_dir, workers):
-    # each run trains 20 steps of 64 tokens = 1280 tokens; 2000 allows a second trial, never a third
-    record = new_study(dataset, model_dir, n_trials=10, parallel=2, budget="2000-tokens", sampler="random",
+def test_a_token_budget_is_a_cap_trials_that_do_not_fit_are_skipped(dataset, model_dir, workers):
+    # each run trains 20 steps of 64 tokens = 1280 tokens: after the first, a second would need 1280 of
+    # the 720 left, so every later draw is skipped (told to Optuna as failed, its slot given back)
+    record = new_study(dataset, model_dir, n_trials=30, parallel=2, budget="2000-tokens", sampler="random",
                        pruner="none")
     lines: list[str] = []
     _drive(record.id, lines)
     found = study.trials(record.id)
+    trained = [t for t in found if t["run_ids"]]
     spent = sum(t["tokens"] for t in found)
-    assert len(found) == 2 and spent == 2 * 1280, lines
-    assert spent - 2000 < 1280  # over by less than one trial
-    assert any("Budget 2000-tokens spent" in line for line in lines)
+    assert len(trained) == 1 and spent == 1280 <= 2000, lines
+    skipped = [t for t in found if not t["run_ids"]]
+    assert len(skipped) == 10 and all(t["state"] == "failed" and t["reason"].startswith("skipped: its estimated cost")
+                                      for t in skipped)
+    assert study.get(record.id).launched == 1  # skipped trials do not count against --trials
+    assert any("none of the last 10 trials drawn fits" in line for line in lines)
 
 
-def test_a_wall_time_budget_stops_launching_trials(monkeypatch, dataset, model_dir, workers):
+def test_a_budget_left_over_goes_to_cheaper_trials(dataset, model_dir, workers):
+    # 5 steps cost 320 tokens, 20 steps 1280: whatever comes first, the rest of 2000 tokens still
+    # buys short trials, and nothing drawn that does not fit is trained
+    space = {"params": {"train.lr": {"type": "float", "low": 1.0e-5, "high": 1.0e-3, "log": True},
+                        "train.max_steps": {"type": "categorical", "choices": [5, 20]}}}
+    record = new_study(dataset, model_dir, n_trials=30, budget="2000-tokens", sampler="random", pruner="none",
+                       space=lr_space(space))
+    _drive(record.id)
+    found = study.trials(record.id)
+    spent = sum(t["tokens"] for t in found)
+    steps = [t["params"]["train.max_steps"] for t in found if t["run_ids"]]
+    assert spent <= 2000 and 2000 - spent < 320 * budgets.MARGIN, (spent, steps)
+    assert 5 in steps and len(steps) >= 3
+    last = max(t["number"] for t in found if t["run_ids"])
+    # while short trials still fit, only long ones are skipped; at the end nothing fits
+    assert all(t["params"]["train.max_steps"] == 20 for t in found if not t["run_ids"] and t["number"] < last)
+    assert [t["number"] for t in found if not t["run_ids"] and t["number"] > last] == list(range(last + 1, last + 11))
+
+
+def test_a_trial_that_reaches_the_budget_is_stopped(monkeypatch, dataset, model_dir, workers):
+    # nothing is measured before the first trial, so it starts; at 500 tokens (8 of its 20 steps) it stops
+    monkeypatch.setenv("FAKE_STEP_TIME", "0.05")
+    record = new_study(dataset, model_dir, n_trials=5, budget="500-tokens", sampler="random", pruner="none")
+    lines: list[str] = []
+    _drive(record.id, lines)
+    [trial] = study.trials(record.id)
+    assert trial["state"] == "pruned" and "budget 500-tokens was spent" in trial["reason"], lines
+    [run_id] = trial["run_ids"]
+    wait_for(lambda: runs.resolve(run_id).state == "cancelled", message="the stopped run is cancelled")
+    assert any(e.kind == "pruned" and "budget 500-tokens is spent" in e.message for e in runs.events(run_id))
+    assert 500 <= trial["tokens"] <= 500 + 4 * 64  # stopped within a few steps of the budget
+    assert runs.metric_series(run_id)["eval_loss"]  # its validation losses so far stay with its run
+
+
+def test_a_wall_time_budget_is_a_cap_too(monkeypatch, dataset, model_dir, workers):
     monkeypatch.setenv("FAKE_STEP_TIME", "0.05")  # a run trains about one second
     record = new_study(dataset, model_dir, n_trials=10, budget="2s", sampler="random", pruner="none")
     _drive(record.id)
     tagged = runs_of(record.id)
     walls = [(r.finished_at - r.started_at).total_seconds() for r in tagged]
-    assert 1 <= len(tagged) <= 3 and all(r.state == "succeeded" for r in tagged)
-    assert sum(walls) - 2.0 < max(walls)  # over by less than one trial
+    assert 1 <= len(tagged) <= 2
+    assert sum(walls) < 2.0 + 0.5  # a trial that would overrun is skipped or stopped at the budget
 
 
 def test_budgets_parse_or_say_what_they_accept():
@@ -132,6 +171,16 @@ def test_budgets_parse_or_say_what_they_accept():
     assert not budgets.may_launch(budgets.parse_budget("100s"), spent=50, running=[(10.0, 60.0)])
     assert budgets.may_launch(budgets.parse_budget("100s"), spent=50, running=[(10.0, 40.0)])
     assert not budgets.may_launch(budgets.parse_budget("100s"), spent=0, running=[(0.0, None)])
+    hundred = budgets.parse_budget("100-tokens")
+    assert budgets.fits(hundred, spent=50, running=[], cost=45.0) and not budgets.fits(hundred, spent=50, running=[],
+                                                                                       cost=48.0)  # x 1.05
+    assert not budgets.fits(hundred, spent=30, running=[(10.0, 30.0)], cost=40.0)  # the running trial's rest counts
+    assert budgets.fits(hundred, spent=0, running=[], cost=None) and budgets.fits(None, spent=1e9, running=[], cost=1.0)
+    assert budgets.reached(hundred, 100) and not budgets.reached(hundred, 99) and not budgets.reached(None, 1e9)
+    assert budgets.planned_rows({"train": {"max_steps": 60, "batch_size": 8, "grad_accum": 2}}) == 960
+    assert budgets.planned_rows({"train": {"max_steps": None, "epochs": 3, "batch_size": 8}}) is None
+    assert budgets.per_row([(800.0, 80), (1700.0, 160), (5.0, 0)]) == pytest.approx(2500 / 240)
+    assert budgets.per_row([]) is None
 
 
 def test_several_objectives_give_several_values_per_trial(monkeypatch, dataset, model_dir, workers):

@@ -1,18 +1,31 @@
-"""A study's budget: parsed from the user's text, and the rule that stops launching trials.
+"""A study's budget: parsed from the user's text, and the rules that keep a study inside it.
 
 A budget is either the wall time of trials (``"2h"``, ``"30m"``, ``"90s"``, ``"1.5h"``) or the
 training tokens they consume (``"5M-tokens"``, ``"500k-tokens"``, ``"20000-tokens"``). A trial's
 wall time is the sum over its runs of finished (or now) minus started; its tokens are the ``tokens``
 metric its runs report while training.
 
-The rule (:func:`may_launch`): launch another trial only while what is spent plus what the trials
-still running will spend stays under the budget. What a running trial will still spend is projected
-from its progress (spent so far x remaining steps / steps done) or, before it has any, from the
-mean cost of finished trials; when nothing can be projected yet, no second trial starts beside a
-running one. So the budget is never exceeded by more than about one trial::
+The budget is a cap, held by two rules:
+
+- Starting (:func:`fits`): a trial starts only when what is spent, plus what the trials still
+  running will spend, plus its own estimated cost (x :data:`MARGIN`) stays within the budget. What a
+  running trial will still spend is projected from its progress (spent so far x remaining steps /
+  steps done) or, before it has any, from the mean cost of finished runs; when nothing can be
+  projected yet, no second trial starts beside a running one. A new trial's cost is its planned
+  rows (``max_steps x batch_size x grad_accum``, x folds) times the cost per row measured on the
+  study's earlier runs (:func:`per_row`); before any run has measured it, the cost is unknown and
+  the trial starts when nothing else runs. A drawn trial that does not fit is skipped (the driver
+  draws again, so cheaper configurations still use what is left).
+- Stopping (:func:`reached`): once what is spent reaches the budget, trials still training are
+  stopped (their runs cancelled, within a step or two); such a trial counts as pruned, and the
+  validation losses its run reported stay in its metrics. With good estimates this only happens to
+  a trial started before anything was measured.
+
+::
 
     budget = parse_budget("2h")                 # Budget(kind="seconds", limit=7200.0)
     may_launch(budget, spent=6000, running=[(600.0, 900.0)])   # False: 6000 + 900 >= 7200
+    fits(budget, spent=6000, running=[], cost=1200.0)          # False: 6000 + 1200 x 1.05 > 7200
 """
 
 from __future__ import annotations
@@ -28,6 +41,10 @@ _TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmb]?)[-_ ]?tokens?\s*$", re.I)
 _SECONDS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600,
             "d": 86400}
 _SCALE = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+# A trial's estimated cost is scaled by this before it must fit: the rows a trial trains on are not
+# the rows the cost per row was measured on (lengths vary), and a trial that overruns is stopped
+# before its last steps, where a decaying schedule gives its best validation loss.
+MARGIN = 1.05
 
 
 class BudgetError(OikyoError):
@@ -90,3 +107,38 @@ def may_launch(budget: Budget | None, *, spent: float, running: list[tuple[float
     if any(rest is None for _, rest in running):
         return False  # a running trial's cost is unknown: starting another could overshoot by more than one trial
     return spent + sum(rest for _, rest in running) < budget.limit
+
+
+def fits(budget: Budget | None, *, spent: float, running: list[tuple[float, float | None]],
+         cost: float | None) -> bool:
+    """Whether a new trial estimated to spend ``cost`` (None: not known yet) may start: :func:`may_launch`,
+    and what is spent, what the running trials will still spend and ``cost`` x :data:`MARGIN` stay within
+    the budget."""
+    if not may_launch(budget, spent=spent, running=running):
+        return False
+    if budget is None or cost is None:
+        return True
+    return spent + sum(rest for _, rest in running) + cost * MARGIN <= budget.limit
+
+
+def reached(budget: Budget | None, spent: float) -> bool:
+    """Whether the budget is spent, so trials still training must stop."""
+    return budget is not None and spent >= budget.limit
+
+
+def planned_rows(config: dict) -> int | None:
+    """Training rows a run of ``config`` (a config mapping) goes through: max_steps x batch_size x
+    grad_accum; None when it trains by epochs (its length depends on the dataset)."""
+    train = config.get("train") or {}
+    steps = train.get("max_steps")
+    if not steps:
+        return None
+    return int(steps) * int(train.get("batch_size") or 1) * int(train.get("grad_accum") or 1)
+
+
+def per_row(measured: list[tuple[float, int]]) -> float | None:
+    """Cost of one training row from (cost, rows trained) of earlier runs; None before any row was trained."""
+    rows = sum(count for _, count in measured if count > 0)
+    if rows <= 0:
+        return None
+    return sum(cost for cost, count in measured if count > 0) / rows

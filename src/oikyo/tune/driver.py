@@ -12,8 +12,14 @@ One :class:`Driver` per ``oikyo tune`` process. Each tick it
    (``val_loss`` from its metrics, other objectives by an evaluation job on the validation split),
    then the next fold starts, or Optuna is told the mean over folds (the std goes to user attr ``std``);
    a failed run fails the trial with its reason (user attr ``reason``) and the study goes on;
-3. launches new trials while it follows fewer than ``parallel``, the budget allows, and a trial
-   slot can be taken (:func:`oikyo.tune.study.take_slot`, then ``ask()``).
+3. with a budget, stops the trials still training once it is spent (:func:`oikyo.tune.budget.reached`:
+   their runs are cancelled with a run event "stopped by study ...: its budget ... is spent", and
+   the trials count as pruned, user attr ``reason``);
+4. launches new trials while it follows fewer than ``parallel``, the budget allows, and a trial
+   slot can be taken (:func:`oikyo.tune.study.take_slot`, then ``ask()``). With a budget, a drawn
+   trial whose estimated cost does not fit what is left (:func:`oikyo.tune.budget.fits`) is skipped:
+   told to Optuna as failed (user attrs ``skipped`` and ``reason``), its slot given back, and
+   another drawn; after :data:`SKIP_LIMIT` skips in a row no more trials start.
 
 A trial's state lives in Optuna's user attributes (``values``, ``fold_results``, ``eval_jobs``,
 ``offset``, ``driver``, ``driver_seen``) and in the runs tagged with it, so any driver can pick it up.
@@ -37,6 +43,7 @@ from oikyo.tune import study as studies
 
 BEAT_S = 5.0  # how often a driver marks its trials as followed
 STATUS_S = 30.0  # how often a status line is printed
+SKIP_LIMIT = 10  # draws in a row that do not fit the budget left before a study stops starting trials
 
 
 def stale_after_s() -> float:
@@ -90,6 +97,8 @@ class Driver:
         self.base_yaml = studies.base_config_file(study)
         self._last_beat = self._last_status = 0.0
         self.budget_spent = False
+        self.skips = 0  # trials skipped in a row because their estimated cost did not fit the budget left
+        self._finished_rows: dict[str, int] = {}  # rows trained by each finished run (they never change)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -111,6 +120,7 @@ class Driver:
                 self._last_beat = now
             for follower in list(self.followers.values()):
                 self._tick(follower)
+            self._stop_at_budget()
             launched = self._launch_more()
             if not self.followers and not launched and not self._others_running():
                 return self._finish()
@@ -144,20 +154,78 @@ class Driver:
                 break
             if not studies.take_slot(self.study.id):
                 break
-            self._start_trial()
-            launched += 1
+            if self._start_trial():
+                launched += 1
         return launched
 
-    def _start_trial(self) -> None:
+    def _start_trial(self) -> bool:
+        """Ask Optuna for a trial and launch it; False when it was skipped (it does not fit the budget left)."""
         trial = self.ostudy.ask()
         values = self.space.suggest(trial)
         follower = Follower(number=trial.number, trial_id=trial._trial_id, values=values,
                             overrides=self.space.overrides(values, self.study.base_config))
         self._attr(follower, "values", values)
+        if self.budget is not None and self._skip_unaffordable(follower):
+            return False
+        self.skips = 0
         self._attr(follower, "driver", self.owner)
         self._attr(follower, "driver_seen", time.time())
         self.followers[follower.number] = follower
         self._launch_run(follower)
+        return True
+
+    def _skip_unaffordable(self, follower: Follower) -> bool:
+        """Skip the drawn trial when its estimated cost does not fit what the budget has left (see
+        :mod:`oikyo.tune.budget`): Optuna is told it failed (it learns nothing from it), its slot is given
+        back, and the caller draws again. True when skipped."""
+        import optuna
+
+        spent, running, measured = self._costs(measure=True, exclude=follower.number)
+        rows = budgets.planned_rows(self.space.config_for(follower.values, self.study.base_config))
+        rate = budgets.per_row(measured)
+        # None (nothing measured yet, or a config that trains by epochs): it starts when nothing else runs,
+        # and stopping at the budget keeps the cap
+        cost = rows * rate * len(self.folds) if rows is not None and rate is not None else None
+        if budgets.fits(self.budget, spent=spent, running=running, cost=cost):
+            return False
+        left = max(0.0, self.budget.limit - spent - sum(rest or 0.0 for _, rest in running))
+        reason = (f"skipped: its estimated cost ({self.budget.format(cost or 0.0)}) does not fit what the budget "
+                  f"{self.budget.text} has left ({self.budget.format(left)})")
+        self._attr(follower, "skipped", True)
+        self._attr(follower, "reason", reason)
+        self.ostudy.tell(follower.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        studies.release_slot(self.study.id)
+        self.skips += 1
+        self.say(f"trial {follower.number} {reason}  ({_fmt(follower.values)})")
+        if self.skips >= SKIP_LIMIT:
+            self.budget_spent = True
+            self.say(f"Budget {self.budget.text}: none of the last {SKIP_LIMIT} trials drawn fits what is left "
+                     f"({self.budget.format(left)}); no more trials start.")
+        return True
+
+    def _stop_at_budget(self) -> None:
+        """Once the budget is spent, stop the trials still training (see :mod:`oikyo.tune.budget`)."""
+        if self.budget is None or not self.followers:
+            return
+        spent, _ = self._costs()
+        if not budgets.reached(self.budget, spent):
+            return
+        for follower in list(self.followers.values()):
+            if not follower.run_ids:
+                continue
+            run = queue.get(follower.run_ids[-1])
+            if run.state in queue.FINISHED or len(follower.fold_results) == len(follower.run_ids):
+                continue  # trained: scored as usual (an evaluation job is not training)
+            message = (f"stopped by study {self.study.name} ({self.study.id}), trial {follower.number}: its budget "
+                       f"{self.budget.text} is spent ({self.budget.format(spent)})")
+            try:
+                queue.request_cancel(run.id)
+            except OikyoError:
+                continue  # it finished meanwhile: scored as usual at the next tick
+            with db.session() as s:
+                queue.add_event(s, run.id, "pruned", message)
+            self._attr(follower, "reason", f"stopped when the budget {self.budget.text} was spent")
+            self._tell_pruned(follower, run, f" at the budget ({self.budget.format(spent)} spent)")
 
     def _launch_run(self, follower: Follower) -> None:
         from oikyo.jobs import training
@@ -282,6 +350,10 @@ class Driver:
 
     def _next_fold(self, follower: Follower, run: Run) -> None:
         if len(follower.fold_results) < len(self.folds):
+            if self.budget is not None and budgets.reached(self.budget, self._costs()[0]):
+                self._attr(follower, "reason", f"stopped when the budget {self.budget.text} was spent")
+                self._tell_pruned(follower, run, f" before fold {len(follower.run_ids) + 1} (the budget is spent)")
+                return
             follower.offset += max(follower.last_step, metrics.progress(run).step)
             follower.last_step = 0
             self._attr(follower, "offset", follower.offset)
@@ -371,30 +443,51 @@ class Driver:
 
     # --- budget and status -----------------------------------------------------------------------
 
-    def _run_cost(self, run: Run, tokens: dict[str, float], now) -> tuple[float, float | None]:
-        """(spent, still to spend: 0 when finished, None when not known yet) of one run, in the budget's unit."""
+    def _run_cost(self, run: Run, tokens: dict[str, float], now,
+                  measure: bool = False) -> tuple[float, float | None, int]:
+        """(spent, still to spend: 0 when finished, None when not known yet, rows trained: counted only with
+        ``measure``) of one run, in the budget's unit."""
         if run.state in queue.FINISHED or run.started_at is None:
             if run.state not in queue.FINISHED:
-                return 0.0, None
+                return 0.0, None, 0
+            rows = self._rows_done(run) if measure and run.started_at is not None else 0
             if self.budget.kind == "tokens":
-                return tokens.get(run.id, 0.0), 0.0
-            return max(0.0, (queue.aware(run.finished_at) - queue.aware(run.started_at)).total_seconds()), 0.0
+                return tokens.get(run.id, 0.0), 0.0, rows
+            if run.finished_at is None:
+                return 0.0, 0.0, 0
+            return max(0.0, (queue.aware(run.finished_at) - queue.aware(run.started_at)).total_seconds()), 0.0, rows
         now_progress = metrics.progress(run)
         if self.budget.kind == "tokens":
             # the tokens and the step they were counted at come from one read, so the projection is consistent
             step, spent = metrics.latest(run.id).get("tokens", (0, 0.0))
         else:
             step, spent = now_progress.step, max(0.0, (now - queue.aware(run.started_at)).total_seconds())
-        return spent, budgets.project(spent, step, now_progress.total_steps)
+        rows = step * self._rows_per_step(run)
+        return spent, budgets.project(spent, step, now_progress.total_steps), rows
 
-    def _costs(self) -> tuple[float, list[tuple[float, float | None]]]:
-        """(spent by every trial, [(spent, still to spend) of each unfinished trial]) in the budget's unit."""
+    @staticmethod
+    def _rows_per_step(run: Run) -> int:
+        train = (run.config or {}).get("train") or {}
+        return int(train.get("batch_size") or 1) * int(train.get("grad_accum") or 1)
+
+    def _rows_done(self, run: Run) -> int:
+        """Rows a finished run trained on (its last reported step x rows per step), read once per run."""
+        if run.id not in self._finished_rows:
+            step = metrics.latest(run.id).get("tokens", (0, 0.0))[0] if self.budget.kind == "tokens" else \
+                metrics.progress(run).step
+            self._finished_rows[run.id] = step * self._rows_per_step(run)
+        return self._finished_rows[run.id]
+
+    def _costs(self, measure: bool = False, exclude: int | None = None):
+        """(spent by every trial, [(spent, still to spend) of each unfinished trial]) in the budget's unit; with
+        ``measure`` also [(spent, rows trained) of each run], for the cost per row (:func:`budgets.per_row`).
+        ``exclude``: a trial left out of the running ones (the one being decided on)."""
         import optuna
 
         all_runs = studies.study_runs(self.study.id)
         tokens = studies.run_tokens([run.id for run in all_runs]) if self.budget.kind == "tokens" else {}
         now = studies.utcnow()
-        costs = {run.id: self._run_cost(run, tokens, now) for run in all_runs}
+        costs = {run.id: self._run_cost(run, tokens, now, measure) for run in all_runs}
         finished = [costs[run.id][0] for run in all_runs if run.state == queue.SUCCEEDED]
         per_run = statistics.fmean(finished) if finished else None
         by_trial: dict[int, list[Run]] = {}
@@ -402,6 +495,8 @@ class Driver:
             by_trial.setdefault(run.trial_number, []).append(run)
         running = []
         for trial in self.ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.number == exclude:
+                continue
             trial_runs = by_trial.get(trial.number, [])
             spent = sum(costs[run.id][0] for run in trial_runs)
             rest = costs[trial_runs[-1].id][1] if trial_runs else None
@@ -414,11 +509,16 @@ class Driver:
             if rest is not None and later > 0:
                 rest = rest + later * estimate if estimate is not None else None
             running.append((spent, rest))
-        return sum(cost for cost, _ in costs.values()), running
+        spent = sum(cost[0] for cost in costs.values())
+        if measure:
+            return spent, running, [(cost, rows) for cost, _, rows in costs.values() if rows > 0]
+        return spent, running
 
     def _budget_allows(self) -> bool:
         if self.budget is None:
             return True
+        if self.budget_spent:
+            return False
         spent, running = self._costs()
         if budgets.may_launch(self.budget, spent=spent, running=running):
             return True

@@ -186,6 +186,10 @@ class Space:
             resolved[derived.target] = float(base_value) * float(value)
         return resolved
 
+    def config_for(self, values: dict[str, Any], base: dict) -> dict:
+        """The config mapping a trial of ``values`` trains with: ``base`` with ``values`` resolved on top."""
+        return _with_overrides(base or {}, self.resolve(values, base))
+
     def overrides(self, values: dict[str, Any], base: Any = None) -> list[str]:
         """``values`` as ``--set`` overrides: ``["train.lr=0.0001", "lora.rank=16", "lora.alpha=32.0"]``.
 

@@ -295,6 +295,13 @@ def take_slot(study_id: str) -> bool:
         return result.rowcount == 1
 
 
+def release_slot(study_id: str) -> None:
+    """Give back a slot taken by :func:`take_slot` for a trial that did not train (skipped by the budget)."""
+    with db.session() as s:
+        s.execute(update(TuneStudy).where(TuneStudy.id == study_id, TuneStudy.launched > 0)
+                  .values(launched=TuneStudy.launched - 1).execution_options(synchronize_session=False))
+
+
 def set_state(study_id: str, state: str) -> None:
     with db.session() as s:
         s.execute(update(TuneStudy).where(TuneStudy.id == study_id)
