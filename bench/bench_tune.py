@@ -29,19 +29,24 @@ measured in the same run:
   ``--budget <grid tokens / 3>-tokens``, ``--sampler tpe --pruner hyperband --seed <seed>``, then
   ``study.run_study``), each trial an ordinary queued training run, executed by one worker
   (``oikyo.jobs.worker.Worker``) in a thread of this process. The driver reports each run's
-  validation losses to Optuna and cancels pruned runs; its budget rule starts a trial only while
-  the tokens spent are under the budget, and lets a started trial finish unless it is pruned.
+  validation losses to Optuna and cancels pruned runs; its budget is a cap (oikyo.tune.budget): a
+  drawn trial starts only if its estimated tokens (steps x batch size x the tokens per row measured
+  on earlier trials, x 1.05) fit what is left, else it is skipped and another drawn (10 skips in a
+  row end the study); a trial still training when the budget is spent is stopped.
   Worker heartbeats and driver polls every 0.2 s (defaults 5 s and 1 s) so a pruned run stops within
   about a step, as it does on a real model whose steps take seconds. Study best = the lowest
   validation loss any of its runs reported (as for the grid: what keep_best checkpointing keeps);
-  its tokens = every trial's runs' ``tokens`` metric, pruned ones included.
+  its tokens = every trial's runs' ``tokens`` metric, pruned ones included; its trials = those that
+  trained (skipped draws are not counted).
 - Peer: Hugging Face ``Trainer.hyperparameter_search(backend="optuna")`` on the same model, the
   same rows (encoded by oikyo's SFT encoder), the same space (``hp_space`` returns learning_rate,
   per_device_train_batch_size and max_steps), the driver's own sampler and pruner objects
   (``study.make_sampler``/``make_pruner``, same seed and trial count, passed through to
   ``optuna.create_study``; the Trainer reports each evaluation to the trial and raises
-  ``TrialPruned``) and the same budget rule (a callback on ``num_input_tokens_seen``,
-  "non_padding", stops the search once the budget is spent). Its evaluation is the same
+  ``TrialPruned``) and the same budget rule with the same functions (``budget.fits`` on the draw in
+  ``hp_space``, whose skip Optuna records as a failed trial; a callback on ``num_input_tokens_seen``,
+  "non_padding", stops the trial training and the search once the budget is spent, and an
+  evaluation after that stop is not counted, as the driver's cancelled run has none). Its evaluation is the same
   token-weighted validation loss as oikyo's (oikyo's ``target_logprobs``, overriding
   ``Trainer.evaluate``), so both peers' losses are one measure; its training keeps HF's defaults
   (random batches padded to their longest row, loss averaged per batch).
@@ -209,8 +214,10 @@ def oikyo_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
     losses = [v for run_id in run_ids for _, v in metrics.series(run_id, ["eval_loss"]).get("eval_loss", [])]
     complete = [t for t in trials if t["values"]]
     best_trial = min(complete, key=lambda t: t["values"]["val_loss"])["params"] if complete else None
-    return {"best": min(losses, default=math.inf), "tokens": sum(t["tokens"] for t in trials), "trials": len(trials),
-            "pruned": sum(t["state"] == "pruned" for t in trials), "best_trial": best_trial}
+    trained = [t for t in trials if t["run_ids"]]
+    return {"best": min(losses, default=math.inf), "tokens": sum(t["tokens"] for t in trials), "trials": len(trained),
+            "pruned": sum(t["state"] == "pruned" for t in trials), "skipped": len(trials) - len(trained),
+            "best_trial": best_trial}
 
 
 # ----------------------------------------------------------------------------- the HF peer
@@ -218,39 +225,65 @@ def oikyo_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
 
 def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
     """HF Trainer.hyperparameter_search (Optuna backend) over the same space, pruner and budget."""
+    import optuna
     import torch
     from datasets import Dataset
     from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, PrinterCallback, Trainer,
                               TrainerCallback, TrainingArguments)
 
     from oikyo.models.loading import load_tokenizer
+    from oikyo.tune import budget as budgets
     from oikyo.tune import study
+    from oikyo.tune.driver import SKIP_LIMIT
 
-    ledger = {"spent": 0, "best": math.inf, "trials": 0}
+    ledger = {"spent": 0, "rows": 0, "best": math.inf, "trials": 0, "skipped": 0, "skips": 0, "stopped": False}
+    cap = budgets.parse_budget(f"{budget}-tokens")
+
+    class DoesNotFit(Exception):
+        """A drawn trial whose estimated tokens do not fit what is left (Optuna records it as failed)."""
 
     class SharedEvaluation(Trainer):
         """HF's Trainer with oikyo's token-weighted validation loss, so both peers report one measure."""
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             loss = validation_loss(self.model, prep["encoded_val"], prep["pad_id"])
-            ledger["best"] = min(ledger["best"], loss)
+            if not ledger["stopped"]:  # the driver's run stopped at the budget has no later evaluation
+                ledger["best"] = min(ledger["best"], loss)
             metrics = {f"{metric_key_prefix}_loss": loss}
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
             return metrics
 
     class TokenBudget(TrainerCallback):
-        """Counts every trial's trained tokens; once the budget is spent no further trial starts (the
-        driver's rule with one trial at a time: a trial starts while the tokens spent are under the budget)."""
+        """Counts every trial's trained tokens and rows; once the budget is spent the trial training stops
+        and no further trial starts (the driver's rule: budget.reached)."""
 
-        def on_train_begin(self, _args, state, control, **kwargs):
+        def on_train_begin(self, train_args, state, control, **kwargs):
             ledger["trials"] += 1
             self.seen = 0
+            self.rows = train_args.per_device_train_batch_size * train_args.gradient_accumulation_steps
 
         def on_step_end(self, _args, state, control, **kwargs):
             ledger["spent"] += state.num_input_tokens_seen - self.seen
+            ledger["rows"] += self.rows
             self.seen = state.num_input_tokens_seen
-            if ledger["spent"] >= budget:
-                trainer._trial.study.stop()  # takes effect when this trial ends, pruned or not
+            if budgets.reached(cap, ledger["spent"]):
+                ledger["stopped"] = True
+                control.should_training_stop = True
+                trainer._trial.study.stop()
+
+    def hp_space(trial) -> dict:
+        """The draw, skipped (as the driver does) when its estimated tokens do not fit what is left."""
+        drawn = {k: trial.suggest_categorical(KEYS[k], v) for k, v in space.items()}
+        rate = budgets.per_row([(ledger["spent"], ledger["rows"])])
+        cost = drawn["steps"] * drawn["batch_size"] * rate if rate is not None else None
+        if not budgets.fits(cap, spent=ledger["spent"], running=[], cost=cost):
+            ledger["skipped"] += 1
+            ledger["skips"] += 1
+            if ledger["skips"] >= SKIP_LIMIT or budgets.reached(cap, ledger["spent"]):
+                trial.study.stop()
+            raise DoesNotFit(f"{cost:.0f} tokens do not fit {budget - ledger['spent']} left")
+        ledger["skips"] = 0
+        return {names[k]: value for k, value in drawn.items()}
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(prep["model_dir"])
@@ -274,13 +307,13 @@ def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
     names = {"lr": "learning_rate", "batch_size": "per_device_train_batch_size", "steps": "max_steps"}  # HF's words
     # The driver's own sampler and pruner, built by the same functions with the same seed and trial count.
     sampler, pruner = study.make_sampler("tpe", seed, N_TRIALS), study.make_pruner("hyperband", N_TRIALS)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a traceback per skipped draw (the driver says nothing)
     best_run = trainer.hyperparameter_search(
-        hp_space=lambda trial: {names[k]: trial.suggest_categorical(KEYS[k], v) for k, v in space.items()},
-        compute_objective=lambda metrics: metrics["eval_loss"], n_trials=N_TRIALS, direction="minimize",
-        backend="optuna", sampler=sampler, pruner=pruner,
+        hp_space=hp_space, compute_objective=lambda metrics: metrics["eval_loss"], n_trials=N_TRIALS,
+        direction="minimize", backend="optuna", sampler=sampler, pruner=pruner, catch=(DoesNotFit,),
     )
     return {"best": ledger["best"], "tokens": ledger["spent"], "trials": ledger["trials"],
-            "objective_best": best_run.objective, "best_params": best_run.hyperparameters}
+            "skipped": ledger["skipped"], "objective_best": best_run.objective, "best_params": best_run.hyperparameters}
 
 
 # ----------------------------------------------------------------------------- report
