@@ -300,3 +300,16 @@ def test_history_falls_back_to_plain_matplotlib_when_optunas_plot_fails(tmp_path
     answer = plots.write_plots(_lr_study(4), tmp_path)
     _assert_png(answer["history"]["path"])
     assert answer["parallel_coordinates"] == {"skipped": "drawing failed: RuntimeError: experimental API changed"}
+
+
+def test_trials_skipped_by_the_budget_show_as_one_line():
+    study = optuna.create_study()
+    _add(study, [0.5])
+    for _ in range(3):
+        _add(study, None, state=TrialState.FAIL,
+             user_attrs={"skipped": True, "reason": "skipped: its estimated cost (36000 tokens) does not fit"})
+    _add(study, None, state=TrialState.FAIL, user_attrs={"reason": "CUDA out of memory"})
+    lines = results.format_lines(results.summarize(study))
+    assert "  3 failed trials were skipped, never trained: their estimated cost did not fit what the budget had " \
+           "left (#1, #2, #3)" in lines
+    assert "  #4 failed: CUDA out of memory" in lines and not any("#1 failed" in line for line in lines)

@@ -99,6 +99,8 @@ def _incomplete(trials, run_ids=None) -> list[dict[str, Any]]:
             row["last_value"] = t.intermediate_values[t.last_step]
         if "reason" in t.user_attrs:
             row["reason"] = t.user_attrs["reason"]
+        if t.user_attrs.get("skipped"):
+            row["skipped"] = True  # drawn but never trained: it did not fit the budget left (oikyo.tune.budget)
         if run_ids and run_ids.get(t.number):
             row["run_ids"] = list(run_ids[t.number])
         rows.append(row)
@@ -284,7 +286,14 @@ def _row_lines(row: dict[str, Any], names: list[str], indent: str) -> list[str]:
 def _incomplete_lines(summary: dict[str, Any]) -> list[str]:
     name = summary["objectives"][0]
     lines = []
+    skipped = [row["number"] for row in summary["incomplete"] if row.get("skipped")]
+    if skipped:  # one line, not one per draw: a budgeted study may skip many
+        lines.append(f"  {len(skipped)} failed {'trial was' if len(skipped) == 1 else 'trials were'} skipped, never "
+                     f"trained: their estimated cost did not fit what the budget had left "
+                     f"(#{', #'.join(str(n) for n in skipped)})")
     for row in summary["incomplete"]:
+        if row.get("skipped"):
+            continue
         text = f"  #{row['number']} {row['state']}"
         if "last_step" in row:
             text += f" at step {row['last_step']}"
