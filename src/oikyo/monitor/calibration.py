@@ -33,8 +33,9 @@ No constant is fixed by hand: a stricter rate or a bigger window moves every thr
   alone would miss that error, and with a small reference (a few hundred rows, where the error is
   as large as a window's own spread) it raised about one false alarm in five checks in the drift
   benchmark. So each null draw is also centred on its own bootstrap estimate of the centre (the
-  mean over a resample of the whole of ``C``, ``center_draws``): the tested values spread as
-  ``window spread + centre error``, as a live window's do.
+  mean over a resample of the whole of ``C``, or of the whole reference where the statistic allows,
+  as lengths do: ``center_draws``): the tested values spread as ``window spread + centre error``,
+  as a live window's do.
 - Shares of categories (scripts, labels, quality flags) need a floor: a category absent from ``n``
   reference rows may still occur at a rate up to ``3/n`` (the "rule of three", a 95% upper bound),
   so a window must hold more of it than a Poisson count at that rate would give at level ``alpha``

@@ -66,23 +66,33 @@ class Detector:
 
 @dataclass
 class LengthDetector(Detector):
-    """Mean log length (tokens when a counter is given, else characters) of inputs or answers."""
+    """Mean log length (tokens when a counter is given, else characters) of inputs or answers.
+
+    A length needs no comparison half: the expected mean is estimated from every reference row
+    (``ref`` and ``pool``), which halves the variance of that estimate against ``pool`` alone, and
+    the null windows are the pool's values centred on their own mean (no drift: the same population).
+    ``center_values`` (every row's value minus that mean) lets the calibration draw the estimate's
+    error (:func:`oikyo.monitor.calibration.calibrate`)."""
 
     side: str = "input"  # input | output
     count: Callable[[list[str]], list[int]] | None = None
     unit: str = "characters"
     ref_mean: float = 0.0
     pool_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    center_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     ref_median: float = 0.0
 
     @classmethod
     def build(cls, side: str, ref: list[d.Item], pool: list[d.Item], count=None) -> LengthDetector:
         det = cls(name=f"{side}_length", kind="two_sided", side=side, count=count,
-                  unit="tokens" if count else "characters", ref_rows=len(ref))
-        ref_lengths = det._lengths(ref)
-        det.ref_mean = float(np.log1p(ref_lengths).mean())
-        det.ref_median = float(np.median(ref_lengths))
-        det.pool_values = np.log1p(det._lengths(pool))
+                  unit="tokens" if count else "characters", ref_rows=len(ref) + len(pool))
+        lengths = det._lengths(ref + pool)
+        values = np.log1p(lengths)
+        det.ref_mean = float(values.mean())
+        det.ref_median = float(np.median(lengths))
+        pool_values = values[len(ref):]
+        det.pool_values = pool_values - pool_values.mean()
+        det.center_values = values - det.ref_mean
         return det
 
     def _texts(self, items: list[d.Item]) -> list[str]:
@@ -93,7 +103,7 @@ class LengthDetector(Detector):
         return np.array(self.count(texts) if self.count else [len(t) for t in texts], dtype=np.float64)
 
     def null_raw(self, windows: np.ndarray) -> np.ndarray:
-        return self.pool_values[windows].mean(1) - self.ref_mean
+        return self.pool_values[windows].mean(1)
 
     def raw(self, items: list[d.Item]) -> tuple[float, dict]:
         lengths = self._lengths(items)

@@ -222,12 +222,20 @@ class Checker:
         self.alpha = per_check_alpha(settings.false_alarm_every, settings.every_requests, len(found))
         rng = np.random.default_rng(settings.seed + 1)
         windows = bootstrap_windows(rng, len(pool), settings.window, draws_for(self.alpha))
-        centred = [x for x in found if x.kind != "positive"]
-        resamples = center_windows(rng, len(pool), len(windows)) if centred else None
         self.calibrations: dict[str, Calibrated] = {
             x.name: calibrate(x.null_raw(windows), self.alpha, x.kind, x.floor(settings.window, self.alpha),
-                              center_draws=x.null_raw(resamples) if x.kind != "positive" else None)
+                              center_draws=self._center_draws(x, rng, len(pool), len(windows)))
             for x in found}
+
+    @staticmethod
+    def _center_draws(x: det.Detector, rng: np.random.Generator, pool_size: int, draws: int) -> np.ndarray | None:
+        """Bootstrap estimates of a centred detector's expected value (None for positive statistics)."""
+        if x.kind == "positive":
+            return None
+        values = getattr(x, "center_values", None)
+        if values is not None and len(values):  # estimated from every reference row (lengths)
+            return values[center_windows(rng, len(values), draws)].mean(1)
+        return x.null_raw(center_windows(rng, pool_size, draws))  # from the calibration half
 
     @staticmethod
     def _output_detectors(ref, pool, quality) -> list[det.Detector]:
