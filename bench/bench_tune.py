@@ -32,7 +32,8 @@ measured in the same run:
   validation losses to Optuna and cancels pruned runs; its budget is a cap (oikyo.tune.budget): a
   drawn trial starts only if its estimated tokens (steps x batch size x the tokens per row measured
   on earlier trials, x 1.05) fit what is left, else it is skipped and another drawn (10 skips in a
-  row end the study); a trial still training when the budget is spent is stopped.
+  row, or a budget left that does not fit the cheapest configuration, end the study); a trial still
+  training when the budget is spent is stopped.
   Worker heartbeats and driver polls every 0.2 s (defaults 5 s and 1 s) so a pruned run stops within
   about a step, as it does on a real model whose steps take seconds. Study best = the lowest
   validation loss any of its runs reported (as for the grid: what keep_best checkpointing keeps);
@@ -186,6 +187,13 @@ def run_grid(args, prep: dict, space: dict) -> dict:
     return {"runs": runs, "best": best["best"], "best_params": best["params"], "tokens": sum(r["tokens"] for r in runs)}
 
 
+def searched_space(space: dict):
+    """The bench's space as oikyo's Space (categorical params named by their config keys)."""
+    from oikyo.tune.space import Space
+
+    return Space.from_dict({"params": {KEYS[k]: {"type": "categorical", "choices": v} for k, v in space.items()}})
+
+
 def oikyo_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
     """``oikyo tune``'s driver (study.create_study + run_study) with one in-process worker thread."""
     import threading
@@ -193,9 +201,8 @@ def oikyo_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
     from oikyo.jobs import metrics
     from oikyo.jobs.worker import Worker
     from oikyo.tune import study
-    from oikyo.tune.space import Space
 
-    searched = Space.from_dict({"params": {KEYS[k]: {"type": "categorical", "choices": v} for k, v in space.items()}})
+    searched = searched_space(space)
     record = study.create_study(None, base_overrides(args), dataset=prep["dataset"], model=str(prep["model_dir"]),
                                 space=searched, objectives=["val_loss"], n_trials=N_TRIALS, budget=f"{budget}-tokens",
                                 sampler="tpe", pruner="hyperband", seed=seed, name=f"bench-seed{seed}")
@@ -271,10 +278,16 @@ def hf_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
                 control.should_training_stop = True
                 trainer._trial.study.stop()
 
+    cheapest = budgets.cheapest_rows(searched_space(space), {"train": {"grad_accum": 1}})
+
     def hp_space(trial) -> dict:
-        """The draw, skipped (as the driver does) when its estimated tokens do not fit what is left."""
-        drawn = {k: trial.suggest_categorical(KEYS[k], v) for k, v in space.items()}
+        """The draw, skipped (as the driver does) when its estimated tokens do not fit what is left; once
+        not even the space's cheapest configuration fits, the search stops (the driver draws nothing then)."""
         rate = budgets.per_row([(ledger["spent"], ledger["rows"])])
+        if rate is not None and not budgets.fits(cap, spent=ledger["spent"], running=[], cost=cheapest * rate):
+            trial.study.stop()
+            raise DoesNotFit("not even the cheapest configuration fits")  # not counted as a skipped draw
+        drawn = {k: trial.suggest_categorical(KEYS[k], v) for k, v in space.items()}
         cost = drawn["steps"] * drawn["batch_size"] * rate if rate is not None else None
         if not budgets.fits(cap, spent=ledger["spent"], running=[], cost=cost):
             ledger["skipped"] += 1

@@ -15,7 +15,8 @@ The budget is a cap, held by two rules:
   rows (``max_steps x batch_size x grad_accum``, x folds) times the cost per row measured on the
   study's earlier runs (:func:`per_row`); before any run has measured it, the cost is unknown and
   the trial starts when nothing else runs. A drawn trial that does not fit is skipped (the driver
-  draws again, so cheaper configurations still use what is left).
+  draws again, so cheaper configurations still use what is left); once even the space's cheapest
+  configuration (:func:`cheapest_rows`) does not fit, nothing more is drawn.
 - Stopping (:func:`reached`): once what is spent reaches the budget, trials still training are
   stopped (their runs cancelled, within a step or two); such a trial counts as pruned, and the
   validation losses its run reported stay in its metrics. With good estimates this only happens to
@@ -134,6 +135,24 @@ def planned_rows(config: dict) -> int | None:
     if not steps:
         return None
     return int(steps) * int(train.get("batch_size") or 1) * int(train.get("grad_accum") or 1)
+
+
+ROW_KEYS = ("train.max_steps", "train.batch_size", "train.grad_accum")
+
+
+def cheapest_rows(space, base: dict) -> int | None:
+    """:func:`planned_rows` of the cheapest trial ``space`` (a :class:`oikyo.tune.space.Space`) can draw on
+    ``base``: the smallest value of each searched key among :data:`ROW_KEYS`; None when unknown (a trial
+    trains by epochs, or a choice of one of those keys is not a number)."""
+    values = {}
+    for key in ROW_KEYS:
+        if key not in space.names:
+            continue
+        bounds = space[key].extremes()
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bounds):
+            return None
+        values[key] = min(bounds)
+    return planned_rows(space.config_for(values, base))
 
 
 def per_row(measured: list[tuple[float, int]]) -> float | None:

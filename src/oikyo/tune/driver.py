@@ -19,7 +19,8 @@ One :class:`Driver` per ``oikyo tune`` process. Each tick it
    slot can be taken (:func:`oikyo.tune.study.take_slot`, then ``ask()``). With a budget, a drawn
    trial whose estimated cost does not fit what is left (:func:`oikyo.tune.budget.fits`) is skipped:
    told to Optuna as failed (user attrs ``skipped`` and ``reason``), its slot given back, and
-   another drawn; after :data:`SKIP_LIMIT` skips in a row no more trials start.
+   another drawn; after :data:`SKIP_LIMIT` skips in a row, or once even the space's cheapest
+   configuration does not fit (:func:`oikyo.tune.budget.cheapest_rows`), no more trials start.
 
 A trial's state lives in Optuna's user attributes (``values``, ``fold_results``, ``eval_jobs``,
 ``offset``, ``driver``, ``driver_seen``) and in the runs tagged with it, so any driver can pick it up.
@@ -202,6 +203,23 @@ class Driver:
             self.say(f"Budget {self.budget.text}: none of the last {SKIP_LIMIT} trials drawn fits what is left "
                      f"({self.budget.format(left)}); no more trials start.")
         return True
+
+    def _cheapest_fits(self, spent: float, running: list, measured: list) -> bool:
+        """Whether the space's cheapest configuration fits what is left (True while that cannot be told);
+        when it does not, no more trials are drawn (they would all be skipped)."""
+        rows = budgets.cheapest_rows(self.space, self.study.base_config)
+        rate = budgets.per_row(measured)
+        if rows is None or rate is None:
+            return True
+        cost = rows * rate * len(self.folds)
+        if budgets.fits(self.budget, spent=spent, running=running, cost=cost):
+            return True
+        if not running:  # final: what is left only shrinks
+            self.budget_spent = True
+            left = max(0.0, self.budget.limit - spent)
+            self.say(f"Budget {self.budget.text}: what is left ({self.budget.format(left)}) does not fit even the "
+                     f"cheapest configuration of the space (about {self.budget.format(cost)}); no more trials start.")
+        return False
 
     def _stop_at_budget(self) -> None:
         """Once the budget is spent, stop the trials still training (see :mod:`oikyo.tune.budget`)."""
@@ -519,9 +537,9 @@ class Driver:
             return True
         if self.budget_spent:
             return False
-        spent, running = self._costs()
+        spent, running, measured = self._costs(measure=True)
         if budgets.may_launch(self.budget, spent=spent, running=running):
-            return True
+            return self._cheapest_fits(spent, running, measured)
         if not running and not self.budget_spent:
             self.budget_spent = True
             self.say(f"Budget {self.budget.text} spent ({self.budget.format(spent)}): no more trials start.")
