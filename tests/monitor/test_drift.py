@@ -183,6 +183,33 @@ def test_embedding_detector_is_calibrated_and_points_at_the_switched_inputs(tiny
     assert witness[moved].mean() > witness[~moved].mean()  # the witness sides with the switched inputs
 
 
+def test_the_embedding_worker_yields_the_cpu_and_embeds_the_same(tiny_model_dir):
+    """``nice`` > 0: the model runs in a child at that priority, in a session of its own (on Linux its
+    autogroup too, which is what orders it against the deployment's processes); same vectors."""
+    import os
+
+    import psutil
+
+    from oikyo.monitor.embeddings import Embedder
+
+    texts = [it.input for it in traffic.items(20, 1)]
+    here = Embedder(tiny_model_dir)
+    worker = Embedder(tiny_model_dir, nice=7)
+    try:
+        assert here.worker_pid is None
+        child = psutil.Process(worker.worker_pid)
+        assert child.ppid() == os.getpid() and child.nice() == min(19, os.nice(0) + 7)
+        assert os.getsid(child.pid) == child.pid != os.getsid(0)  # it leads a session of its own
+        autogroup = Path(f"/proc/{child.pid}/autogroup")
+        if autogroup.exists():
+            assert autogroup.read_text().split()[-1] == "7"
+        np.testing.assert_allclose(worker.embed(texts), here.embed(texts), rtol=1e-5, atol=1e-6)
+        assert worker.token_counts(texts) == here.token_counts(texts)
+    finally:
+        worker.close()
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
 # ----------------------------------------------------------------------------- records, events, metrics, CLI
 
 

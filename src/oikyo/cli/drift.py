@@ -32,20 +32,25 @@ def drift(
     reference_rows: int = typer.Option(1000, "--reference-rows", min=40, help="Reference rows sampled (half to "
                                        "compare with, half to calibrate the thresholds on)."),
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Compare inputs by the served base "
-                                    "model's hidden states (loads the model in this process)."),
+                                    "model's hidden states (loads the model; see --nice)."),
+    nice: int = typer.Option(19, "--nice", min=0, max=19, help="CPU priority of the embedding worker (in a session "
+                             "of its own, so it counts against the deployment's processes too): at 19 it uses the "
+                             "cores serving leaves idle, so checks wait while the replicas are busy; 0 embeds in "
+                             "this process at its priority."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check whether a deployment's logged traffic drifted from its reference, and say what changed.
 
     Each detector's score is its statistic over its calibrated threshold: above 1 is an alarm. Checks
     are recorded (oikyo_drift_score on the router's /metrics) and an alarm is a deployment event.
-    Needs a deployment started with --log-requests. Guide: docs/monitoring.md (Drift).
+    Needs a deployment started with --log-requests. The embeddings, the check's only heavy work,
+    yield the CPU to serving on the same machine (--nice). Guide: docs/monitoring.md (Drift).
     """
     from oikyo.monitor import drift as drift_api
 
     with user_errors():
         settings = drift_api.DriftSettings(window=window, false_alarm_every=false_alarm_every,
-                                           reference_rows=reference_rows, embeddings=embeddings)
+                                           reference_rows=reference_rows, embeddings=embeddings, nice=nice)
         if every is not None:
             err.print(f"Checking {name} every {every:g} s once {window} new requests came in (Ctrl-C stops) ...")
             try:

@@ -17,9 +17,12 @@ Where it runs: in its own process, never in the request's path. The router only 
 (batched, off the hot path); ``oikyo deployments drift NAME`` reads them from the store, loads the
 served base model once for embeddings (reference embeddings are cached on disk per model and
 reference sample), checks, and writes one :class:`~oikyo.store.models.DriftCheck` row per
-detector and variant. ``--every SECONDS`` keeps the process (and the model) alive and checks each
-variant again whenever ``stride`` new requests have come in, so checks per request stay ``1/stride``
-as the calibration assumes. An alarm is also recorded as a deployment event
+detector and variant. With ``DriftSettings(nice=N)`` (the command's ``--nice``, 19 by default) the
+embeddings are computed in a worker process at that low priority, in a session of its own, so that
+checks use the cores serving leaves idle and wait while it keeps them busy (the reasons and a
+measurement are in :mod:`oikyo.monitor.embeddings`). ``--every SECONDS`` keeps the process (and the
+model) alive and checks each variant again whenever ``stride`` new requests have come in, so checks
+per request stay ``1/stride`` as the calibration assumes. An alarm is also recorded as a deployment event
 (:func:`oikyo.monitor.events.record`), and the router's ``/metrics`` exports the latest scores as
 ``oikyo_drift_score{deployment,variant,detector}`` (read from the store, see
 :mod:`oikyo.monitor.drift_records`), so Prometheus alert rules cover drift too::
@@ -30,6 +33,7 @@ as the calibration assumes. An alarm is also recorded as a deployment event
         for f in variant.findings:
             print(variant.variant, f.detector, f.score, f.alarm, f.what)
     drift.watch("support-bot", every=300)                 # forever, or iterations=N
+    drift.watch("support-bot", every=300, settings=drift.DriftSettings(nice=19))  # embeddings yield the CPU
     drift.history("support-bot", detector="input_embedding", limit=50)
 """
 
@@ -75,6 +79,9 @@ class DriftSettings(BaseModel):
     reference_rows: int = Field(1000, ge=MIN_REFERENCE, description="Reference rows sampled (half to compare "
                                                                       "with, half to calibrate thresholds on).")
     embeddings: bool = Field(True, description="Run the embedding detector (loads the served base model).")
+    nice: int = Field(0, ge=0, le=19, description="Embed in a worker process at this lower CPU priority, in a "
+                                                  "session of its own, so serving on the same machine gets the "
+                                                  "cores first (0: embed in this process at its priority).")
     seed: int = Field(0, description="Seed of the reference sample, its split and the bootstrap draws.")
 
     @property
@@ -325,8 +332,15 @@ class Session:
 
         load_dir = resolve(model).load_dir  # the base model an adapter runs on, or the model itself
         if load_dir not in self.embedders:
-            self.embedders[load_dir] = Embedder(load_dir)
+            self.embedders[load_dir] = Embedder(load_dir, nice=self.settings.nice)
         return self.embedders[load_dir]
+
+    def close(self) -> None:
+        """Stop the embedding workers (``nice`` > 0); the session cannot embed afterwards."""
+        for embedder in self.embedders.values():
+            embedder.close()
+        self.embedders.clear()
+        self.checkers.clear()
 
     def checker(self, model: str) -> Checker:
         version = reference_version(model, self.reference)
@@ -373,13 +387,18 @@ def check_variant(deployment: str, variant: str, model: str, session: Session, *
 def check(deployment: str, *, settings: DriftSettings | None = None, reference: str | None = None,
           variant: str | None = None, session: Session | None = None, save: bool = True) -> DriftReport:
     """Check every variant (or one) of ``deployment`` on its newest window of logged requests."""
+    own = session is None
     session = session or Session(settings or DriftSettings(), reference)
-    models = _variant_models(deployment)
-    if variant is not None:
-        if variant not in models:
-            raise DriftError(f"deployment {deployment!r} has no variant {variant!r}; it has {', '.join(models)}")
-        models = {variant: models[variant]}
-    reports = [check_variant(deployment, label, model, session, save=save) for label, model in models.items()]
+    try:
+        models = _variant_models(deployment)
+        if variant is not None:
+            if variant not in models:
+                raise DriftError(f"deployment {deployment!r} has no variant {variant!r}; it has {', '.join(models)}")
+            models = {variant: models[variant]}
+        reports = [check_variant(deployment, label, model, session, save=save) for label, model in models.items()]
+    finally:
+        if own:
+            session.close()
     return DriftReport(deployment, session.settings, reports)
 
 
@@ -421,19 +440,22 @@ def watch(deployment: str, every: float, *, settings: DriftSettings | None = Non
     """Check each variant whenever ``stride`` new requests came in, looking every ``every`` seconds."""
     session = Session(settings or DriftSettings(), reference)
     done = 0
-    while iterations is None or done < iterations:
-        for label, model in _variant_models(deployment).items():
-            if not due(deployment, label, session.settings.every_requests):
-                continue
-            try:
-                report = check_variant(deployment, label, model, session)
-            except OikyoError as error:  # a missing reference for one variant must not stop the others
-                report = VariantReport(variant=label, model=model, skipped=str(error))
-            if on_report is not None:
-                on_report(report)
-        done += 1
-        if iterations is None or done < iterations:
-            sleep(every)
+    try:
+        while iterations is None or done < iterations:
+            for label, model in _variant_models(deployment).items():
+                if not due(deployment, label, session.settings.every_requests):
+                    continue
+                try:
+                    report = check_variant(deployment, label, model, session)
+                except OikyoError as error:  # a missing reference for one variant must not stop the others
+                    report = VariantReport(variant=label, model=model, skipped=str(error))
+                if on_report is not None:
+                    on_report(report)
+            done += 1
+            if iterations is None or done < iterations:
+                sleep(every)
+    finally:
+        session.close()
 
 
 def latest(deployment: str) -> list[dict]:

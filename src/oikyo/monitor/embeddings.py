@@ -3,9 +3,21 @@
 An input's embedding is the mean over its tokens of the base model's last hidden state (the
 transformer body only, no language-model head): the model's own view of what it is asked, so a
 change it would "notice" shows, in any language it reads. :class:`Embedder` loads the model once
-(in the drift check's process, never in the router or a replica, so serving does not slow down) and
-embeds in batches of similar length. Reference embeddings are cached on disk per (model, texts) in
+(in the drift check's process, never in the router or a replica) and embeds in batches of similar
+length. Reference embeddings are cached on disk per (model, texts) in
 ``$OIKYO_HOME/monitor/embeddings/`` as plain ``.npy`` arrays (read with ``allow_pickle=False``).
+
+Yielding the CPU to serving: embedding is the check's only heavy work (about 1.5 s of one core per 20
+new requests with the bundled model), and on a machine whose cores serve requests it would take them
+from the replicas, whose threads wait for each other at every step. ``Embedder(..., nice=N)`` embeds
+in a worker process of its own session at priority ``N`` (the drift command uses 19): the worker gets
+the cores that serving leaves idle. Its own session matters on Linux: with autogroups (on by default
+in most distributions) the scheduler shares the cores between sessions first and uses nice only
+between the processes of one session, and the router and replicas run in sessions of their own; so
+the worker also lowers its session's priority (``/proc/self/autogroup``). Measured on 2 cores beside
+a 2-thread torch loop in another session, a busy process got 3.0 CPU-s of 6 s at nice 0, 3.1 at nice
+19 alone and 0.1 at nice 19 in a session of its own. The checking process keeps its priority for
+the rest (reading and writing the store: a starved writer would hold the store's lock).
 
 :class:`MMD` is the two-sample statistic. Embeddings are first standardized per dimension with the
 reference's mean and spread (a few hidden dimensions of a language model carry most of the norm and
@@ -26,6 +38,8 @@ Usage::
 
     embedder = Embedder(model_dir)                   # loads the model once (~1 s for the bundled model)
     vectors = embedder.embed(["Hello", "Bonjour"])   # (2, hidden) float32
+    embedder = Embedder(model_dir, nice=19)          # the same, in a worker that yields the CPU
+    embedder.close()                                 # stops the worker (it also stops when this process ends)
     mmd = MMD(reference_vectors, pool_vectors)
     value, witness = mmd.raw(window_vectors)
     null = mmd.null_raw(index_windows)               # (B,) values on bootstrap windows of the pool
@@ -34,6 +48,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -51,18 +66,32 @@ THREADS = 1
 MEMO = 20000  # texts whose embeddings a checking process keeps (about 45 MB at hidden size 576)
 
 
+class EmbeddingError(RuntimeError):
+    """The embedding worker could not load the model or embed (its error, as text)."""
+
+
 class Embedder:
-    """Mean-pooled last hidden states of a model folder's transformer body."""
+    """Mean-pooled last hidden states of a model folder's transformer body.
+
+    ``nice`` 0 embeds in this process; N > 0 in a worker process at that lower priority, in a session
+    of its own (see the module docstring). Either way the tokenizer is loaded here (token counts).
+    """
 
     def __init__(self, model_dir: str | Path, *, max_tokens: int = MAX_TOKENS, batch_size: int = BATCH,
-                 threads: int = THREADS):
-        import torch
-
-        from oikyo.models.loading import load_model, load_tokenizer
+                 threads: int = THREADS, nice: int = 0):
+        from oikyo.models.loading import load_tokenizer
 
         self.model_dir = str(Path(model_dir).resolve())
         self.max_tokens, self.batch_size, self.threads = max_tokens, batch_size, threads
         self.tokenizer = load_tokenizer(self.model_dir)
+        self._worker = None
+        if nice > 0:
+            self._worker = _Worker(self.model_dir, nice, max_tokens=max_tokens, batch_size=batch_size, threads=threads)
+            return
+        import torch
+
+        from oikyo.models.loading import load_model
+
         model = load_model(self.model_dir)
         # The body alone: its last hidden state, without computing vocabulary logits.
         self.body = getattr(model, model.base_model_prefix, model)
@@ -79,6 +108,8 @@ class Embedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), hidden) float32: each text's mean-pooled last hidden state."""
+        if self._worker is not None:
+            return self._worker.embed(list(texts))
         torch = self._torch
         out: list[np.ndarray | None] = [self._memo.get(t) for t in texts]
         missing = [i for i, v in enumerate(out) if v is None]
@@ -111,6 +142,94 @@ class Embedder:
 
     def token_counts(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The worker process's id (None when embedding in this process)."""
+        return self._worker.pid if self._worker is not None else None
+
+    def close(self) -> None:
+        """Stop the worker, if any (an in-process embedder holds nothing to release)."""
+        if self._worker is not None:
+            self._worker.close()
+
+
+# ----------------------------------------------------------------------------- the low-priority worker
+
+
+def lower_priority(nice: int) -> None:
+    """Run this process at priority ``nice`` in a session of its own, so that it also yields to other sessions.
+
+    Call it in a process that does not lead a process group (a spawned child): ``os.setsid`` refuses a
+    leader. Without autogroups (other systems, kernels without them) nice alone orders the processes.
+    """
+    os.setsid()
+    os.nice(nice)
+    try:
+        Path("/proc/self/autogroup").write_text(str(nice))  # the session's weight among sessions
+    except OSError:
+        pass
+
+
+class _Worker:
+    """An in-process :class:`Embedder` in a spawned child at low priority, fed texts over a pipe."""
+
+    def __init__(self, model_dir: str, nice: int, **options):
+        import multiprocessing
+
+        # spawn: a fresh interpreter, not a fork of this process's threads and open store connections.
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, model_dir, nice, options), daemon=True,
+                                        name="oikyo-embedder")
+        self._process.start()
+        self.pid = self._process.pid
+        child.close()
+        self._answer()  # the model loaded, or its error raised here
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self._conn.send(texts)
+        return self._answer()
+
+    def _answer(self):
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            raise EmbeddingError(f"the embedding worker exited ({self._process.exitcode})") from None
+        if status == "error":
+            raise EmbeddingError(value)
+        return value
+
+    def close(self) -> None:
+        self._conn.close()  # the worker sees the end of its input and exits
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+
+
+def _serve(conn, model_dir: str, nice: int, options: dict) -> None:
+    """The worker: lower its priority, load the model, then embed each list of texts it receives."""
+    lower_priority(nice)
+    try:
+        embedder = Embedder(model_dir, **options)
+    except Exception as error:  # noqa: BLE001 - sent to the checking process, which raises it
+        conn.send(("error", f"{error.__class__.__name__}: {error}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            texts = conn.recv()
+        except (EOFError, OSError):
+            return  # the checking process closed the pipe or is gone
+        try:
+            answer = ("ok", embedder.embed(texts))
+        except Exception as error:  # noqa: BLE001
+            answer = ("error", f"{error.__class__.__name__}: {error}")
+        try:
+            conn.send(answer)
+        except (BrokenPipeError, OSError):
+            return
 
 
 def cache_dir() -> Path:
