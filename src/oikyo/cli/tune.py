@@ -33,7 +33,7 @@ def tune(
     space: Optional[Path] = typer.Option(None, "--space", help="Search space YAML (default: the LoRA space in src/oikyo/configs/space-lora.yaml)."),
     trials: int = typer.Option(20, "--trials", "-n", help="How many trials the study runs in all (over every driver)."),
     parallel: int = typer.Option(1, "--parallel", "-p", help="Trials this driver keeps training at once; starts workers until that many serve the queue."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Stop launching trials when spent: wall time of trials (2h, 30m, 90s) or training tokens (5M-tokens, 500k-tokens)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="A cap on what trials spend: wall time (2h, 30m, 90s) or training tokens (5M-tokens, 500k-tokens). A trial starts only if its estimated cost fits what is left; trials still training when it is spent are stopped (docs/tuning.md, Budgets)."),
     objective: list[str] = typer.Option([], "--objective", "-o", help="What to optimize: val_loss (default), an evaluation metric on the validation split (e.g. json_field_accuracy), or forgetting. Repeat for a multi-objective study."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override one base config value, dotted: --set train.max_steps=100 (repeatable)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset version to tune on: id, name (its newest version) or name@id."),
