@@ -236,12 +236,8 @@ class Driver:
                 continue  # trained: scored as usual (an evaluation job is not training)
             message = (f"stopped by study {self.study.name} ({self.study.id}), trial {follower.number}: its budget "
                        f"{self.budget.text} is spent ({self.budget.format(spent)})")
-            try:
-                queue.request_cancel(run.id)
-            except OikyoError:
+            if not self._stop_run(run.id, message):
                 continue  # it finished meanwhile: scored as usual at the next tick
-            with db.session() as s:
-                queue.add_event(s, run.id, "pruned", message)
             self._attr(follower, "reason", f"stopped when the budget {self.budget.text} was spent")
             self._tell_pruned(follower, run, f" at the budget ({self.budget.format(spent)} spent)")
 
@@ -313,13 +309,20 @@ class Driver:
     def _prune(self, follower: Follower, run: Run, at: int, value: float) -> None:
         message = (f"pruned by study {self.study.name} ({self.study.id}), trial {follower.number}: "
                    f"eval_loss {value:.4f} at step {at} is worse than the study's {self.study.pruner} rule")
-        try:
-            queue.request_cancel(run.id)
-        except OikyoError:
+        if not self._stop_run(run.id, message):
             return  # it finished meanwhile: scored as usual at the next tick
-        with db.session() as s:
-            queue.add_event(s, run.id, "pruned", message)
         self._tell_pruned(follower, run, f" at step {at} (eval_loss {value:.4f})")
+
+    @staticmethod
+    def _stop_run(run_id: str, message: str) -> bool:
+        """Cancel a trial's run with a "pruned" event saying why; False when it finished meanwhile."""
+        try:
+            queue.request_cancel(run_id)
+        except OikyoError:
+            return False
+        with db.session() as s:
+            queue.add_event(s, run_id, "pruned", message)
+        return True
 
     def _pruned_event(self, run_id: str) -> bool:
         from oikyo.jobs import runs
