@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # the deployment test fixtures
 import drift_traffic as traffic  # noqa: E402
 from serving_fixtures import *  # noqa: E402,F401,F403
-from serving_fixtures import DEPLOYMENT  # noqa: E402
+from serving_fixtures import DEPLOYMENT, metric_sample  # noqa: E402
 
 from oikyo.monitor import calibration, drift, drift_records, events  # noqa: E402
 from oikyo.monitor.drift import Checker, DriftSettings, Reference  # noqa: E402
@@ -322,16 +322,6 @@ def test_a_base_model_variant_needs_a_named_reference():
         drift.reference_version("SmolLM2-135M-Instruct")
 
 
-def _sample(body: str, name: str, **labels) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return None
-
-
 def test_the_router_exports_the_latest_drift_scores(routed, versions):
     """GET /metrics of a running router reads the drift checks' records (written by another process)."""
     import httpx
@@ -347,6 +337,6 @@ def test_the_router_exports_the_latest_drift_scores(routed, versions):
     drift_records.clear_cache()
     body = httpx.get(f"{routed.url}/metrics", headers={"Authorization": f"Bearer {routed.key}"}).text
     labels = {"deployment": DEPLOYMENT, "variant": variant, "detector": "input_embedding"}
-    assert _sample(body, "oikyo_drift_score", **labels) == 2.5
-    assert _sample(body, "oikyo_drift_checks_total", **labels, alarm="true") == 1.0
-    assert _sample(body, "oikyo_drift_checks_total", **labels, alarm="false") == 1.0
+    assert metric_sample(body, "oikyo_drift_score", **labels) == 2.5
+    assert metric_sample(body, "oikyo_drift_checks_total", **labels, alarm="true") == 1.0
+    assert metric_sample(body, "oikyo_drift_checks_total", **labels, alarm="false") == 1.0

@@ -14,7 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # the deployment test fixtures
 
 from serving_fixtures import *  # noqa: E402,F401,F403
-from serving_fixtures import DEPLOYMENT, ROUTER_TOKEN, ThreadServer, _names, chat, register_version, wait_for  # noqa: E402
+from serving_fixtures import (DEPLOYMENT, ROUTER_TOKEN, ThreadServer, _names, chat, metric_sample,  # noqa: E402
+                              register_version, wait_for)
 
 from oikyo.monitor import quality  # noqa: E402
 from oikyo.serve.gateway.metrics import RouterMetrics  # noqa: E402
@@ -167,17 +168,6 @@ def _stored(record_id: str) -> ServedRequest:
         return s.get(ServedRequest, record_id)
 
 
-def _sample(body: str, name: str, **labels) -> float | None:
-    """The value of the sample ``name`` with exactly ``labels`` in a Prometheus text exposition."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return None
-
-
 def test_the_hook_checks_answers_in_the_writer_thread_and_stores_only_signals_without_logging():
     metrics = RouterMetrics(DEPLOYMENT)
     recorder = RequestRecorder(every_s=60)  # flushed by hand below
@@ -193,10 +183,10 @@ def test_the_hook_checks_answers_in_the_writer_thread_and_stores_only_signals_wi
     assert _stored(failed.id).quality is None  # errors have no answer to check
     body = metrics.render()[0].decode()
     labels = {"deployment": DEPLOYMENT, "model": "mv-x", "variant": "a"}
-    assert _sample(body, "oikyo_quality_checked_total", **labels) == 2.0
-    assert _sample(body, "oikyo_quality_flags_total", **labels, signal="degenerate") == 1.0
-    assert _sample(body, "oikyo_quality_flags_total", **labels, signal="refusal") == 1.0
-    assert _sample(body, "oikyo_quality_flags_total", **labels, signal="invalid_json") == 0.0  # every series exists
+    assert metric_sample(body, "oikyo_quality_checked_total", **labels) == 2.0
+    assert metric_sample(body, "oikyo_quality_flags_total", **labels, signal="degenerate") == 1.0
+    assert metric_sample(body, "oikyo_quality_flags_total", **labels, signal="refusal") == 1.0
+    assert metric_sample(body, "oikyo_quality_flags_total", **labels, signal="invalid_json") == 0.0  # every series exists
 
 
 def test_a_failing_hook_costs_no_records():
@@ -321,10 +311,10 @@ def test_a_router_fills_the_quality_column_and_exposes_the_counters(quality_rout
     assert _stored(support.id).quality["negative_feedback"] is True
     body = httpx.get(f"{served.url}/metrics", headers=headers).text
     support_labels = {"deployment": DEPLOYMENT, "model": mvs["support"], "variant": "support"}
-    assert _sample(body, "oikyo_quality_checked_total", **support_labels) == 1.0
-    assert _sample(body, "oikyo_quality_flags_total", **support_labels, signal="schema_mismatch") == 1.0
-    assert _sample(body, "oikyo_quality_flags_total", **support_labels, signal="invalid_json") == 1.0
-    assert _sample(body, "oikyo_quality_flags_total", **support_labels, signal="refusal") == 0.0
-    assert _sample(body, "oikyo_quality_checked_total", deployment=DEPLOYMENT, model=mvs["sales"], variant="chat") == 1.0
-    assert _sample(body, "oikyo_feedback_negative_total", deployment=DEPLOYMENT, variant="support") == 1.0
+    assert metric_sample(body, "oikyo_quality_checked_total", **support_labels) == 1.0
+    assert metric_sample(body, "oikyo_quality_flags_total", **support_labels, signal="schema_mismatch") == 1.0
+    assert metric_sample(body, "oikyo_quality_flags_total", **support_labels, signal="invalid_json") == 1.0
+    assert metric_sample(body, "oikyo_quality_flags_total", **support_labels, signal="refusal") == 0.0
+    assert metric_sample(body, "oikyo_quality_checked_total", deployment=DEPLOYMENT, model=mvs["sales"], variant="chat") == 1.0
+    assert metric_sample(body, "oikyo_feedback_negative_total", deployment=DEPLOYMENT, variant="support") == 1.0
     assert quality.summary(DEPLOYMENT)["support"]["schema_mismatch_share"] == 1.0

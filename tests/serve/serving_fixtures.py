@@ -225,3 +225,14 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
 __all__ = ["ThreadServer", "Served", "api_model_dir", "api_adapter_dirs", "api_engine", "versions", "replica",
            "routed", "register_version", "chat", "wait_for", "random_model_dir", "random_adapter_dirs", "BASE_ID",
            "DEPLOYMENT", "ROUTER_TOKEN"]
+
+
+def metric_sample(body: str, name: str, **labels) -> float | None:
+    """The value of the sample ``name`` with exactly ``labels`` in a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
