@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shlex
 import shutil
 import signal
@@ -68,12 +67,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from bench_serve import goal, machine, percentile, warm_up
+from bench_serve import goal, machine, percentile, serve_clients, warm_up
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -105,59 +103,6 @@ def deployed(model: str, name: str, threads: int, batch: int, log_requests: bool
         yield info["url"]
     finally:
         deployments.stop(name)
-
-
-def send(url: str, key: str, model: str, prompts: list[list[dict]], clients: int, tokens: int, rounds: int,
-         max_delay: float, seed: int) -> dict:
-    """``clients`` threads, each sending ``rounds`` streamed chat requests after small random delays."""
-    from openai import OpenAI
-
-    client = OpenAI(base_url=url, api_key=key, max_retries=0, timeout=600)
-    records: list[dict] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def one_client(i: int) -> None:
-        rng = random.Random(seed + i)
-        for r in range(rounds):
-            time.sleep(rng.uniform(0, max_delay))
-            messages = prompts[(i + r * clients) % len(prompts)]
-            sent = time.perf_counter()
-            first, usage = None, None
-            try:
-                stream = client.chat.completions.create(
-                    model=model, messages=messages, max_tokens=tokens, temperature=0, stream=True,
-                    stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
-                for chunk in stream:
-                    if first is None and chunk.choices and chunk.choices[0].delta.content:
-                        first = time.perf_counter()
-                    if chunk.usage:
-                        usage = chunk.usage
-            except Exception as error:  # noqa: BLE001 - reported, not hidden
-                with lock:
-                    errors.append(f"{error.__class__.__name__}: {error}")
-                continue
-            done = time.perf_counter()
-            with lock:
-                records.append({"sent": sent, "done": done, "ttft": (first or done) - sent,
-                                "tokens": usage.completion_tokens if usage else 0})
-
-    workers = [threading.Thread(target=one_client, args=(i,)) for i in range(clients)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    if not records:
-        raise RuntimeError(f"every request failed: {errors[:3]}")
-    start, end = min(r["sent"] for r in records), max(r["done"] for r in records)
-    generated = sum(r["tokens"] for r in records)
-    latencies = [r["done"] - r["sent"] for r in records]
-    ttfts = [r["ttft"] for r in records]
-    return {"requests": len(records), "errors": len(errors), "error_examples": errors[:3], "tokens": generated,
-            "seconds": end - start, "tokens_per_s": generated / (end - start),
-            "latency_p50_s": percentile(latencies, 50), "latency_p99_s": percentile(latencies, 99),
-            "ttft_p50_s": percentile(ttfts, 50), "ttft_p99_s": percentile(ttfts, 99),
-            "latencies": latencies, "ttfts": ttfts}
 
 
 def prefill(url: str, key: str, model: str, prompts: list[list[dict]]) -> None:
@@ -302,7 +247,7 @@ def measure(kind: str, index: int, args: argparse.Namespace, url: str, key: str,
         drift.resume()
         checks_before, cpu_before, logged_before = embedding_checks(name), drift.cpu_s(), logged(name)["with_content"]
     try:
-        result = send(url, key, name, prompts, seed=1000 * index, **load)
+        result = serve_clients(url, key, [name], seed=1000 * index, prompts=prompts, **load)
         if on:
             result["drift_checks"] = embedding_checks(name) - checks_before
             result["drift_cpu_s"] = drift.cpu_s() - cpu_before

@@ -160,10 +160,13 @@ def deployed(model: str, name: str, threads: int, batch: int, vllm: dict | None 
 
 
 def serve_clients(url: str, key: str, models: list[str], clients: int, tokens: int, rounds: int, max_delay: float,
-                  seed: int) -> dict:
-    """``clients`` threads, each sending ``rounds`` streamed chat requests after small random delays."""
+                  seed: int, prompts: list[list[dict]] | None = None) -> dict:
+    """``clients`` threads, each sending ``rounds`` streamed chat requests after small random delays.
+
+    ``prompts``: the chat messages to send, in turn (default: one user question of ``QUESTIONS`` each)."""
     from openai import OpenAI
 
+    prompts = prompts or [[{"role": "user", "content": question}] for question in QUESTIONS]
     client = OpenAI(base_url=url, api_key=key, max_retries=0, timeout=600)
     records: list[dict] = []
     lock = threading.Lock()
@@ -173,12 +176,12 @@ def serve_clients(url: str, key: str, models: list[str], clients: int, tokens: i
         rng = random.Random(seed + i)
         for r in range(rounds):
             time.sleep(rng.uniform(0, max_delay))
-            question = QUESTIONS[(i + r * clients) % len(QUESTIONS)]
+            messages = prompts[(i + r * clients) % len(prompts)]
             sent = time.perf_counter()
             first, usage = None, None
             try:
                 stream = client.chat.completions.create(
-                    model=models[i % len(models)], messages=[{"role": "user", "content": question}],
+                    model=models[i % len(models)], messages=messages,
                     max_tokens=tokens, temperature=0, stream=True, stream_options={"include_usage": True},
                     extra_body={"ignore_eos": True})
                 for chunk in stream:
@@ -187,7 +190,8 @@ def serve_clients(url: str, key: str, models: list[str], clients: int, tokens: i
                     if chunk.usage:
                         usage = chunk.usage
             except Exception as error:  # noqa: BLE001 - reported, not hidden
-                errors.append(f"{error.__class__.__name__}: {error}")
+                with lock:
+                    errors.append(f"{error.__class__.__name__}: {error}")
                 continue
             done = time.perf_counter()
             with lock:
@@ -205,10 +209,11 @@ def serve_clients(url: str, key: str, models: list[str], clients: int, tokens: i
     generated = sum(r["tokens"] for r in records)
     latencies = [r["done"] - r["sent"] for r in records]
     ttfts = [r["ttft"] for r in records]
-    return {"requests": len(records), "errors": len(errors), "tokens": generated, "seconds": span,
-            "tokens_per_s": generated / span, "latency_p50_s": percentile(latencies, 50),
+    return {"requests": len(records), "errors": len(errors), "error_examples": errors[:3], "tokens": generated,
+            "seconds": span, "tokens_per_s": generated / span, "latency_p50_s": percentile(latencies, 50),
             "latency_p99_s": percentile(latencies, 99), "ttft_p50_s": percentile(ttfts, 50),
-            "ttft_p99_s": percentile(ttfts, 99), "latency_mean_s": statistics.mean(latencies)}
+            "ttft_p99_s": percentile(ttfts, 99), "latency_mean_s": statistics.mean(latencies),
+            "latencies": latencies, "ttfts": ttfts}
 
 
 def warm_up(url: str, key: str, models: list[str]) -> None:
