@@ -5,7 +5,9 @@ Every detector is built from the reference's two halves (``ref``: what windows a
 
 - ``null_raw(windows)``: its raw value on bootstrap windows of pool indices (B, W) -> (B,);
 - ``raw(items)``: its raw value on a live window, plus what :meth:`describe` needs;
-- ``describe(items, info)``: a short sentence of what moved and the most distinctive inputs.
+- ``describe(items, info)``: a short sentence of what moved and the most distinctive inputs;
+- ``center_draws(rng, pool_size, draws)``: for centred statistics, bootstrap estimates of the value
+  expected without drift (:func:`oikyo.monitor.calibration.calibrate`'s ``center_draws``).
 
 The detectors (``name``: statistic, calibration kind):
 
@@ -29,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from oikyo.monitor import descriptors as d
-from oikyo.monitor.calibration import unseen_floor
+from oikyo.monitor.calibration import center_windows, unseen_floor
 
 EXAMPLES = 3
 EXAMPLE_CHARS = 160
@@ -53,6 +55,13 @@ class Detector:
 
     def null_raw(self, windows: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def center_draws(self, rng: np.random.Generator, pool_size: int, draws: int) -> np.ndarray | None:
+        """Bootstrap estimates of a centred statistic's expected value, one per null draw (None for
+        positive statistics): here its value on resamples of the whole calibration pool."""
+        if self.kind == "positive":
+            return None
+        return self.null_raw(center_windows(rng, pool_size, draws))
 
     def raw(self, items: list[d.Item]) -> tuple[float, dict]:
         raise NotImplementedError
@@ -104,6 +113,10 @@ class LengthDetector(Detector):
 
     def null_raw(self, windows: np.ndarray) -> np.ndarray:
         return self.pool_values[windows].mean(1)
+
+    def center_draws(self, rng: np.random.Generator, pool_size: int, draws: int) -> np.ndarray:
+        # estimated from every reference row, not the calibration pool alone
+        return self.center_values[center_windows(rng, len(self.center_values), draws)].mean(1)
 
     def raw(self, items: list[d.Item]) -> tuple[float, dict]:
         lengths = self._lengths(items)

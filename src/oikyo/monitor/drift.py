@@ -52,8 +52,7 @@ from sqlalchemy import func, select
 from oikyo.errors import OikyoError
 from oikyo.monitor import descriptors as d
 from oikyo.monitor import detectors as det
-from oikyo.monitor.calibration import (Calibrated, bootstrap_windows, calibrate, center_windows, draws_for,
-                                      per_check_alpha)
+from oikyo.monitor.calibration import Calibrated, bootstrap_windows, calibrate, draws_for, per_check_alpha
 from oikyo.monitor.drift_records import describe as describe_check
 from oikyo.monitor.drift_records import history  # noqa: F401  (part of this module's API)
 from oikyo.store import db
@@ -231,18 +230,8 @@ class Checker:
         windows = bootstrap_windows(rng, len(pool), settings.window, draws_for(self.alpha))
         self.calibrations: dict[str, Calibrated] = {
             x.name: calibrate(x.null_raw(windows), self.alpha, x.kind, x.floor(settings.window, self.alpha),
-                              center_draws=self._center_draws(x, rng, len(pool), len(windows)))
+                              center_draws=x.center_draws(rng, len(pool), len(windows)))
             for x in found}
-
-    @staticmethod
-    def _center_draws(x: det.Detector, rng: np.random.Generator, pool_size: int, draws: int) -> np.ndarray | None:
-        """Bootstrap estimates of a centred detector's expected value (None for positive statistics)."""
-        if x.kind == "positive":
-            return None
-        values = getattr(x, "center_values", None)
-        if values is not None and len(values):  # estimated from every reference row (lengths)
-            return values[center_windows(rng, len(values), draws)].mean(1)
-        return x.null_raw(center_windows(rng, pool_size, draws))  # from the calibration half
 
     @staticmethod
     def _output_detectors(ref, pool, quality) -> list[det.Detector]:
