@@ -127,14 +127,19 @@ def reached(budget: Budget | None, spent: float) -> bool:
     return budget is not None and spent >= budget.limit
 
 
-def planned_rows(config: dict) -> int | None:
-    """Training rows a run of ``config`` (a config mapping) goes through: max_steps x batch_size x
-    grad_accum; None when it trains by epochs (its length depends on the dataset)."""
+def rows_per_step(config: dict) -> int:
+    """Training rows one optimizer step of ``config`` (a config mapping) goes through: batch_size x grad_accum."""
     train = config.get("train") or {}
-    steps = train.get("max_steps")
+    return int(train.get("batch_size") or 1) * int(train.get("grad_accum") or 1)
+
+
+def planned_rows(config: dict) -> int | None:
+    """Training rows a run of ``config`` (a config mapping) goes through: max_steps x :func:`rows_per_step`;
+    None when it trains by epochs (its length depends on the dataset)."""
+    steps = (config.get("train") or {}).get("max_steps")
     if not steps:
         return None
-    return int(steps) * int(train.get("batch_size") or 1) * int(train.get("grad_accum") or 1)
+    return int(steps) * rows_per_step(config)
 
 
 ROW_KEYS = ("train.max_steps", "train.batch_size", "train.grad_accum")

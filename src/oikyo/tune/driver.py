@@ -182,11 +182,10 @@ class Driver:
         import optuna
 
         spent, running, measured = self._costs(measure=True, exclude=follower.number)
-        rows = budgets.planned_rows(self.space.config_for(follower.values, self.study.base_config))
-        rate = budgets.per_row(measured)
         # None (nothing measured yet, or a config that trains by epochs): it starts when nothing else runs,
         # and stopping at the budget keeps the cap
-        cost = rows * rate * len(self.folds) if rows is not None and rate is not None else None
+        cost = self._estimated_cost(
+            budgets.planned_rows(self.space.config_for(follower.values, self.study.base_config)), measured)
         if budgets.fits(self.budget, spent=spent, running=running, cost=cost):
             return False
         left = max(0.0, self.budget.limit - spent - sum(rest or 0.0 for _, rest in running))
@@ -207,11 +206,9 @@ class Driver:
     def _cheapest_fits(self, spent: float, running: list, measured: list) -> bool:
         """Whether the space's cheapest configuration fits what is left (True while that cannot be told);
         when it does not, no more trials are drawn (they would all be skipped)."""
-        rows = budgets.cheapest_rows(self.space, self.study.base_config)
-        rate = budgets.per_row(measured)
-        if rows is None or rate is None:
+        cost = self._estimated_cost(budgets.cheapest_rows(self.space, self.study.base_config), measured)
+        if cost is None:
             return True
-        cost = rows * rate * len(self.folds)
         if budgets.fits(self.budget, spent=spent, running=running, cost=cost):
             return True
         if not running:  # final: what is left only shrinks
@@ -221,11 +218,17 @@ class Driver:
                      f"cheapest configuration of the space (about {self.budget.format(cost)}); no more trials start.")
         return False
 
+    def _estimated_cost(self, rows: int | None, measured: list[tuple[float, int]]) -> float | None:
+        """What a trial training ``rows`` rows (per fold) will spend, at the cost per row measured so far;
+        None when either is unknown."""
+        rate = budgets.per_row(measured)
+        return rows * rate * len(self.folds) if rows is not None and rate is not None else None
+
     def _stop_at_budget(self) -> None:
         """Once the budget is spent, stop the trials still training (see :mod:`oikyo.tune.budget`)."""
         if self.budget is None or not self.followers:
             return
-        spent, _ = self._costs()
+        spent = self._costs()[0]
         if not budgets.reached(self.budget, spent):
             return
         for follower in list(self.followers.values()):
@@ -483,25 +486,21 @@ class Driver:
             step, spent = metrics.latest(run.id).get("tokens", (0, 0.0))
         else:
             step, spent = now_progress.step, max(0.0, (now - queue.aware(run.started_at)).total_seconds())
-        rows = step * self._rows_per_step(run)
+        rows = step * budgets.rows_per_step(run.config or {})
         return spent, budgets.project(spent, step, now_progress.total_steps), rows
-
-    @staticmethod
-    def _rows_per_step(run: Run) -> int:
-        train = (run.config or {}).get("train") or {}
-        return int(train.get("batch_size") or 1) * int(train.get("grad_accum") or 1)
 
     def _rows_done(self, run: Run) -> int:
         """Rows a finished run trained on (its last reported step x rows per step), read once per run."""
         if run.id not in self._finished_rows:
             step = metrics.latest(run.id).get("tokens", (0, 0.0))[0] if self.budget.kind == "tokens" else \
                 metrics.progress(run).step
-            self._finished_rows[run.id] = step * self._rows_per_step(run)
+            self._finished_rows[run.id] = step * budgets.rows_per_step(run.config or {})
         return self._finished_rows[run.id]
 
     def _costs(self, measure: bool = False, exclude: int | None = None):
-        """(spent by every trial, [(spent, still to spend) of each unfinished trial]) in the budget's unit; with
-        ``measure`` also [(spent, rows trained) of each run], for the cost per row (:func:`budgets.per_row`).
+        """(spent by every trial, [(spent, still to spend) of each unfinished trial], [(spent, rows trained) of
+        each run that trained rows]) in the budget's unit; the last, for the cost per row
+        (:func:`budgets.per_row`), only with ``measure`` (else empty: counting rows reads each run's metrics).
         ``exclude``: a trial left out of the running ones (the one being decided on)."""
         import optuna
 
@@ -531,9 +530,7 @@ class Driver:
                 rest = rest + later * estimate if estimate is not None else None
             running.append((spent, rest))
         spent = sum(cost[0] for cost in costs.values())
-        if measure:
-            return spent, running, [(cost, rows) for cost, _, rows in costs.values() if rows > 0]
-        return spent, running
+        return spent, running, [(cost, rows) for cost, _, rows in costs.values() if rows > 0]
 
     def _budget_allows(self) -> bool:
         if self.budget is None:
@@ -543,7 +540,7 @@ class Driver:
         spent, running, measured = self._costs(measure=True)
         if budgets.may_launch(self.budget, spent=spent, running=running):
             return self._cheapest_fits(spent, running, measured)
-        if not running and not self.budget_spent:
+        if not running:
             self.budget_spent = True
             self.say(f"Budget {self.budget.text} spent ({self.budget.format(spent)}): no more trials start.")
         return False
