@@ -340,3 +340,17 @@ def test_the_router_exports_the_latest_drift_scores(routed, versions):
     assert metric_sample(body, "oikyo_drift_score", **labels) == 2.5
     assert metric_sample(body, "oikyo_drift_checks_total", **labels, alarm="true") == 1.0
     assert metric_sample(body, "oikyo_drift_checks_total", **labels, alarm="false") == 1.0
+
+
+def test_a_length_detector_takes_its_expected_mean_from_the_whole_reference():
+    from oikyo.monitor import detectors
+
+    items = traffic.reference_items(400, seed=7)
+    ref, pool = items[:200], items[200:]
+    x = detectors.LengthDetector.build("input", ref, pool)
+    logs = np.log1p([len(it.input) for it in items])
+    assert x.ref_mean == pytest.approx(logs.mean())  # every reference row, not the comparison half alone
+    assert x.pool_values.mean() == pytest.approx(0.0, abs=1e-12)  # null windows centred on the pool's own mean
+    draws = x.center_draws(np.random.default_rng(0), len(pool), 4000)
+    # the centre's error is that of a mean of all 400 rows, not of the 200 calibration rows
+    assert draws.std() == pytest.approx(logs.std() / math.sqrt(400), rel=0.1)
