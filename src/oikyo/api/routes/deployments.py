@@ -1,5 +1,5 @@
-"""REST routes: deployments (list, create and start, show, stop, change the A/B split, traffic stats, logs,
-drift checks, quality signals).
+"""REST routes: deployments (list, create and start, show, stop, change the A/B split or its weights,
+traffic stats, logs, drift checks, quality signals).
 
 Adapts :mod:`oikyo.serve.gateway.deployments` (``oikyo deploy``, ``oikyo deployments ...``),
 :mod:`oikyo.serve.gateway.traffic` (requests, errors and latency per variant and over time, from the
@@ -8,8 +8,9 @@ Adapts :mod:`oikyo.serve.gateway.deployments` (``oikyo deploy``, ``oikyo deploym
 API keys for the served endpoints: see routes/keys.py.
 
 Creating a deployment starts its router in the background and answers once it serves (or with
-the reason it could not start). Changing the split of a running deployment restarts it with the
-new split (its router reads the variants when it starts).
+the reason it could not start). New weights for the variants a deployment already serves take
+effect live (its router follows the record within about a second, no restart); a split naming
+other models restarts a running deployment with it (its router loads its models when it starts).
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class SplitRequest(BaseModel):
     split: str = Field(description="MODEL=WEIGHT,... e.g. mv-1a2b=90,mv-3c4d=10.")
 
 
+class WeightsRequest(BaseModel):
+    weights: dict[str, float] = Field(description="Variant label or model -> weight (>= 0, positive total); "
+                                                  "variants left out keep theirs. e.g. {\"mv-1a2b\": 80, \"mv-3c4d\": 20}.")
+
+
 @router.get("/deployments")
 def list_deployments() -> list[dict]:
     """Deployments and their state (``gone``: recorded as running, but its processes are not)."""
@@ -94,10 +100,20 @@ def stop_deployment(name: str) -> dict:
 
 @router.put("/deployments/{name}/split")
 def set_split(name: str, body: SplitRequest) -> dict:
-    """Change the traffic split; a running deployment restarts with it (``restarted`` says so)."""
+    """Change the traffic split. Same models with new weights: applied live, no restart (as
+    ``PUT .../weights``); other models: a running deployment restarts with them (``restarted`` says which)."""
     from oikyo.serve.gateway import deployments
 
     return deployments.set_split(known(name), body.split)
+
+
+@router.put("/deployments/{name}/weights")
+def set_weights(name: str, body: WeightsRequest) -> dict:
+    """New weights for the deployment's variants, live: its router applies them within about a second
+    without a restart (its ``GET /v1/models`` shows the weights in force). Weight 0: loaded, no share."""
+    from oikyo.serve.gateway import deployments
+
+    return deployments.set_weights(known(name), body.weights)
 
 
 @router.get("/deployments/{name}/stats")

@@ -4,7 +4,10 @@ A split ``--split mv-a=90,mv-b=10`` gives each variant a share of the requests t
 deployment. A request with a user (the ``X-User-Id`` header, else OpenAI's ``user`` field) always
 gets the same variant: sha256(deployment name + user) is read as a number in [0, 1) and falls in
 one variant's slice of the cumulative weights, so no state is kept and every router process agrees.
-A request without a user gets a random variant with the same weights::
+A request without a user gets a random variant with the same weights. A weight of 0 keeps a variant
+loaded but gives it no share: :func:`choose` never picks it, for any user (a request naming the
+variant or its model directly still reaches it). Weights of a running deployment change live
+(:func:`reweight` checks new ones; see ``deployments.set_weights``)::
 
     variants = make_variants(parse_split("mv-a=90,mv-b=10"))
     choose(variants, user="alice", salt="support-bot")      # the same Variant for alice every time
@@ -25,7 +28,7 @@ import hashlib
 import math
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from oikyo.errors import OikyoError
 from oikyo.evaluate.bootstrap import wilson_interval
@@ -65,6 +68,34 @@ def parse_split(text: str) -> list[tuple[str, float]]:
     return items
 
 
+def reweight(variants: list[Variant], weights: dict[str, float]) -> list[Variant]:
+    """``variants`` (same labels, models and order) with new weights from ``weights``, keyed by a
+    variant's label or model; variants left out keep their weight. Each weight is a finite number
+    >= 0 and the total is positive; otherwise an OikyoError and nothing changes."""
+    if not isinstance(weights, dict) or not weights:
+        raise OikyoError("give at least one weight, as {variant: weight}")
+    names = ", ".join(v.label for v in variants)
+    given: dict[str, float] = {}
+    for key, weight in weights.items():
+        variant = next((v for v in variants if key in (v.label, v.model)), None)
+        if variant is None:
+            raise OikyoError(f"{key!r} is not a variant of this deployment; its variants are {names}")
+        if variant.label in given:
+            raise OikyoError(f"variant {variant.label} is given two weights")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise OikyoError(f"the weight of {key} must be a number >= 0, not {weight!r}")
+        given[variant.label] = float(weight)
+    out = [replace(v, weight=given.get(v.label, v.weight)) for v in variants]
+    if sum(v.weight for v in out) <= 0:
+        raise OikyoError(f"the weights must not all be 0 (variants: {names})")
+    return out
+
+
+def same_arms(a: list[Variant], b: list[Variant]) -> bool:
+    """Whether ``a`` and ``b`` have the same variants (labels and models, in order), whatever their weights."""
+    return [(v.label, v.model) for v in a] == [(v.label, v.model) for v in b]
+
+
 def bucket(user: str, salt: str) -> float:
     """A stable number in [0, 1) for ``user`` within ``salt`` (the deployment)."""
     digest = hashlib.sha256(f"{salt}\x00{user}".encode()).digest()
@@ -72,7 +103,8 @@ def bucket(user: str, salt: str) -> float:
 
 
 def choose(variants: list[Variant], user: str | None, salt: str, rng: random.Random | None = None) -> Variant:
-    """The variant for this request: by the user's bucket when there is a user, else at random."""
+    """The variant for this request: by the user's bucket when there is a user, else at random.
+    A variant of weight 0 is never chosen (its slice of the cumulative weights is empty)."""
     if len(variants) == 1:
         return variants[0]
     total = sum(v.weight for v in variants)

@@ -11,7 +11,8 @@ with :func:`start` (``oikyo deploy --name N`` or ``oikyo deployments start N``):
     info = deployments.deploy("mv-1a2b", name="support", port=8000)          # starts, waits until ready
     deployments.deploy("mv-1a2b", name="ab", split="mv-1a2b=90,mv-3c4d=10", replicas="auto")
     deployments.list_deployments(); deployments.show("support"); deployments.tail_log("support")
-    deployments.set_split("ab", "mv-1a2b=50,mv-3c4d=50")                    # a running one restarts with it
+    deployments.set_weights("ab", {"mv-1a2b": 80, "mv-3c4d": 20})           # live: the router follows, no restart
+    deployments.set_split("ab", "mv-1a2b=50,mv-3c4d=50")                    # other models: a running one restarts
     deployments.stop("support")                                              # drains, then stops
 
 Files of a deployment live in ``$OIKYO_HOME/deployments/<name>/``: ``deployment.log`` (router and
@@ -36,7 +37,7 @@ from sqlalchemy import select
 
 from oikyo import workspace
 from oikyo.errors import OikyoError
-from oikyo.serve.gateway.ab import Variant, parse_split
+from oikyo.serve.gateway.ab import Variant, parse_split, reweight
 from oikyo.serve.gateway.autoscale import AutoscalePolicy
 from oikyo.serve.gateway.served_models import ModelSpec, ServedNames, resolve
 from oikyo.store import db
@@ -48,6 +49,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ACTIVE = ("starting", "running", "stopping")
 ENGINES = ("native", "vllm")
 DEFAULT_PORT = 8000
+SPLIT_CHANGED = "split_changed"  # the DeploymentEvent kind recorded for every change of variants or weights
 DEFAULT_AUTO_MAX = 2
 DEFAULT_SETTINGS = {
     "max_batch_size": 16,  # sequences decoded together per replica
@@ -252,20 +254,70 @@ def set_split(name: str, split: str, *, wait_s: float = 600.0, log: Log | None =
     """Give deployment ``name`` a new traffic split (``"mv-a=90,mv-b=10"``); returns its description
     with ``restarted``.
 
-    The router reads its variants when it starts, so a running deployment is stopped (requests in
-    flight finish) and started again with the new split; a stopped one keeps it for its next start.
-    The split is checked before anything stops.
+    When the split names the deployment's current variants (in any order) and only weights change,
+    this is :func:`set_weights`: a running router follows within about a second, with no restart.
+    Otherwise (other models), a running deployment is stopped (requests in flight finish) and
+    started again with the new split, since its router loads its models when it starts; a stopped
+    one keeps it for its next start. The split is checked before anything stops.
     """
     record = get(name)
     variants = make_variants(None, split)
+    current = [Variant(**v) for v in record.variants]
+    if sorted((v.label, v.model) for v in variants) == sorted((v.label, v.model) for v in current):
+        return {**set_weights(name, {v.label: v.weight for v in variants}), "restarted": False}
     running = status(record) in ("starting", "running")
     if running:
         stop(name)
     _save(name, get(name), variants=variants, host=None, port=None, replicas=None, log_requests=None, engine=None,
           settings=None)
+    _record_split_change(name, current, variants, live=False)
     if not running:
         return {**describe(get(name)), "restarted": False}
     return {**start(name, wait_s=wait_s, log=log), "restarted": True}
+
+
+def set_weights(name: str, weights: dict[str, float]) -> dict:
+    """Give deployment ``name``'s variants new traffic weights, live; returns its description.
+
+    ``weights`` maps a variant's label or model to its weight (relative, >= 0, with a positive
+    total); variants left out keep their weight. A weight of 0 keeps the variant loaded but sends
+    it none of the requests that name the deployment (sticky users included); requests naming the
+    variant or its model still reach it. Only weights change here: same variants, same models.
+    A running router reads the record on its supervisor tick and swaps the weights in place within
+    about a second, with no restart; its ``GET /v1/models`` shows the weights in force and when it
+    applied them. Each change is recorded as a ``split_changed`` event (source ``oikyo``). Unknown
+    names or bad weights raise OikyoError and change nothing.
+    """
+    with db.session() as s:
+        record = s.get(Deployment, name)
+        if record is None:
+            raise OikyoError(f"no deployment named {name!r}; `oikyo deployments list` shows them")
+        before = [Variant(**v) for v in record.variants]
+        after = reweight(before, weights)
+        if after != before:
+            record.variants = [v.to_dict() for v in after]
+    if after != before:
+        _record_split_change(name, before, after, live=True)
+    return describe(get(name))
+
+
+def recorded_variants(name: str) -> list[dict] | None:
+    """The recorded variants of deployment ``name`` (None if it has no record): one small read, which
+    the router makes on each supervisor tick to follow :func:`set_weights`."""
+    with db.session() as s:
+        return s.scalar(select(Deployment.variants).where(Deployment.name == name))
+
+
+def _record_split_change(name: str, before: list[Variant], after: list[Variant], *, live: bool) -> None:
+    from oikyo.monitor import events
+
+    def text(variants):
+        return ", ".join(f"{v.label}={v.weight:g}" for v in variants)
+
+    how = "weights changed live" if live else "split changed (restart)"
+    events.record(name, SPLIT_CHANGED, "oikyo", f"{how}: {text(after)} (was {text(before)})"[:500],
+                  details={"live": live, "before": [v.to_dict() for v in before],
+                           "after": [v.to_dict() for v in after]})
 
 
 def update_setting(name: str, key: str, value) -> dict:

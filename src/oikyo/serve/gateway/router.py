@@ -19,7 +19,10 @@ the upstream connection, which cancels the generation in the replica.
 
 ``python -m oikyo.serve.gateway.router NAME`` runs a recorded deployment (what ``oikyo deploy`` starts):
 bind the port, start the replicas (:mod:`oikyo.serve.gateway.replicas`), serve; on SIGTERM stop accepting,
-finish the requests in flight, drain the replicas, record the deployment as stopped.
+finish the requests in flight, drain the replicas, record the deployment as stopped. On each supervisor
+tick (0.5 s) it reads the recorded variants and, when only their weights changed
+(``deployments.set_weights``), swaps them in place: no restart, no request dropped. A change of
+models is logged as needing a restart and not applied.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import anyio
 import httpx
@@ -45,7 +49,7 @@ from oikyo.errors import OikyoError
 from oikyo.monitor import quality
 from oikyo.monitor.drift_records import metric_readings as drift_readings
 from oikyo.serve.gateway import openai_api as oa
-from oikyo.serve.gateway.ab import Variant, choose
+from oikyo.serve.gateway.ab import Variant, choose, same_arms
 from oikyo.serve.gateway.httpapi import Authenticate, bearer_auth, install_error_handlers, store_keys
 from oikyo.serve.gateway.metrics import RouterMetrics
 from oikyo.serve.gateway.replica import RESPONSE_ID_HEADER, TTFT_HEADER, VARIANT_HEADER
@@ -78,6 +82,31 @@ class Routing:
         self.pools = pools  # load_dir -> pool
         self.variant_pools = variant_pools  # variant label -> load_dir
         self.names = names  # load_dir -> names served there
+        self.weights_applied_at = datetime.now(timezone.utc)  # when self.variants' weights took effect
+        self._restart_noted: list[Variant] | None = None  # recorded variants already logged as needing a restart
+
+    def follow(self, recorded: list[dict] | None) -> str | None:
+        """Take the recorded variants' weights when only weights differ from those in force: ``applied``.
+        ``restart`` when the record names other variants or models (logged once; nothing changes);
+        None when nothing changed. ``self.variants`` is replaced, never mutated, so a request choosing
+        meanwhile sees either the old list or the new one."""
+        if not recorded:
+            return None
+        new = [Variant(**v) for v in recorded]
+        if new == self.variants:
+            self._restart_noted = None
+            return None
+        if not same_arms(new, self.variants) or sum(v.weight for v in new) <= 0:
+            if new != self._restart_noted:
+                self._restart_noted = new
+                log.warning("deployment %s: the recorded variants (%s) differ from those served (%s) in more "
+                            "than weights; restart it to apply them (deployments.set_split does)", self.deployment,
+                            _weights_text(new), _weights_text(self.variants))
+            return "restart"
+        log.info("deployment %s: weights now %s (were %s)", self.deployment, _weights_text(new),
+                 _weights_text(self.variants))
+        self.variants, self.weights_applied_at, self._restart_noted = new, datetime.now(timezone.utc), None
+        return "applied"
 
     def fixed(self, model: str, user: str | None) -> Route | None:
         """The deployment's name (split) or one of its variants; None for anything else."""
@@ -108,13 +137,17 @@ class Routing:
         return {"status": status, "deployment": self.deployment, "pools": pools}
 
     def model_list(self) -> list[dict]:
-        entries = [oa.model_entry(self.deployment, kind="deployment",
-                                  variants=[v.to_dict() for v in self.variants])]
+        entries = [oa.model_entry(self.deployment, kind="deployment", variants=[v.to_dict() for v in self.variants],
+                                  weights_applied_at=self.weights_applied_at.isoformat())]
         for names in self.names.values():
             names.refresh()
             for name, adapter in sorted(names.names().items()):
                 entries.append(oa.model_entry(name, kind="adapter" if adapter else "model"))
         return entries
+
+
+def _weights_text(variants: list[Variant]) -> str:
+    return ", ".join(f"{v.label}={v.weight:g}" for v in variants)
 
 
 class Forwarder:
@@ -510,6 +543,8 @@ def run(name: str) -> int:
             status["state"] = "running"
             await run_in_threadpool(deployments.mark, name, "running", error=None)
             log.info("deployment %s is ready at http://%s:%d/v1", name, plan.host, plan.port)
+        # deployments.set_weights writes the record; follow it (one small read per tick, off the loop)
+        routing.follow(await run_in_threadpool(deployments.recorded_variants, name))
 
     async def on_shutdown():
         if status["state"] != "failed":
