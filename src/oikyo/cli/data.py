@@ -1,4 +1,4 @@
-"""`oikyo data ...`: import, inspect, split and export datasets.
+"""`oikyo data ...`: import, inspect, split and export datasets, and make them from production traffic.
 
 Every command adapts one function of :mod:`oikyo.data`; no data logic lives here.
 """
@@ -267,3 +267,53 @@ def eval_set(
     version = versions.set_eval_set(dataset, not unset)
     state = "is now" if not unset else "is no longer"
     out.print(f"{version.name}@{version.id} {state} an evaluation set")
+
+
+@app.command("from-traffic")
+def from_traffic(
+    deployment: str = typer.Argument(..., help="The deployment whose logged requests and feedback become the dataset."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only requests from then on: an ISO time (2026-12-01, 2026-12-01T08:00Z) or a duration back from now (30m, 12h, 7d, 2w). Default: all recorded requests."),
+    feedback: list[str] = typer.Option([], "--feedback", help="Which answers to keep: positive (rated up, kept as answered) and/or corrected (the user's correction replaces the answer); repeatable or comma-separated. Default: both."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Dataset name (default: DEPLOYMENT-traffic)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result, with the counts per reason, as JSON."),
+) -> None:
+    """Make a dataset version from a deployment's production traffic and its users' feedback.
+
+    Keeps the chat answers users rated positive, and the corrections they sent (POST /v1/feedback with
+    "correction") in place of the answers they corrected, from requests logged with their content
+    (the deployment must run with --log-requests). Personal data is replaced by placeholders such as
+    [EMAIL]; requests that duplicate the served models' training data or each other, or that overlap
+    an evaluation set, are left out. Every request left out is counted by reason, and the version's
+    lineage records the deployment, model versions, time range and request ids.
+    Exit code 1, and no version, when nothing is usable. Example:
+
+        oikyo data from-traffic support --since 7d --feedback corrected
+    """
+    from oikyo.data import traffic
+
+    try:
+        version, report = traffic.from_traffic(deployment, since=since, feedback=feedback or None, name=name)
+    except traffic.NothingUsable as nothing:
+        if as_json:
+            out.print_json(data={"ok": False, "error": str(nothing), "report": nothing.report})
+        else:
+            err.print(f"[bold red]Nothing usable.[/] {nothing}")
+        raise typer.Exit(1)
+    if as_json:
+        from oikyo.data import versions
+
+        out.print_json(data={"ok": True, "existed": report["existed"], "version": versions.describe(version),
+                             "report": report})
+        return
+    kept = ", ".join(f"{n} {kind}" for kind, n in report["kept"].items())
+    verb = "Already stored as" if report["existed"] else "Stored"
+    out.print(f"{verb} dataset [bold]{version.name}@{version.id}[/]: {version.rows} rows ({kept}) "
+              f"from {report['requests']} request(s) of deployment {deployment}")
+    left_out = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
+    out.print(f"Left out: {left_out}")
+    pii = ", ".join(f"{n} {kind}" for kind, n in report["pii_replaced"].items() if n) or "none found"
+    out.print(f"Personal data replaced: {pii}")
+    out.print(f"Checked against training data of: {', '.join(report['model_versions']) or 'no model version'}"
+              f"; evaluation sets: {', '.join(report['eval_sets']) or 'none'}")
+    for note in report["notes"]:
+        err.print(f"[yellow]Note:[/] {note}")

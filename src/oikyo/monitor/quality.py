@@ -29,7 +29,8 @@ The signals (docs/monitoring.md, "Quality signals"):
   required key, no key the training answers never had, and the value types seen in training.
 - ``invalid_json`` / ``schema_mismatch``: booleans (``json_valid is False``, ``schema_match is
   False``), so each of :data:`FLAGS` is a boolean key of the stored record.
-- ``feedback`` / ``negative_feedback``: added later, when the answer is rated (:func:`note_feedback`).
+- ``feedback`` / ``negative_feedback`` (and ``corrected``): added later, when the answer is rated or
+  corrected (:func:`note_feedback`; a correction without a rating counts as negative feedback).
 
 In the gateway, :class:`RequestQuality` is a :class:`~oikyo.serve.gateway.request_log.RequestRecorder`
 hook: it runs in the recorder's background thread on each batch of records, just before they are
@@ -276,27 +277,39 @@ def _hit_limit(record) -> bool:
 
 
 def is_negative(rating: float, *, stars: bool) -> bool:
-    """A thumbs-down (< 0 on the -1..1 scale) or one or two stars (on the 1..5 scale)."""
-    return rating <= 2 if stars else rating < 0
+    """A thumbs-down (< 0 on the -1..1 scale) or one or two stars (on the 1..5 scale): the rule of
+    :mod:`oikyo.data.ratings`, which also decides which answers become training data."""
+    from oikyo.data import ratings
+
+    return ratings.is_negative(rating, stars=stars)
 
 
-def note_feedback(deployment: str, response_id: str, rating: float) -> bool:
+def note_feedback(deployment: str, response_id: str, rating: float | None, *, corrected: bool = False) -> bool:
     """Add a rating to the served request's quality record; returns whether it is negative.
 
     The deployment's scale is read from its ratings: stars once any rating above 1 was given, else
-    thumbs (a lone 1 is a thumbs-up until a star rating shows the deployment uses stars)."""
+    thumbs (a lone 1 is a thumbs-up until a star rating shows the deployment uses stars).
+    ``corrected``: the feedback holds a correction (the ideal answer). A correction without a rating
+    counts as negative feedback on the answer it corrects (``feedback`` is then None); with a rating,
+    the rating decides. The rule is :mod:`oikyo.data.ratings`, shared with ``oikyo data from-traffic``."""
     from sqlalchemy import func, select
 
+    from oikyo.data import ratings
     from oikyo.store import db
     from oikyo.store.models import Feedback, ServedRequest
 
     with db.session() as s:
         highest = s.scalar(select(func.max(Feedback.rating)).where(Feedback.deployment == deployment))
-        negative = is_negative(rating, stars=max(highest or rating, rating) > 1)
+        known = [r for r in (highest, rating) if r is not None]
+        stars = ratings.uses_stars(max(known) if known else None)
+        negative = ratings.feedback_is_negative(rating, corrected=corrected, stars=stars)
         served = s.get(ServedRequest, response_id)
         if served is not None and served.deployment == deployment:
             # A new dict, not an in-place change: the JSON column only notices reassignment.
-            served.quality = {**(served.quality or {}), "feedback": rating, "negative_feedback": negative}
+            noted = {"feedback": rating, "negative_feedback": negative}
+            if corrected:
+                noted["corrected"] = True
+            served.quality = {**(served.quality or {}), **noted}
     return negative
 
 

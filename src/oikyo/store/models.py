@@ -306,7 +306,12 @@ class ServedRequest(Base):
 
 
 class Feedback(Base):
-    """A rating of one served response (-1..1 thumbs or 1..5 stars), with an optional comment."""
+    """Feedback on one served response: a rating (-1..1 thumbs or 1..5 stars), a correction (the ideal
+    answer, migration 0010_feedback_corrections), or both, with an optional comment.
+
+    ``rating`` is None for a correction given without a rating; such feedback counts as negative
+    (:mod:`oikyo.data.ratings`). ``oikyo data from-traffic`` trains on the correction instead of the answer.
+    """
 
     __tablename__ = "feedback"
 
@@ -314,8 +319,9 @@ class Feedback(Base):
     deployment: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
     response_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     variant: Mapped[str | None] = mapped_column(String(200))
-    rating: Mapped[float] = mapped_column(Float, nullable=False)
+    rating: Mapped[float | None] = mapped_column(Float)
     comment: Mapped[str | None] = mapped_column(Text)
+    correction: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 

@@ -175,13 +175,25 @@ class CompletionRequest(_Generation):
 
 
 class FeedbackRequest(BaseModel):
-    """A rating of a served response: -1..1 (thumbs) or 1..5 (stars); keep one scale per deployment."""
+    """Feedback on a served response: a rating, a correction (the ideal answer), or both.
+
+    Ratings are -1..1 (thumbs) or 1..5 (stars); keep one scale per deployment. A correction given
+    without a rating counts as negative feedback; ``oikyo data from-traffic`` trains on it."""
 
     model_config = ConfigDict(extra="ignore")
 
     response_id: str = Field(min_length=1, max_length=64)
-    rating: float = Field(ge=-1.0, le=5.0)
+    rating: float | None = Field(None, ge=-1.0, le=5.0)
     comment: str | None = Field(None, max_length=10_000)
+    correction: str | None = Field(None, max_length=100_000)
+
+    def check_supported(self) -> None:
+        if self.correction is not None and not self.correction.strip():
+            raise ApiError(400, "'correction' is empty: give the ideal answer, or leave the field out",
+                           param="correction", code="invalid_value")
+        if self.rating is None and self.correction is None:
+            raise ApiError(400, "give a 'rating' (-1..1 or 1..5), a 'correction' (the ideal answer) or both",
+                           param="rating", code="missing_required_parameter")
 
 
 def parse(model: type[BaseModel], body: Any):

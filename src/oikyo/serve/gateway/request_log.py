@@ -1,4 +1,4 @@
-"""What a deployment served: one row per request, feedback on responses, and export as a dataset.
+"""What a deployment served: one row per request, feedback on responses (ratings and corrections), and export.
 
 Every answered request is recorded (deployment, variant, model, status, latency, time to first
 token, token counts): the A/B report and traffic views need them. The request's messages and the
@@ -10,6 +10,7 @@ written (the quality signals of :mod:`oikyo.monitor.quality` fill ``record.quali
     recorder = RequestRecorder()
     recorder.add(RequestRecord(id="chatcmpl-..", deployment="bot", ...))
     record_feedback("bot", "chatcmpl-..", rating=1, comment="great")
+    record_feedback("bot", "chatcmpl-..", correction="The ideal answer.")  # trained on by `oikyo data from-traffic`
     export_logged_requests("bot", "traffic.jsonl")    # OpenAI chat JSONL; `oikyo data import` reads it
 """
 
@@ -114,16 +115,32 @@ def _stored(record: RequestRecord) -> dict:
     return fields
 
 
-def record_feedback(deployment: str, response_id: str, rating: float, comment: str | None = None) -> Feedback:
-    """Store a rating of a response this deployment gave; the response's variant comes from its record."""
-    if not -1.0 <= rating <= 5.0:
+class UnknownResponse(OikyoError):
+    """Feedback names a response this deployment did not give (or that was never recorded)."""
+
+
+def record_feedback(deployment: str, response_id: str, rating: float | None = None, comment: str | None = None, *,
+                    correction: str | None = None) -> Feedback:
+    """Store feedback on a response this deployment gave; the response's variant comes from its record.
+
+    ``rating`` (-1..1 thumbs or 1..5 stars) and ``correction`` (the ideal answer, which
+    ``oikyo data from-traffic`` trains on instead of the response) are each optional, but one of them
+    must be given. Raises :class:`UnknownResponse` for a response id the deployment never answered,
+    and :class:`~oikyo.errors.OikyoError` for bad feedback.
+    """
+    if rating is None and correction is None:
+        raise OikyoError("give a rating, a correction (the ideal answer) or both")
+    if rating is not None and not -1.0 <= rating <= 5.0:
         raise OikyoError("rating must be in -1..1 (thumbs) or 1..5 (stars)")
+    if correction is not None and not correction.strip():
+        raise OikyoError("the correction is empty: give the ideal answer, or leave the correction out")
     with db.session() as s:
         served = s.get(ServedRequest, response_id)
         if served is None or served.deployment != deployment:
-            raise OikyoError(f"no response {response_id!r} from deployment {deployment!r}")
+            raise UnknownResponse(f"no response {response_id!r} from deployment {deployment!r}")
         feedback = Feedback(deployment=deployment, response_id=response_id, variant=served.variant,
-                            rating=float(rating), comment=comment, created_at=utcnow())
+                            rating=None if rating is None else float(rating), comment=comment,
+                            correction=correction, created_at=utcnow())
         s.add(feedback)
     return feedback
 
@@ -138,8 +155,9 @@ def request_rows(deployment: str) -> list[dict]:
 
 
 def feedback_rows(deployment: str) -> list[dict]:
+    """The ratings of a deployment's responses, oldest first (corrections given without a rating are left out)."""
     query = (select(Feedback.response_id, Feedback.variant, Feedback.rating, Feedback.comment)
-             .where(Feedback.deployment == deployment).order_by(Feedback.id))
+             .where(Feedback.deployment == deployment, Feedback.rating.is_not(None)).order_by(Feedback.id))
     with db.session() as s:
         return [row._asdict() for row in s.execute(query)]
 

@@ -54,7 +54,7 @@ from oikyo.serve.gateway.httpapi import Authenticate, bearer_auth, install_error
 from oikyo.serve.gateway.metrics import RouterMetrics
 from oikyo.serve.gateway.replica import RESPONSE_ID_HEADER, TTFT_HEADER, VARIANT_HEADER
 from oikyo.serve.gateway.replicas import ReplicaPool
-from oikyo.serve.gateway.request_log import RequestRecord, RequestRecorder, record_feedback
+from oikyo.serve.gateway.request_log import RequestRecord, RequestRecorder, UnknownResponse, record_feedback
 from oikyo.serve.gateway.served_models import ServedNames
 
 log = logging.getLogger("oikyo.serve.gateway.router")
@@ -209,23 +209,28 @@ class Forwarder:
             raise
 
     async def feedback(self, given: oa.FeedbackRequest) -> dict:
-        """Store a rating of one of this deployment's responses (404 for an unknown response id)."""
+        """Store a rating and/or a correction of one of this deployment's responses (404 for an unknown
+        response id). A correction without a rating is counted as negative feedback."""
 
         def store():
             self.recorder.flush()  # the response may still be in the write buffer
-            stored = record_feedback(self.deployment, given.response_id, given.rating, given.comment)
-            return stored, quality.note_feedback(self.deployment, stored.response_id, stored.rating)
+            stored = record_feedback(self.deployment, given.response_id, given.rating, given.comment,
+                                     correction=given.correction)
+            return stored, quality.note_feedback(self.deployment, stored.response_id, stored.rating,
+                                                 corrected=stored.correction is not None)
 
         try:
             stored, negative = await run_in_threadpool(store)
-        except OikyoError as error:
+        except UnknownResponse as error:
             raise oa.ApiError(404, str(error), param="response_id", code="response_not_found") from None
+        except OikyoError as error:
+            raise oa.ApiError(400, str(error), code="invalid_value") from None
         self.metrics.feedback.labels(self.deployment, stored.variant or "").inc()
         negatives = self.metrics.feedback_negative.labels(self.deployment, stored.variant or "")
         if negative:
             negatives.inc()
         return {"object": "feedback", "id": stored.id, "response_id": stored.response_id, "variant": stored.variant,
-                "rating": stored.rating}
+                "rating": stored.rating, "correction": stored.correction}
 
     @staticmethod
     def _logged_request(body: dict, endpoint: str) -> dict:
