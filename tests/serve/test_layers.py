@@ -76,3 +76,11 @@ def test_the_check_sees_every_kind_of_import(tmp_path):
     found = violations(engine, "oikyo.serve.gateway", root=tmp_path)
     assert "oikyo/serve/engine/bad.py: oikyo.serve.gateway.router" in found
     assert violations(engine, "oikyo.serve.gateway.keys", root=tmp_path) == []  # only the forbidden package counts
+
+
+def test_the_loop_sits_on_top_nothing_below_imports_it():
+    """oikyo.loop drives data, training, evaluation and serving; only the entry points (cli, api, web) import it."""
+    assert list((SRC / "loop").glob("*.py")), "no loop modules found: the check would pass vacuously"
+    below = [p for p in SRC.iterdir() if p.is_dir() and p.name not in ("loop", "cli", "api", "web", "__pycache__")]
+    assert {p.name for p in below} >= {"data", "train", "jobs", "evaluate", "serve", "monitor", "store"}
+    assert [v for folder in below for v in violations(folder, "oikyo.loop")] == []

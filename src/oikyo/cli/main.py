@@ -16,6 +16,7 @@ from oikyo.cli import data as data_cli
 from oikyo.cli import deploy as deploy_cli
 from oikyo.cli import evaluate as evaluate_cli
 from oikyo.cli import keys as keys_cli
+from oikyo.cli import loop as loop_cli
 from oikyo.cli import models as models_cli
 from oikyo.cli import quickstart as quickstart_cli
 from oikyo.cli import runs as runs_cli
@@ -44,6 +45,7 @@ app.add_typer(keys_cli.app, name="keys")
 app.command("eval")(evaluate_cli.eval_)
 app.command("compare")(evaluate_cli.compare_)
 app.add_typer(evaluate_cli.evals_app, name="evals")
+app.add_typer(loop_cli.app, name="loop")
 app.command("ui")(ui_cli.ui)
 
 

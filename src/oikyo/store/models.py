@@ -486,3 +486,78 @@ class DriftCheck(Base):
     alarm: Mapped[bool] = mapped_column(Boolean, nullable=False)
     details: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+# --- Continuous learning (migration 0011_loop) -----------------------------------------------------
+
+
+class LoopPolicy(Base):
+    """A deployment's continuous-training policy as applied (``oikyo loop apply``).
+
+    ``policy`` is the validated policy (:class:`oikyo.loop.policy.Policy`, training config inline);
+    ``source`` the YAML text it came from. ``paused`` is the user's switch: a paused loop decides
+    nothing. ``owner``/``lease_until``: the controller acting on it now (one at a time, taken with a
+    conditional UPDATE like the job queue's leases); ``checked_at``: its last look at the triggers.
+    """
+
+    __tablename__ = "loop_policies"
+
+    deployment: Mapped[str] = mapped_column(String(100), primary_key=True)
+    policy: Mapped[dict] = mapped_column(JSON, nullable=False)
+    source: Mapped[str | None] = mapped_column(Text)
+    paused: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class LoopCycle(Base):
+    """One turn of the loop: trigger, data from traffic, training, gate, canary, and its outcome.
+
+    ``state`` is where the cycle is (collecting, training, evaluating, canary_prepare, canary) or how
+    it ended (promoted, rolled_back, gate_failed, skipped, failed, cancelled, overridden).
+    ``champion`` is the model version served when it began, ``challenger`` the one it trained;
+    ``run_id`` the training run and ``eval_jobs`` the evaluation jobs ({"challenger": id,
+    "champion": id}); their ids are written before the jobs are queued, so a controller that
+    restarts finds them instead of queuing them twice. ``details`` keeps the gate's and the
+    canary's figures.
+    """
+
+    __tablename__ = "loop_cycles"
+    __table_args__ = (Index("ix_loop_cycles_deployment_created", "deployment", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(100), nullable=False)
+    state: Mapped[str] = mapped_column(String(24), nullable=False)
+    trigger: Mapped[str] = mapped_column(String(32), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    champion: Mapped[str] = mapped_column(String(500), nullable=False)
+    challenger: Mapped[str | None] = mapped_column(String(64))
+    dataset_version_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(16))
+    eval_jobs: Mapped[dict | None] = mapped_column(JSON)
+    details: Mapped[dict | None] = mapped_column(JSON)
+    canary_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoopDecision(Base):
+    """Something the loop decided, with its reason: a trigger fired, a run queued, a gate passed or
+    failed, a canary started, a promotion or a rollback, a manual action seen. ``dedupe_key``
+    (unique) makes each decision of a cycle land once, however often a restarted controller
+    retries it."""
+
+    __tablename__ = "loop_decisions"
+    __table_args__ = (Index("ix_loop_decisions_deployment_time", "deployment", "time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment: Mapped[str] = mapped_column(String(100), nullable=False)
+    cycle_id: Mapped[str | None] = mapped_column(String(16))
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    details: Mapped[dict | None] = mapped_column(JSON)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
