@@ -69,7 +69,7 @@ def stats(deployment: str, *, window_s: float = 3600.0, buckets: int = 60, now: 
         total, failed = s.execute(select(func.count(), func.sum(case((ServedRequest.status >= 500, 1), else_=0)))
                                   .where(ServedRequest.deployment == deployment)).one()
         feedback = {variant: (count, mean) for variant, count, mean in s.execute(
-            select(Feedback.variant, func.count(), func.avg(Feedback.rating))
+            select(Feedback.variant, func.count(Feedback.rating), func.avg(Feedback.rating))
             .where(Feedback.deployment == deployment).group_by(Feedback.variant))}
     rows = [(_aware(r[0]), *r[1:]) for r in reversed(found)]
 
