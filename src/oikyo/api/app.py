@@ -9,6 +9,7 @@ validation lists several). A user error (:class:`oikyo.errors.OikyoError`) is a 
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from fastapi import Depends, FastAPI, Request
@@ -64,17 +65,34 @@ def status_for(error: OikyoError) -> int:
     return 400
 
 
-def create_app(token: str, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(token: str, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, loop: bool = False) -> FastAPI:
     """The server app; ``token`` is the login token (see :mod:`oikyo.api.auth`).
 
     ``max_upload_bytes`` caps one uploaded file (larger uploads get 413 and leave nothing behind).
+    ``loop``: run the continuous-training controller in a background thread while the app runs
+    (:mod:`oikyo.api.background`; ``oikyo ui`` asks for it unless ``--no-loop`` or ``OIKYO_LOOP=0``).
     """
-    from oikyo.api.routes import alerts, datasets, deployments, evaluations, keys, models, ratings, runs, studies, system
+    from oikyo.api.routes import (alerts, datasets, deployments, evaluations, keys, loop as loop_routes, models,
+                                  ratings, runs, studies, system)
     from oikyo.web import pages
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from oikyo.api.background import LoopThread
+
+        app.state.loop_runner = LoopThread.start() if loop else None
+        try:
+            yield
+        finally:
+            if app.state.loop_runner is not None:
+                app.state.loop_runner.stop()
+
     # The spec and the docs page are served below, behind the same authentication as the API.
-    app = FastAPI(title="oikyo", version=__version__, docs_url=None, openapi_url=None, redoc_url=None)
+    app = FastAPI(title="oikyo", version=__version__, docs_url=None, openapi_url=None, redoc_url=None,
+                  lifespan=lifespan)
     app.state.auth = Authenticator(token)
+    app.state.loop = bool(loop)
+    app.state.loop_runner = None
     app.state.max_upload_bytes = int(max_upload_bytes)
     # Outermost first: refuse '..', encoded slashes, backslashes and NUL in any /api/v1 path, then
     # anonymous callers, both before routing (and before any body is read).
@@ -102,7 +120,8 @@ def create_app(token: str, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) 
     app.include_router(system.public_router, prefix=API_PREFIX)
     app.include_router(alerts.webhook_router, prefix=API_PREFIX)
     protected = [Depends(require_auth)]
-    for module in (system, datasets, models, keys, runs, evaluations, ratings, deployments, studies, alerts):
+    for module in (system, datasets, models, keys, runs, evaluations, ratings, deployments, studies, alerts,
+                   loop_routes):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=protected)
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False, dependencies=protected)

@@ -1,7 +1,7 @@
 """The web dashboard: server-rendered pages over the stage packages, plus the bundled JS and CSS.
 
 Pages read through the same functions the CLI calls (dataset versions, runs, model versions,
-evaluations, deployments, keys, tuning studies) and render Jinja2 templates from ``templates/``.
+evaluations, deployments, keys, tuning studies, loop policies) and render Jinja2 templates from ``templates/``.
 What a user does on a page (upload, start, cancel, compare, rate, deploy ...) and everything live
 (training charts over server-sent events, deployment charts, a running study's trials polled from
 its report) goes from the page's JavaScript to the ``/api/v1`` routes.
@@ -400,14 +400,32 @@ def _drift_checked(names: list[str]) -> set[str]:
 @router.get("/deployments")
 def deployments_page(request: Request):
     from oikyo.jobs import model_versions
+    from oikyo.loop import records as loop_records
     from oikyo.models import catalog
     from oikyo.serve.gateway import deployments, keys
 
     found = deployments.list_deployments()
     return render(request, "deployments.html", "deployments", title="Deployments", deployments=found,
+                  loops={r.deployment: r.paused for r in loop_records.policies()},
                   events=_events_by_deployment([d["name"] for d in found]),
                   drift_checked=_drift_checked([d["name"] for d in found]),
                   model_versions=model_versions.list_versions(limit=LIST_LIMIT),
                   base_models=[m["name"] for m in catalog.list_models()],
                   keys=[keys.describe(k) for k in keys.list_keys()],
                   page={"names": [d["name"] for d in found if d["status"] in ("starting", "running")]})
+
+
+@router.get("/deployments/{name}/loop")
+def loop_page(request: Request, name: str):
+    """A deployment's continuous training: its policy, the cycle in progress, every cycle with the records
+    it links to and its gate and canary figures, and the decisions timeline (loop.js: the manual actions)."""
+    from oikyo.serve.gateway import deployments
+    from oikyo.web.loopview import loop_view
+
+    try:
+        record = deployments.get(check_ref(name))
+    except OikyoError as error:
+        return not_found(request, "deployments", str(error))
+    view = loop_view(record.name)
+    return render(request, "loop.html", "deployments", title=f"Loop of {record.name}", deployment=record, **view,
+                  page={"deployment": record.name, "has_policy": view["record"] is not None})
