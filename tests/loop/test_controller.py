@@ -198,6 +198,7 @@ def test_a_worse_challenger_is_rolled_back_and_the_champion_gets_everything_agai
     assert _weights() == {CHAMPION: 1.0, CHALLENGER: 0.0}
     decision = records.history("bot")[0]
     assert decision.action == "rollback" and "worse" in decision.reason
+    assert records.last_cycle("bot").details["canary"]["challenger_bad"] == 6
     assert decision.details["challenger_bad"] == 6 and decision.details["bad_reasons"]["challenger"] == {
         "invalid_json": 6}
 

@@ -268,6 +268,7 @@ class Controller:
             action = "promote" if judged.action == "promote" else "rollback"
             records.decide(cycle.deployment, cycle.id, action, judged.reason, details=judged.to_dict(),
                            key="verdict")
+            records.update_cycle(cycle.id, details={**(cycle.details or {}), "canary": judged.to_dict()})
             verdict = action
         champion_weight, challenger_weight = (0.0, 1.0) if verdict == "promote" else (1.0, 0.0)
         deployments.set_weights(policy.deployment, {cycle.champion: champion_weight,
