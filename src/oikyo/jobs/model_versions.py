@@ -7,7 +7,10 @@ base model, dataset version and content hash, resolved config and its hash, code
 version and git commit when running from a checkout), seed, and the versions of the libraries that
 trained it. A run may start from a model version (``model.name: mv-...``, see
 :func:`oikyo.jobs.training.resolve_model_dir`): its versions' ``base_model`` is that id and their
-lineage names it as ``base_model_version``.
+lineage names it as ``base_model_version``. A run that trains an adapter version further
+(``model.start: continue``) runs on that adapter's base: its version's ``base_model`` is the parent's
+``base_model`` (so parent and child adapters share one base engine) and its lineage names the parent
+adapter as ``parent_model_version`` (with ``operation: continue``), as a merged export names its adapter.
 
 Usage::
 
@@ -99,6 +102,9 @@ def build(run: Run, path: Path, *, kind: str | None = None, extra: dict | None =
     }
     if str(run.base_model).startswith("mv-"):  # trained from a model version (e.g. after continued pretraining)
         lineage["base_model_version"] = run.base_model
+    model = run.config.get("model") if isinstance(run.config, dict) else None
+    if isinstance(model, dict) and model.get("start") == "continue":  # its parent adapter, trained further
+        lineage.update(parent_model_version=model.get("name"), operation="continue")
     return ModelVersion(id=new_id(), run_id=run.id, base_model=run.base_model, kind=kind,
                         path=str(Path(path).resolve()), lineage=lineage, created_at=utcnow())
 

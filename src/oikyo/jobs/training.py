@@ -8,6 +8,13 @@ to ``runs/<run-id>/config.yaml`` and only then queues the run. Every problem is 
 Running: :func:`execute` turns a claimed run back into the recipe's arguments (config, run folder,
 model folder, row readers) and calls ``run_training``.
 
+Starting from a model version (``model.name: mv-...``): ``model.start: merge`` (the default) trains on
+the version as a plain model (an adapter merged once, :func:`model_version_dir`); ``model.start:
+continue`` trains an adapter version's adapter further on that adapter's own base (:func:`continue_from`),
+so the run's ``base_model`` is the parent's base and the new adapter serves beside its parent.
+``data.mix_dataset: parent`` replays the training split of the dataset version that trained the model
+version (:func:`parent_replay`, from its lineage).
+
 The recipe is ``oikyo.train.config`` + ``oikyo.train.runner``. ``OIKYO_RECIPE=some.module`` swaps in
 another module that provides the same names (``TrainConfig``, ``load_config``, ``config_hash``,
 ``run_training`` and optionally ``merge_adapter``); the tests use this to drive the job system with
@@ -32,7 +39,7 @@ from typing import Any, Callable, Iterable
 
 from oikyo import workspace
 from oikyo.errors import OikyoError
-from oikyo.store.models import DatasetVersion, Run
+from oikyo.store.models import DatasetVersion, ModelVersion, Run
 
 RECIPE_ENV = "OIKYO_RECIPE"
 
@@ -161,6 +168,7 @@ class PreparedRun:
     model_dir: Path | None  # None: an adapter model version, merged by the worker when the run starts
     seed: int | None
     name: str
+    base_model: str | None = None  # the run's base model when not model.name (model.start=continue)
 
 
 def prepare(config_path: str | Path | None = None, overrides: Iterable[str] = (), *,
@@ -179,6 +187,18 @@ def _pin(rec: Recipe, config: Any, *, name: str | None, log=None) -> PreparedRun
                                                        splits=_splits_of(config), log=log)
     if version is not None:
         problems += method_kind_problems(getattr(getattr(config, "method", None), "name", None), version)
+    parent = _named_version(config.model.name)
+    base_model = None
+    if parent is not None and is_continue(config):
+        problems += [p for p in continue_problems(config, parent) if p not in problems]  # (a gone folder: once)
+        base_model = parent.base_model  # the new adapter sits on the parent's base, not on the parent
+        if not any(p.startswith("model.name:") for p in problems):  # (a missing base is reported there)
+            model_dir = _base_dir(parent.base_model, problems, log)
+    if parent is not None and _replays_parent(config):
+        try:
+            parent_replay_source(parent)
+        except OikyoError as error:
+            problems.append(str(error))
     replay = _replay_version(config, problems)
     if problems:
         raise SubmitError("the run was not queued:\n" + "\n".join(f"  - {p}" for p in problems), problems)
@@ -194,12 +214,17 @@ def _pin(rec: Recipe, config: Any, *, name: str | None, log=None) -> PreparedRun
     resolved = config.model_dump(mode="json")
     run_name = name or getattr(config, "name", None) or f"{version.name}-{Path(str(config.model.name)).name}"
     return PreparedRun(config=config, config_dict=resolved, config_hash=rec.config_hash(config),
-                       dataset=version, model_dir=model_dir, seed=config_seed(config), name=str(run_name)[:200])
+                       dataset=version, model_dir=model_dir, seed=config_seed(config), name=str(run_name)[:200],
+                       base_model=base_model)
 
 
 def _replay_version(config: Any, problems: list[str]) -> DatasetVersion | None:
-    """The dataset version replayed by data.mix (None for the shipped set); a problem line when it cannot be."""
-    if not getattr(config.data, "mix", 0) or not getattr(config.data, "mix_dataset", None):
+    """The dataset version replayed by data.mix (None for the shipped set); a problem line when it cannot be.
+
+    ``parent`` stays as it is in the recorded config: model.name is pinned to the full id and lineages
+    are immutable, so it names the same rows for good (:func:`parent_replay_source`).
+    """
+    if not getattr(config.data, "mix", 0) or not getattr(config.data, "mix_dataset", None) or _replays_parent(config):
         return None
     from oikyo.data.replay import ReplayError, resolve_mix_dataset
 
@@ -208,6 +233,143 @@ def _replay_version(config: Any, problems: list[str]) -> DatasetVersion | None:
     except ReplayError as error:
         problems.append(str(error))
         return None
+
+
+def is_continue(config: Any) -> bool:
+    """Whether the config trains its model version's adapter further (``model.start: continue``)."""
+    return getattr(config.model, "start", "merge") == "continue" and is_model_version_ref(config.model.name)
+
+
+def _replays_parent(config: Any) -> bool:
+    from oikyo.data.replay import PARENT
+
+    return getattr(config.data, "mix_dataset", None) == PARENT and bool(getattr(config.data, "mix", 0))
+
+
+def _named_version(name: Any) -> ModelVersion | None:
+    """The model version ``model.name`` names, or None (not a version; an unknown one is reported elsewhere)."""
+    if not is_model_version_ref(name):
+        return None
+    from oikyo.jobs import model_versions
+
+    try:
+        return model_versions.get(name)
+    except OikyoError:
+        return None
+
+
+def _base_dir(ref: str, problems: list[str], log=None) -> Path | None:
+    """The folder of a continued adapter's base (an adapter model version is only checked, see model_version_dir)."""
+    try:
+        if is_model_version_ref(ref):
+            return model_version_dir(ref, log=log, merge=False)
+        return resolve_model_dir(ref, log=log)
+    except OikyoError as error:
+        problems.append(f"model.name: the base model {ref} of the adapter to continue: {error}")
+        return None
+
+
+def adapter_shape(mv: ModelVersion) -> dict[str, Any]:
+    """The LoRA shape of adapter version ``mv``: rank and alpha from its adapter_config.json; target
+    modules as its run's config gave them (peft saves "all-linear" expanded to module names), else the file's."""
+    import json
+
+    file = Path(mv.path) / "adapter_config.json"
+    if not file.is_file():
+        raise OikyoError(f"model version {mv.id}'s adapter folder {mv.path} holds no adapter_config.json")
+    saved = json.loads(file.read_text())
+    recorded = (((mv.lineage or {}).get("config") or {}).get("lora") or {}).get("target_modules")
+    return {"rank": saved.get("r"), "alpha": saved.get("lora_alpha"),
+            "target_modules": recorded if recorded is not None else saved.get("target_modules")}
+
+
+def _same_modules(a: Any, b: Any) -> bool:
+    def norm(value):
+        return value.lower() if isinstance(value, str) else sorted(set(value or []))
+
+    return norm(a) == norm(b)
+
+
+def continue_problems(config: Any, parent: ModelVersion) -> list[str]:
+    """Why ``parent``'s adapter cannot be trained further with ``config`` (model.start=continue), if it cannot.
+
+    The config's LoRA shape must be the adapter's: the run trains those very matrices, and the config
+    (and its hash) should say what was trained. Only lora.dropout, a training setting, may differ.
+    """
+    if parent.kind != "adapter":
+        return [f"model.start: continue trains an adapter further, but {parent.id} is a {parent.kind} model; "
+                "use model.start=merge to fine-tune on it"]
+    if not Path(parent.path).is_dir():
+        return [f"model.name: model version {parent.id}'s adapter folder {parent.path} no longer exists"]
+    try:
+        shape = adapter_shape(parent)
+    except OikyoError as error:
+        return [f"model.name: {error}"]
+    lora = config.lora
+    problems = []
+    same = {"rank": lora.rank == shape["rank"],
+            "alpha": shape["alpha"] is not None and float(lora.alpha) == float(shape["alpha"]),
+            "target_modules": _same_modules(lora.target_modules, shape["target_modules"])}
+    for field, matches in same.items():
+        if not matches:
+            want = getattr(lora, field)
+            have = shape[field]
+            shown = sorted(have) if isinstance(have, (list, set)) else have
+            problems.append(f"lora.{field}: {want!r} differs from the {field} of {parent.id}'s adapter ({shown!r}), "
+                            f"which model.start=continue trains further; set lora.{field} to the adapter's value")
+    return problems
+
+
+def continue_from(config: Any, log: Callable[[str], None] | None = None) -> tuple[Path, Path]:
+    """(base model folder, adapter folder) of a ``model.start: continue`` run."""
+    from oikyo.jobs import model_versions
+
+    parent = model_versions.get(config.model.name)
+    problems = continue_problems(config, parent)
+    if problems:
+        raise OikyoError("cannot continue the adapter:\n" + "\n".join(f"  - {p}" for p in problems))
+    return resolve_model_dir(parent.base_model, log=log), Path(parent.path)
+
+
+def parent_replay_source(parent: ModelVersion) -> tuple[DatasetVersion, str | None]:
+    """(dataset version, split) that trained ``parent``, from its lineage (data.mix_dataset=parent).
+
+    The split is the parent run's data.train_split (None: every row). Raises OikyoError, worded as a
+    problem line, when the lineage names no dataset version or it can no longer be replayed.
+    """
+    from oikyo.data import versions
+
+    lineage = parent.lineage or {}
+    dataset_id = lineage.get("dataset_version")
+    if not dataset_id:
+        raise OikyoError(f"data.mix_dataset: parent replays the data that trained {parent.id}, but its lineage "
+                         "names no dataset version; set data.mix_dataset to a dataset version instead")
+    try:
+        version = versions.resolve(dataset_id)
+    except OikyoError as error:
+        raise OikyoError(f"data.mix_dataset: the dataset version that trained {parent.id}: {error}") from None
+    if version.kind != "conversations":
+        raise OikyoError(f"data.mix_dataset: {parent.id} was trained on {version.name}@{version.id}, which holds "
+                         f"{version.kind} rows; replay needs conversations")
+    split = ((lineage.get("config") or {}).get("data") or {}).get("train_split", "train")
+    if split and not (version.splits or {}).get(split):
+        raise OikyoError(f"data.mix_dataset: {version.name}@{version.id}, which trained {parent.id}, has no "
+                         f"{split!r} rows to replay")
+    if not versions.parquet_path(version).is_file():
+        raise OikyoError(f"data.mix_dataset: the data file of {version.name}@{version.id} (that trained {parent.id}) "
+                         f"is missing from the artifact store")
+    return version, split
+
+
+def parent_replay(config: Any):
+    """The replay rows of ``data.mix_dataset: parent`` with what the model version records about them."""
+    from oikyo.data.replay import load_dataset_replay
+    from oikyo.jobs import model_versions
+
+    parent = model_versions.get(config.model.name)
+    version, split = parent_replay_source(parent)
+    return load_dataset_replay(version, split=split, lineage={"source": "parent", "parent_model_version": parent.id,
+                                                              "share": config.data.mix})
 
 
 def _splits_of(config: Any) -> dict[str, str | None]:
@@ -372,7 +534,8 @@ def enqueue(prepared: PreparedRun, *, reproduced_from: str | None = None, study_
     tmp.write_text(yaml.safe_dump(prepared.config_dict, sort_keys=False, allow_unicode=True))
     tmp.replace(run_dir / "config.yaml")
     return queue.submit(name=prepared.name, config=prepared.config_dict, config_hash=prepared.config_hash,
-                        base_model=str(prepared.config.model.name), dataset_version_id=prepared.dataset.id,
+                        base_model=str(prepared.base_model or prepared.config.model.name),
+                        dataset_version_id=prepared.dataset.id,
                         seed=prepared.seed, run_id=run_id, run_dir=run_dir, reproduced_from=reproduced_from,
                         study_id=study_id, trial_number=trial_number)
 
@@ -407,14 +570,21 @@ def execute(run: Run, *, on_metrics: Callable[[int, dict], None], should_stop: C
     if not versions.parquet_path(version).is_file():
         raise OikyoError(f"missing dataset: the data file of {version.name}@{version.id} is gone from the "
                          f"artifact store ({versions.parquet_path(version)})")
-    model_dir = resolve_model_dir(str(config.model.name), log=log)
+    more = {}  # only what a run needs, so a recipe without these arguments (OIKYO_RECIPE) still runs the rest
+    if is_continue(config):
+        model_dir, more["adapter_dir"] = continue_from(config, log=log)
+        log(f"Continuing adapter version {config.model.name} on its base model ({model_dir})")
+    else:
+        model_dir = resolve_model_dir(str(config.model.name), log=log)
+    if _replays_parent(config):
+        more["replay"] = parent_replay(config)
     train_split = getattr(config.data, "train_split", None)
     eval_split = getattr(config.data, "eval_split", None)
     return rec.run_training(
         config, run_dir=Path(run.run_dir), model_dir=model_dir,
         train_rows=lambda: versions.iter_rows(version, split=train_split),
         eval_rows=(lambda: versions.iter_rows(version, split=eval_split)) if eval_split else None,
-        on_metrics=on_metrics, should_stop=should_stop, log=log,
+        on_metrics=on_metrics, should_stop=should_stop, log=log, **more,
     )
 
 

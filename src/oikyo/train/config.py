@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from oikyo.data.replay import PARENT as MIX_PARENT  # data.mix_dataset: the parent model version's training data
 from oikyo.errors import OikyoError
 
 _PROBLEMS = "oikyo_config_problems"  # pydantic error type carrying several "path: message" lines
@@ -54,7 +55,15 @@ class ModelSettings(_Group):
     name: str = Field(
         "smollm2-135m-instruct",
         description="Catalog name or local folder of the base model (default: the bundled SmolLM2-135M-Instruct), "
-        "or a model version id (mv-...) to go on from a model trained here (an adapter version is merged first).",
+        "or a model version id (mv-...) to go on from a model trained here (see model.start for adapter versions).",
+    )
+    start: Literal["merge", "continue"] = Field(
+        "merge",
+        description="How a run starts from an adapter model version in model.name. merge: the adapter is merged "
+        "into its base once and a new adapter (or full model) is trained on the merged model. continue: the "
+        "version's adapter itself is trained further on its base model (lora/qlora; sft, orpo and pretrain; "
+        "lora.rank, lora.alpha and lora.target_modules must match the adapter's). The result is an adapter on "
+        "the original base, so one server can serve parent and child adapters side by side.",
     )
 
 
@@ -101,7 +110,9 @@ class DataSettings(_Group):
     mix_dataset: str | None = Field(
         None,
         description="Dataset version (id or name) of conversations to replay when data.mix > 0; null: oikyo's "
-        "shipped general set (answers of the bundled base model to general prompts).",
+        "shipped general set (answers of the bundled base model to general prompts); parent: the training split "
+        "of the dataset version that trained the model version in model.name (from its lineage), so a model "
+        "trained further on new data keeps rehearsing what it learnt before.",
     )
 
 
@@ -392,6 +403,7 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
         problems.append(
             f"data.mix: replay mixing is supported by method sft only; set data.mix=0 for {method.name}"
         )
+    problems += _start_problems(config)
     if train.early_stopping_patience is not None and (train.eval_every is None or config.data.eval_split is None):
         problems.append("train.early_stopping_patience: early stopping needs train.eval_every and data.eval_split")
 
@@ -413,6 +425,36 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
             problems.append("method.finetune: qlora needs a CUDA GPU; use lora (same quality, more memory) here")
         elif not hw.bitsandbytes:
             problems.append("method.finetune: qlora needs the bitsandbytes package: pip install bitsandbytes")
+    return problems
+
+
+CONTINUE_METHODS = ("sft", "orpo", "pretrain")  # no reference model (dpo, kto, grpo: the base with the adapter off)
+
+
+def _start_problems(config: TrainConfig) -> list[str]:
+    """model.start=continue and data.mix_dataset=parent need a model version; what the config alone can tell."""
+    problems = []
+    model, method = config.model, config.method
+    from_version = model.name.startswith("mv-")
+    if model.start == "continue":
+        if not from_version:
+            problems.append(f"model.start: continue trains a model version's adapter further, so model.name must be "
+                            f"an adapter model version (mv-...), not {model.name!r}; use model.start=merge")
+        if method.finetune == "full":
+            problems.append("model.start: continue trains the adapter further, so method.finetune must be lora or "
+                            "qlora (not full); use model.start=merge to fine-tune every weight of the merged model")
+        if method.name not in CONTINUE_METHODS:
+            # With LoRA these methods take the model with its adapter switched off as the reference: that
+            # would be the original base, not the parent adapter the run starts from.
+            problems.append(f"model.start: continue supports method {', '.join(CONTINUE_METHODS)}; {method.name}'s "
+                            "reference model would be the base without the parent adapter. Use model.start=merge")
+    if config.data.mix_dataset == MIX_PARENT:
+        if not from_version:
+            problems.append(f"data.mix_dataset: parent replays the data that trained the model version in "
+                            f"model.name, but {model.name!r} is not a model version (mv-...)")
+        if config.data.mix == 0:
+            problems.append("data.mix: data.mix_dataset=parent replays at the share data.mix; set it above 0 "
+                            "(e.g. data.mix=0.2)")
     return problems
 
 

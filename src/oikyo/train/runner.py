@@ -66,6 +66,8 @@ class RunContext:
     on_metrics: Callable[[int, dict], None]
     should_stop: Callable[[], bool]
     log: Callable[[str], None]
+    adapter_dir: Path | None = None  # model.start=continue: the LoRA adapter to train further
+    replay: object | None = None  # an oikyo.data.replay.Replay resolved by the caller (data.mix_dataset=parent)
 
 
 def run_training(
@@ -78,9 +80,17 @@ def run_training(
     on_metrics: Callable[[int, dict], None],
     should_stop: Callable[[], bool],
     log: Callable[[str], None],
+    adapter_dir: Path | None = None,
+    replay=None,
 ) -> TrainResult:
-    """Train (or resume) the run in ``run_dir``; see docs/contracts-training.md."""
-    ctx = RunContext(Path(run_dir), Path(model_dir), train_rows, eval_rows, on_metrics, should_stop, log)
+    """Train (or resume) the run in ``run_dir``; see docs/contracts-training.md.
+
+    ``adapter_dir`` (model.start=continue): a LoRA adapter of ``model_dir`` that is loaded trainable and
+    trained further instead of a new one. ``replay`` (data.mix_dataset=parent): the replay rows, as an
+    :class:`oikyo.data.replay.Replay` the job system resolved from the parent's lineage.
+    """
+    ctx = RunContext(Path(run_dir), Path(model_dir), train_rows, eval_rows, on_metrics, should_stop, log,
+                     Path(adapter_dir) if adapter_dir else None, replay)
     if config.method.name == "dpo":
         from oikyo.train.dpo import DPORecipe as Recipe
     elif config.method.name == "grpo":
@@ -158,10 +168,17 @@ def reference_forward(fn, policy, reference, batch: dict):
             return fn(policy, batch)
 
 
-def build_model(model_dir: Path, finetune: str, dtype, device: str, lora: dict, gradient_checkpointing: bool):
-    """The trainable model: the base model, wrapped with LoRA adapters for lora/qlora."""
+def build_model(model_dir: Path, finetune: str, dtype, device: str, lora: dict, gradient_checkpointing: bool,
+                adapter_dir: Path | None = None):
+    """The trainable model: the base model, wrapped with LoRA adapters for lora/qlora.
+
+    ``adapter_dir``: load that trained adapter (trainable) instead of creating a new one; its own shape
+    (rank, alpha, target modules) is used, only the dropout comes from ``lora``.
+    """
     import torch
 
+    if adapter_dir is not None and finetune not in ("lora", "qlora"):
+        raise TrainingError(f"an adapter can be trained further with method.finetune lora or qlora, not {finetune}")
     if finetune == "qlora":
         model = _load_4bit(model_dir, device)
     else:
@@ -179,9 +196,24 @@ def build_model(model_dir: Path, finetune: str, dtype, device: str, lora: dict, 
 
         from oikyo.train.fused_lora import fuse_lora_layers
 
-        model = get_peft_model(model, LoraConfig(**lora))
+        if adapter_dir is not None:
+            model = _load_adapter(model, Path(adapter_dir), lora)
+        else:
+            model = get_peft_model(model, LoraConfig(**lora))
         fuse_lora_layers(model)  # same math, one GEMM for the adapter's product, scaling and sum
     return model.train()
+
+
+def _load_adapter(model, adapter_dir: Path, lora: dict):
+    """``model`` with the LoRA adapter in ``adapter_dir`` loaded trainable (model.start=continue)."""
+    from peft import PeftConfig, PeftModel
+
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise TrainingError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json is missing)")
+    adapter_config = PeftConfig.from_pretrained(str(adapter_dir))
+    adapter_config.lora_dropout = lora["lora_dropout"]  # a training setting, not part of the adapter's shape
+    adapter_config.inference_mode = False
+    return PeftModel.from_pretrained(model, str(adapter_dir), config=adapter_config, is_trainable=True)
 
 
 def _load_4bit(model_dir: Path, device: str):
@@ -360,6 +392,8 @@ class Session:
 
         config = self.config
         self.total_steps = self._total_steps(recipe)
+        if model is not None and self.ctx.adapter_dir is not None:
+            raise TrainingError(f"method {config.method.name} cannot continue an adapter (model.start=continue)")
         self.model = model or build_model(
             self.ctx.model_dir,
             config.method.finetune,
@@ -367,7 +401,10 @@ class Session:
             self.runtime.device,
             lora_kwargs(config),
             config.train.gradient_checkpointing,
+            adapter_dir=self.ctx.adapter_dir,
         )
+        if self.ctx.adapter_dir is not None:
+            self.log(f"Continuing the adapter in {self.ctx.adapter_dir} (left as it is; the run writes its own)")
         self.is_peft = hasattr(self.model, "disable_adapter")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         trainable = sum(p.numel() for p in self.params)

@@ -20,10 +20,10 @@ validation loss is the plain mean over the target tokens (weights are a training
 unweighted eval loss stays comparable between runs that weigh differently).
 
 Replay (``data.mix`` > 0): general conversations (:func:`oikyo.data.replay.load_replay`: the shipped
-set or ``data.mix_dataset``) are encoded with the same template and ``train_on`` rules, appended
-after the task examples, and added to the task batches at share ``mix`` of the examples
-(:func:`oikyo.train.data.mix_plan`, or :func:`~oikyo.train.data.mixed_order` when packing); their
-tokens count in the loss like the task's.
+set or ``data.mix_dataset``; for ``parent``, the rows the job system resolved, ``ctx.replay``) are
+encoded with the same template and ``train_on`` rules, appended after the task examples, and added
+to the task batches at share ``mix`` of the examples (:func:`oikyo.train.data.mix_plan`, or
+:func:`~oikyo.train.data.mixed_order` when packing); their tokens count in the loss like the task's.
 Each step reports ``replay_share`` (replay's share of the trained tokens), ``replay_loss`` and
 ``task_loss``; ``eval_loss`` stays on the task's validation rows only. The replay set's identity
 (hash, or dataset version) is written to ``replay.json`` in the run folder and goes into the model
@@ -115,7 +115,9 @@ class SFTRecipe:
         """The replay set, encoded (over-long rows left out); its identity pinned in run_dir/replay.json."""
         from oikyo.data.replay import load_replay
 
-        replay = load_replay(self.config.data.mix_dataset)
+        # data.mix_dataset=parent names the parent model version's training data: the job system, which
+        # owns the model versions, resolves it from the lineage and hands the rows over as ctx.replay.
+        replay = self.ctx.replay or load_replay(self.config.data.mix_dataset)
         record = self.ctx.run_dir / "replay.json"
         if record.is_file():  # a resume: the batches after the checkpoint must draw from the same set
             pinned = json.loads(record.read_text())

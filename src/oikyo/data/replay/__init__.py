@@ -10,6 +10,10 @@ conversations dataset version instead (``data.mix_dataset``)::
     replay = load_replay("my-chats")        # a dataset version: id, name (latest) or name@id
     replay.rows                             # canonical conversation rows ({"messages": [...]})
     replay.lineage                          # what the model version records: source, hash, rows
+
+``data.mix_dataset: parent`` replays the training split of the dataset version that trained the
+model version a run starts from; :mod:`oikyo.jobs.training` reads that from the model version's
+lineage and calls :func:`load_dataset_replay`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from oikyo.errors import OikyoError
 
+PARENT = "parent"  # data.mix_dataset: the training data of the parent model version (resolved in oikyo.jobs)
 REPLAY_VERSION = "1"  # bump when general.jsonl is rebuilt with other prompts or another model
 SHIPPED_FILE = Path(__file__).resolve().parent / "general.jsonl"
 NOTICE_FILE = Path(__file__).resolve().parent / "NOTICE"
@@ -62,6 +67,9 @@ def resolve_mix_dataset(ref: str):
     """The conversations dataset version that ``data.mix_dataset`` names (ReplayError when it cannot be replayed)."""
     from oikyo.data import versions
 
+    if ref == PARENT:
+        raise ReplayError("data.mix_dataset: parent is resolved from the lineage of the model version in model.name "
+                          "by the job system (oikyo train); outside it, name the dataset version to replay")
     try:
         version = versions.resolve(ref)
     except OikyoError as error:
@@ -72,6 +80,29 @@ def resolve_mix_dataset(ref: str):
     return version
 
 
+def load_dataset_replay(version, *, split: str | None = None, lineage: dict | None = None) -> Replay:
+    """The conversations of dataset version ``version`` (only ``split`` when given) as replay rows.
+
+    ``lineage`` adds keys to the recorded identity (data.mix_dataset=parent: the parent model version
+    and the share).
+    """
+    from oikyo.data import versions
+
+    if version.kind != "conversations":
+        raise ReplayError(f"data.mix_dataset: {version.name}@{version.id} holds {version.kind} rows; "
+                          "replay needs conversations")
+    rows = [{"messages": row["messages"], "tools": row.get("tools")}
+            for row in versions.iter_rows(version, split=split)]
+    if not rows:
+        where = f"'s {split!r} split" if split else ""
+        raise ReplayError(f"data.mix_dataset: {version.name}@{version.id}{where} has no rows")
+    record = {"source": "dataset", "dataset_version": version.id, "dataset_hash": version.content_hash,
+              "rows": len(rows)}
+    if split:
+        record["split"] = split
+    return Replay(rows, {**record, **(lineage or {})})
+
+
 def load_replay(mix_dataset: str | None) -> Replay:
     """The replay conversations for ``data.mix_dataset`` (None: the shipped set)."""
     if mix_dataset is None:
@@ -80,12 +111,4 @@ def load_replay(mix_dataset: str | None) -> Replay:
         lineage = {"source": "shipped", "replay_version": header.get("replay_version", REPLAY_VERSION),
                    "sha256": digest, "rows": len(rows)}
         return Replay(rows, lineage)
-    from oikyo.data import versions
-
-    version = resolve_mix_dataset(mix_dataset)
-    rows = [{"messages": row["messages"], "tools": row.get("tools")} for row in versions.iter_rows(version)]
-    if not rows:
-        raise ReplayError(f"data.mix_dataset: {version.name}@{version.id} has no rows")
-    lineage = {"source": "dataset", "dataset_version": version.id, "dataset_hash": version.content_hash,
-               "rows": len(rows)}
-    return Replay(rows, lineage)
+    return load_dataset_replay(resolve_mix_dataset(mix_dataset))
