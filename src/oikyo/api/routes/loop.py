@@ -20,7 +20,7 @@ from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field
 
 from oikyo.api.app import error_response
-from oikyo.api.refs import check_ref
+from oikyo.api.routes.deployments import known
 from oikyo.errors import OikyoError
 
 router = APIRouter(tags=["loop"])
@@ -38,24 +38,12 @@ class TriggerRequest(BaseModel):
     reason: str = Field("started by hand", max_length=500, description="Recorded with the cycle and its decision.")
 
 
-def _deployment(name: str) -> str:
-    """``name`` when a deployment has it, else a 404."""
-    from oikyo.serve.gateway import deployments
-
-    check_ref(name, "deployment name")
-    try:
-        deployments.get(name)
-    except OikyoError as error:
-        raise NotFound(str(error)) from None
-    return name
-
-
 def _record(name: str):
     """The deployment's applied policy record, else a 404 (no such deployment, or no policy)."""
     from oikyo.loop import records
 
     try:
-        return records.get_record(_deployment(name))
+        return records.get_record(known(name))
     except NotFound:
         raise
     except OikyoError as error:
@@ -116,7 +104,7 @@ def apply_policy(deployment: str, body: dict = Body(..., description="The policy
     (``oikyo loop apply``). ``deployment`` in the body may be left out; if given it must be the path's."""
     from oikyo.loop import policy as policy_mod, records
 
-    _deployment(deployment)
+    known(deployment)
     named = body.get("deployment", deployment)
     if named != deployment:
         return _invalid(f"the policy is for deployment {named!r}, not {deployment!r}",
