@@ -303,3 +303,27 @@ def test_policy_problems_are_all_named():
         parse({"deployment": "bot", "train": {"config": {}}, "gate": {"dataset": "x"}})
     with pytest.raises(OikyoError, match="no deployment named 'nope'"):
         records.apply(parse(_policy(deployment="nope")))
+
+
+def test_one_controller_at_a_time_and_a_dead_ones_lease_is_taken_at_once(fakes):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    records.apply(parse(_policy()))
+    here = socket.gethostname()
+    assert records.claim("bot", f"{here}:{os.getpid()}", 60)
+    assert not records.claim("bot", "other:1", 60)  # a live holder keeps it
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    records.release("bot", f"{here}:{os.getpid()}")
+    assert records.claim("bot", f"{here}:{dead.stdout.strip()}", 60)  # now held by a process that has exited
+    assert records.claim("bot", f"{here}:{os.getpid()}", 60)  # this machine sees the holder is gone: taken at once
+    records.release("bot", f"{here}:{os.getpid()}")
+    assert records.claim("bot", "elsewhere:1", 60)
+    assert not records.claim("bot", f"{here}:{os.getpid()}", 60)  # another machine's pid cannot be judged here
+    with db.session() as s:
+        from oikyo.store.models import LoopPolicy
+
+        s.get(LoopPolicy, "bot").lease_until = utcnow() - timedelta(seconds=1)
+    assert records.claim("bot", "newcomer:7", 60)  # an expired lease is free for anyone

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import socket
 import threading
 import time
 from datetime import datetime, timedelta
@@ -48,7 +46,8 @@ from oikyo.errors import OikyoError
 from oikyo.loop import canary, records
 from oikyo.loop.policy import Policy, parse_duration
 from oikyo.store import db
-from oikyo.store.models import DatasetVersion, DeploymentEvent, Evaluation, LoopCycle, ModelVersion, Run, ServedRequest, utcnow
+from oikyo.store.models import (DatasetVersion, DeploymentEvent, Evaluation, LoopCycle, ModelVersion, Run,
+                                ServedRequest, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +55,13 @@ MANUAL = "manual"
 _DONE_RUN = ("succeeded", "failed", "cancelled")
 
 
-def _new_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class Controller:
     """Acts on the applied policies (see the module docstring); one instance per process."""
 
     def __init__(self, *, owner: str | None = None, poll_s: float = 2.0, canary_poll_s: float = 1.0,
-                 trigger_every_s: float = 15.0, lease_s: float = 300.0, start_workers: bool = True,
+                 trigger_every_s: float = 15.0, lease_s: float = 120.0, start_workers: bool = True,
                  log: Callable[[str], None] | None = None):
-        self.owner = owner or _new_owner()
+        self.owner = owner or records.owner_name()
         self.poll_s, self.canary_poll_s, self.trigger_every_s = poll_s, canary_poll_s, trigger_every_s
         self.lease_s = lease_s
         self.start_workers = start_workers

@@ -10,7 +10,9 @@ Usage::
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
@@ -79,16 +81,40 @@ def set_paused(deployment: str, paused: bool) -> dict:
     return describe_policy(get_record(deployment))
 
 
+def owner_name() -> str:
+    """This process as a controller: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _gone(owner: str | None) -> bool:
+    """Whether ``owner`` is a controller process of this machine that no longer runs (killed, crashed)."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: only its lease's expiry frees it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def claim(deployment: str, owner: str, lease_s: float) -> bool:
     """Take (or renew) the right to act on ``deployment`` for ``lease_s``; False while another
-    controller holds an unexpired lease. A conditional UPDATE, so two controllers never both win."""
+    controller holds an unexpired lease. A controller of this machine that is gone (its process no
+    longer runs) loses its lease at once, so a restarted controller picks up without waiting for the
+    expiry. A conditional UPDATE, so two controllers never both win."""
     now = utcnow()
     with db.session() as s:
-        result = s.execute(
-            update(LoopPolicy)
-            .where(LoopPolicy.deployment == deployment)
-            .where((LoopPolicy.owner == owner) | (LoopPolicy.owner.is_(None)) | (LoopPolicy.lease_until < now))
-            .values(owner=owner, lease_until=now + timedelta(seconds=lease_s), checked_at=now))
+        record = s.get(LoopPolicy, deployment)
+        holder = record.owner if record is not None else None
+    free = (LoopPolicy.owner == owner) | (LoopPolicy.owner.is_(None)) | (LoopPolicy.lease_until < now)
+    if holder and holder != owner and _gone(holder):
+        free = free | (LoopPolicy.owner == holder)
+    with db.session() as s:
+        result = s.execute(update(LoopPolicy).where(LoopPolicy.deployment == deployment).where(free)
+                           .values(owner=owner, lease_until=now + timedelta(seconds=lease_s), checked_at=now))
         return result.rowcount == 1
 
 
