@@ -1,7 +1,7 @@
 """`oikyo deploy` and `oikyo deployments ...`: serve model versions behind an OpenAI-compatible endpoint.
 
 Every command adapts one function of :mod:`oikyo.serve.gateway.deployments` (or :mod:`oikyo.serve.gateway.ab`,
-:mod:`oikyo.serve.gateway.request_log`); no serving logic lives here.
+:mod:`oikyo.serve.gateway.request_log`, :mod:`oikyo.loop.trace`); no serving logic lives here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import typer
 from oikyo.cli.console import err, out
 from oikyo.cli.train import user_errors
 
-app = typer.Typer(help="Deployments: list, show, logs, start, stop, A/B report, export logged traffic.",
+app = typer.Typer(help="Deployments: list, show, logs, start, stop, A/B report, export logged traffic, "
+                       "trace an answer's lineage.",
                   no_args_is_help=True)
 
 STATE_STYLE = {"running": "green", "starting": "yellow", "stopped": "dim", "failed": "red", "gone": "magenta"}
@@ -238,6 +239,83 @@ def export(name: str = typer.Argument(..., help="Deployment name."),
         deployments.get(name)
         count = request_log.export_logged_requests(name, path, min_rating=min_rating)
     out.print(f"Wrote {count} conversations to {path}; import them with `oikyo data import {path}`")
+
+
+@app.command("trace")
+def trace(name: str = typer.Argument(..., help="Deployment name."),
+          response_id: str = typer.Argument(..., help="The response id a client got back (the answer's `id`, "
+                                                      "chatcmpl-...; feedback names it too)."),
+          as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Lineage of one served answer: the request and its feedback, the model version that answered, its
+    training run and dataset version (from traffic: which requests), then each parent version the same
+    way down to the base model, with the loop cycle that trained each version (docs/loop.md, Records)."""
+    from oikyo.loop.trace import trace as trace_answer
+
+    with user_errors():
+        info = trace_answer(name, response_id)
+    if as_json:
+        out.print_json(data=info)
+        return
+    _print_trace(info)
+
+
+def _print_trace(info: dict) -> None:
+    """One block per hop: the request, then each model version with its run, dataset and cycle."""
+    from rich.markup import escape
+
+    def line(key: str, value) -> None:
+        out.print(f"  [bold]{key:>10}[/]  {escape(str(value))}", highlight=False)
+
+    r = info["request"]
+    out.print(f"[bold]response {escape(r['id'])}[/] of deployment {escape(info['deployment'])}", highlight=False)
+    line("served", f"{_when(r['created_at'])} by {r['model']} (variant {r['variant'] or '-'}), status {r['status']}"
+                   + (f": {r['error']}" if r["error"] else ""))
+    ratings = ", ".join(f"{f['rating'] if f['rating'] is not None else 'no rating'}"
+                        + (" + correction" if f["corrected"] else "") for f in r["feedback"])
+    line("feedback", f"{r['verdict']}" + (f" ({ratings})" if ratings else ""))
+    for depth, hop in enumerate(info["chain"]):
+        mv = hop["model_version"]
+        title = "answered by" if depth == 0 else f"{'  ' * depth}from"
+        if hop["missing"]:
+            out.print(f"[bold]{title} {escape(mv['id'])}[/] [red](no such model version in the store)[/]")
+            continue
+        out.print(f"[bold]{title} {escape(mv['id'])}[/] ({mv['kind']}, base {escape(mv['base_model'])}, "
+                  f"created {_when(mv['created_at'])})", highlight=False)
+        if mv["parent"]:
+            line("parent", f"{mv['parent']} ({mv['operation']})")
+        run = hop["run"]
+        line("run", "-" if run is None else f"{run['id']} {run['name']} ({run['state']})")
+        line("dataset", _dataset_text(hop["dataset"]))
+        traffic = (hop["dataset"] or {}).get("traffic")
+        if traffic:
+            span = traffic["time_range"]
+            line("traffic", f"{traffic['requests']} requests of deployment {traffic['deployment']} from "
+                            f"{_when(span.get('first_request') or span.get('since'))} to "
+                            f"{_when(span.get('last_request') or span.get('until'))}")
+            more = traffic["requests"] - len(traffic["request_ids"])
+            line("requests", ", ".join(traffic["request_ids"]) + (f" ... (+{more})" if more > 0 else ""))
+        cycle = hop["cycle"]
+        if cycle:
+            gate = cycle["gate"]
+            verdict = "" if not gate else f", gate {'passed' if gate['passed'] else 'failed'}"
+            line("cycle", f"{cycle['id']} ({cycle['trigger']}: {cycle['reason']}) {cycle['state']}{verdict}")
+    if info["truncated"]:
+        out.print("[yellow]... the chain goes on (cut after 20 versions, or a version names itself)[/]")
+    elif info["base_model"]:
+        out.print(f"[bold]base model[/] {escape(info['base_model'])}", highlight=False)
+
+
+def _when(iso: str | None) -> str:
+    """An ISO time to the second, in UTC as stored ('2026-12-01 08:00:00 UTC')."""
+    return f"{iso[:19].replace('T', ' ')} UTC" if iso else "?"
+
+
+def _dataset_text(dataset: dict | None) -> str:
+    if dataset is None:
+        return "-"
+    if dataset["missing"]:
+        return f"{dataset['id']} (no such dataset version in the store)"
+    return f"{dataset['name']}@{dataset['id']}: {dataset['rows']} rows, {dataset['format'] or dataset['kind']}"
 
 
 from oikyo.cli import alerts as alerts_cli  # noqa: E402  (the command lives in its own module)

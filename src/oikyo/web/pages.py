@@ -429,3 +429,25 @@ def loop_page(request: Request, name: str):
     view = loop_view(record.name)
     return render(request, "loop.html", "deployments", title=f"Loop of {record.name}", deployment=record, **view,
                   page={"deployment": record.name, "has_policy": view["record"] is not None})
+
+
+@router.get("/deployments/{name}/requests")
+def trace_form(name: str, id: str = ""):
+    """The loop page's "trace a response id" form lands here: on to that answer's lineage page."""
+    target = f"/deployments/{quote(name, safe='')}"
+    if id.strip():
+        return RedirectResponse(f"{target}/requests/{quote(id.strip(), safe='')}", status_code=303)
+    return RedirectResponse(f"{target}/loop", status_code=303)
+
+
+@router.get("/deployments/{name}/requests/{response_id}")
+def trace_page(request: Request, name: str, response_id: str):
+    """One served answer's lineage (:func:`oikyo.loop.trace.trace`): the request and its feedback, then
+    each model version back to the base model with its run, dataset version and loop cycle."""
+    from oikyo.loop.trace import trace
+
+    try:
+        info = trace(check_ref(name), check_ref(response_id))
+    except OikyoError as error:
+        return not_found(request, "deployments", str(error))
+    return render(request, "trace.html", "deployments", title=f"Lineage of {info['request']['id']}", info=info)

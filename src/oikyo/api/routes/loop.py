@@ -1,5 +1,6 @@
 """REST routes: continuous training (the loop) of a deployment: its policy, cycles and decisions,
-and the manual actions (trigger a cycle, pause, resume, cancel).
+the manual actions (trigger a cycle, pause, resume, cancel), and the lineage of a served answer
+(:mod:`oikyo.loop.trace`; here rather than in routes/deployments.py, which does not import the loop).
 
 Adapts :mod:`oikyo.loop.records` and :mod:`oikyo.loop.controller` as ``oikyo loop`` does
 (``apply``, ``status``, ``history``, ``trigger``, ``pause``, ``resume``, ``cancel``); no loop logic
@@ -165,3 +166,15 @@ def cancel(deployment: str) -> dict:
     except OikyoError as error:
         raise Conflict(str(error)) from None
     return records.describe_cycle(cycle)
+
+
+@router.get("/deployments/{name}/requests/{response_id}/lineage")
+def request_lineage(name: str, response_id: str) -> dict:
+    """Lineage of one served answer (``oikyo deployments trace``): the request and its feedback, the model
+    version that answered, its run and dataset version (from traffic: which requests), then each parent
+    version down to the base model, with the loop cycle that trained each; 404 for an unknown
+    deployment or response id."""
+    from oikyo.api.refs import check_ref
+    from oikyo.loop.trace import trace
+
+    return trace(known(name), check_ref(response_id, "response id"))
