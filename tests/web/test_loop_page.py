@@ -186,3 +186,39 @@ def test_the_loop_page_needs_a_session(workspace):
     with TestClient(create_app(TOKEN), follow_redirects=False) as anon:
         answer = anon.get("/deployments/bot/loop")
         assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next=")
+
+
+@pytest.mark.browser
+def test_in_a_browser_the_loop_page_pauses_cancels_and_traces(dash, seeded):
+    """The manual actions act on the store and the page draws them; the trace form leads to an answer's page."""
+    from oikyo.loop import records
+    from oikyo.store import db
+    from oikyo.store.models import ServedRequest, utcnow
+
+    with db.session() as s:
+        s.add(ServedRequest(id="chatcmpl-trace01", deployment="bot", variant=CHALLENGER, model=CHALLENGER,
+                            endpoint="chat", status=200, latency_s=0.2, created_at=utcnow()))
+    page = dash.page
+    dash.login("/deployments/bot/loop")
+    assert page.locator("#loop-cycles tbody tr").count() == 3
+    page.click('[data-loop-action="pause"]')
+    page.wait_for_selector('[data-loop-action="resume"]')
+    assert records.get_record("bot").paused is True
+    assert "paused" in page.inner_text("h1").lower()
+    dash.shot("paused")
+    page.click('[data-loop-action="resume"]')
+    page.wait_for_selector('[data-loop-action="pause"]')
+    assert records.get_record("bot").paused is False
+    assert "active" in page.inner_text("h1").lower()
+
+    page.once("dialog", lambda dialog: dialog.accept())  # "Cancel the cycle in progress?"
+    page.click('[data-loop-action="cancel"]')
+    page.locator("#loop-decisions", has_text="cancelled by the user").wait_for()  # drawn again after the action
+    assert records.open_cycle("bot") is None and records.get_cycle("lc-00000003").state == "cancelled"
+    assert page.locator('[data-loop-action="cancel"]').is_disabled()
+
+    page.fill('#trace-form input[name="id"]', "chatcmpl-trace01")
+    page.click('#trace-form button[type="submit"]')
+    page.wait_for_url(f"{dash.url}/deployments/bot/requests/chatcmpl-trace01")
+    assert CHALLENGER in page.inner_text("main")
+    dash.shot("trace")
