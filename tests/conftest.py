@@ -25,6 +25,7 @@ def workspace(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "oikyo-home"
     monkeypatch.setenv("OIKYO_HOME", str(home))
     monkeypatch.delenv("OIKYO_DATABASE_URL", raising=False)
+    monkeypatch.delenv("OIKYO_ARTIFACTS_URL", raising=False)  # artifacts stay in the test's workspace
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     from oikyo.store import db

@@ -3,7 +3,9 @@
 The workspace root is ``OIKYO_HOME`` (default ``~/.oikyo``)::
 
     oikyo.db              SQLite in WAL mode (or any SQLAlchemy URL via OIKYO_DATABASE_URL)
-    artifacts/sha256/..   content-addressed blobs (datasets as Parquet, exported files)
+    artifacts/sha256/..   content-addressed blobs (datasets as Parquet, exported files); with a shared
+                          store (OIKYO_ARTIFACTS_URL, see oikyo.store.artifacts) this machine's cache of it
+    cache/folders/        model version folders materialized from the shared store (oikyo.store.manifests)
     runs/<run-id>/        checkpoints, logs, resolved config
     models/               converted base models, adapters, merged exports
     kernels/              small native kernels compiled on first use for this machine (serving)

@@ -153,7 +153,18 @@ def _model_dirs(target: Target) -> tuple[str, str]:
     from oikyo.jobs.training import resolve_model_dir
 
     base_dir = str(resolve_model_dir(target.base_model))
-    return (target.path if target.kind in ("full", "merged") else base_dir), base_dir
+    return (_target_dir(target) if target.kind in ("full", "merged") else base_dir), base_dir
+
+
+def _target_dir(target: Target) -> str:
+    """The evaluated model version's folder on this machine (fetched from the shared artifact store
+    when the job runs on another machine than the one that trained it)."""
+    if not target.model_version_id:
+        return target.path
+    from oikyo.jobs import model_versions
+
+    mv = model_versions.get(target.model_version_id)
+    return str(model_versions.local_dir(mv)) if model_versions.is_available(mv) else target.path
 
 
 def _systems(spec: EvalSpec, target: Target, text_only: bool) -> list[System]:
@@ -254,7 +265,7 @@ class _Backends:
         if system.model_dir not in self.loaded:
             backend = ModelBackend(system.model_dir, batch_size=self.prepared.settings.batch_size)
             if self.prepared.target.kind == "adapter" and system.model_dir == _model_dirs(self.prepared.target)[1]:
-                backend.add_adapter("model", self.prepared.target.path)
+                backend.add_adapter("model", _target_dir(self.prepared.target))
             self.loaded[system.model_dir] = backend
         return self.loaded[system.model_dir]
 

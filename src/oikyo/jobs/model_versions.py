@@ -12,12 +12,19 @@ lineage names it as ``base_model_version``. A run that trains an adapter version
 ``base_model`` (so parent and child adapters share one base engine) and its lineage names the parent
 adapter as ``parent_model_version`` (with ``operation: continue``), as a merged export names its adapter.
 
+With a shared artifact store (``OIKYO_ARTIFACTS_URL``, see :mod:`oikyo.store.artifacts`) a version's
+folder is also uploaded when it is registered, as blobs plus a manifest whose key the lineage records
+(``manifest``); :func:`local_dir` gives the folder on any machine, materialized from the manifest
+into this workspace's cache where the recorded ``path`` is not on this machine. Everything that loads
+a version's weights goes through :func:`local_dir`.
+
 Usage::
 
     from oikyo.jobs import model_versions
     model_versions.list_versions()                 # newest first
     mv = model_versions.get("mv-1a2b")             # an id or a unique prefix
     merged = model_versions.merge(mv.id)           # base + adapter as one Hugging Face folder
+    folder = model_versions.local_dir(mv)          # its files on this machine (fetched when shared)
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from sqlalchemy import select
 
 from oikyo import __version__, workspace
 from oikyo.errors import OikyoError
-from oikyo.store import db
+from oikyo.store import artifacts, db, manifests
 from oikyo.store.models import DatasetVersion, ModelVersion, Run, utcnow
 
 KINDS = ("adapter", "full", "merged")
@@ -100,6 +107,8 @@ def build(run: Run, path: Path, *, kind: str | None = None, extra: dict | None =
         "packages": package_versions(),
         **(extra or {}),
     }
+    if artifacts.is_remote():  # the folder as shared blobs, so that other machines can load it
+        lineage["manifest"] = manifests.upload_folder(Path(path))
     if str(run.base_model).startswith("mv-"):  # trained from a model version (e.g. after continued pretraining)
         lineage["base_model_version"] = run.base_model
     model = run.config.get("model") if isinstance(run.config, dict) else None
@@ -151,14 +160,34 @@ def merge(ref: str, out_dir: Path | None = None) -> ModelVersion:
         raise OikyoError(f"{parent.id} is a {parent.kind} model, not an adapter; there is nothing to merge")
     merged_id = new_id()
     out_dir = Path(out_dir) if out_dir else workspace.subdir("models") / merged_id
-    path = training.merge(parent.base_model, Path(parent.path), out_dir)
+    path = training.merge(parent.base_model, local_dir(parent), out_dir)
     lineage = {**parent.lineage, "parent_model_version": parent.id, "operation": "merge",
                "code": code_version(), "packages": package_versions()}
+    lineage.pop("manifest", None)  # the parent's files, not this folder's
+    if artifacts.is_remote():
+        lineage["manifest"] = manifests.upload_folder(Path(path))
     record = ModelVersion(id=merged_id, run_id=parent.run_id, base_model=parent.base_model, kind="merged",
                           path=str(Path(path).resolve()), lineage=lineage, created_at=utcnow())
     with db.session() as s:
         s.add(record)
     return record
+
+
+def is_available(mv: ModelVersion) -> bool:
+    """Whether this machine can load ``mv``'s folder: it is here, or it is in the shared store."""
+    return Path(mv.path).is_dir() or bool((mv.lineage or {}).get("manifest") and artifacts.is_remote())
+
+
+def local_dir(mv: ModelVersion) -> Path:
+    """``mv``'s folder on this machine: its recorded path where that exists here, else the folder
+    materialized from its manifest in the shared store (checked file by file against the sha256s)."""
+    if Path(mv.path).is_dir():
+        return Path(mv.path)
+    manifest = (mv.lineage or {}).get("manifest")
+    if manifest and artifacts.is_remote():
+        return manifests.materialize(manifest)
+    where = " and it was not uploaded to a shared store" if not manifest else f" (set {artifacts.URL_ENV} to fetch it)"
+    raise OikyoError(f"model version {mv.id}'s folder {mv.path} is not on this machine{where}")
 
 
 def describe(mv: ModelVersion) -> dict:

@@ -117,7 +117,7 @@ def model_version_dir(ref: str, log: Callable[[str], None] | None = None, *, mer
 
     mv = model_versions.get(ref)
     if mv.kind == "adapter":
-        if not Path(mv.path).is_dir():
+        if not model_versions.is_available(mv):
             raise OikyoError(f"model version {mv.id}'s adapter folder {mv.path} no longer exists")
         merged = merged_version_of(mv.id)
         if merged is None and not merge:
@@ -130,7 +130,7 @@ def model_version_dir(ref: str, log: Callable[[str], None] | None = None, *, mer
             if log:
                 log(f"Merged {mv.id} as {merged.id} ({merged.path})")
         mv = merged
-    path = Path(mv.path)
+    path = model_versions.local_dir(mv) if model_versions.is_available(mv) else Path(mv.path)
     if not (path / "config.json").is_file():
         raise OikyoError(f"model version {mv.id}'s folder {path} is missing or holds no model (config.json)")
     return path
@@ -143,7 +143,7 @@ def merged_version_of(adapter_id: str):
     adapter = model_versions.get(adapter_id)
     for mv in model_versions.list_versions(run_id=adapter.run_id):
         if (mv.kind == "merged" and (mv.lineage or {}).get("parent_model_version") == adapter_id
-                and (Path(mv.path) / "config.json").is_file()):
+                and ((Path(mv.path) / "config.json").is_file() or model_versions.is_available(mv))):
             return mv
     return None
 
@@ -274,7 +274,9 @@ def adapter_shape(mv: ModelVersion) -> dict[str, Any]:
     modules as its run's config gave them (peft saves "all-linear" expanded to module names), else the file's."""
     import json
 
-    file = Path(mv.path) / "adapter_config.json"
+    from oikyo.jobs import model_versions
+
+    file = model_versions.local_dir(mv) / "adapter_config.json"
     if not file.is_file():
         raise OikyoError(f"model version {mv.id}'s adapter folder {mv.path} holds no adapter_config.json")
     saved = json.loads(file.read_text())
@@ -299,7 +301,9 @@ def continue_problems(config: Any, parent: ModelVersion) -> list[str]:
     if parent.kind != "adapter":
         return [f"model.start: continue trains an adapter further, but {parent.id} is a {parent.kind} model; "
                 "use model.start=merge to fine-tune on it"]
-    if not Path(parent.path).is_dir():
+    from oikyo.jobs import model_versions
+
+    if not model_versions.is_available(parent):
         return [f"model.name: model version {parent.id}'s adapter folder {parent.path} no longer exists"]
     try:
         shape = adapter_shape(parent)
@@ -328,7 +332,7 @@ def continue_from(config: Any, log: Callable[[str], None] | None = None) -> tupl
     problems = continue_problems(config, parent)
     if problems:
         raise OikyoError("cannot continue the adapter:\n" + "\n".join(f"  - {p}" for p in problems))
-    return resolve_model_dir(parent.base_model, log=log), Path(parent.path)
+    return resolve_model_dir(parent.base_model, log=log), model_versions.local_dir(parent)
 
 
 def parent_replay_source(parent: ModelVersion) -> tuple[DatasetVersion, str | None]:

@@ -59,15 +59,16 @@ def resolve(ref: str) -> ModelSpec:
     except OikyoError:
         raise OikyoError(f"unknown model {ref!r}: not a model version (`oikyo models versions`), a base model "
                          "(`oikyo models list`) or a model folder") from None
-    if not Path(mv.path).is_dir():
+    if not model_versions.is_available(mv):
         raise OikyoError(f"model version {mv.id}'s folder {mv.path} no longer exists")
+    folder = model_versions.local_dir(mv)  # fetched from the shared artifact store when not on this machine
     if mv.kind == "adapter":
         from oikyo.jobs.training import resolve_model_dir  # a base that is itself a model version, too
 
         base_dir = resolve_model_dir(mv.base_model)
-        return ModelSpec(id=mv.id, kind="adapter", load_dir=_resolved(base_dir), adapter_dir=_resolved(mv.path),
+        return ModelSpec(id=mv.id, kind="adapter", load_dir=_resolved(base_dir), adapter_dir=_resolved(folder),
                          base_model=mv.base_model)
-    return ModelSpec(id=mv.id, kind=mv.kind, load_dir=_resolved(mv.path), base_model=mv.base_model)
+    return ModelSpec(id=mv.id, kind=mv.kind, load_dir=_resolved(folder), base_model=mv.base_model)
 
 
 def adapters_on(load_dir: str) -> dict[str, str]:
@@ -77,12 +78,12 @@ def adapters_on(load_dir: str) -> dict[str, str]:
     found: dict[str, str] = {}
     bases: dict[str, str | None] = {}
     for mv in model_versions.list_versions():
-        if mv.kind != "adapter" or not Path(mv.path).is_dir():
+        if mv.kind != "adapter" or not model_versions.is_available(mv):
             continue
         if mv.base_model not in bases:
             bases[mv.base_model] = _existing_base_dir(mv.base_model)
         if bases[mv.base_model] == load_dir:
-            found[mv.id] = _resolved(mv.path)
+            found[mv.id] = _resolved(model_versions.local_dir(mv))
     return found
 
 
@@ -102,7 +103,8 @@ def _existing_base_dir(ref: str) -> str | None:
             found = mv if mv.kind != "adapter" else training.merged_version_of(mv.id)
         except OikyoError:
             return None
-        return _resolved(found.path) if found is not None and Path(found.path).is_dir() else None
+        return (_resolved(model_versions.local_dir(found))
+                if found is not None and model_versions.is_available(found) else None)
     try:
         return _resolved(catalog.resolve_model_dir(ref))
     except OikyoError:
