@@ -119,6 +119,7 @@ def train(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset version to train on: id, name (its newest version) or name@id."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: a catalog name (`oikyo models list`), a local model folder, or a model version id (mv-..., `oikyo models versions`) to go on from a trained model."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="A name for the run (default: dataset and model names)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Training processes on this machine (same as --set train.nproc=N): the worker launches them with torchrun; LoRA sft only for now."),
     detach: bool = typer.Option(False, "--detach", help="Queue the run, print its id and return at once."),
     start_worker: bool = typer.Option(True, "--start-worker/--no-start-worker", help="Start a background worker when none is running."),
 ) -> None:
@@ -127,6 +128,8 @@ def train(
 
     if config is not None and not config.is_file():
         fail(f"no such config file: {config}")
+    if nproc is not None:
+        set_ = [*set_, f"train.nproc={nproc}"]
     with user_errors():
         run = training.submit_training(config, set_, dataset=dataset, model=model, name=name,
                                        log=lambda message: err.print(message))

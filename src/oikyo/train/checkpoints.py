@@ -11,6 +11,12 @@ Layout of one checkpoint (``run_dir/checkpoints/step-000050/``)::
                               counters, RNG states (python, numpy, torch CPU, CUDA) as integer lists
     COMPLETE                  written last: a folder without it is ignored and removed
 
+A multi-process run (``train.nproc`` > 1) writes the same folder, except that the model's trainable
+parameters and the optimizer state live in ``dcp/`` (torch.distributed.checkpoint files, keyed by
+parameter name, loadable at any world size; see :mod:`oikyo.train.distributed`) instead of
+optimizer.safetensors/json; the adapter safetensors are still written once, whole, by rank 0.
+Either format resumes in either kind of run.
+
 Writing is atomic: everything goes into ``.tmp-step-NNNNNN-<pid>`` in the same ``checkpoints/``
 folder, every file is fsynced, the folder is renamed to ``step-NNNNNN``, then ``COMPLETE`` is
 written and fsynced. A crash at any point leaves either an older complete checkpoint or a folder
@@ -115,17 +121,26 @@ def save_checkpoint(
         save_optimizer(optimizer, tmp)
         _write_json(tmp / SCHEDULER_JSON, _json_safe(scheduler.state_dict()))
         _write_json(tmp / TRAINER_STATE, {**state, "step": step, "rng": rng_state()})
-        for file in tmp.iterdir():
-            _fsync_file(file)
-        _fsync_dir(tmp)
-        final = root / checkpoint_name(step)
-        if final.exists():  # a stale folder for this step (an interrupted older save): replace it
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
+        return commit(tmp, root, step)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def commit(tmp: Path, root: Path, step: int) -> Path:
+    """Make the fully written folder ``tmp`` the complete checkpoint ``step``: fsync every file (also in
+    subfolders, such as a DCP folder), rename it into place, then write and fsync COMPLETE."""
+    for file in sorted(Path(tmp).rglob("*")):
+        if file.is_file():
+            _fsync_file(file)
+        else:
+            _fsync_dir(file)
+    _fsync_dir(tmp)
+    final = Path(root) / checkpoint_name(step)
+    if final.exists():  # a stale folder for this step (an interrupted older save): replace it
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
     marker = final / COMPLETE
     marker.write_text("complete\n")
     _fsync_file(marker)
@@ -133,8 +148,12 @@ def save_checkpoint(
     return final
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON with sorted keys."""
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+_write_json = write_json
 
 
 def _fsync_file(path: Path) -> None:
@@ -155,13 +174,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Drop what JSON cannot hold (lambdas in a scheduler's state_dict), keep numbers exact."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items() if _representable(v)}
+        return {str(k): json_safe(v) for k, v in value.items() if _representable(v)}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
+
+
+_json_safe = json_safe
 
 
 def _representable(value: Any) -> bool:

@@ -224,6 +224,12 @@ class TrainSettings(_Group):
     num_threads: int | Literal["auto"] = Field(
         "auto", description="CPU threads for PyTorch: auto uses the physical cores (hyper-threads only contend)."
     )
+    nproc: int = Field(
+        1, ge=1, le=64,
+        description="Training processes on this machine (one per GPU, or CPU processes with gloo): above 1 the "
+        "worker launches the run with torchrun and trains with DDP; train.batch_size stays the global batch, "
+        "split between the processes (LoRA sft only for now). Not part of the config hash.",
+    )
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list,
         description="Also send the live metrics to these trackers where installed: tensorboard (event files in "
@@ -404,6 +410,7 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
             f"data.mix: replay mixing is supported by method sft only; set data.mix=0 for {method.name}"
         )
     problems += _start_problems(config)
+    problems += _nproc_problems(config)
     if train.early_stopping_patience is not None and (train.eval_every is None or config.data.eval_split is None):
         problems.append("train.early_stopping_patience: early stopping needs train.eval_every and data.eval_split")
 
@@ -612,9 +619,34 @@ def format_validation_error(error: ValidationError) -> list[str]:
     return lines
 
 
+def _nproc_problems(config: TrainConfig) -> list[str]:
+    """What multi-process training (train.nproc > 1) does not support yet."""
+    if config.train.nproc == 1:
+        return []
+    problems = []
+    if config.method.name != "sft":
+        problems.append(f"train.nproc: multi-process training supports method sft only for now; set train.nproc=1 "
+                        f"for {config.method.name}")
+    if config.method.finetune != "lora":
+        problems.append(f"train.nproc: multi-process training supports method.finetune lora only for now (DDP); "
+                        f"set train.nproc=1 for {config.method.finetune}")
+    if config.data.mix > 0:
+        problems.append("train.nproc: replay mixing (data.mix) runs in one process only for now; set data.mix=0 "
+                        "or train.nproc=1")
+    if config.train.device == "mps":
+        problems.append("train.nproc: Apple MPS trains in one process; set train.nproc=1")
+    return problems
+
+
 def config_hash(config: TrainConfig) -> str:
-    """sha256 of the canonical JSON of the config (sorted keys, no spaces)."""
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """sha256 of the canonical JSON of the config (sorted keys, no spaces).
+
+    ``train.nproc`` is left out: how many processes train a run is a runtime choice that gives the same
+    result (a run saved at 2 processes resumes at 1 without a "config changed" warning).
+    """
+    data = config.model_dump(mode="json")
+    data["train"].pop("nproc", None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

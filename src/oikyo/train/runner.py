@@ -38,7 +38,8 @@ from oikyo.train.config import TrainConfig, config_hash, dump_yaml, resolve_runt
 
 IGNORE_INDEX = -100
 CHUNK_TOKENS = 4096  # above this many target tokens, output-head logits are computed in chunks
-_CHECKPOINT_ONLY = {ckpt.COMPLETE, ckpt.TRAINER_STATE, ckpt.OPTIMIZER_TENSORS, ckpt.OPTIMIZER_JSON, ckpt.SCHEDULER_JSON}
+_CHECKPOINT_ONLY = {ckpt.COMPLETE, ckpt.TRAINER_STATE, ckpt.OPTIMIZER_TENSORS, ckpt.OPTIMIZER_JSON, ckpt.SCHEDULER_JSON,
+                    "dcp"}
 
 
 @dataclass
@@ -89,6 +90,14 @@ def run_training(
     trained further instead of a new one. ``replay`` (data.mix_dataset=parent): the replay rows, as an
     :class:`oikyo.data.replay.Replay` the job system resolved from the parent's lineage.
     """
+    if config.train.nproc > 1 and not _in_process_group():
+        # The worker's side of a multi-process run: torchrun starts train.nproc processes, each of
+        # which comes back here inside its process group (see oikyo.train.launch).
+        from oikyo.train.launch import run_distributed
+
+        return run_distributed(config, run_dir=Path(run_dir), model_dir=Path(model_dir), train_rows=train_rows,
+                               eval_rows=eval_rows, on_metrics=on_metrics, should_stop=should_stop, log=log,
+                               adapter_dir=adapter_dir, replay=replay)
     ctx = RunContext(Path(run_dir), Path(model_dir), train_rows, eval_rows, on_metrics, should_stop, log,
                      Path(adapter_dir) if adapter_dir else None, replay)
     if config.method.name == "dpo":
@@ -117,6 +126,12 @@ def run_training(
         raise
     finally:
         recipe.cleanup()
+
+
+def _in_process_group() -> bool:
+    import torch.distributed as td
+
+    return td.is_available() and td.is_initialized()
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -322,7 +337,8 @@ class LoopState:
 
     step: int = 0
     epoch: int = 0
-    batch_index: int = 0  # next batch of the epoch's plan
+    batch_index: int = 0  # next batch of the epoch's plan (global: the same at every world size)
+    samples: int = 0  # examples (or packed blocks) trained on so far, over all processes
     tokens: int = 0  # non-padding tokens seen
     best_eval_loss: float | None = None
     patience_best: float | None = None  # the loss an evaluation must beat by min_delta
@@ -346,6 +362,12 @@ class Session:
     step (not by its own units), so every trained token weighs the same over an epoch however the
     length-grouped batches split it; a batch of long answers is not averaged down to the weight
     of a batch of short ones. The reported ``loss`` is still the step's mean over its own units.
+
+    Several processes (``train.nproc``, inside a torchrun group; :mod:`oikyo.train.distributed`): each
+    rank trains on its share of every global micro-batch under DDP, with its loss scaled by the world
+    size so that DDP's gradient average equals the one-process sum; metrics are summed over the ranks,
+    every rank evaluates the same validation rows (so early stopping agrees), a cancel request seen by
+    one rank stops all at the same step, and checkpoints are written with DCP.
     """
 
     def __init__(self, config: TrainConfig, ctx: RunContext):
@@ -354,20 +376,29 @@ class Session:
 
         from oikyo.models.loading import context_length, load_tokenizer
 
+        from oikyo.train import distributed
+
         self.config, self.ctx = config, ctx
+        self.dist = distributed.current()
+        self.rank = self.dist.rank if self.dist else 0
         self.runtime = resolve_runtime(config)
-        torch.set_num_threads(self.runtime.num_threads)
+        threads = self.runtime.num_threads
+        if self.dist and config.train.num_threads == "auto":  # the cores are shared by the node's ranks
+            threads = max(1, threads // self.dist.local_world)
+        torch.set_num_threads(threads)
         set_seed(config.train.seed)
         self.device = torch.device(self.runtime.device)
+        if self.dist and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.dtype = torch.bfloat16 if self.runtime.dtype == "bfloat16" else torch.float32
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints = ctx.run_dir / "checkpoints"
         self.hash = config_hash(config)
-        if not (ctx.run_dir / "config.yaml").exists():  # the job system writes it when it queues the run
+        if self.rank == 0 and not (ctx.run_dir / "config.yaml").exists():  # the job system writes it when it queues the run
             (ctx.run_dir / "config.yaml").write_text(dump_yaml(config, header=f"config_hash {self.hash}"))
         self.log(
             f"config_hash {self.hash[:16]}; device={self.runtime.device} dtype={self.runtime.dtype} "
-            f"num_threads={self.runtime.num_threads}"
+            f"num_threads={threads}" + (f" processes={self.dist.world}" if self.dist else "")
         )
         self.tokenizer = load_tokenizer(ctx.model_dir)
         self.context_length = context_length(ctx.model_dir)
@@ -375,6 +406,7 @@ class Session:
         self.last_saved_step = -1
         self._scales: dict[int, float] = {}
         self.model = self.optimizer = self.scheduler = None
+        self.ddp = None  # the DDP-wrapped loss in a multi-process run
 
     def log(self, message: str) -> None:
         """Say something to the caller (the job system appends it to run_dir/train.log)."""
@@ -382,7 +414,7 @@ class Session:
 
     def close(self) -> None:
         """Drop the model and optimizer so their memory is freed before the caller goes on."""
-        self.model = self.optimizer = self.scheduler = None
+        self.model = self.optimizer = self.scheduler = self.ddp = None
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -415,6 +447,14 @@ class Session:
         )
         self.scheduler = get_scheduler(optimizer=self.optimizer, **scheduler_kwargs(config, self.total_steps))
         self._resume()
+        if self.dist:
+            import torch
+
+            from oikyo.train import distributed
+
+            self.ddp = distributed.wrap(self.model, recipe.loss, self.dist, self.device)
+            # Distinct, reproducible random streams per rank (LoRA dropout) from here on.
+            torch.manual_seed(config.train.seed + 7919 * self.rank + self.state.step)
 
     def _total_steps(self, recipe) -> int:
         train = self.config.train
@@ -423,23 +463,32 @@ class Session:
         return sum(math.ceil(len(recipe.plan(epoch)) / train.grad_accum) for epoch in range(train.epochs))
 
     def _resume(self) -> None:
-        for path in ckpt.clean_incomplete(self.checkpoints):
-            self.log(f"Removed an incomplete checkpoint: {path.name}")
+        from oikyo.train import distributed
+
+        if self.rank == 0:
+            for path in ckpt.clean_incomplete(self.checkpoints):
+                self.log(f"Removed an incomplete checkpoint: {path.name}")
+        if self.dist:
+            distributed.barrier()  # nobody looks for the latest checkpoint while rank 0 cleans up
         latest = ckpt.latest_complete(self.checkpoints)
         if latest is None:
             return
         saved = ckpt.read_state(latest)
         if saved.get("config_hash") != self.hash:
             self.log("Warning: the config changed since the checkpoint was written; resuming anyway")
-        self._load_weights(latest)
-        ckpt.load_optimizer(self.optimizer, latest)
+        if distributed.is_dcp(latest):
+            distributed.load_checkpoint(latest, self.model, self.optimizer)
+        else:
+            self._load_weights(latest)
+            ckpt.load_optimizer(self.optimizer, latest)
         ckpt.load_scheduler(self.scheduler, latest)
         self.state = LoopState(**{k: saved[k] for k in LoopState.__dataclass_fields__ if k in saved})
         self.last_saved_step = self.state.step
         ckpt.set_rng_state(saved["rng"])  # last: nothing after this may draw random numbers
         self.log(
             f"Resumed from {latest.name}: epoch {self.state.epoch}, batch {self.state.batch_index}, "
-            f"{self.state.tokens} tokens seen"
+            f"{self.state.samples} samples, {self.state.tokens} tokens seen"
+            + (f" (saved by {saved['world_size']} processes)" if saved.get("world_size", 1) > 1 else "")
         )
 
     def _write_weights(self, folder: Path) -> None:
@@ -474,13 +523,14 @@ class Session:
             if state.batch_index >= len(plan):
                 state.epoch, state.batch_index = state.epoch + 1, 0
                 continue
-            if self.ctx.should_stop():
+            if self._should_stop():
                 self.log(f"Cancel requested at step {state.step}")
                 return self._finish("cancelled", recipe)
             group = plan[state.batch_index : state.batch_index + accum]
             metrics = self._optimizer_step(recipe, group, self._units_per_step(recipe, state.epoch))
             state.step += 1
             state.batch_index += len(group)
+            state.samples += sum(len(items) for items in group)
             metrics["epoch"] = state.epoch + state.batch_index / len(plan)
             if state.batch_index >= len(plan):
                 state.epoch, state.batch_index = state.epoch + 1, 0
@@ -495,6 +545,14 @@ class Session:
                 self._save()
         return self._finish("succeeded", recipe)
 
+    def _should_stop(self) -> bool:
+        stop = self.ctx.should_stop()
+        if self.dist:
+            from oikyo.train import distributed
+
+            return distributed.any_true(stop, self.device)
+        return stop
+
     def _units_per_step(self, recipe, epoch: int) -> float:
         """The epoch's mean loss units (target tokens or pairs) per optimizer step (see the class docstring)."""
         if epoch not in self._scales:
@@ -508,19 +566,41 @@ class Session:
         import torch
 
         start = time.perf_counter()
+        if self.dist:
+            from oikyo.train import distributed
+
+            shares = [distributed.share(items, self.dist) for items in group]  # this rank's part of each
+            group = [items for items, _ in shares]
+            weights = [float(self.dist.world) if real else 0.0 for _, real in shares]
+        else:
+            weights = [1.0] * len(group)
         batches = [recipe.make_batch(items) for items in group]
-        units = max(1, sum(recipe.count(b) for b in batches))  # for the reported mean loss
-        tokens = sum(recipe.tokens(b) for b in batches)
+        units = sum(recipe.count(b) for b, w in zip(batches, weights) if w)  # for the reported mean loss
+        tokens = sum(recipe.tokens(b) for b, w in zip(batches, weights) if w)
         self.model.train()
         loss_sum, extras = 0.0, {}
-        for batch in batches:
+        for index, (batch, weight) in enumerate(zip(batches, weights)):
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            with self.autocast():
-                loss, extra = recipe.loss(batch)
-            (loss / units_per_step).backward()
-            loss_sum += loss.item()
-            for key, value in extra.items():
-                extras[key] = extras.get(key, 0.0) + value
+            last = index == len(batches) - 1
+            # DDP averages gradients over the ranks: scaling by the world size turns that into the sum
+            # a single process would have; it syncs on the last micro-batch only.
+            sync = contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync()
+            with sync:
+                with self.autocast():
+                    loss, extra = self.ddp(batch) if self.ddp is not None else recipe.loss(batch)
+                (loss * (weight / units_per_step)).backward()
+            if weight:
+                loss_sum += loss.item()
+                for key, value in extra.items():
+                    extras[key] = extras.get(key, 0.0) + value
+        if self.dist:
+            from oikyo.train import distributed
+
+            keys = sorted(extras)
+            totals = distributed.sum_all([loss_sum, units, tokens, *(extras[k] for k in keys)], self.device)
+            loss_sum, units, tokens = totals[0], totals[1], int(totals[2])
+            extras = dict(zip(keys, totals[3:]))
+        units = max(1, units)
         limit = self.config.train.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, limit).item()
         lr = self.scheduler.get_last_lr()[0]
@@ -589,6 +669,8 @@ class Session:
         return result
 
     def _save(self) -> Path:
+        from oikyo.train import distributed
+
         state = self.state
         eval_loss = state.last_eval_loss if state.last_eval_step == state.step else None
         record = {k: getattr(state, k) for k in LoopState.__dataclass_fields__}
@@ -599,18 +681,26 @@ class Session:
             method=self.config.method.name,
             finetune=self.config.method.finetune,
         )
-        path = ckpt.save_checkpoint(
-            self.checkpoints,
-            state.step,
-            write_weights=self._write_weights,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            state=record,
-        )
+        if self.dist:
+            path = distributed.save_checkpoint(self.checkpoints, state.step, dist=self.dist, model=self.model,
+                                               optimizer=self.optimizer, write_weights=self._write_weights,
+                                               scheduler=self.scheduler, state=record)
+        else:
+            path = ckpt.save_checkpoint(
+                self.checkpoints,
+                state.step,
+                write_weights=self._write_weights,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                state=record,
+            )
         self.last_saved_step = state.step
-        for removed in ckpt.prune(self.checkpoints, self.config.checkpoint.keep_best):
-            self.log(f"Removed checkpoint {removed.name} (not among the best {self.config.checkpoint.keep_best})")
-        self.log(f"Saved checkpoint {path.name}")
+        if self.rank == 0:
+            for removed in ckpt.prune(self.checkpoints, self.config.checkpoint.keep_best):
+                self.log(f"Removed checkpoint {removed.name} (not among the best {self.config.checkpoint.keep_best})")
+            self.log(f"Saved checkpoint {path.name}")
+        if self.dist:
+            distributed.barrier()  # the other ranks read the folder list only after rank 0 pruned it
         return path
 
     def _finish(self, status: str, recipe) -> TrainResult:
@@ -621,9 +711,13 @@ class Session:
             final = self.checkpoints / ckpt.checkpoint_name(state.step)
         best, best_loss = ckpt.best_checkpoint(self.checkpoints)
         output = self.ctx.run_dir / "output"
-        if status != "cancelled":
+        if status != "cancelled" and self.rank == 0:
             source = best if (self.config.checkpoint.export == "best" and best is not None) else final
             self._export(source, output)
+        if self.dist:
+            from oikyo.train import distributed
+
+            distributed.barrier()
         self.log(f"Run {status} after {state.step} steps, {state.tokens} tokens")
         return TrainResult(
             status=status,

@@ -1,0 +1,225 @@
+"""One training process among N (train.nproc > 1): the process group, DDP and DCP checkpoints.
+
+The worker starts the processes with torchrun (:mod:`oikyo.train.launch`); each one calls
+:func:`init` before :func:`oikyo.train.runner.run_training` and :func:`shutdown` after it. Inside,
+:class:`oikyo.train.runner.Session` asks :func:`current` whether it is one of several ranks and then:
+
+- wraps the recipe's loss in :class:`torch.nn.parallel.DistributedDataParallel` (:func:`wrap`), so
+  gradients are averaged by DDP's bucketed all-reduce, not by code of ours;
+- takes its share of each global batch (:func:`share`): ``train.batch_size`` stays the global
+  batch, and the data position stays one global counter (the plan's batch index), so the same
+  checkpoint resumes at any world size;
+- saves checkpoints with torch.distributed.checkpoint (:func:`save_checkpoint`,
+  :func:`load_checkpoint`): the trainable parameters and the optimizer state, keyed by parameter
+  name (not by rank or position), so a checkpoint written by 2 processes loads into 1 or 4.
+
+Backends: gloo on CPU, NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``); the device decides, so a
+gloo group never carries CUDA tensors. The NCCL path is correct by construction but has not run on
+a GPU yet. Every collective has the group's timeout (``OIKYO_DIST_TIMEOUT_S``, default 600 s): a rank
+that dies makes torchrun stop the others, and one that hangs makes the rest fail instead of waiting
+forever. :func:`shutdown` passes a barrier before ``destroy_process_group`` so no rank tears the
+group down while another still talks to it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from oikyo.train import checkpoints as ckpt
+
+DCP_DIR = "dcp"  # inside a checkpoint folder: the torch.distributed.checkpoint files
+TIMEOUT_ENV = "OIKYO_DIST_TIMEOUT_S"
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the group."""
+
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+
+
+def current() -> Dist | None:
+    """The group this process trains in, or None for a single-process run."""
+    import torch.distributed as td
+
+    if not (td.is_available() and td.is_initialized()) or td.get_world_size() == 1:
+        return None
+    return Dist(td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", td.get_rank())),
+                int(os.environ.get("LOCAL_WORLD_SIZE", td.get_world_size())))
+
+
+def backend_for(device: str) -> str:
+    """gloo for CPU tensors, NCCL for CUDA ones."""
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def init(device: str) -> None:
+    """Join the group torchrun set up (env://) with a timeout on every collective."""
+    import torch
+    import torch.distributed as td
+
+    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
+    if device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        td.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", local))
+    else:
+        td.init_process_group("gloo", timeout=timeout)
+
+
+def shutdown() -> None:
+    """Barrier, then destroy the group (a rank that leaves early would break the others' last collective)."""
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        try:
+            td.barrier()
+        finally:
+            td.destroy_process_group()
+
+
+def barrier() -> None:
+    import torch.distributed as td
+
+    td.barrier()
+
+
+def any_true(flag: bool, device) -> bool:
+    """True on every rank when ``flag`` is true on one (a cancel request seen by rank 0 stops all)."""
+    import torch
+    import torch.distributed as td
+
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    td.all_reduce(value, op=td.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def sum_all(values: list[float], device) -> list[float]:
+    """Element-wise sums over the ranks (float64, so token counts stay exact)."""
+    import torch
+    import torch.distributed as td
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    td.all_reduce(tensor, op=td.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def share(items: list, dist: Dist) -> tuple[list, bool]:
+    """This rank's contiguous slice of a global micro-batch, and whether it holds real items.
+
+    A batch with fewer items than ranks leaves some ranks empty; they run the first item with a zero
+    loss weight instead, because DDP needs every rank in every backward pass.
+    """
+    n = len(items)
+    start, end = n * dist.rank // dist.world, n * (dist.rank + 1) // dist.world
+    return (items[start:end], True) if end > start else (items[:1], False)
+
+
+class _Loss:
+    """Factory for the module DDP wraps: the model, whose forward is the recipe's loss on a batch."""
+
+    @staticmethod
+    def module(model, loss_fn):
+        import torch
+
+        class LossModule(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model  # registered, so DDP sees (and syncs) the model's parameters
+
+            def forward(self, batch):  # noqa: D401 - (summed loss, extra metric sums)
+                return loss_fn(batch)
+
+        return LossModule()
+
+
+def wrap(model, loss_fn, dist: Dist, device):
+    """DDP around ``loss_fn(batch)`` (the recipe's loss, which runs ``model``): call it with a batch.
+
+    DDP broadcasts rank 0's trainable parameters at construction (identical here anyway: same seed)
+    and all-reduces (averages) the gradients in backward; ``no_sync()`` skips that for all but the
+    last micro-batch of an optimizer step.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dist.local_rank] if device.type == "cuda" else None
+    return DistributedDataParallel(_Loss.module(model, loss_fn), device_ids=ids, broadcast_buffers=False)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # Trainable parameters only (the frozen base is the base model's files); the optimizer state is
+    # keyed by parameter name, which is what lets a checkpoint load at another world size.
+    return StateDictOptions(ignore_frozen_params=True, strict=False)
+
+
+def is_dcp(folder: Path) -> bool:
+    """Whether a checkpoint folder holds DCP state (written by a multi-process run)."""
+    return (Path(folder) / DCP_DIR / ".metadata").is_file()
+
+
+def save_checkpoint(root: Path, step: int, *, dist: Dist | None, model, optimizer, write_weights, scheduler,
+                    state: dict) -> Path:
+    """Write checkpoint ``step`` with DCP, behind the same atomic COMPLETE marker as a single-process one.
+
+    Every rank writes its part of the DCP files into one temporary folder; rank 0 then writes the
+    gathered adapter (``write_weights``: safetensors, every layer: DDP keeps a full replica on each
+    rank), the scheduler and trainer state as JSON, fsyncs, renames and marks the folder complete.
+    Collective: every rank calls it.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    rank = dist.rank if dist else 0
+    root = Path(root)
+    tmp = root / f".tmp-{ckpt.checkpoint_name(step)}-dcp"
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    if dist:
+        barrier()
+    model_state, optim_state = get_state_dict(model, optimizer, options=_options())
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(tmp / DCP_DIR))
+    final = root / ckpt.checkpoint_name(step)
+    if rank == 0:
+        try:
+            write_weights(tmp)
+            ckpt.write_json(tmp / ckpt.SCHEDULER_JSON, ckpt.json_safe(scheduler.state_dict()))
+            ckpt.write_json(tmp / ckpt.TRAINER_STATE, {**state, "step": step, "rng": ckpt.rng_state(),
+                                                       "format": "dcp", "world_size": dist.world if dist else 1})
+            final = ckpt.commit(tmp, root, step)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    if dist:
+        barrier()  # no rank goes on (or saves again) before the folder is complete
+    return final
+
+
+def load_checkpoint(folder: Path, model, optimizer) -> None:
+    """Load the DCP state of ``folder`` into ``model``'s trainable parameters and ``optimizer``.
+
+    Works in any process count, also without a process group (a 1-process resume). DCP reads tensors
+    only (no pickled objects run); a trainable parameter missing from the checkpoint is an error.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_options())
+    state = {"model": model_state, "optimizer": optim_state}
+    dcp.load(state, checkpoint_id=str(Path(folder) / DCP_DIR))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=_options())

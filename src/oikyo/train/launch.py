@@ -1,0 +1,224 @@
+"""Launch and supervise a multi-process run (``train.nproc`` > 1) with torchrun, from the worker.
+
+    result = run_distributed(config, run_dir=..., model_dir=..., train_rows=..., eval_rows=...,
+                             on_metrics=..., should_stop=..., log=...)   # same arguments as run_training
+
+:func:`oikyo.train.runner.run_training` calls this when ``train.nproc`` > 1 and it is not already
+inside a process group, so the worker (not the user) starts the processes::
+
+    python -m torch.distributed.run --standalone --nproc-per-node N --max-restarts 0 \\
+        -m oikyo.train.launch <run_dir>/distributed/spec.json
+
+Each rank (:func:`main`) joins the group (:func:`oikyo.train.distributed.init`), runs the same
+``run_training`` and leaves through a barrier. The hand-over is plain files in
+``<run_dir>/distributed/`` (JSON, never pickle): ``spec.json`` (the config and folders),
+``train.jsonl``/``eval.jsonl`` (the rows, read once by the worker), ``events.jsonl`` (rank 0's log
+lines and metrics, which the worker follows and forwards to the run's log and metrics table),
+``stop`` (created by the worker on a cancel request; every rank stops at the same step and saves),
+``error-<rank>.txt`` (why a rank failed) and ``result.json`` (rank 0's TrainResult).
+
+Failure: torchrun stops the whole group when one rank dies (``--max-restarts 0``: the job's retry
+policy restarts the run cleanly from its last complete checkpoint) and exits non-zero; this raises
+a TrainingError with the rank's reason. A rank that hangs makes the others fail at the group's
+timeout. If the worker process itself disappears, rank 0 notices (its parent pid is in the spec)
+and the group stops after saving a checkpoint, as on a cancel request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from oikyo.train import TrainingError
+
+POLL_S = 0.2
+
+
+def torchrun_command(nproc: int, spec: Path) -> list[str]:
+    """The torchrun command line for ``nproc`` processes on this node."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "--max-restarts=0", "-m", "oikyo.train.launch", str(spec)]
+
+
+def _write_rows(path: Path, rows) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, default=str) + "\n")
+
+
+def _read_rows(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def run_distributed(config, *, run_dir: Path, model_dir: Path, train_rows, eval_rows, on_metrics, should_stop, log,
+                    adapter_dir: Path | None = None, replay=None):
+    """Train the run with ``config.train.nproc`` processes; returns rank 0's TrainResult."""
+    from oikyo.train.runner import TrainResult
+
+    if replay is not None:
+        raise TrainingError("replay mixing (data.mix) runs in one process only for now; set train.nproc=1")
+    work = Path(run_dir) / "distributed"
+    if work.exists():
+        shutil.rmtree(work)  # a previous attempt's hand-over files (its checkpoints live elsewhere)
+    work.mkdir(parents=True)
+    _write_rows(work / "train.jsonl", train_rows())
+    if eval_rows is not None:
+        _write_rows(work / "eval.jsonl", eval_rows())
+    spec = work / "spec.json"
+    spec.write_text(json.dumps({
+        "config": config.model_dump(mode="json"), "run_dir": str(run_dir), "model_dir": str(model_dir),
+        "adapter_dir": str(adapter_dir) if adapter_dir else None, "has_eval": eval_rows is not None,
+        "parent_pid": os.getpid(),
+    }))
+    nproc = config.train.nproc
+    log(f"Launching {nproc} training processes with torchrun")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if config.train.num_threads != "auto":
+        env["OMP_NUM_THREADS"] = str(config.train.num_threads)
+    with open(work / "torchrun.log", "wb") as output:
+        proc = subprocess.Popen(torchrun_command(nproc, spec), stdout=output, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    events = _EventReader(work / "events.jsonl", on_metrics, log)
+    try:
+        while proc.poll() is None:
+            events.drain()
+            if should_stop() and not (work / "stop").exists():
+                (work / "stop").write_text("stop\n")
+            time.sleep(POLL_S)
+        events.drain()
+    finally:
+        if proc.poll() is None:  # the worker is leaving (an exception, Ctrl-C): take the group down
+            _terminate(proc)
+        for name in ("train.jsonl", "eval.jsonl"):  # copies of the dataset version's rows
+            (work / name).unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise TrainingError(_failure(work, proc.returncode))
+    result = json.loads((work / "result.json").read_text())
+    for key in ("final_checkpoint", "best_checkpoint", "output_dir"):
+        result[key] = Path(result[key]) if result[key] else None
+    return TrainResult(**result)
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def _failure(work: Path, code: int) -> str:
+    """A readable reason: the failed ranks' own errors, else the end of torchrun's output."""
+    output = (work / "torchrun.log").read_text(errors="replace") if (work / "torchrun.log").is_file() else ""
+    # torchrun names the first rank that failed and its exit code (its "Root Cause" block).
+    _, marker, block = output.partition("Root Cause")
+    root = re.search(r"rank\s*:\s*(\d+).*?\n\s*exitcode\s*:\s*(-?\d+)", block, re.S) if marker else None
+    if root:
+        own = work / f"error-{root.group(1)}.txt"  # written by a rank that raised (not one that was killed)
+        if own.is_file():
+            return f"a training process failed: {own.read_text().strip()}"
+        return f"a training process died: rank {root.group(1)} exited with code {root.group(2)} (see {work / 'torchrun.log'})"
+    # Without torchrun's word, the earliest error wins: the others fail after it (a peer closed the connection).
+    files = sorted(work.glob("error-*.txt"), key=lambda p: p.stat().st_mtime_ns)
+    if files:
+        return f"a training process failed: {files[0].read_text().strip()}"
+    tail = output.strip().splitlines()[-15:]
+    return f"the training processes failed (torchrun exit code {code}); last output:\n" + "\n".join(tail)
+
+
+class _EventReader:
+    """Follows rank 0's events.jsonl and forwards complete lines to the run's log and metrics."""
+
+    def __init__(self, path: Path, on_metrics, log):
+        self.path, self.on_metrics, self.log, self.offset = path, on_metrics, log, 0
+
+    def drain(self) -> None:
+        if not self.path.is_file():
+            return
+        with open(self.path, encoding="utf-8") as handle:
+            handle.seek(self.offset)
+            while True:
+                line = handle.readline()
+                if not line.endswith("\n"):
+                    break  # not fully written yet: read it next time
+                self.offset += len(line.encode("utf-8"))
+                event = json.loads(line)
+                if "log" in event:
+                    self.log(event["log"])
+                else:
+                    self.on_metrics(event["step"], event["metrics"])
+
+
+# ----------------------------------------------------------------------------- one rank
+
+
+def main(argv: list[str]) -> int:
+    """One rank: join the group, train, leave through a barrier."""
+    from oikyo.train import distributed
+    from oikyo.train.config import TrainConfig, resolve_runtime
+    from oikyo.train.runner import run_training
+
+    spec_path = Path(argv[0])
+    work = spec_path.parent
+    spec = json.loads(spec_path.read_text())
+    rank = int(os.environ["RANK"])
+    config = TrainConfig.model_validate(spec["config"])
+    events = open(work / "events.jsonl", "a", encoding="utf-8") if rank == 0 else None
+
+    def emit(event: dict) -> None:
+        if events is not None:
+            events.write(json.dumps(event, default=float) + "\n")
+            events.flush()
+
+    def should_stop() -> bool:
+        return (work / "stop").exists() or (rank == 0 and not _alive(spec["parent_pid"]))
+
+    distributed.init(resolve_runtime(config).device)
+    try:
+        result = run_training(
+            config, run_dir=Path(spec["run_dir"]), model_dir=Path(spec["model_dir"]),
+            train_rows=lambda: _read_rows(work / "train.jsonl"),
+            eval_rows=(lambda: _read_rows(work / "eval.jsonl")) if spec["has_eval"] else None,
+            on_metrics=lambda step, metrics: emit({"step": step, "metrics": metrics}),
+            should_stop=should_stop, log=lambda message: emit({"log": message}),
+            adapter_dir=Path(spec["adapter_dir"]) if spec["adapter_dir"] else None,
+        )
+        if rank == 0:
+            record = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(result).items()}
+            tmp = work / "result.json.tmp"
+            tmp.write_text(json.dumps(record))
+            tmp.rename(work / "result.json")
+        distributed.shutdown()
+        return 0
+    except BaseException as error:
+        (work / f"error-{rank}.txt").write_text(f"rank {rank}: {type(error).__name__}: {error}")
+        raise
+    finally:
+        if events is not None:
+            events.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
