@@ -33,6 +33,11 @@ def test_two_processes_give_the_one_process_loss_curve(tiny_dir, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [
         "COMPLETE", "adapter_config.json", "adapter_model.safetensors", "dcp", "scheduler.json", "trainer_state.json"]
     assert (folder / "dcp" / ".metadata").is_file()
+    from torch.distributed.checkpoint import FileSystemReader
+
+    keys = FileSystemReader(str(folder / "dcp")).read_metadata().state_dict_metadata
+    weights = [key for key in keys if key.startswith("model.")]
+    assert len(weights) == 2 * 7 * 2 and all(".lora_" in key for key in weights)  # trainable only, no frozen alias
     state = json.loads((folder / "trainer_state.json").read_text())
     assert state["format"] == "dcp" and state["world_size"] == 2 and state["samples"] > 0
 

@@ -164,6 +164,17 @@ def _options():
     return StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
+def _state(model, optimizer) -> dict:
+    """{"model": trainable parameters by name, "optimizer": AdamW state by parameter name}."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_options())
+    # ignore_frozen_params misses aliases of frozen tied weights (lm_head.weight = the embedding):
+    # keep exactly the trainable parameters.
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    return {"model": {k: v for k, v in model_state.items() if k in trainable}, "optimizer": optim_state}
+
+
 def is_dcp(folder: Path) -> bool:
     """Whether a checkpoint folder holds DCP state (written by a multi-process run)."""
     return (Path(folder) / DCP_DIR / ".metadata").is_file()
@@ -179,7 +190,6 @@ def save_checkpoint(root: Path, step: int, *, dist: Dist | None, model, optimize
     Collective: every rank calls it.
     """
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     rank = dist.rank if dist else 0
     root = Path(root)
@@ -191,8 +201,7 @@ def save_checkpoint(root: Path, step: int, *, dist: Dist | None, model, optimize
         tmp.mkdir()
     if dist:
         barrier()
-    model_state, optim_state = get_state_dict(model, optimizer, options=_options())
-    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(tmp / DCP_DIR))
+    dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / DCP_DIR))
     final = root / ckpt.checkpoint_name(step)
     if rank == 0:
         try:
@@ -216,10 +225,9 @@ def load_checkpoint(folder: Path, model, optimizer) -> None:
     only (no pickled objects run); a trainable parameter missing from the checkpoint is an error.
     """
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    model_state, optim_state = get_state_dict(model, optimizer, options=_options())
-    state = {"model": model_state, "optimizer": optim_state}
+    state = _state(model, optimizer)
     dcp.load(state, checkpoint_id=str(Path(folder) / DCP_DIR))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                    options=_options())
