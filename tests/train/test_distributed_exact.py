@@ -8,8 +8,24 @@ from disthelpers import largest_difference, train
 from trainhelpers import chat_rows
 
 
+def test_a_rank_takes_its_share_of_each_global_batch():
+    from oikyo.train.distributed import Dist, share
+
+    ranks = [Dist(rank, 2, rank, 2) for rank in (0, 1)]
+    assert [share([7, 8, 9], d) for d in ranks] == [([7], True), ([8, 9], True)]
+    assert [share([7], d) for d in ranks] == [([7], False), ([7], True)]  # rank 0: a zero-weighted stand-in
+
+
+def test_the_backend_follows_the_device():
+    from oikyo.train.distributed import backend_for
+
+    assert backend_for("cpu") == "gloo" and backend_for("cuda") == "nccl"  # never a gloo group on CUDA tensors
+
+
 def test_two_processes_give_the_one_process_loss_curve(tiny_dir, tmp_path):
-    rows = chat_rows(32)
+    # 31 rows in batches of 3: shares of 1 and 2 examples, and each epoch's last batch holds a single
+    # example, so one rank trains on nothing (a zero-weighted pass keeps DDP's collectives in step).
+    rows = chat_rows(31)
     overrides = ["train.max_steps=30", "train.eval_every=15"]
     _, one, _ = train(tiny_dir, tmp_path / "one", 1, overrides, rows)
     result, two, logs = train(tiny_dir, tmp_path / "two", 2, overrides, rows)

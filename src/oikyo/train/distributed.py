@@ -66,12 +66,13 @@ def init(device: str) -> None:
     import torch.distributed as td
 
     timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
-    if device == "cuda":
+    backend = backend_for(device)
+    if backend == "nccl":  # untested so far: no GPU was lent to the sessions that wrote this
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        td.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", local))
+        torch.cuda.set_device(local)  # before the model is built: "cuda" then means this rank's GPU
+        td.init_process_group(backend, timeout=timeout, device_id=torch.device("cuda", local))
     else:
-        td.init_process_group("gloo", timeout=timeout)
+        td.init_process_group(backend, timeout=timeout)
 
 
 def shutdown() -> None:
