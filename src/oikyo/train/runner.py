@@ -588,11 +588,11 @@ class Session:
             with sync:
                 with self.autocast():
                     loss, extra = self.ddp(batch) if self.ddp is not None else recipe.loss(batch)
-                (loss * (weight / units_per_step)).backward()
+                (loss / units_per_step if self.ddp is None else loss * (weight / units_per_step)).backward()
             if weight:
                 loss_sum += loss.item()
-                for key, value in extra.items():
-                    extras[key] = extras.get(key, 0.0) + value
+            for key, value in extra.items():  # a stand-in pass adds zeros: the same keys on every rank
+                extras[key] = extras.get(key, 0.0) + (value if weight else 0.0)
         if self.dist:
             from oikyo.train import distributed
 
