@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -202,7 +203,7 @@ def save_checkpoint(root: Path, step: int, *, dist: Dist | None, model, optimize
         tmp.mkdir()
     if dist:
         barrier()
-    dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / DCP_DIR))
+    dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / DCP_DIR), no_dist=dist is None)
     final = root / ckpt.checkpoint_name(step)
     if rank == 0:
         try:
@@ -229,6 +230,10 @@ def load_checkpoint(folder: Path, model, optimizer) -> None:
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = _state(model, optimizer)
-    dcp.load(state, checkpoint_id=str(Path(folder) / DCP_DIR))
+    single = current() is None
+    with warnings.catch_warnings():
+        if single:  # DCP warns that it assumes one process: that is the intent here
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(Path(folder) / DCP_DIR), no_dist=single)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                    options=_options())
