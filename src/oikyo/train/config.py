@@ -227,8 +227,8 @@ class TrainSettings(_Group):
     nproc: int = Field(
         1, ge=1, le=64,
         description="Training processes on this machine (one per GPU, or CPU processes with gloo): above 1 the "
-        "worker launches the run with torchrun and trains with DDP; train.batch_size stays the global batch, "
-        "split between the processes (LoRA sft only for now). Not part of the config hash.",
+        "worker launches the run with torchrun and trains with DDP (lora) or FSDP2 (full); train.batch_size stays "
+        "the global batch, split between the processes (sft only for now). Not part of the config hash.",
     )
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list,
@@ -627,9 +627,9 @@ def _nproc_problems(config: TrainConfig) -> list[str]:
     if config.method.name != "sft":
         problems.append(f"train.nproc: multi-process training supports method sft only for now; set train.nproc=1 "
                         f"for {config.method.name}")
-    if config.method.finetune != "lora":
-        problems.append(f"train.nproc: multi-process training supports method.finetune lora only for now (DDP); "
-                        f"set train.nproc=1 for {config.method.finetune}")
+    if config.method.finetune not in ("lora", "full"):
+        problems.append(f"train.nproc: multi-process training supports method.finetune lora (DDP) and full (FSDP2) "
+                        f"only for now; set train.nproc=1 for {config.method.finetune}")
     if config.data.mix > 0:
         problems.append("train.nproc: replay mixing (data.mix) runs in one process only for now; set data.mix=0 "
                         "or train.nproc=1")

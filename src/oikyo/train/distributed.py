@@ -1,11 +1,15 @@
-"""One training process among N (train.nproc > 1): the process group, DDP and DCP checkpoints.
+"""One training process among N (train.nproc > 1): the process group, DDP or FSDP2, DCP checkpoints.
 
 The worker starts the processes with torchrun (:mod:`oikyo.train.launch`); each one calls
 :func:`init` before :func:`oikyo.train.runner.run_training` and :func:`shutdown` after it. Inside,
 :class:`oikyo.train.runner.Session` asks :func:`current` whether it is one of several ranks and then:
 
-- wraps the recipe's loss in :class:`torch.nn.parallel.DistributedDataParallel` (:func:`wrap`), so
-  gradients are averaged by DDP's bucketed all-reduce, not by code of ours;
+- LoRA: wraps the recipe's loss in :class:`torch.nn.parallel.DistributedDataParallel` (:func:`wrap`),
+  so gradients are averaged by DDP's bucketed all-reduce, not by code of ours;
+- full fine-tuning: shards the model with FSDP2 (:func:`shard`: ``fully_shard`` on each decoder
+  layer, then the root), so each rank holds 1/N of the weights, gradients and AdamW state; the
+  layers' weights are all-gathered around their forward and backward, gradients reduce-scattered
+  (averaged); the full weights are gathered onto rank 0 only to be written (:func:`gather_full`);
 - takes its share of each global batch (:func:`share`): ``train.batch_size`` stays the global
   batch, and the data position stays one global counter (the plan's batch index), so the same
   checkpoint resumes at any world size;
@@ -142,6 +146,57 @@ class _Loss:
         return LossModule()
 
 
+def shard(model, dist: Dist, device):
+    """FSDP2: ``fully_shard`` each decoder layer (transformers' ``_no_split_modules``), then a root around
+    ``model``; returns the root, a module whose ``root(fn, *args)`` runs ``fn(*args)`` inside FSDP's forward.
+
+    One unit per layer means only one layer's full weights exist at a time during forward/backward.
+    The root unit holds the rest (embedding, tied lm_head, final norm). It wraps a call rather than
+    ``model``'s own forward because the loss runs the model's trunk and output head separately
+    (:func:`oikyo.train.runner.target_logprobs`), and FSDP gathers a unit's weights in its module's
+    forward hook: the training loss and the evaluation both go through ``root``. Call it before the
+    optimizer is built: the parameters become DTensors (each rank's shard), and AdamW must see those.
+    """
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    class Root(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model  # registered: its parameters outside the layers belong to the root unit
+
+        def forward(self, fn, *args):  # noqa: D401 - whatever fn returns
+            return fn(*args)
+
+    mesh = init_device_mesh(device.type, (dist.world,))
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [module for module in model.modules() if type(module).__name__ in names]
+    if not layers:
+        raise RuntimeError(f"FSDP2: found no decoder layers ({sorted(names)}) in {type(model).__name__}")
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    root = Root()
+    fully_shard(root, mesh=mesh)
+    return root
+
+
+def gradient_sync(model, enabled: bool) -> None:
+    """FSDP2's no_sync: with ``enabled`` False, backward accumulates unsharded gradients, no reduce-scatter."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_requires_gradient_sync(enabled, recurse=False)
+
+
+def gather_full(model) -> dict:
+    """The full (unsharded) model weights on CPU, on rank 0 (an empty dict on the others). Collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def wrap(model, loss_fn, dist: Dist, device):
     """DDP around ``loss_fn(batch)`` (the recipe's loss, which runs ``model``): call it with a batch.
 
@@ -187,8 +242,9 @@ def save_checkpoint(root: Path, step: int, *, dist: Dist | None, model, optimize
     """Write checkpoint ``step`` with DCP, behind the same atomic COMPLETE marker as a single-process one.
 
     Every rank writes its part of the DCP files into one temporary folder; rank 0 then writes the
-    gathered adapter (``write_weights``: safetensors, every layer: DDP keeps a full replica on each
-    rank), the scheduler and trainer state as JSON, fsyncs, renames and marks the folder complete.
+    whole weights (``write_weights``: safetensors of the adapter, which DDP replicates on each rank,
+    or of the full model gathered from the FSDP2 shards beforehand), the scheduler and trainer state
+    as JSON, fsyncs, renames and marks the folder complete.
     Collective: every rank calls it.
     """
     import torch.distributed.checkpoint as dcp

@@ -364,10 +364,11 @@ class Session:
     of a batch of short ones. The reported ``loss`` is still the step's mean over its own units.
 
     Several processes (``train.nproc``, inside a torchrun group; :mod:`oikyo.train.distributed`): each
-    rank trains on its share of every global micro-batch under DDP, with its loss scaled by the world
-    size so that DDP's gradient average equals the one-process sum; metrics are summed over the ranks,
-    every rank evaluates the same validation rows (so early stopping agrees), a cancel request seen by
-    one rank stops all at the same step, and checkpoints are written with DCP.
+    rank trains on its share of every global micro-batch under DDP (LoRA) or FSDP2 (full fine-tuning),
+    with its loss scaled by the world size so that their gradient average equals the one-process sum;
+    metrics are summed over the ranks, every rank evaluates the same validation rows (so early stopping
+    agrees), a cancel request seen by one rank stops all at the same step, and checkpoints are written
+    with DCP.
     """
 
     def __init__(self, config: TrainConfig, ctx: RunContext):
@@ -406,7 +407,8 @@ class Session:
         self.last_saved_step = -1
         self._scales: dict[int, float] = {}
         self.model = self.optimizer = self.scheduler = None
-        self.ddp = None  # the DDP-wrapped loss in a multi-process run
+        self.ddp = None  # the DDP-wrapped loss in a multi-process LoRA run
+        self.fsdp = None  # FSDP2's root around the model (a multi-process full fine-tune): fsdp(fn, *args)
 
     def log(self, message: str) -> None:
         """Say something to the caller (the job system appends it to run_dir/train.log)."""
@@ -414,7 +416,7 @@ class Session:
 
     def close(self) -> None:
         """Drop the model and optimizer so their memory is freed before the caller goes on."""
-        self.model = self.optimizer = self.scheduler = self.ddp = None
+        self.model = self.optimizer = self.scheduler = self.ddp = self.fsdp = None
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -438,6 +440,10 @@ class Session:
         if self.ctx.adapter_dir is not None:
             self.log(f"Continuing the adapter in {self.ctx.adapter_dir} (left as it is; the run writes its own)")
         self.is_peft = hasattr(self.model, "disable_adapter")
+        if self.dist and config.method.finetune == "full":
+            from oikyo.train import distributed
+
+            self.fsdp = distributed.shard(self.model, self.dist, self.device)  # before the optimizer (shards)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         trainable = sum(p.numel() for p in self.params)
         total = sum(p.numel() for p in self.model.parameters())
@@ -452,7 +458,8 @@ class Session:
 
             from oikyo.train import distributed
 
-            self.ddp = distributed.wrap(self.model, recipe.loss, self.dist, self.device)
+            if self.fsdp is None:
+                self.ddp = distributed.wrap(self.model, recipe.loss, self.dist, self.device)
             # Distinct, reproducible random streams per rank (LoRA dropout) from here on.
             torch.manual_seed(config.train.seed + 7919 * self.rank + self.state.step)
 
@@ -478,6 +485,9 @@ class Session:
             self.log("Warning: the config changed since the checkpoint was written; resuming anyway")
         if distributed.is_dcp(latest):
             distributed.load_checkpoint(latest, self.model, self.optimizer)
+        elif self.fsdp is not None:
+            raise TrainingError(f"checkpoint {latest.name} was written by one process (safetensors); a full "
+                                "fine-tune resumes it in one process only: set train.nproc=1")
         else:
             self._load_weights(latest)
             ckpt.load_optimizer(self.optimizer, latest)
@@ -491,9 +501,10 @@ class Session:
             + (f" (saved by {saved['world_size']} processes)" if saved.get("world_size", 1) > 1 else "")
         )
 
-    def _write_weights(self, folder: Path) -> None:
-        """Weights only, as safetensors: the adapter (peft layout) or the full model (transformers layout)."""
-        self.model.save_pretrained(folder)
+    def _write_weights(self, folder: Path, state_dict: dict | None = None) -> None:
+        """Weights only, as safetensors: the adapter (peft layout) or the full model (transformers layout);
+        ``state_dict``: the full weights gathered from FSDP2 shards (see :func:`distributed.gather_full`)."""
+        self.model.save_pretrained(folder, state_dict=state_dict)
         (folder / "README.md").unlink(missing_ok=True)  # peft's model-card stub
 
     def _load_weights(self, folder: Path) -> None:
@@ -582,13 +593,20 @@ class Session:
         for index, (batch, weight) in enumerate(zip(batches, weights)):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             last = index == len(batches) - 1
-            # DDP averages gradients over the ranks: scaling by the world size turns that into the sum
-            # a single process would have; it syncs on the last micro-batch only.
+            # DDP and FSDP2 average gradients over the ranks: scaling by the world size turns that into
+            # the sum a single process would have; they sync on the last micro-batch only.
             sync = contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync()
+            if self.fsdp is not None:
+                from oikyo.train import distributed
+
+                distributed.gradient_sync(self.fsdp, last)  # reduce-scatter once per optimizer step
             with sync:
                 with self.autocast():
-                    loss, extra = self.ddp(batch) if self.ddp is not None else recipe.loss(batch)
-                (loss / units_per_step if self.ddp is None else loss * (weight / units_per_step)).backward()
+                    if self.ddp is not None:
+                        loss, extra = self.ddp(batch)
+                    else:
+                        loss, extra = self.fsdp(recipe.loss, batch) if self.fsdp is not None else recipe.loss(batch)
+                (loss / units_per_step if self.dist is None else loss * (weight / units_per_step)).backward()
             if weight:
                 loss_sum += loss.item()
             for key, value in extra.items():  # a stand-in pass adds zeros: the same keys on every rank
@@ -602,7 +620,10 @@ class Session:
             extras = dict(zip(keys, totals[3:]))
         units = max(1, units)
         limit = self.config.train.max_grad_norm or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, limit).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, limit)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor over the ranks' shards
+            grad_norm = grad_norm.full_tensor()
+        grad_norm = grad_norm.item()
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
@@ -661,7 +682,8 @@ class Session:
 
         self.model.eval()
         with torch.no_grad(), self.autocast():
-            result = recipe.evaluate()
+            # FSDP2: inside its root, which gathers the weights the evaluation uses
+            result = self.fsdp(recipe.evaluate) if self.fsdp is not None else recipe.evaluate()
         self.model.train()
         if result is not None:
             self.state.last_eval_step, self.state.last_eval_loss = self.state.step, result["eval_loss"]
@@ -682,8 +704,12 @@ class Session:
             finetune=self.config.method.finetune,
         )
         if self.dist:
+            write_weights = self._write_weights
+            if self.fsdp is not None:  # the full weights, gathered from the shards by every rank onto rank 0
+                full = distributed.gather_full(self.model)
+                write_weights = lambda folder: self._write_weights(folder, full)  # noqa: E731
             path = distributed.save_checkpoint(self.checkpoints, state.step, dist=self.dist, model=self.model,
-                                               optimizer=self.optimizer, write_weights=self._write_weights,
+                                               optimizer=self.optimizer, write_weights=write_weights,
                                                scheduler=self.scheduler, state=record)
         else:
             path = ckpt.save_checkpoint(
