@@ -68,3 +68,22 @@ def test_full_fine_tune_on_two_processes_matches_one_and_resumes_at_one(tiny_dir
     difference = largest_difference(one, resumed, range(9, 21))
     print(f"full fine-tune saved at 2, resumed at 1: largest loss difference {difference:.2e}")
     assert difference <= 1e-5
+
+
+def test_a_one_process_full_checkpoint_resumes_sharded_at_two(tiny_dir, tmp_path):
+    """A one-process full fine-tune's safetensors checkpoint (optimizer keyed by index) resumes under FSDP2."""
+    rows = chat_rows(32)
+    steps = [*FULL[:1], "train.max_steps=12", *FULL[2:]]
+    run_dir = tmp_path / "one"
+    _, reference, _ = train(tiny_dir, run_dir, 1, steps, rows)
+    assert (run_dir / "checkpoints" / "step-000004" / "optimizer.safetensors").is_file()
+    for checkpoint in (run_dir / "checkpoints").iterdir():
+        if int(checkpoint.name.split("-")[1]) > 4:
+            shutil.rmtree(checkpoint)
+    shutil.rmtree(run_dir / "output")
+    result, resumed, logs = train(tiny_dir, run_dir, 2, steps, rows)
+    assert any(line.startswith("Resumed from step-000004") for line in logs)
+    assert sorted(resumed) == list(range(5, 13)) and result.status == "succeeded"
+    difference = largest_difference(reference, resumed, range(5, 13))
+    print(f"full fine-tune saved at 1, resumed at 2: largest loss difference {difference:.2e}")
+    assert difference <= 1e-5

@@ -293,3 +293,33 @@ def load_checkpoint(folder: Path, model, optimizer) -> None:
         dcp.load(state, checkpoint_id=str(Path(folder) / DCP_DIR), no_dist=single)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                    options=_options())
+
+
+def load_single_process_checkpoint(folder: Path, model, optimizer) -> None:
+    """A one-process full fine-tuning checkpoint (model.safetensors, optimizer.safetensors/json) into a
+    model sharded with FSDP2: every rank reads the full tensors and keeps its shard.
+
+    The one-process optimizer state is keyed by parameter index (the optimizer's order, which the same
+    build gives here); DCP's full optimizer state dict is keyed by parameter name, so translate.
+    """
+    import json
+
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    folder = Path(folder)
+    names = {id(param): name for name, param in model.named_parameters()}
+    order = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
+    meta = json.loads((folder / ckpt.OPTIMIZER_JSON).read_text())
+    state: dict[str, dict] = {}
+    for key, value in [*load_file(str(folder / ckpt.OPTIMIZER_TENSORS)).items(), *meta["scalars"].items()]:
+        index, field = key.split(".", 1)
+        state.setdefault(order[int(index)], {})[field] = value
+    groups = [{**group, "params": [order[i] for i in group["params"]]} for group in meta["param_groups"]]
+    for group in groups:
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+    weights = load_file(str(folder / "model.safetensors"))  # a tied lm_head is not in the file: strict=False
+    set_state_dict(model, optimizer, model_state_dict=weights,
+                   optim_state_dict={"state": state, "param_groups": groups},
+                   options=StateDictOptions(full_state_dict=True, strict=False))

@@ -485,9 +485,8 @@ class Session:
             self.log("Warning: the config changed since the checkpoint was written; resuming anyway")
         if distributed.is_dcp(latest):
             distributed.load_checkpoint(latest, self.model, self.optimizer)
-        elif self.fsdp is not None:
-            raise TrainingError(f"checkpoint {latest.name} was written by one process (safetensors); a full "
-                                "fine-tune resumes it in one process only: set train.nproc=1")
+        elif self.fsdp is not None:  # a one-process full fine-tune's checkpoint, resumed sharded
+            distributed.load_single_process_checkpoint(latest, self.model, self.optimizer)
         else:
             self._load_weights(latest)
             ckpt.load_optimizer(self.optimizer, latest)
