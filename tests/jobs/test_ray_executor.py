@@ -209,3 +209,20 @@ def test_a_cancel_request_reaches_the_ray_task(executor, tiny_model_dir, tmp_pat
     assert "cancelling the Ray task" in log and "the Ray task was cancelled" in log  # written by the task
     last = checkpoints.latest_step(Path(run.run_dir))
     assert last is not None and last < 5000  # it checkpointed where it stopped, well before the end
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "ray"], "needs --address"),
+    (["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
+    (["--executor", "kubernetes"], "unknown executor"),
+    (["--address", "127.0.0.1:1"], "--address goes with --executor ray"),
+])
+def test_the_worker_refuses_a_bad_executor_or_address_with_a_readable_message(args, message, monkeypatch):
+    from typer.testing import CliRunner
+
+    from oikyo.cli.main import app
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = CliRunner().invoke(app, ["worker", "--once", *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not queue.live_workers(60)  # no worker started

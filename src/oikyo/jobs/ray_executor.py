@@ -90,6 +90,21 @@ def run_attempt(run_id: str) -> object:
         log.close()
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast with a readable message: ``ray.init`` retries an unreachable address for minutes."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except ValueError as error:
+        raise OikyoError(f"--address must be HOST:PORT, got {address!r}") from error
+    except OSError as error:
+        raise OikyoError(f"no Ray cluster answers at {address} ({error}); start one with "
+                         f"`ray start --head --port PORT` and pass its HOST:PORT") from error
+
+
 class RayExecutor:
     """Runs a claimed run's execution as a Ray task; called by the worker instead of ``execute_claimed``."""
 
@@ -99,7 +114,8 @@ class RayExecutor:
         except ImportError as error:
             raise OikyoError("the Ray executor needs Ray: pip install 'oikyo[ray]'") from error
         self.address, self.num_cpus, self.cancel_grace_s = address, num_cpus, cancel_grace_s
-        if not ray.is_initialized():
+        _check_reachable(address)
+        if not ray.is_initialized():  # one connection per process (the tests' executors share it)
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         self._task = ray.remote(run_attempt)
 
