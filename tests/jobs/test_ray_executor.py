@@ -188,6 +188,28 @@ def test_a_killed_ray_worker_resumes_from_its_last_checkpoint(executor, tiny_mod
     assert [kind for kind, _ in events].count("claimed") == 2
 
 
+def test_ray_worker_crashes_count_towards_max_attempts(executor, tiny_model_dir, tmp_path):
+    from sqlalchemy import update
+
+    from oikyo.store import db
+    from oikyo.store.models import Run
+
+    dataset = _dataset(tmp_path)
+    run = training.submit_training(None, [*TRAIN, "train.max_steps=5000", "checkpoint.save_every=1000",
+                                          "train.eval_every=1000"], dataset=dataset.id, model=str(tiny_model_dir))
+    with db.session() as s:  # the last attempt: a crash now fails the run instead of queueing it again
+        s.execute(update(Run).where(Run.id == run.id).values(max_attempts=1))
+    worker = Worker(lease_s=30, heartbeat_s=0.5, poll_s=0.1, executor=executor)
+    thread = _in_thread(worker)
+    os.kill(_task_pid(run), signal.SIGKILL)
+    thread.join(timeout=90)
+    assert not thread.is_alive()
+
+    done = queue.get(run.id)
+    assert done.state == "failed" and worker.processed == [(run.id, "failed")]
+    assert done.error.startswith("the Ray worker running it died on its last attempt (1 of 1)")
+
+
 def test_a_cancel_request_reaches_the_ray_task(executor, tiny_model_dir, tmp_path):
     dataset = _dataset(tmp_path)
     run = training.submit_training(None, [*TRAIN, "train.max_steps=5000", "checkpoint.save_every=1000",

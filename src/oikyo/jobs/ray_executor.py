@@ -183,8 +183,8 @@ class RayExecutor:
             log.write(f"could not record checkpoints: {sync_error}")
         try:
             if run.attempts >= run.max_attempts:
-                reason = (f"the Ray worker running it died {run.attempts} times; last: "
-                          f"{type(crash).__name__}: {first_line}")
+                reason = (f"the Ray worker running it died on its last attempt ({run.attempts} of "
+                          f"{run.max_attempts}): {type(crash).__name__}: {first_line}")
                 log.write(f"failed: {reason}")
                 queue.fail(run.id, owner, reason)
                 return queue.FAILED
