@@ -24,6 +24,7 @@ from pathlib import Path
 
 from oikyo import workspace
 from oikyo.jobs import queue, worker
+from oikyo.processes import pid_alive
 
 LIVE_WITHIN_S = 30.0  # a worker seen this recently counts as alive (it reports every few seconds)
 IDLE_EXIT_S = 600.0  # an auto-started worker exits after this long with nothing to do
@@ -36,23 +37,6 @@ class StartedWorker:
     log_path: Path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child (exited, not yet reaped) still answers signal 0; /proc tells them apart on Linux.
-    status = Path(f"/proc/{pid}/status")
-    if status.is_file():
-        try:
-            return "\nState:\tZ" not in status.read_text()
-        except OSError:
-            return True
-    return True
-
-
 def autostarted_pid() -> int | None:
     """The pid of the worker this workspace auto-started, when it is still running."""
     path = workspace.subdir("logs") / PIDFILE
@@ -60,7 +44,7 @@ def autostarted_pid() -> int | None:
         pid = int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def worker_alive() -> bool:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from oikyo.errors import OikyoError
 from oikyo.loop.policy import Policy, parse
+from oikyo.processes import pid_alive
 from oikyo.store import db
 from oikyo.store.models import LoopCycle, LoopDecision, LoopPolicy, utcnow
 
@@ -91,13 +92,7 @@ def _gone(owner: str | None) -> bool:
     host, _, pid = (owner or "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False  # another machine's: only its lease's expiry frees it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(int(pid))
 
 
 def claim(deployment: str, owner: str, lease_s: float) -> bool:

@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from oikyo.processes import pid_alive
 from oikyo.train import TrainingError
 
 POLL_S = 0.2
@@ -183,7 +184,7 @@ def main(argv: list[str]) -> int:
             events.flush()
 
     def should_stop() -> bool:
-        return (work / "stop").exists() or (rank == 0 and not _alive(spec["parent_pid"]))
+        return (work / "stop").exists() or (rank == 0 and not pid_alive(spec["parent_pid"]))
 
     distributed.init(resolve_runtime(config).device)
     try:
@@ -208,16 +209,6 @@ def main(argv: list[str]) -> int:
     finally:
         if events is not None:
             events.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 if __name__ == "__main__":
