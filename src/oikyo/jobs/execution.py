@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from oikyo.jobs import checkpoints, exporters, failures, model_versions, queue, training
 from oikyo.jobs.metrics import MetricsWriter
@@ -95,31 +96,41 @@ def execute_claimed(run: Run, owner: str, *, lease_s: float, heartbeat_s: float,
     log = RunLog(run_dir / "train.log")
     log.write(f"worker {owner} starts attempt {run.attempts} of {run.id}"
               + (f" (resume {run.resume_count})" if run.resume_count else ""))
+    beat = Heartbeat(run, owner, lease_s, heartbeat_s, log.write)
+
+    def should_stop() -> bool:
+        return beat.cancel.is_set() or beat.lost.is_set() or shutdown.is_set()
+
+    result = error = None
+    with metrics_for(run, run_dir, log) as writer:
+        beat.start()
+        try:
+            result = _execute(run, on_metrics=writer.add, should_stop=should_stop, log=log.write)
+        except Exception as caught:  # noqa: BLE001 - every failure becomes a readable reason on the run
+            error = caught
+        finally:
+            beat.stop()
+    try:
+        return _record_end(run, owner, result, error, beat, shutdown, log)
+    finally:
+        log.close()
+
+
+@contextmanager
+def metrics_for(run: Run, run_dir: Path, log: RunLog) -> Iterator[MetricsWriter]:
+    """The run's metrics writer and exporters for one attempt (saying first whether it resumes from a
+    checkpoint); flushed and closed on the way out. The local worker and the Ray task both use it."""
     resume_from = checkpoints.latest_step(run_dir)
     if resume_from is not None:
         log.write(f"complete checkpoint found at step {resume_from}; the recipe resumes from it")
     sinks = exporters.open_exporters(exporters.enabled(run.config), run_dir=run_dir, run_id=run.id,
                                      params=run.config, log=log.write)
     writer = MetricsWriter(run.id, sinks=sinks, warn=log.write)
-    beat = Heartbeat(run, owner, lease_s, heartbeat_s, log.write)
-    beat.start()
-
-    def should_stop() -> bool:
-        return beat.cancel.is_set() or beat.lost.is_set() or shutdown.is_set()
-
-    result = error = None
     try:
-        result = _execute(run, on_metrics=writer.add, should_stop=should_stop, log=log.write)
-    except Exception as caught:  # noqa: BLE001 - every failure becomes a readable reason on the run
-        error = caught
+        yield writer
     finally:
-        beat.stop()
         writer.flush()
         exporters.close_all(sinks)
-    try:
-        return _record_end(run, owner, result, error, beat, shutdown, log)
-    finally:
-        log.close()
 
 
 def _execute(run: Run, **kwargs):

@@ -58,8 +58,6 @@ def run_attempt(run_id: str) -> object:
     import signal
     import socket
 
-    from oikyo.jobs import exporters
-    from oikyo.jobs.metrics import MetricsWriter
     from oikyo.store import db
 
     db.reset_engine()  # a reused Ray worker process: connect to this task's store
@@ -75,17 +73,10 @@ def run_attempt(run_id: str) -> object:
 
     previous = signal.signal(signal.SIGINT, on_cancel)
     log.write(f"Ray task on {socket.gethostname()}, pid {os.getpid()}, runs attempt {run.attempts} of {run.id}")
-    resume_from = checkpoints.latest_step(run_dir)
-    if resume_from is not None:
-        log.write(f"complete checkpoint found at step {resume_from}; the recipe resumes from it")
-    sinks = exporters.open_exporters(exporters.enabled(run.config), run_dir=run_dir, run_id=run.id,
-                                     params=run.config, log=log.write)
-    writer = MetricsWriter(run.id, sinks=sinks, warn=log.write)
     try:
-        return execution._execute(run, on_metrics=writer.add, should_stop=cancel.is_set, log=log.write)
+        with execution.metrics_for(run, run_dir, log) as writer:
+            return execution._execute(run, on_metrics=writer.add, should_stop=cancel.is_set, log=log.write)
     finally:
-        writer.flush()
-        exporters.close_all(sinks)
         signal.signal(signal.SIGINT, previous)
         log.close()
 
