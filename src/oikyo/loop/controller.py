@@ -506,10 +506,8 @@ def canary_outcomes(policy: Policy, cycle: LoopCycle) -> list[canary.Outcome]:
 
 
 def _recorded_verdict(cycle: LoopCycle) -> str | None:
-    for decision in records.history(cycle.deployment, limit=50):
-        if decision.cycle_id == cycle.id and decision.action in ("promote", "rollback"):
-            return decision.action
-    return None
+    """The canary's verdict (promote or rollback) when it was recorded before it was carried out."""
+    return records.decided(cycle.id, "verdict")
 
 
 def _weights(record) -> dict[str, float]:

@@ -119,10 +119,14 @@ def release(deployment: str, owner: str) -> None:
                   .values(owner=None, lease_until=None))
 
 
+def _dedupe_key(cycle_id: str | None, key: str | None) -> str | None:
+    return f"{cycle_id}:{key}" if key and cycle_id else None
+
+
 def decide(deployment: str, cycle_id: str | None, action: str, reason: str, *, details: dict | None = None,
            key: str | None = None) -> bool:
     """Record a decision; with ``key``, at most once per cycle (False when it was already recorded)."""
-    dedupe = f"{cycle_id}:{key}" if key and cycle_id else None
+    dedupe = _dedupe_key(cycle_id, key)
     try:
         with db.session() as s:
             s.add(LoopDecision(deployment=deployment, cycle_id=cycle_id, time=utcnow(), action=action,
@@ -130,6 +134,12 @@ def decide(deployment: str, cycle_id: str | None, action: str, reason: str, *, d
     except IntegrityError:
         return False
     return True
+
+
+def decided(cycle_id: str, key: str) -> str | None:
+    """The action of the cycle's decision recorded under ``key``, or None when there is none yet."""
+    with db.session() as s:
+        return s.scalar(select(LoopDecision.action).where(LoopDecision.dedupe_key == _dedupe_key(cycle_id, key)))
 
 
 def open_cycle(deployment: str) -> LoopCycle | None:
