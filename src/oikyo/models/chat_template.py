@@ -139,10 +139,16 @@ class _Piece(NamedTuple):
     weight: float | None  # the reply's explicit weight
 
 
-def _template_text(tokenizer) -> str:
+def template_source(tokenizer) -> str | None:
+    """The text of the tokenizer's chat template (the default one of several named ones); None without one."""
     template = getattr(tokenizer, "chat_template", None)
     if isinstance(template, dict):  # several named templates: use the default one
         template = template.get("default") or next(iter(template.values()), None)
+    return template or None
+
+
+def _template_text(tokenizer) -> str:
+    template = template_source(tokenizer)
     if not template:
         raise TemplateError(
             f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; "

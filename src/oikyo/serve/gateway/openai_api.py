@@ -13,9 +13,13 @@ importer uses), and the engine's results are written back as OpenAI bodies and s
 
 Supported: ``max_tokens`` (or ``max_completion_tokens``), ``temperature``, ``top_p``, ``n``,
 ``stop``, ``seed``, ``stream`` (+ ``stream_options.include_usage``), ``user``, ``tools`` (rendered
-into the prompt by the chat template), and vLLM's ``ignore_eos`` extension (benchmarks). Refused
+into the prompt by the chat template; the calls in the answer come back as ``tool_calls``, parsed by
+:mod:`oikyo.serve.gateway.tool_calls` in the model family's format, with ``finish_reason``
+``"tool_calls"``), ``tool_choice`` ``"auto"`` or ``"none"`` (tools neither offered nor parsed),
+``parallel_tool_calls`` (false: one call at most, later ones stay text), and vLLM's ``ignore_eos`` extension (benchmarks). Refused
 with a clear 400 rather than silently ignored: ``logprobs``, non-zero penalties, ``logit_bias``,
-``echo``, ``suffix``, ``best_of`` > ``n`` and structured ``response_format``. Unknown extra fields are ignored, as most OpenAI-compatible servers do.
+``echo``, ``suffix``, ``best_of`` > ``n``, structured ``response_format`` and ``tool_choice``
+``"required"`` or a named function (both need decoding constrained to a call, which this server does not do). Unknown extra fields are ignored, as most OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from oikyo.serve.engine.requests import GenerationRequest, GenerationResult
+from oikyo.serve.gateway.tool_calls import ToolCallParser
 
 MAX_N = 16
 MAX_STOP = 4
@@ -137,14 +142,38 @@ class ChatCompletionRequest(_Generation):
     messages: list[dict[str, Any]] = Field(min_length=1, description="OpenAI chat messages.")
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = Field(None, description='"auto" (default) or "none".')
+    parallel_tool_calls: bool = Field(True, description="False: at most one tool call per answer.")
     response_format: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
         super().check_supported()
+        self._check_tools()
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
             raise ApiError(400, f"response_format type {kind!r} is not supported by this server (only 'text')",
                            param="response_format", code="unsupported_parameter")
+
+    def _check_tools(self) -> None:
+        for i, tool in enumerate(self.tools or ()):
+            function = tool.get("function")
+            if tool.get("type") != "function" or not isinstance(function, dict) or not function.get("name") \
+                    or not isinstance(function["name"], str):
+                raise ApiError(400, f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}",
+                               param=f"tools[{i}]", code="invalid_value")
+        if self.tool_choice in (None, "auto", "none"):
+            return
+        if self.tool_choice == "required" or isinstance(self.tool_choice, dict):
+            raise ApiError(400, "tool_choice 'required' or a named function needs decoding constrained to a tool call, "
+                                "which this server does not do; use 'auto' (the model decides) or 'none'",
+                           param="tool_choice", code="unsupported_parameter")
+        raise ApiError(400, f"tool_choice must be 'auto' or 'none', got {self.tool_choice!r}", param="tool_choice",
+                       code="invalid_value")
+
+    @property
+    def offered_tools(self) -> list[dict] | None:
+        """The tools rendered into the prompt and parsed from the answer (none with tool_choice 'none')."""
+        return None if self.tool_choice == "none" else (self.tools or None)
 
     @property
     def token_budget(self) -> int | None:
@@ -243,9 +272,18 @@ def chat_prompt_ids(tokenizer, request: ChatCompletionRequest) -> list[int]:
 
     messages = canonical_messages(request.messages)
     try:
-        return encode_prompt(tokenizer, messages, tools=request.tools or None)
+        return encode_prompt(tokenizer, messages, tools=request.offered_tools)
     except TemplateError as error:
         raise ApiError(400, str(error), param="messages") from None
+
+
+def tool_parser(tokenizer, request: ChatCompletionRequest) -> ToolCallParser | None:
+    """What reads tool calls out of this request's answers, in the format of the model's chat template
+    (None when no tools are offered)."""
+    from oikyo.models.chat_template import template_source
+
+    return ToolCallParser.for_template(template_source(tokenizer), request.offered_tools,
+                                       parallel=request.parallel_tool_calls)
 
 
 def completion_prompt_ids(tokenizer, request: CompletionRequest) -> list[list[int]]:
@@ -312,10 +350,36 @@ def _tagged(body: dict, variant: str | None) -> dict:
     return body
 
 
+def chat_choice(index: int, result: GenerationResult, tools: ToolCallParser | None = None) -> dict:
+    """One choice of a chat response; with ``tools``, the answer's tool calls as ``tool_calls``."""
+    message = {"role": "assistant", "content": result.text}
+    finish_reason = result.finish_reason
+    if tools is not None:
+        content, calls = tools.parse(result.text)
+        if calls:
+            message = {"role": "assistant", "content": content, "tool_calls": calls}
+            finish_reason = tool_finish_reason(finish_reason)
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+
+
+def tool_finish_reason(finish_reason: str) -> str:
+    """An answer with tool calls finishes with "tool_calls", unless it was cut short ("length" stays)."""
+    return "tool_calls" if finish_reason == "stop" else finish_reason
+
+
+def tool_call_deltas(position: int, call: dict) -> list[dict]:
+    """A tool call as the stream deltas OpenAI sends: its id, type and name with empty arguments, then
+    the arguments (``position``: the call's index within its choice)."""
+    head = {"index": position, "id": call["id"], "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""}}
+    arguments = {"index": position, "function": {"arguments": call["function"]["arguments"]}}
+    return [{"tool_calls": [head]}, {"tool_calls": [arguments]}]
+
+
 def chat_response(response_id: str, model: str, results: list[GenerationResult], prompt_tokens: int,
-                  variant: str | None = None, created: int | None = None) -> dict:
-    choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None,
-                "finish_reason": r.finish_reason} for i, r in enumerate(results)]
+                  variant: str | None = None, created: int | None = None,
+                  tools: ToolCallParser | None = None) -> dict:
+    choices = [chat_choice(i, r, tools) for i, r in enumerate(results)]
     return _tagged({"id": response_id, "object": "chat.completion", "created": created or int(time.time()),
                     "model": model, "choices": choices, "system_fingerprint": None,
                     "usage": usage(prompt_tokens, sum(r.completion_tokens for r in results))}, variant)

@@ -147,6 +147,7 @@ async def _complete(state: _State, request: Request, chat: bool):
     response_id = request.headers.get(RESPONSE_ID_HEADER) or oa.new_response_id("chat" if chat else "text")
     headers = {VARIANT_HEADER: variant} if variant else {}
     call = _Call(response_id, params.model, variant, chat, sum(len(p) for p in prompts), params.include_usage)
+    call.tools = oa.tool_parser(engine.tokenizer, params) if chat else None
     state.in_flight += 1
     if params.stream:
         return StreamingResponse(_stream(state, call, handles), media_type="text/event-stream", headers=headers)
@@ -158,17 +159,51 @@ async def _complete(state: _State, request: Request, chat: bool):
     ttfts = [r.time_to_first_token for r in results if r.time_to_first_token is not None]
     if ttfts:
         headers[TTFT_HEADER] = f"{min(ttfts):.6f}"
-    return JSONResponse(build(response_id, params.model, results, call.prompt_tokens, variant), headers=headers)
+    extra = {"tools": call.tools} if chat else {}
+    return JSONResponse(build(response_id, params.model, results, call.prompt_tokens, variant, **extra),
+                        headers=headers)
 
 
 class _Call:
-    """The response-wide facts a stream's chunks repeat."""
+    """The response-wide facts a stream's chunks repeat, and each choice's tool-call parsing state."""
 
     def __init__(self, response_id: str, model: str, variant: str | None, chat: bool, prompt_tokens: int,
                  include_usage: bool):
         self.response_id, self.model, self.variant, self.chat = response_id, model, variant, chat
         self.prompt_tokens, self.include_usage = prompt_tokens, include_usage
         self.created = int(time.time())
+        self.tools = None  # a ToolCallParser when the request offers tools
+        self._tool_streams: dict = {}  # choice index -> its ToolCallStream
+        self._tool_calls: dict[int, int] = {}  # choice index -> tool calls sent so far
+
+    def text_chunks(self, index: int, text: str) -> list[str]:
+        """The chunks for a text delta: the text itself, or what tool-call parsing releases of it."""
+        if self.tools is None:
+            return [self.chunk(index, text)]
+        if index not in self._tool_streams:
+            self._tool_streams[index] = self.tools.stream()
+        return self._tool_chunks(index, self._tool_streams[index].feed(text))
+
+    def held_chunks(self, index: int) -> list[str]:
+        """At the end of a choice: what tool-call parsing still held back (text, a call the end closed)."""
+        stream = self._tool_streams.pop(index, None)
+        return self._tool_chunks(index, stream.finish()) if stream is not None else []
+
+    def finish_reason(self, index: int, finish_reason: str) -> str:
+        return oa.tool_finish_reason(finish_reason) if self._tool_calls.get(index) else finish_reason
+
+    def _tool_chunks(self, index: int, events) -> list[str]:
+        chunks = []
+        for kind, value in events:
+            if kind == "content":
+                chunks.append(self.chunk(index, value))
+                continue
+            position = self._tool_calls.get(index, 0)
+            self._tool_calls[index] = position + 1
+            for delta in oa.tool_call_deltas(position, value):
+                chunks.append(oa.sse(oa.chat_chunk(self.response_id, self.model, self.created, index, delta,
+                                                   variant=self.variant)))
+        return chunks
 
     def chunk(self, index: int, text: str | None, finish_reason: str | None = None, usage_body=None,
               role: bool = False) -> str:
@@ -248,7 +283,8 @@ async def _stream(state: _State, call: _Call, handles):
         async with aclosing(_merged(handles)) as events:
             async for index, delta, end in events:
                 if delta is not None:
-                    yield call.chunk(index, delta)
+                    for chunk in call.text_chunks(index, delta):
+                        yield chunk
                     continue
                 if isinstance(end, BaseException):
                     yield oa.sse(oa.error_body(f"generation failed: {end}", "server_error"))
@@ -258,7 +294,9 @@ async def _stream(state: _State, call: _Call, handles):
                 completion_tokens += end.completion_tokens
                 last = finished == len(handles)
                 usage_body = oa.usage(call.prompt_tokens, completion_tokens) if last else None
-                yield call.chunk(index, None, end.finish_reason, usage_body)
+                for chunk in call.held_chunks(index):
+                    yield chunk
+                yield call.chunk(index, None, call.finish_reason(index, end.finish_reason), usage_body)
         if call.include_usage:
             name = "chat.completion.chunk" if call.chat else "text_completion"
             yield oa.sse(oa.usage_chunk(call.response_id, call.model, call.created, name,

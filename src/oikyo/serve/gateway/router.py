@@ -56,6 +56,7 @@ from oikyo.serve.gateway.replica import RESPONSE_ID_HEADER, TTFT_HEADER, VARIANT
 from oikyo.serve.gateway.replicas import ReplicaPool
 from oikyo.serve.gateway.request_log import RequestRecord, RequestRecorder, UnknownResponse, record_feedback
 from oikyo.serve.gateway.served_models import ServedNames
+from oikyo.serve.gateway.tool_calls import answer_text
 
 log = logging.getLogger("oikyo.serve.gateway.router")
 
@@ -268,7 +269,13 @@ class Forwarder:
             answer = response.json()
             usage = answer.get("usage") or {}
             choice = (answer.get("choices") or [{}])[0]
-            text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
+            if "message" in choice:
+                message = choice.get("message") or {}
+                text = message.get("content")
+                if message.get("tool_calls"):
+                    text = answer_text(text, message["tool_calls"])
+            else:
+                text = choice.get("text")
         error = None if response.status_code == 200 else _error_message(response.content)
         self._finish(record, started, response.status_code, pool=route.pool, ttft=ttft, usage=usage, text=text,
                      error=error)
@@ -328,7 +335,7 @@ class Forwarder:
             if tracker.error and status == 200:
                 status, error = 500, tracker.error
             self._finish(record, started, status, pool=route.pool, ttft=tracker.ttft, usage=tracker.usage,
-                         text="".join(tracker.text), error=error)
+                         text=tracker.answer(), error=error)
 
     def _finish(self, record: RequestRecord, started: float, status: int, *, pool: ReplicaPool | None = None,
                 ttft: float | None = None,
@@ -354,12 +361,13 @@ class Forwarder:
 
 
 class _StreamTracker:
-    """Reads a relayed SSE stream: time to first text, choice 0's text, usage, an error event."""
+    """Reads a relayed SSE stream: time to first text, choice 0's text and tool calls, usage, an error event."""
 
     def __init__(self, started: float):
         self.started = started
         self.ttft: float | None = None
         self.text: list[str] = []
+        self.tool_calls: list[dict] = []  # choice 0's calls, put together from their deltas
         self.usage: dict = {}
         self.error: str | None = None
 
@@ -385,7 +393,24 @@ class _StreamTracker:
                     self.ttft = time.perf_counter() - self.started
                 if choice.get("index", 0) == 0:
                     self.text.append(piece)
+            if choice.get("index", 0) == 0 and "delta" in choice:
+                self._see_calls((choice.get("delta") or {}).get("tool_calls") or ())
         return event
+
+    def _see_calls(self, deltas) -> None:
+        for delta in deltas:
+            function = delta.get("function") or {}
+            if delta.get("id"):  # a call's first delta: its id and name
+                if self.ttft is None:
+                    self.ttft = time.perf_counter() - self.started
+                self.tool_calls.append({"id": delta["id"], "function": {"name": function.get("name"), "arguments": ""}})
+            elif self.tool_calls and function.get("arguments"):
+                self.tool_calls[-1]["function"]["arguments"] += function["arguments"]
+
+    def answer(self) -> str:
+        """Choice 0's answer as one text (tool calls as JSON lines after the content)."""
+        text = "".join(self.text)
+        return answer_text(text, self.tool_calls) if self.tool_calls else text
 
 
 def _stamped(body: dict, record: RequestRecord) -> dict:

@@ -1,0 +1,309 @@
+"""Tool calls in the OpenAI-compatible API: the parser per model family, and round trips with the ``openai`` client.
+
+Random tiny weights never write a tool call, so the round trips serve a scripted engine: a test
+double of :class:`~oikyo.serve.engine.core.GenerationEngine` that answers each request with the
+next scripted text, streamed token by token through real engine handles. Everything else is real:
+the bundled tokenizer and chat template, the replica app, the router, the tool-call parser, the
+stream relay and the official client's stream assembly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from serving_fixtures import ROUTER_TOKEN, ThreadServer
+
+from oikyo.serve.gateway import openai_api as oa
+from oikyo.serve.gateway.tool_calls import ToolCallParser, answer_text, detect_format
+
+NAMES = frozenset({"get_weather", "get_time"})
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+PARIS = '{"city": "Paris"}'
+
+
+def _events(parser: ToolCallParser, text: str, piece: int) -> tuple[str | None, list]:
+    """(content, [(name, arguments)]) from streaming ``text`` in pieces of ``piece`` characters."""
+    stream = parser.stream()
+    events = []
+    for i in range(0, len(text), piece):
+        events += stream.feed(text[i : i + piece])
+    events += stream.finish()
+    content = "".join(value for kind, value in events if kind == "content")
+    calls = [value for kind, value in events if kind == "call"]
+    return (content or None) if calls else content, calls
+
+
+def _named(calls) -> list[tuple[str, str]]:
+    return [(c["function"]["name"], c["function"]["arguments"]) for c in calls]
+
+
+# ----------------------------------------------------------------------------- detecting the format
+
+# Excerpts of the families' own chat templates (the lines that teach the call format).
+QWEN25 = ('For each function call, return a json object with function name and arguments within <tool_call></tool_call> '
+          'XML tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call>')
+LLAMA32 = ('Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.'
+           'Do not use variables.')
+LLAMA31 = "{%- if builtin_tools is defined or tool_call.name == 'code_interpreter' %}{{- '<|python_tag|>' }}"
+MISTRAL = "{{- '[TOOL_CALLS] [' }}{%- for tool in message.tool_calls %}"
+
+
+@pytest.mark.parametrize("template, expected", [(QWEN25, "hermes"), (LLAMA32, "llama3"), (LLAMA31, "llama3"),
+                                                (MISTRAL, "mistral"), ("{{ messages }}", "json"), (None, "json")])
+def test_the_format_is_read_from_the_template(template, expected):
+    assert detect_format(template) == expected
+
+
+def test_the_bundled_template_gets_the_default_the_prompt_asks_for(bundled_tokenizer):
+    from oikyo.models.chat_template import render_prompt, template_source
+
+    assert detect_format(template_source(bundled_tokenizer)) == "json"
+    prompt = render_prompt(bundled_tokenizer, [{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER])
+    assert 'reply with only a JSON object {"name": <tool name>, "arguments":' in prompt
+    assert '"name": "get_weather"' in prompt
+
+
+# ----------------------------------------------------------------------------- parsing
+
+CALLS = {  # format -> (answer, content, calls)
+    "json": ('{"name": "get_weather", "arguments": {"city": "Paris"}}', None, [("get_weather", PARIS)]),
+    "hermes": ('Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+               '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>',
+               "Let me check.", [("get_weather", PARIS), ("get_time", "{}")]),
+    "llama3": ('<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}', None,
+               [("get_weather", PARIS)]),
+    "mistral": ('[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+                '{"name": "get_time", "arguments": {}}]', None, [("get_weather", PARIS), ("get_time", "{}")]),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(CALLS))
+def test_each_family_format_parses_whole_and_streamed(fmt):
+    answer, content, calls = CALLS[fmt]
+    parser = ToolCallParser(fmt, NAMES)
+    got_content, got = parser.parse(answer)
+    assert (got_content, _named(got)) == (content, calls)
+    assert all(c["id"].startswith("call_") and len(c["id"]) > 10 and c["type"] == "function" for c in got)
+    assert len({c["id"] for c in got}) == len(got)
+    for piece in (1, 3, 1000):
+        streamed_content, streamed = _events(parser, answer, piece)
+        assert (streamed_content, _named(streamed)) == (content, calls)
+
+
+@pytest.mark.parametrize("answer", [
+    '{"name": "get_weather", "arguments": {"city": "Paris"}} The weather is fetched.',
+    'Sure: {"name": "get_weather", "parameters": {"city": "Paris"}}',  # fine-tuned by oikyo: bare JSON, any key
+    '```\n{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}',  # arguments as JSON text
+])
+def test_bare_json_calls_parse_in_every_format(answer):
+    for fmt in ("json", "hermes", "llama3", "mistral"):
+        content, calls = ToolCallParser(fmt, NAMES).parse(answer)
+        assert _named(calls) == [("get_weather", PARIS)]
+        assert content and "get_weather" not in content
+
+
+@pytest.mark.parametrize("fmt, answer", [
+    ("json", '{"name": "delete_everything", "arguments": {}}'),  # a tool that was not offered
+    ("json", '{"name": "get_weather", "arguments": "city=Paris"}'),  # arguments not JSON
+    ("json", '{"name": "get_weather", "arguments": [1, 2]}'),  # arguments not an object
+    ("json", '{"name": "get_weather", "arguments": {}, "extra": 1}'),
+    ("json", '{"name": "get_weather", "arguments": {"city": "Par'),  # cut off
+    ("json", '[{"name": "get_weather", "arguments": {}}, {"name": "nope", "arguments": {}}]'),  # one bad: all text
+    ("hermes", '<tool_call>{"name": "get_weather", "arguments": {"city": }</tool_call> and more'),
+    ("hermes", '<tool_call>\n{"name": "get_weather", "arg'),
+    ("mistral", "[TOOL_CALLS] [1, 2]"),
+    ("json", 'Plain text with {braces}, [brackets] and <tags>, {"name": "x"} and a trailing <'),
+    ("json", "  leading and trailing whitespace is kept  \n"),
+])
+def test_anything_but_a_valid_call_stays_text(fmt, answer):
+    parser = ToolCallParser(fmt, NAMES)
+    assert parser.parse(answer) == (answer, [])
+    for piece in (1, 4):
+        assert _events(parser, answer, piece) == (answer, [])
+
+
+def test_text_is_released_as_soon_as_it_cannot_open_a_call():
+    stream = ToolCallParser("hermes", NAMES).stream()
+    assert stream.feed("The answer") == [("content", "The answer")]
+    assert stream.feed(" is <") == [("content", " is")]  # "<" may open <tool_call>; the space waits with it
+    assert stream.feed("b>") == [("content", " <b>")]
+    assert stream.feed(' {"na') == []  # may be a call: held
+    assert stream.feed('me": 3}') == [("content", ' {"name": 3}')]
+    assert stream.feed("<tool_call>") == []
+    [(kind, call)] = stream.feed('{"name": "get_time", "arguments": {}}</tool_call>')
+    assert kind == "call" and call["function"] == {"name": "get_time", "arguments": "{}"}
+    assert stream.finish() == []
+
+
+def test_parallel_tool_calls_false_keeps_later_calls_as_text():
+    answer = '{"name": "get_time", "arguments": {}}\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    content, calls = ToolCallParser("json", NAMES, max_calls=1).parse(answer)
+    assert _named(calls) == [("get_time", "{}")]
+    assert content == '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+
+
+def test_answer_text_writes_calls_as_canonical_json_lines():
+    _, calls = ToolCallParser("json", NAMES).parse('{"name": "get_weather", "arguments": {"city": "Paris"}}')
+    assert answer_text("Checking.", calls) == 'Checking.\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
+
+
+# ----------------------------------------------------------------------------- request validation
+
+
+def _chat(**fields):
+    return oa.parse(oa.ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields})
+
+
+@pytest.mark.parametrize("choice, code", [("required", "unsupported_parameter"),
+                                          ({"type": "function", "function": {"name": "get_weather"}},
+                                           "unsupported_parameter"),
+                                          ("sometimes", "invalid_value")])
+def test_tool_choice_that_needs_constrained_decoding_is_refused(choice, code):
+    with pytest.raises(oa.ApiError) as error:
+        _chat(tools=[WEATHER], tool_choice=choice)
+    assert error.value.status == 400 and error.value.param == "tool_choice" and error.value.code == code
+
+
+def test_a_tool_without_a_function_name_is_refused():
+    with pytest.raises(oa.ApiError) as error:
+        _chat(tools=[{"type": "function", "function": {"description": "no name"}}])
+    assert error.value.status == 400 and error.value.param == "tools[0]"
+
+
+def test_tool_choice_none_neither_offers_nor_parses_tools(bundled_tokenizer):
+    auto, none = _chat(tools=[WEATHER]), _chat(tools=[WEATHER], tool_choice="none")
+    decode = bundled_tokenizer.decode
+    assert "get_weather" in decode(oa.chat_prompt_ids(bundled_tokenizer, auto))
+    assert "get_weather" not in decode(oa.chat_prompt_ids(bundled_tokenizer, none))
+    assert oa.tool_parser(bundled_tokenizer, auto).format == "json"
+    assert oa.tool_parser(bundled_tokenizer, none) is None
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+class ScriptedEngine:
+    """Test double of the generation engine: answers each request with the next scripted text,
+    emitted token by token (the bundled tokenizer's pieces) on a thread, like the real scheduler."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.context_length = 2048
+        self.adapters: dict = {}
+        self.running = True
+        self.model_dir = "scripted"
+        self.script: list[str] = []
+        self.prompts: list[list[int]] = []
+
+    def submit(self, request):
+        from oikyo.serve.engine.requests import GenerationHandle, GenerationResult
+
+        handle = GenerationHandle(request)
+        text = self.script.pop(0)
+        self.prompts.append(list(request.prompt_ids))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+        def run():
+            for k in range(len(ids)):  # each token's text, as the detokenizer releases it
+                handle._emit(self.tokenizer.decode(ids[: k + 1])[len(self.tokenizer.decode(ids[:k])):])
+            handle._finish(GenerationResult(token_ids=ids, text=text, finish_reason="stop",
+                                            prompt_tokens=len(request.prompt_ids), completion_tokens=len(ids),
+                                            time_to_first_token=0.0, total_time=0.0))
+
+        threading.Thread(target=run, daemon=True).start()
+        return handle
+
+
+@pytest.fixture
+def scripted(bundled_tokenizer, workspace):
+    """A router (keys from the store) before a replica app over a :class:`ScriptedEngine`; yields
+    ``(engine, openai client)``."""
+    from openai import OpenAI
+
+    from oikyo.serve.gateway import keys
+    from oikyo.serve.gateway.ab import Variant
+    from oikyo.serve.gateway.httpapi import shared_token, store_keys
+    from oikyo.serve.gateway.replica import create_replica_app
+    from oikyo.serve.gateway.replicas import PoolSpec, StaticPool
+    from oikyo.serve.gateway.router import Routing, create_router_app
+    from oikyo.serve.gateway.served_models import ModelSpec, ServedNames
+
+    engine = ScriptedEngine(bundled_tokenizer)
+    spec = ModelSpec(id="scripted", kind="base", load_dir="scripted", base_model="scripted")
+    names = ServedNames("scripted", [spec])
+    replica = ThreadServer(create_replica_app(engine, names, authenticate=shared_token(ROUTER_TOKEN),
+                                              blocking_auth=False))
+    pool = StaticPool(PoolSpec(name="scripted", load_dir="scripted", models=[spec]), [replica.url])
+    routing = Routing("bot", [Variant(label="scripted", model="scripted", weight=100.0)], {"scripted": pool},
+                      {"scripted": "scripted"}, {"scripted": names})
+    router = ThreadServer(create_router_app("bot", routing, authenticate=store_keys(), token=ROUTER_TOKEN,
+                                            log_requests=True))
+    _, secret = keys.create("test")
+    yield engine, OpenAI(base_url=f"{router.url}/v1", api_key=secret, max_retries=0, timeout=30)
+    router.stop()
+    replica.stop()
+
+
+QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+CALL_TEXT = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+
+
+def test_round_trip_call_result_answer_with_the_openai_client(scripted):
+    engine, client = scripted
+    engine.script = [CALL_TEXT, "It is sunny and 18 C in Paris."]
+    first = client.chat.completions.create(model="bot", messages=QUESTION, tools=[WEATHER, TIME])
+    [choice] = first.choices
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    prompt = engine.tokenizer.decode(engine.prompts[0])
+    assert '"name": "get_time"' in prompt  # the tools were offered
+
+    # The assistant's call and the tool's result go back into the conversation, through the chat template.
+    history = QUESTION + [choice.message.model_dump(exclude_none=True),
+                          {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny", "celsius": 18}'}]
+    final = client.chat.completions.create(model="bot", messages=history, tools=[WEATHER, TIME])
+    assert final.choices[0].message.content == "It is sunny and 18 C in Paris."
+    assert final.choices[0].finish_reason == "stop" and not final.choices[0].message.tool_calls
+    prompt = engine.tokenizer.decode(engine.prompts[1])
+    assert ('<|im_start|>assistant\n{"name": "get_weather", "arguments": {"city": "Paris"}}<|im_end|>\n'
+            '<|im_start|>tool\n{"sky": "sunny", "celsius": 18}<|im_end|>\n<|im_start|>assistant\n') in prompt
+
+
+def test_streamed_tool_calls_assemble_in_the_openai_client(scripted):
+    engine, client = scripted
+    engine.script = ['I will look both up.\n' + CALL_TEXT + '\n{"name": "get_time", "arguments": {}}']
+    with client.chat.completions.stream(model="bot", messages=QUESTION, tools=[WEATHER, TIME]) as stream:
+        chunks = [event.chunk for event in stream if event.type == "chunk"]
+        final = stream.get_final_completion()
+    [choice] = final.choices
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == "I will look both up."
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls] == [
+        ("get_weather", {"city": "Paris"}), ("get_time", {})]
+    # OpenAI's shape: a call's first delta has its index, id, type, name and empty arguments; then the arguments.
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or ())]
+    assert [d.index for d in deltas] == [0, 0, 1, 1]
+    assert deltas[0].id.startswith("call_") and deltas[0].type == "function" and deltas[0].function.arguments == ""
+    assert deltas[1].id is None and json.loads(deltas[1].function.arguments) == {"city": "Paris"}
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content) > 2  # the text before the calls streamed piece by piece, not held to the end
+
+
+def test_tool_choice_none_and_plain_answers_stay_text(scripted):
+    engine, client = scripted
+    engine.script = [CALL_TEXT, "Plain {text} answer."]
+    none = client.chat.completions.create(model="bot", messages=QUESTION, tools=[WEATHER], tool_choice="none")
+    assert none.choices[0].message.content == CALL_TEXT and not none.choices[0].message.tool_calls
+    assert none.choices[0].finish_reason == "stop"
+    assert "get_weather" not in engine.tokenizer.decode(engine.prompts[0])
+    stream = client.chat.completions.create(model="bot", messages=QUESTION, tools=[WEATHER], stream=True)
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Plain {text} answer."
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
