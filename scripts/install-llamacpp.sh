@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs llama.cpp into .venv-llamacpp, an environment of its own: the llama-cpp-python bindings
+# built from source for this CPU, llama.cpp's own GGUF converters (convert_hf_to_gguf.py,
+# convert_lora_to_gguf.py) and what they import (torch, transformers, sentencepiece).
+# `oikyo models export --to gguf|ollama` runs those converters and llama.cpp's quantizer there, and
+# the test suite checks exported GGUF files by decoding them with llama.cpp.
+#   bash scripts/install-llamacpp.sh     (compiles for 10-15 minutes on 2 cores; re-running is cheap)
+# The source distribution is taken from OIKYO_LLAMACPP_SDIST (a .tar.gz) or the cache folder
+# ~/.cache/oikyo, where pip downloads it on first use. It vendors llama.cpp: the converters, their
+# conversion/ package and gguf-py/ are copied from it into .venv-llamacpp/share/llama.cpp, where
+# oikyo looks for them, so the converters and the compiled library come from one llama.cpp commit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=${OIKYO_LLAMACPP_VERSION:-0.3.36}
+VENV=.venv-llamacpp
+SHARE="$VENV/share/llama.cpp"
+PY="$VENV/bin/python"
+if [ -x "$PY" ] && [ -f "$SHARE/convert_hf_to_gguf.py" ] \
+    && "$PY" -c "import llama_cpp, torch, transformers, sentencepiece" 2>/dev/null; then
+    echo "llama.cpp is already installed in $VENV"
+    exit 0
+fi
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/oikyo
+SDIST=${OIKYO_LLAMACPP_SDIST:-$CACHE/llama_cpp_python-$VERSION.tar.gz}
+if [ ! -f "$SDIST" ]; then
+    mkdir -p "$CACHE"
+    "${PYTHON:-python3}" -m pip download --quiet --no-deps --no-binary :all: \
+        "llama-cpp-python==$VERSION" -d "$CACHE"
+fi
+[ -x "$PY" ] || "${PYTHON:-python3}" -m venv "$VENV"
+PIP="$PY -m pip"
+if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
+    # CPU only, tuned for this machine's instruction set; the multimodal (llava/mtmd) library is
+    # not needed for text models and would double the build time.
+    CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"} \
+        $PIP install --quiet "$SDIST"
+fi
+# The converters' imports; torch pinned as scripts/install.sh pins it (the CPU build here).
+$PIP install --quiet "${OIKYO_TORCH_SPEC:-torch==2.13.0}" transformers sentencepiece
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+tar xzf "$SDIST" -C "$TMP"
+SRC=$(echo "$TMP"/llama_cpp_python-*/vendor/llama.cpp)
+rm -rf "$SHARE"
+mkdir -p "$SHARE"
+cp -r "$SRC/convert_hf_to_gguf.py" "$SRC/convert_lora_to_gguf.py" "$SRC/conversion" "$SRC/gguf-py" "$SHARE/"
+"$PY" -c "import llama_cpp; print(f'llama-cpp-python {llama_cpp.__version__} installed in $VENV')"
