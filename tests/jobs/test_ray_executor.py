@@ -248,3 +248,34 @@ def test_the_worker_refuses_a_bad_executor_or_address_with_a_readable_message(ar
     result = CliRunner().invoke(app, ["worker", "--once", *args])
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert not queue.live_workers(60)  # no worker started
+
+
+def test_a_multi_process_run_trains_as_ray_train_workers_on_the_one_process_curve(executor, tiny_model_dir,
+                                                                                  tmp_path):
+    """train.nproc=2 under the Ray executor: two Ray Train workers (not torchrun, not this process) form
+    the gloo group, and the loss curve is the one a local one-process run of the same config draws."""
+    dataset = _dataset(tmp_path)
+    exact = [*TRAIN, "lora.dropout=0", "train.batch_size=3", "train.grad_accum=2", "train.max_steps=6",
+             "checkpoint.save_every=3", "train.eval_every=1000"]
+    single = training.submit_training(None, exact, dataset=dataset.id, model=str(tiny_model_dir))
+    Worker(lease_s=30, heartbeat_s=0.5, poll_s=0.1).run(once=True)  # local, one process
+    double = training.submit_training(None, [*exact, "train.nproc=2"], dataset=dataset.id,
+                                      model=str(tiny_model_dir))
+    worker = Worker(lease_s=30, heartbeat_s=0.5, poll_s=0.1, executor=executor)
+    worker.run(once=True)
+
+    for run in (single, double):
+        done = queue.get(run.id)
+        assert done.state == "succeeded", done.error
+    log = (Path(double.run_dir) / "train.log").read_text()
+    assert "Launching 2 training processes as Ray Train workers on the Ray cluster at" in log
+    assert not (Path(double.run_dir) / "distributed" / "torchrun.log").exists()
+    rank0_pid = int(re.search(r"rank 0 of 2 runs on \S+, pid (\d+)", log).group(1))
+    assert rank0_pid != os.getpid()
+    curves = [dict(runs.metric_series(run.id, ["loss"])["loss"]) for run in (single, double)]
+    assert sorted(curves[1]) == sorted(curves[0]) == [1, 2, 3, 4, 5, 6]
+    assert max(abs(curves[0][s] - curves[1][s]) for s in curves[0]) <= 1e-5
+    assert checkpoints.latest_step(Path(double.run_dir)) == 6
+    assert (Path(double.run_dir) / "checkpoints" / "step-000006" / "dcp").is_dir()  # written by the group
+    [version] = [v for v in model_versions.list_versions(run_id=double.id) if v.kind != "merged"]
+    assert (Path(version.path) / "adapter_model.safetensors").is_file()

@@ -2,9 +2,16 @@
 
 ``oikyo worker --executor ray --address HOST:PORT`` claims runs exactly as the local worker does (the
 queue stays the source of truth for states, leases, events and metrics); only the training itself
-moves: each claimed run becomes one Ray task that runs the ordinary execution of that run
-(:func:`oikyo.jobs.execution._execute`) on a node of the cluster, writing its log, checkpoints and
-metrics to the shared store like a local worker would. Meanwhile the worker:
+moves:
+
+- a one-process run becomes one Ray task that runs the ordinary execution of that run
+  (:func:`oikyo.jobs.execution._execute`) on a node of the cluster, writing its log, checkpoints and
+  metrics to the shared store like a local worker would;
+- a multi-process run (``train.nproc`` > 1) is executed by the worker itself, and its ``nproc``
+  processes are Ray Train workers (``TorchTrainer``) that Ray places across the cluster's nodes
+  (:mod:`oikyo.train.ray_launch`; the run folder must then be on storage every node sees).
+
+For a task, meanwhile, the worker:
 
 - heart-beats the lease and records checkpoints as they appear (the same :class:`Heartbeat`),
 - relays cancellation (the run's ``cancel_requested``, or the worker shutting down) by cancelling
@@ -81,6 +88,10 @@ def run_attempt(run_id: str) -> object:
         log.close()
 
 
+def _nproc(run: Run) -> int:
+    return int(((run.config or {}).get("train") or {}).get("nproc") or 1)
+
+
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast with a readable message: ``ray.init`` retries an unreachable address for minutes."""
     import socket
@@ -115,6 +126,15 @@ class RayExecutor:
         if getattr(run, "kind", "train") == "eval":
             return execution.execute_claimed(run, owner, lease_s=lease_s, heartbeat_s=heartbeat_s,
                                              shutdown=shutdown)
+        if _nproc(run) > 1:
+            # A multi-process run: this process drives it and its processes become Ray Train workers,
+            # placed on the cluster's nodes by Ray (oikyo.train.ray_launch).
+            from oikyo.train.launch import launched_by
+            from oikyo.train.ray_launch import RayTrainLauncher
+
+            with launched_by(RayTrainLauncher(self.address, env=task_env())):
+                return execution.execute_claimed(run, owner, lease_s=lease_s, heartbeat_s=heartbeat_s,
+                                                 shutdown=shutdown)
         log = execution.RunLog(Path(run.run_dir) / "train.log")
         log.write(f"worker {owner} sends attempt {run.attempts} of {run.id} to the Ray cluster at {self.address}")
         beat = execution.Heartbeat(run, owner, lease_s, heartbeat_s, log.write)
@@ -136,9 +156,7 @@ class RayExecutor:
         from ray import exceptions as rex
 
         # max_retries=0: a crashed task is retried through the queue (with resume), not by Ray.
-        # A run with train.nproc > 1 launches that many processes inside the task: reserve a CPU for each.
-        nproc = int(((run.config or {}).get("train") or {}).get("nproc") or 1)
-        ref = self._task.options(max_retries=0, num_cpus=max(self.num_cpus, nproc),
+        ref = self._task.options(max_retries=0, num_cpus=self.num_cpus,
                                  runtime_env={"env_vars": task_env()}).remote(run.id)
         cancelled_at = None
         while not ray.wait([ref], timeout=poll_s)[0]:

@@ -34,12 +34,29 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from oikyo.processes import pid_alive
 from oikyo.train import TrainingError
 
 POLL_S = 0.2
+
+# Who starts the processes of a run trained here: None = torchrun on this node (the default); the Ray
+# executor sets a Ray Train launcher (oikyo.train.ray_launch) around the runs it trains across its cluster.
+_LAUNCHER: ContextVar = ContextVar("oikyo_launcher", default=None)
+
+
+@contextmanager
+def launched_by(launcher):
+    """Multi-process runs trained inside this block start their processes with ``launcher``
+    (an object with ``address`` and ``start(nproc, spec, work, device)``; see oikyo.train.ray_launch)."""
+    token = _LAUNCHER.set(launcher)
+    try:
+        yield launcher
+    finally:
+        _LAUNCHER.reset(token)
 
 
 def torchrun_command(nproc: int, spec: Path) -> list[str]:
@@ -62,6 +79,7 @@ def _read_rows(path: Path) -> list[dict]:
 def run_distributed(config, *, run_dir: Path, model_dir: Path, train_rows, eval_rows, on_metrics, should_stop, log,
                     adapter_dir: Path | None = None, replay=None):
     """Train the run with ``config.train.nproc`` processes; returns rank 0's TrainResult."""
+    from oikyo.train.config import resolve_runtime
     from oikyo.train.runner import TrainResult
 
     if replay is not None:
@@ -73,51 +91,85 @@ def run_distributed(config, *, run_dir: Path, model_dir: Path, train_rows, eval_
     _write_rows(work / "train.jsonl", train_rows())
     if eval_rows is not None:
         _write_rows(work / "eval.jsonl", eval_rows())
+    launcher = _LAUNCHER.get()
     spec = work / "spec.json"
     spec.write_text(json.dumps({
         "config": config.model_dump(mode="json"), "run_dir": str(run_dir), "model_dir": str(model_dir),
         "adapter_dir": str(adapter_dir) if adapter_dir else None, "has_eval": eval_rows is not None,
-        "parent_pid": os.getpid(),
+        # torchrun's processes watch the worker's pid; Ray's end with the driver (the worker) by themselves
+        "parent_pid": os.getpid() if launcher is None else None,
     }))
     nproc = config.train.nproc
-    log(f"Launching {nproc} training processes with torchrun")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if config.train.num_threads != "auto":
         env["OMP_NUM_THREADS"] = str(config.train.num_threads)
-    with open(work / "torchrun.log", "wb") as output:
-        proc = subprocess.Popen(torchrun_command(nproc, spec), stdout=output, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+    if launcher is None:
+        log(f"Launching {nproc} training processes with torchrun")
+        group = _Torchrun(nproc, spec, work, env)
+    else:
+        log(f"Launching {nproc} training processes as Ray Train workers on the Ray cluster at {launcher.address}")
+        threads = None if config.train.num_threads == "auto" else int(config.train.num_threads)
+        group = launcher.start(nproc, spec, work, device=resolve_runtime(config).device, threads=threads)
     events = _EventReader(work / "events.jsonl", on_metrics, log)
     try:
-        while proc.poll() is None:
+        while group.running():
             events.drain()
             if should_stop() and not (work / "stop").exists():
                 (work / "stop").write_text("stop\n")
             time.sleep(POLL_S)
         events.drain()
     finally:
-        if proc.poll() is None:  # the worker is leaving (an exception, Ctrl-C): take the group down
-            _terminate(proc)
+        if group.running():  # the worker is leaving (an exception, Ctrl-C): take the group down
+            group.terminate()
         for name in ("train.jsonl", "eval.jsonl"):  # copies of the dataset version's rows
             (work / name).unlink(missing_ok=True)
-    if proc.returncode != 0:
-        raise TrainingError(_failure(work, proc.returncode))
+    failure = group.failure()
+    if failure is not None:
+        raise TrainingError(failure)
     result = json.loads((work / "result.json").read_text())
     for key in ("final_checkpoint", "best_checkpoint", "output_dir"):
         result[key] = Path(result[key]) if result[key] else None
     return TrainResult(**result)
 
 
-def _terminate(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+class _Torchrun:
+    """The group as torchrun's process on this node (its own session, so it is ended as a whole)."""
+
+    def __init__(self, nproc: int, spec: Path, work: Path, env: dict):
+        self.work = work
+        with open(work / "torchrun.log", "wb") as output:
+            self.proc = subprocess.Popen(torchrun_command(nproc, spec), stdout=output, stderr=subprocess.STDOUT,
+                                         env=env, start_new_session=True)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate(self) -> None:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def failure(self) -> str | None:
+        """Why the group failed (None when every rank succeeded)."""
+        return None if self.proc.returncode == 0 else _failure(self.work, self.proc.returncode)
+
+
+def rank_error(work: Path, rank: int) -> str | None:
+    """The error a rank recorded before it failed (a rank that was killed records none)."""
+    own = work / f"error-{rank}.txt"
+    return own.read_text().strip() if own.is_file() else None
+
+
+def first_rank_error(work: Path) -> str | None:
+    """The earliest error any rank recorded: the others fail after it (a peer closed the connection)."""
+    files = sorted(work.glob("error-*.txt"), key=lambda p: p.stat().st_mtime_ns)
+    return files[0].read_text().strip() if files else None
 
 
 def _failure(work: Path, code: int) -> str:
@@ -127,14 +179,13 @@ def _failure(work: Path, code: int) -> str:
     _, marker, block = output.partition("Root Cause")
     root = re.search(r"rank\s*:\s*(\d+).*?\n\s*exitcode\s*:\s*(-?\d+)", block, re.S) if marker else None
     if root:
-        own = work / f"error-{root.group(1)}.txt"  # written by a rank that raised (not one that was killed)
-        if own.is_file():
-            return f"a training process failed: {own.read_text().strip()}"
+        own = rank_error(work, int(root.group(1)))
+        if own:
+            return f"a training process failed: {own}"
         return f"a training process died: rank {root.group(1)} exited with code {root.group(2)} (see {work / 'torchrun.log'})"
-    # Without torchrun's word, the earliest error wins: the others fail after it (a peer closed the connection).
-    files = sorted(work.glob("error-*.txt"), key=lambda p: p.stat().st_mtime_ns)
-    if files:
-        return f"a training process failed: {files[0].read_text().strip()}"
+    first = first_rank_error(work)
+    if first:
+        return f"a training process failed: {first}"
     tail = output.strip().splitlines()[-15:]
     return f"the training processes failed (torchrun exit code {code}); last output:\n" + "\n".join(tail)
 
@@ -165,6 +216,12 @@ class _EventReader:
 # ----------------------------------------------------------------------------- one rank
 
 
+def distributed_initialized() -> bool:
+    import torch.distributed as td
+
+    return td.is_available() and td.is_initialized()
+
+
 def main(argv: list[str]) -> int:
     """One rank: join the group, train, leave through a barrier."""
     from oikyo.train import distributed
@@ -184,9 +241,16 @@ def main(argv: list[str]) -> int:
             events.flush()
 
     def should_stop() -> bool:
-        return (work / "stop").exists() or (rank == 0 and not pid_alive(spec["parent_pid"]))
+        parent = spec["parent_pid"]
+        return (work / "stop").exists() or (rank == 0 and parent is not None and not pid_alive(parent))
 
-    distributed.init(resolve_runtime(config).device)
+    if not distributed_initialized():  # Ray Train sets the group up itself; torchrun leaves it to us
+        distributed.init(resolve_runtime(config).device)
+    if rank == 0:
+        import socket
+
+        emit({"log": f"rank 0 of {os.environ.get('WORLD_SIZE', '?')} runs on {socket.gethostname()}, "
+                     f"pid {os.getpid()}"})
     try:
         result = run_training(
             config, run_dir=Path(spec["run_dir"]), model_dir=Path(spec["model_dir"]),
