@@ -14,6 +14,8 @@ Modules:
   (offline ``generate`` and a background thread for serving: ``submit`` / ``start``).
 - ``requests``: what a caller hands the engine and gets back (request, result, stream handle).
 - ``sampling``: the next token of every row (greedy, or temperature / top-p with per-request seeds).
+- ``logits``: per-request logit bias, presence/frequency penalties, log-probabilities.
+- ``grammar``: structured outputs (JSON schemas) with llguidance token masks.
 - ``detokenize``: generated tokens to streamed text deltas, with stop strings.
 - ``kv_cache``: the slot KV cache (one preallocated row per sequence in flight).
 - ``lora``: many LoRA adapters on one base model, each batch row with its own adapter.

@@ -30,12 +30,14 @@ Adapters are registered by name and loaded when a request first needs them; beyo
 whose adapter cannot be loaded yet waits in the queue).
 
 Greedy decoding equals Hugging Face ``model.generate(do_sample=False)`` for the same prompt run
-alone (tested on a tiny model and on the bundled one). The engine applies only the request's
-temperature and top-p: no repetition penalty or other logits processors from the model's
-generation config. Everything runs in ``torch.inference_mode`` in the model's dtype; nothing is
-quantized. On CPU the linear layers use prepacked float32 weights by default, computed by oikyo's
-native kernel with one torch thread and by oneDNN with several (:mod:`oikyo.serve.engine.linear_layers`;
-``packed_weights=False`` turns that off), which changes only the order of float32 additions.
+alone (tested on a tiny model and on the bundled one). The engine applies only the request's own
+settings: temperature and top-p, and when asked, logit bias, presence/frequency penalties and a
+JSON grammar (:mod:`oikyo.serve.engine.logits`, :mod:`oikyo.serve.engine.grammar`); no repetition
+penalty or other logits processors from the model's generation config. Everything runs in
+``torch.inference_mode`` in the model's dtype; nothing is quantized. On CPU the linear layers use
+prepacked float32 weights by default, computed by oikyo's native kernel with one torch thread and
+by oneDNN with several (:mod:`oikyo.serve.engine.linear_layers`; ``packed_weights=False`` turns
+that off), which changes only the order of float32 additions.
 ``engine.model`` is the model with those serving layers: use it for inference only.
 """
 
@@ -52,9 +54,12 @@ from pathlib import Path
 import torch
 
 from oikyo.serve.engine.detokenize import TextTracker
+from oikyo.serve.engine.grammar import Grammars, GrammarError
 from oikyo.serve.engine.kv_cache import SlotKVCache
 from oikyo.serve.engine.lora import AdapterError, MultiLoRA, read_adapter_config
-from oikyo.serve.engine.requests import GenerationHandle, GenerationRequest, GenerationResult
+from oikyo.serve.engine.logits import RowLogits
+from oikyo.serve.engine.requests import (GenerationHandle, GenerationRequest, GenerationResult, InvalidRequest,
+                                         TokenLogprob)
 from oikyo.serve.engine.sampling import RowSampling, choose_tokens, make_generator
 
 log = logging.getLogger(__name__)
@@ -77,6 +82,8 @@ class _Sequence:
         self.length = 0  # tokens of this sequence in the KV cache
         self.pending = -1  # the last sampled token, fed at the next decode step
         self.output_ids: list[int] = []
+        self.logprobs: list[TokenLogprob] | None = [] if request.logprobs is not None else None
+        self.unsent_logprobs: list[TokenLogprob] = []  # streamed with the next text delta
         self.finish_reason: str | None = None
         self.submitted = time.perf_counter()
         self.first_token_at: float | None = None
@@ -140,6 +147,8 @@ class GenerationEngine:
         self._stopping = False
         self._admitting: list[_Sequence] = []  # taken off the queue this step, maybe not yet active
         self._vocab_size = self.model.get_input_embeddings().num_embeddings
+        self._grammars = Grammars(self.tokenizer, self._vocab_size, self.eos_token_ids)
+        self._token_texts: dict[int, str] = {}
         self._counters = dict.fromkeys(
             ("steps", "prompt_tokens", "tokens_generated", "requests_finished", "requests_cancelled", "requests_failed",
              "adapter_loads", "adapter_evictions"),
@@ -265,6 +274,13 @@ class GenerationEngine:
             **self._counters,
         }
 
+    def token_text(self, token_id: int) -> str:
+        """One token's text, special tokens included (the ``token`` of log-probability entries)."""
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self._token_texts[token_id] = self.tokenizer.decode([token_id])
+        return text
+
     # ------------------------------------------------------------------ requests in
 
     def _prepare(self, request: GenerationRequest) -> _Sequence:
@@ -280,9 +296,25 @@ class GenerationEngine:
         stop_ids = self.eos_token_ids if request.stop_token_ids is None else set(request.stop_token_ids)
         max_new = min(request.max_new_tokens, self.context_length - len(request.prompt_ids))
         sampling = RowSampling(request.temperature, request.top_p)
+        if request.processes_logits:
+            sampling.logits = self._row_logits(request)
         if not sampling.greedy:
             sampling.generator = make_generator(request.seed, self.device)
         return _Sequence(request, max_new, stop_ids, TextTracker(self.tokenizer, request.stop), sampling)
+
+    def _row_logits(self, request: GenerationRequest) -> RowLogits:
+        bias = request.logit_bias or {}
+        if any(not 0 <= token < self._vocab_size for token in bias):
+            raise InvalidRequest(f"logit_bias keys must be token ids in [0, {self._vocab_size})", "logit_bias")
+        grammar = None
+        if request.grammar is not None:
+            try:
+                grammar = self._grammars.matcher(request.grammar)
+            except GrammarError as error:
+                raise InvalidRequest(str(error), "response_format") from None
+        return RowLogits(logit_bias=bias, presence_penalty=request.presence_penalty,
+                         frequency_penalty=request.frequency_penalty, grammar=grammar, top_logprobs=request.logprobs,
+                         token_text=self.token_text)
 
     def _enqueue(self, sequences: list[_Sequence]) -> None:
         with self._lock:
@@ -467,15 +499,24 @@ class GenerationEngine:
         sequence.pending = token
         self._counters["tokens_generated"] += 1
         tracker = sequence.tracker
+        processing = sequence.sampling.logits
+        entry = processing.accept(token) if processing is not None else None
         if token in sequence.stop_ids:
             sequence.finish_reason = "stop"
-        elif tracker.add(token):
+            entry = None  # a final stop token is not part of the answer: no log-probability entry
+        elif tracker.add(token) or (processing is not None and processing.complete):
             sequence.finish_reason = "stop"
         elif len(sequence.output_ids) >= sequence.max_new:
             sequence.finish_reason = "length"
+        if entry is not None:
+            sequence.logprobs.append(entry)
+            sequence.unsent_logprobs.append(entry)
         if sequence.finish_reason is not None:
             tracker.flush()
-        sequence.handle._emit(tracker.take_delta(final=sequence.finish_reason is not None))
+        delta = tracker.take_delta(final=sequence.finish_reason is not None)
+        if delta or (sequence.finish_reason is not None and sequence.unsent_logprobs):
+            sequence.handle._emit(delta, sequence.unsent_logprobs)
+            sequence.unsent_logprobs = []
 
     def _release_finished(self) -> None:
         """Take finished sequences out of the batch; the last active sequence moves into each freed slot."""
@@ -506,6 +547,7 @@ class GenerationEngine:
                 adapter=sequence.adapter,
                 admitted_step=sequence.admitted_step,
                 finished_step=self._counters["steps"],
+                logprobs=None if sequence.logprobs is None else list(sequence.logprobs),
             )
         )
         if sequence.on_done is not None:

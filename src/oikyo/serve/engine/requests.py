@@ -10,6 +10,8 @@ and decoding settings. :meth:`GenerationEngine.submit` returns a :class:`Generat
 
     async for delta in handle.astream():  # the same from asyncio; leaving the loop early cancels
         ...
+    async for text, logprobs in handle.astream(pieces=True):  # with each delta, its tokens' TokenLogprobs
+        ...
 
 ``handle.cancel()`` stops the generation and frees its batch slot at the next step.
 """
@@ -22,6 +24,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 FINISH_REASONS = ("stop", "length", "cancelled")
+MAX_TOP_LOGPROBS = 20  # as OpenAI's chat API and vLLM's default --max-logprobs
+
+
+class InvalidRequest(ValueError):
+    """A request the engine refuses; ``param`` names the OpenAI parameter at fault (for a 400)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class TokenLogprob:
+    """A token's log-probability under the model's raw distribution; ``token`` is its text. For a
+    generated token, ``top`` holds that step's most likely tokens, most likely first."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -34,6 +56,13 @@ class GenerationRequest:
     own random generator, so sampling gives the same tokens whatever else shares the batch.
     ``adapter`` names a LoRA adapter added with ``engine.add_adapter`` (None: the base model).
     Several completions of one prompt are several requests (with different seeds).
+
+    Logit processing (:mod:`oikyo.serve.engine.logits`): ``logit_bias`` maps token ids to a bias
+    added to their logits; ``presence_penalty`` / ``frequency_penalty`` (-2..2) lower the logits of
+    tokens already generated, OpenAI's way. ``grammar`` (from
+    :func:`oikyo.serve.engine.grammar.json_grammar`) constrains the output to JSON; the generation
+    ends when the JSON is complete. ``logprobs``: None reports none; k reports each token's
+    log-probability and the k most likely alternatives (0..20).
     """
 
     prompt_ids: list[int]
@@ -44,6 +73,17 @@ class GenerationRequest:
     stop_token_ids: list[int] | None = None
     seed: int | None = None
     adapter: str | None = None
+    logit_bias: dict[int, float] | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    grammar: str | None = None
+    logprobs: int | None = None
+
+    @property
+    def processes_logits(self) -> bool:
+        """Whether anything beyond temperature and top-p touches this request's logits."""
+        return bool(self.logit_bias or self.presence_penalty or self.frequency_penalty or self.grammar
+                    or self.logprobs is not None)
 
     def validate(self) -> None:
         if not self.prompt_ids:
@@ -54,6 +94,11 @@ class GenerationRequest:
             raise ValueError("temperature must be >= 0")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError("top_p must be in (0, 1]")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise InvalidRequest(f"{name} must be in [-2, 2]", name)
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequest(f"logprobs must be in [0, {MAX_TOP_LOGPROBS}]", "logprobs")
 
 
 @dataclass
@@ -65,7 +110,8 @@ class GenerationResult:
     stop string. ``finish_reason``: "stop" (a stop token or string), "length" (max_new_tokens or
     the context length reached) or "cancelled". Times are seconds from submission.
     ``admitted_step`` / ``finished_step`` are the engine's step counter when the request joined the
-    batch and when it left (for scheduling diagnostics).
+    batch and when it left (for scheduling diagnostics). ``logprobs`` (when the request asked for
+    them) has one entry per generated token except a final stop token.
     """
 
     token_ids: list[int]
@@ -78,6 +124,7 @@ class GenerationResult:
     adapter: str | None = None
     admitted_step: int | None = None
     finished_step: int | None = None
+    logprobs: list[TokenLogprob] | None = None
 
 
 class GenerationHandle:
@@ -86,7 +133,7 @@ class GenerationHandle:
     def __init__(self, request: GenerationRequest):
         self.request = request
         self._cond = threading.Condition()
-        self._deltas: list[str] = []
+        self._deltas: list[tuple[str, list[TokenLogprob]]] = []  # (text, its tokens' log-probabilities)
         self._result: GenerationResult | None = None
         self._error: BaseException | None = None
         self._cancelled = threading.Event()
@@ -123,14 +170,17 @@ class GenerationHandle:
                 self._cond.wait_for(lambda: len(self._deltas) > seen or self.done)
                 chunk, finished = self._deltas[seen:], self.done
             seen += len(chunk)
-            yield from chunk
+            yield from (text for text, _ in chunk if text)
             if finished:
                 break
         if self._error is not None:
             raise self._error
 
-    async def astream(self, cancel_on_exit: bool = True):
-        """Text deltas for asyncio code. Leaving the loop early (a client disconnect) cancels the request."""
+    async def astream(self, cancel_on_exit: bool = True, pieces: bool = False):
+        """Text deltas for asyncio code. Leaving the loop early (a client disconnect) cancels the request.
+
+        ``pieces``: yield ``(text, logprobs)`` instead, the TokenLogprobs of the tokens behind the text
+        (when the request asked for them; the text may be empty when tokens decode to nothing yet)."""
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
 
@@ -146,8 +196,11 @@ class GenerationHandle:
                 with self._cond:
                     chunk, finished = self._deltas[seen:], self.done
                 seen += len(chunk)
-                for delta in chunk:
-                    yield delta
+                for text, logprobs in chunk:
+                    if pieces:
+                        yield text, logprobs
+                    elif text:
+                        yield text
                 if finished:
                     break
                 await event.wait()
@@ -166,10 +219,10 @@ class GenerationHandle:
         for waker in list(self._wakers):
             waker()
 
-    def _emit(self, delta: str) -> None:
-        if delta:
+    def _emit(self, delta: str, logprobs: list[TokenLogprob] | None = None) -> None:
+        if delta or logprobs:
             with self._cond:
-                self._deltas.append(delta)
+                self._deltas.append((delta, logprobs or []))
                 self._notify()
 
     def _finish(self, result: GenerationResult) -> None:

@@ -6,6 +6,10 @@ not depend on which other requests share its batch (the random stream is consume
 alone, one draw per generated token)::
 
     tokens = choose_tokens(logits, [RowSampling(0.0, 1.0, None), RowSampling(0.8, 0.95, gen)])
+
+A row with a :class:`~oikyo.serve.engine.logits.RowLogits` (logit bias, penalties, a grammar,
+log-probabilities) has its logits adjusted first. A batch without any such row pays one check for
+it: plain greedy rows stay one batched argmax.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from oikyo.serve.engine.logits import RowLogits
+
 
 @dataclass
 class RowSampling:
@@ -23,6 +29,7 @@ class RowSampling:
     temperature: float = 0.0
     top_p: float = 1.0
     generator: torch.Generator | None = None
+    logits: RowLogits | None = None  # bias, penalties, grammar, log-probabilities: None for plain rows
 
     @property
     def greedy(self) -> bool:
@@ -38,11 +45,24 @@ def make_generator(seed: int | None, device: str | torch.device = "cpu") -> torc
 
 def choose_tokens(logits: torch.Tensor, rows: list[RowSampling]) -> list[int]:
     """The next token of each row. logits: (rows, vocab), float."""
+    if any(row.logits is not None for row in rows):
+        logits = _processed(logits, rows)
     greedy = logits.argmax(dim=-1).tolist()  # one batched op covers every greedy row
     for i, row in enumerate(rows):
         if not row.greedy:
             greedy[i] = sample_row(logits[i], row)
     return greedy
+
+
+def _processed(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
+    """The logits with each processed row replaced by its adjusted scores (a copy). logits: (rows, vocab)."""
+    out = logits.float()
+    if out is logits:
+        out = logits.clone()
+    for i, row in enumerate(rows):
+        if row.logits is not None:
+            out[i] = row.logits.process(logits[i])
+    return out
 
 
 def sample_row(logits: torch.Tensor, row: RowSampling) -> int:
