@@ -307,3 +307,39 @@ def test_tool_choice_none_and_plain_answers_stay_text(scripted):
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Plain {text} answer."
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+
+@pytest.mark.slow
+def test_the_bundled_model_calls_a_tool_after_one_example(bundled_model_dir):
+    """The real SmolLM2-135M, asked with tools alone, answers in prose (tried: it never wrote a call);
+    shown one earlier exchange with a call in the history, it calls the tool for a new city."""
+    from openai import OpenAI
+
+    from oikyo.serve.engine.core import GenerationEngine
+    from oikyo.serve.gateway.httpapi import shared_token
+    from oikyo.serve.gateway.replica import create_replica_app
+    from oikyo.serve.gateway.served_models import ModelSpec, ServedNames
+
+    engine = GenerationEngine(bundled_model_dir, max_batch_size=2)
+    spec = ModelSpec(id="smol", kind="base", load_dir=str(bundled_model_dir), base_model=str(bundled_model_dir))
+    server = ThreadServer(create_replica_app(engine, ServedNames(str(bundled_model_dir), [spec]),
+                                             authenticate=shared_token(ROUTER_TOKEN), owns_engine=True))
+    try:
+        client = OpenAI(base_url=f"{server.url}/v1", api_key=ROUTER_TOKEN, max_retries=0, timeout=300)
+        example = [{"role": "user", "content": "What is the weather in Rome?"},
+                   {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                       "name": "get_weather", "arguments": '{"city": "Rome"}'}}]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": '{"celsius": 21, "sky": "clear"}'},
+                   {"role": "assistant", "content": "It is 21 C and clear in Rome."},
+                   {"role": "user", "content": "What is the weather in Paris?"}]
+        params = {"model": "smol", "messages": example, "tools": [WEATHER], "max_tokens": 24, "temperature": 0}
+        answer = client.chat.completions.create(**params)
+        [call] = answer.choices[0].message.tool_calls
+        assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
+        assert answer.choices[0].finish_reason == "tool_calls"
+        with client.chat.completions.stream(**params) as stream:
+            streamed = stream.get_final_completion().choices[0].message.tool_calls
+        assert [(c.function.name, c.function.arguments) for c in streamed] == [(call.function.name,
+                                                                                call.function.arguments)]
+    finally:
+        server.stop()
