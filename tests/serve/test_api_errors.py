@@ -36,8 +36,16 @@ def test_unknown_model_is_a_404_in_openai_shape(replica):
     ({"n": 0}, "n"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"logprobs": True}, "logprobs"),
-    ({"presence_penalty": 1.0}, "presence_penalty"),
+    ({"top_logprobs": 21, "logprobs": True}, "top_logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),  # top_logprobs without logprobs
+    ({"presence_penalty": 2.5}, "presence_penalty"),
+    ({"logit_bias": {"not-a-token": 5}}, "logit_bias"),
+    ({"logit_bias": {"5": 101}}, "logit_bias"),
+    ({"logit_bias": {"999999999": 5}}, "logit_bias"),  # beyond the vocabulary (checked by the engine)
+    ({"response_format": {"type": "xml"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objectx"}}}},
+     "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}}, "response_format"),
 ])
 def test_invalid_parameters_are_a_400_naming_the_parameter(replica, params, param):
     with pytest.raises(openai.BadRequestError) as caught:

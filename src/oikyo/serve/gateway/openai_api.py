@@ -16,9 +16,13 @@ Supported: ``max_tokens`` (or ``max_completion_tokens``), ``temperature``, ``top
 into the prompt by the chat template; the calls in the answer come back as ``tool_calls``, parsed by
 :mod:`oikyo.serve.gateway.tool_calls` in the model family's format, with ``finish_reason``
 ``"tool_calls"``), ``tool_choice`` ``"auto"`` or ``"none"`` (tools neither offered nor parsed),
-``parallel_tool_calls`` (false: one call at most, later ones stay text), and vLLM's ``ignore_eos`` extension (benchmarks). Refused
-with a clear 400 rather than silently ignored: ``logprobs``, non-zero penalties, ``logit_bias``,
-``echo``, ``suffix``, ``best_of`` > ``n``, structured ``response_format`` and ``tool_choice``
+``parallel_tool_calls`` (false: one call at most, later ones stay text), and vLLM's ``ignore_eos`` extension (benchmarks).
+On both routes: ``logprobs`` (chat: ``logprobs`` + ``top_logprobs`` up to 20; completions: ``logprobs``
+= top-N up to 20, the legacy shape; streamed chunks carry their tokens' entries; figures of the model's
+raw distribution, :mod:`oikyo.serve.gateway.logprobs`), ``presence_penalty`` / ``frequency_penalty``,
+``logit_bias`` (token id -> -100..100) and ``response_format`` ``json_object`` / ``json_schema``
+(decoding constrained by llguidance, :mod:`oikyo.serve.engine.grammar`). Refused
+with a clear 400 rather than silently ignored: ``echo``, ``suffix``, ``best_of`` > ``n`` and ``tool_choice``
 ``"required"`` or a named function (both need decoding constrained to a call, which this server does not do). Unknown extra fields are ignored, as most OpenAI-compatible servers do.
 """
 
@@ -29,9 +33,10 @@ import secrets
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from oikyo.serve.engine.requests import GenerationRequest, GenerationResult
+from oikyo.serve.engine.requests import MAX_TOP_LOGPROBS, GenerationRequest, GenerationResult
+from oikyo.serve.gateway.logprobs import chat_logprobs, completion_logprobs
 from oikyo.serve.gateway.tool_calls import ToolCallParser
 
 MAX_N = 16
@@ -101,10 +106,12 @@ class _Generation(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, description="The end user; A/B splits are sticky per user.")
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
-    logprobs: Any = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Lowers tokens already generated.")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Lowers tokens by their count so far.")
+    logit_bias: dict[str, float] | None = Field(None, description="Token id -> bias in [-100, 100].")
+    response_format: dict[str, Any] | None = Field(None, description="text, json_object or json_schema.")
+    _bias: dict[int, float] = PrivateAttr(default_factory=dict)
+    _grammar: str | None = PrivateAttr(None)
     ignore_eos: bool = Field(False, description="Extension (as in vLLM): do not stop at end-of-sequence tokens.")
 
     @field_validator("stop")
@@ -125,17 +132,58 @@ class _Generation(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def check_supported(self) -> None:
-        """Refuse settings this server would otherwise silently ignore."""
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name):
-                raise ApiError(400, f"'{name}' is not supported by this server (use 0 or leave it out)", param=name,
-                               code="unsupported_parameter")
-        if self.logit_bias:
-            raise ApiError(400, "'logit_bias' is not supported by this server", param="logit_bias",
-                           code="unsupported_parameter")
-        if self.logprobs not in (None, False, 0):
-            raise ApiError(400, "'logprobs' is not supported by this server", param="logprobs",
-                           code="unsupported_parameter")
+        """Check what pydantic cannot: logit_bias keys, the response format (compiled to its grammar here)."""
+        self._bias = _token_bias(self.logit_bias)
+        self._grammar = _grammar(self.response_format)
+
+    def sampling_settings(self) -> dict:
+        """The engine request's logit-processing fields (after :meth:`check_supported`); ``top_logprobs_count``
+        (each endpoint's own: None for no log-probabilities, k for k alternatives per token)."""
+        return {"logit_bias": self._bias or None, "presence_penalty": self.presence_penalty or 0.0,
+                "frequency_penalty": self.frequency_penalty or 0.0, "grammar": self._grammar,
+                "logprobs": self.top_logprobs_count}
+
+
+def _token_bias(bias: dict[str, float] | None) -> dict[int, float]:
+    """OpenAI's logit_bias (token id strings -> -100..100) with integer keys; ApiError(400) when malformed."""
+    out = {}
+    for key, value in (bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise ApiError(400, f"logit_bias keys must be token ids, got {key!r}", param="logit_bias",
+                           code="invalid_value") from None
+        if not -100.0 <= value <= 100.0:
+            raise ApiError(400, f"logit_bias values must be in [-100, 100], got {value} for {key}",
+                           param="logit_bias", code="invalid_value")
+        out[token] = float(value)
+    return out
+
+
+def _grammar(response_format: dict[str, Any] | None) -> str | None:
+    """The llguidance grammar a response_format asks for (None for text); ApiError(400) naming response_format."""
+    if not response_format:
+        return None
+    kind = response_format.get("type", "text")
+    if kind == "text":
+        return None
+    from oikyo.serve.engine.grammar import GrammarError, json_grammar
+
+    if kind == "json_object":
+        schema = None
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise ApiError(400, "response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}",
+                           param="response_format", code="invalid_value")
+        schema = spec.get("schema", {})
+    else:
+        raise ApiError(400, f"response_format type must be 'text', 'json_object' or 'json_schema', got {kind!r}",
+                       param="response_format", code="invalid_value")
+    try:
+        return json_grammar(schema)
+    except GrammarError as error:
+        raise ApiError(400, f"response_format: {error}", param="response_format", code="invalid_value") from None
 
 
 class ChatCompletionRequest(_Generation):
@@ -144,15 +192,18 @@ class ChatCompletionRequest(_Generation):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = Field(None, description='"auto" (default) or "none".')
     parallel_tool_calls: bool = Field(True, description="False: at most one tool call per answer.")
-    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = Field(None, description="Return each token's log-probability.")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="Alternatives per token.")
 
     def check_supported(self) -> None:
         super().check_supported()
         self._check_tools()
-        kind = (self.response_format or {}).get("type", "text")
-        if kind != "text":
-            raise ApiError(400, f"response_format type {kind!r} is not supported by this server (only 'text')",
-                           param="response_format", code="unsupported_parameter")
+        if self.top_logprobs and not self.logprobs:
+            raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs", code="invalid_value")
+
+    @property
+    def top_logprobs_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def _check_tools(self) -> None:
         for i, tool in enumerate(self.tools or ()):
@@ -183,6 +234,7 @@ class ChatCompletionRequest(_Generation):
 class CompletionRequest(_Generation):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(description="Text, texts, or token ids.")
     max_tokens: int | None = Field(16, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="Top-N log-probabilities per token.")
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
@@ -201,6 +253,10 @@ class CompletionRequest(_Generation):
     @property
     def token_budget(self) -> int | None:
         return self.max_tokens
+
+    @property
+    def top_logprobs_count(self) -> int | None:
+        return self.logprobs
 
 
 class FeedbackRequest(BaseModel):
@@ -328,6 +384,7 @@ def generation_requests(prompts: list[list[int]], request: _Generation, adapter:
                 prompt_ids=prompt, max_new_tokens=budget, temperature=request.temperature, top_p=request.top_p,
                 stop=request.stop_list, stop_token_ids=[] if request.ignore_eos else None,
                 seed=None if request.seed is None else request.seed + j, adapter=adapter,
+                **request.sampling_settings(),
             ))
     return out
 
@@ -359,7 +416,8 @@ def chat_choice(index: int, result: GenerationResult, tools: ToolCallParser | No
         if calls:
             message = {"role": "assistant", "content": content, "tool_calls": calls}
             finish_reason = tool_finish_reason(finish_reason)
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+    return {"index": index, "message": message, "logprobs": chat_logprobs(result.logprobs),
+            "finish_reason": finish_reason}
 
 
 def tool_finish_reason(finish_reason: str) -> str:
@@ -386,10 +444,10 @@ def chat_response(response_id: str, model: str, results: list[GenerationResult],
 
 
 def chat_chunk(response_id: str, model: str, created: int, index: int, delta: dict, finish_reason: str | None = None,
-               variant: str | None = None, usage_body: dict | None = None) -> dict:
+               variant: str | None = None, usage_body: dict | None = None, logprobs: dict | None = None) -> dict:
     body = {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": None,
-            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
     if usage_body is not None:
         body["usage"] = usage_body
     return _tagged(body, variant)
@@ -404,8 +462,8 @@ def usage_chunk(response_id: str, model: str, created: int, object_name: str, us
 
 def completion_response(response_id: str, model: str, results: list[GenerationResult], prompt_tokens: int,
                         variant: str | None = None, created: int | None = None) -> dict:
-    choices = [{"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
-               for i, r in enumerate(results)]
+    choices = [{"index": i, "text": r.text, "logprobs": completion_logprobs(r.logprobs),
+                "finish_reason": r.finish_reason} for i, r in enumerate(results)]
     return _tagged({"id": response_id, "object": "text_completion", "created": created or int(time.time()),
                     "model": model, "choices": choices, "system_fingerprint": None,
                     "usage": usage(prompt_tokens, sum(r.completion_tokens for r in results))}, variant)
@@ -413,10 +471,10 @@ def completion_response(response_id: str, model: str, results: list[GenerationRe
 
 def completion_chunk(response_id: str, model: str, created: int, index: int, text: str,
                      finish_reason: str | None = None, variant: str | None = None,
-                     usage_body: dict | None = None) -> dict:
+                     usage_body: dict | None = None, logprobs: dict | None = None) -> dict:
     body = {"id": response_id, "object": "text_completion", "created": created, "model": model,
             "system_fingerprint": None,
-            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]}
     if usage_body is not None:
         body["usage"] = usage_body
     return _tagged(body, variant)

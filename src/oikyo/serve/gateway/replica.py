@@ -137,9 +137,9 @@ async def _complete(state: _State, request: Request, chat: bool):
     try:
         for generation in generations:
             handles.append(engine.submit(generation))
-    except ValueError as error:
+    except ValueError as error:  # InvalidRequest names the parameter (logit_bias ids beyond the vocabulary...)
         _cancel(handles)
-        raise oa.ApiError(400, str(error)) from None
+        raise oa.ApiError(400, str(error), param=getattr(error, "param", None)) from None
     except RuntimeError:
         _cancel(handles)
         raise oa.ApiError(503, "this replica is shutting down; retry", type="server_error") from None
@@ -148,6 +148,7 @@ async def _complete(state: _State, request: Request, chat: bool):
     headers = {VARIANT_HEADER: variant} if variant else {}
     call = _Call(response_id, params.model, variant, chat, sum(len(p) for p in prompts), params.include_usage)
     call.tools = oa.tool_parser(engine.tokenizer, params) if chat else None
+    call.logprobs = params.top_logprobs_count is not None
     state.in_flight += 1
     if params.stream:
         return StreamingResponse(_stream(state, call, handles), media_type="text/event-stream", headers=headers)
@@ -173,6 +174,9 @@ class _Call:
         self.prompt_tokens, self.include_usage = prompt_tokens, include_usage
         self.created = int(time.time())
         self.tools = None  # a ToolCallParser when the request offers tools
+        self.logprobs = False  # the request asked for log-probabilities
+        self._unsent_logprobs: dict[int, list] = {}  # choice index -> TokenLogprobs not yet in a chunk
+        self._text_offsets: dict[int, int] = {}  # choice index -> characters of its tokens sent (completions)
         self._tool_streams: dict = {}  # choice index -> its ToolCallStream
         self._tool_calls: dict[int, int] = {}  # choice index -> tool calls sent so far
 
@@ -205,15 +209,29 @@ class _Call:
                                                    variant=self.variant)))
         return chunks
 
+    def note_logprobs(self, index: int, entries: list) -> None:
+        """Log-probabilities of choice ``index``'s latest tokens: the next chunk of that choice carries them."""
+        self._unsent_logprobs.setdefault(index, []).extend(entries)
+
+    def _logprobs(self, index: int) -> dict | None:
+        if not self.logprobs:
+            return None
+        entries = self._unsent_logprobs.pop(index, [])
+        if self.chat:
+            return oa.chat_logprobs(entries)
+        offset = self._text_offsets.get(index, 0)
+        self._text_offsets[index] = offset + sum(len(e.token) for e in entries)
+        return oa.completion_logprobs(entries, offset)
+
     def chunk(self, index: int, text: str | None, finish_reason: str | None = None, usage_body=None,
               role: bool = False) -> str:
         if self.chat:
             delta = {"role": "assistant", "content": ""} if role else ({} if text is None else {"content": text})
             body = oa.chat_chunk(self.response_id, self.model, self.created, index, delta, finish_reason,
-                                 self.variant, usage_body)
+                                 self.variant, usage_body, logprobs=None if role else self._logprobs(index))
         else:
             body = oa.completion_chunk(self.response_id, self.model, self.created, index, text or "", finish_reason,
-                                       self.variant, usage_body)
+                                       self.variant, usage_body, logprobs=self._logprobs(index))
         return oa.sse(body)
 
 
@@ -224,13 +242,13 @@ def _cancel(handles) -> None:
 
 
 async def _merged(handles):
-    """``(index, delta, None)`` for each text delta of any handle, then ``(index, None, result or error)``."""
+    """``(index, (text, logprobs), None)`` for each delta of any handle, then ``(index, None, result or error)``."""
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(index: int, handle) -> None:
         try:
-            async for delta in handle.astream(cancel_on_exit=False):
-                queue.put_nowait((index, delta, None))
+            async for piece in handle.astream(cancel_on_exit=False, pieces=True):
+                queue.put_nowait((index, piece, None))
             queue.put_nowait((index, None, handle.result()))
         except Exception as error:  # the engine failed this generation: report it, do not hang
             queue.put_nowait((index, None, error))
@@ -281,9 +299,11 @@ async def _stream(state: _State, call: _Call, handles):
             for index in range(len(handles)):
                 yield call.chunk(index, None, role=True)
         async with aclosing(_merged(handles)) as events:
-            async for index, delta, end in events:
-                if delta is not None:
-                    for chunk in call.text_chunks(index, delta):
+            async for index, piece, end in events:
+                if piece is not None:
+                    text, logprobs = piece
+                    call.note_logprobs(index, logprobs)
+                    for chunk in call.text_chunks(index, text):
                         yield chunk
                     continue
                 if isinstance(end, BaseException):
