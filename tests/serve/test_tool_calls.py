@@ -24,6 +24,7 @@ WEATHER = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
 PARIS = '{"city": "Paris"}'
+QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 def _events(parser: ToolCallParser, text: str, piece: int) -> tuple[str | None, list]:
@@ -66,6 +67,39 @@ def test_the_bundled_template_gets_the_default_the_prompt_asks_for(bundled_token
     prompt = render_prompt(bundled_tokenizer, [{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER])
     assert 'reply with only a JSON object {"name": <tool name>, "arguments":' in prompt
     assert '"name": "get_weather"' in prompt
+
+
+# A Hermes-style template written for this test: tools in a system turn, calls as <tool_call> blocks.
+HERMES_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools>\n"
+    "Call a tool with <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call><|im_end|>\n{% endif %}"
+    "{%- for m in messages %}<|im_start|>{{ 'user' if m.role == 'tool' else m.role }}\n"
+    "{% if m.role == 'tool' %}<tool_response>{{ m.content }}</tool_response>{% else %}{{ m.content }}{% endif %}"
+    "{% for c in m.tool_calls or [] %}<tool_call>\n{\"name\": \"{{ c.function.name }}\", "
+    "\"arguments\": {{ c.function.arguments | tojson }}}\n</tool_call>{% endfor %}<|im_end|>\n{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_template_with_a_call_format_trains_and_serves_calls_in_it(bundled_tokenizer_dir):
+    """History calls render the template's own way (what the model learns), and the answer parser reads that way."""
+    from oikyo.models.chat_template import IGNORE_INDEX, encode_conversation, template_source
+    from oikyo.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(bundled_tokenizer_dir)
+    tokenizer.chat_template = HERMES_TEMPLATE
+    turns = oa.canonical_messages(QUESTION + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": PARIS}}]},
+        {"role": "tool", "tool_call_id": "call_9", "content": "sunny"},
+        {"role": "assistant", "content": "Sunny."}])
+    encoded = encode_conversation(tokenizer, turns, tools=[WEATHER])
+    trained = [t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE_INDEX]
+    call_text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert tokenizer.decode(trained) == call_text + "<|im_end|>Sunny.<|im_end|>"
+    assert "<|im_start|>user\n<tool_response>sunny</tool_response>" in tokenizer.decode(encoded.input_ids)
+    parser = ToolCallParser.for_template(template_source(tokenizer), [WEATHER])
+    assert parser.format == "hermes" and _named(parser.parse(call_text)[1]) == [("get_weather", PARIS)]
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -249,7 +283,6 @@ def scripted(bundled_tokenizer, workspace):
     replica.stop()
 
 
-QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 CALL_TEXT = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
 
 

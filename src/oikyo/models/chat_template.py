@@ -11,8 +11,13 @@ and ``enc.input_ids`` up to the start of the last assistant reply equals ``ids``
 Role mapping (canonical schema -> template):
 
 - ``system``, ``user``, ``assistant``: unchanged.
-- ``tool_call``: an ``assistant`` turn whose content is the call's JSON text ``{"name", "arguments"}``
-  unchanged, so a served reply that parses as such JSON is a tool call.
+- ``tool_call``: an ``assistant`` turn carrying the call the way the template writes calls when it
+  has a convention (it renders a message's ``tool_calls``: Qwen's ``<tool_call>`` blocks, Llama 3.1's
+  JSON with ``parameters``...; probed once with a sentinel call), so a model is trained on, and
+  shown in served histories, the format its family writes; otherwise (SmolLM2) an ``assistant``
+  turn whose content is the call's JSON text ``{"name", "arguments"}`` unchanged, the format the
+  tools system message asks for. Either way the serving gateway reads such calls back as OpenAI
+  ``tool_calls`` (:mod:`oikyo.serve.gateway.tool_calls`).
 - ``tool``: the role ``tool`` when the template renders it (SmolLM2's ChatML template writes any role
   verbatim as ``<|im_start|>tool``); otherwise a ``user`` turn whose content starts with
   ``Tool result:`` (for templates that reject unknown roles).
@@ -64,6 +69,7 @@ at all (``Encoded.weights is None``), so unweighted data takes the unweighted fa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -117,6 +123,7 @@ class Encoded:
 @dataclass(frozen=True)
 class _TemplateTraits:
     renders_tool_role: bool  # a "tool" message renders (not rejected, content kept)
+    renders_tool_calls: bool  # an assistant message's `tool_calls` render (the template has a call format)
     renders_system: bool  # a "system" message renders
     uses_tools: bool  # the template reads the `tools` variable
     reasoning_key: str | None  # the message key the template renders reasoning from (None: DEFAULT_REASONING)
@@ -178,8 +185,13 @@ def _traits(tokenizer) -> _TemplateTraits:
             {"role": "tool", "content": _SENTINEL},
         ]
         system_probe = [{"role": "system", "content": _SENTINEL}, {"role": "user", "content": "q"}]
+        call_probe = [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "", "tool_calls": [_template_call(_SENTINEL, {}, "probe")]},
+        ]
         _TRAITS[key] = _TemplateTraits(
             renders_tool_role=_renders(tokenizer, tool_probe),
+            renders_tool_calls=_renders(tokenizer, call_probe),
             renders_system=_renders(tokenizer, system_probe),
             uses_tools=re.search(r"\btools\b", template) is not None,
             **_probe_reasoning(tokenizer),
@@ -246,11 +258,14 @@ def _map_messages(
         elif role not in ("system", "user", "assistant", "tool"):
             raise TemplateError(f"unknown role {role!r}")
         mapped = {"role": role, "content": content}
+        if message["role"] == "tool_call" and traits.renders_tool_calls:
+            mapped = {"role": "assistant", "content": "", "tool_calls": [_native_call(message, index)]}
         if reply is not None and reply.reasoning is not None:
             if traits.reasoning_key is not None:
                 mapped[traits.reasoning_key] = reply.reasoning
             else:
-                mapped["content"] = DEFAULT_REASONING.format(reasoning=reply.reasoning.strip(), content=content)
+                mapped["content"] = DEFAULT_REASONING.format(reasoning=reply.reasoning.strip(),
+                                                             content=mapped["content"])
         out.append(mapped)
         replies.append(reply)
 
@@ -273,6 +288,24 @@ def _map_messages(
             out.insert(0, {"role": "user", "content": system})
             replies.insert(0, None)
     return out, replies, template_tools
+
+
+def _template_call(name: str, arguments: Any, call_id: str) -> dict:
+    """One entry of a message's ``tool_calls`` as chat templates read it (arguments as a dict, as in
+    Hugging Face's convention; the id as 9 letters and digits, which Mistral's templates require)."""
+    short_id = hashlib.sha256(call_id.encode()).hexdigest()[:9]
+    return {"id": short_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _native_call(message: dict, index: int) -> dict:
+    """A canonical tool_call turn (content: JSON text ``{"name", "arguments"}``) as a ``tool_calls`` entry."""
+    try:
+        call = json.loads(message.get("content") or "")
+    except ValueError:
+        call = None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        raise TemplateError(f'message {index}: a tool_call\'s content must be JSON text {{"name": ..., "arguments": ...}}')
+    return _template_call(call["name"], call.get("arguments", {}), message.get("tool_call_id") or str(index))
 
 
 def _reply_fields(message: dict, index: int) -> _Reply | None:
