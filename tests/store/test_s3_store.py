@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -186,25 +188,17 @@ def test_a_dataset_imported_with_the_shared_store_reads_back_elsewhere(shared_st
     assert versions.parquet_path(again).is_relative_to(home / "artifacts")
 
 
-def _machine(role: str, args: dict, env: dict[str, str]) -> dict:
+def _machine(role: str, args: dict, env: dict[str, str], returncode: int = 0) -> dict:
     done = subprocess.run([sys.executable, str(HERE / "two_machines.py"), role, json.dumps(args)],
                           env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{role} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    assert done.returncode == returncode, f"{role} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     [line] = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     return json.loads(line[len("RESULT "):])
 
 
 def test_one_machine_trains_and_another_evaluates_and_serves_from_s3(s3_endpoint, postgres_url, tmp_path):
-    from oikyo.models import bundled
-    from oikyo.models.loading import tiny_model_dir
-
-    try:
-        bundled.bundled_gguf_path()
-    except bundled.BundledModelMissing as err:
-        pytest.skip(str(err))
     # The base model is on both machines (as the bundled one is after install); it is no model version.
-    tokenizer_dir = bundled.ensure_bundled_tokenizer(models_dir=tmp_path / "bundled-tokenizer")
-    base = tiny_model_dir(tmp_path / "tiny" / "model", tokenizer_dir, layers=2, hidden=64)
+    base = _base_model(tmp_path)
 
     shared = {**os.environ, **_s3_env(s3_endpoint, f"t-{uuid.uuid4().hex[:10]}"),
               "OIKYO_DATABASE_URL": postgres_url}
@@ -217,7 +211,8 @@ def test_one_machine_trains_and_another_evaluates_and_serves_from_s3(s3_endpoint
     assert "adapter_model.safetensors" in adapter_files
     shutil.rmtree(first_home)  # nothing of the first machine's workspace is left
 
-    seen = _machine("evaluate", {"model_version": trained["model_version"], "dataset": trained["dataset"]},
+    seen = _machine("evaluate", {"model_version": trained["model_version"], "dataset": trained["dataset"],
+                                 "port": _free_ports(1)[0]},
                     {**shared, "OIKYO_HOME": str(second_home)})
     adapter_dir = Path(seen["adapter_dir"])
     assert adapter_dir.is_relative_to(second_home / "cache")
@@ -226,6 +221,45 @@ def test_one_machine_trains_and_another_evaluates_and_serves_from_s3(s3_endpoint
     assert Path(seen["dataset_file"]).is_relative_to(second_home / "artifacts")
     assert seen["examples"] > 0 and "loss" in seen["metrics"]
     assert all(isinstance(p, str) for p in seen["predictions"])  # it generated from the fetched adapter
+    # ... and served it: a deployment on the second machine answered the openai client with that version
+    assert seen["served_model"] == trained["model_version"] and seen["served_tokens"] > 0
+
+
+def _base_model(tmp_path: Path) -> Path:
+    from oikyo.models import bundled
+    from oikyo.models.loading import tiny_model_dir
+
+    try:
+        bundled.bundled_gguf_path()
+    except bundled.BundledModelMissing as err:
+        pytest.skip(str(err))
+    tokenizer_dir = bundled.ensure_bundled_tokenizer(models_dir=tmp_path / "bundled-tokenizer")
+    return tiny_model_dir(tmp_path / "tiny" / "model", tokenizer_dir, layers=2, hidden=64)
+
+
+def test_a_run_killed_on_one_machine_resumes_on_another_from_its_checkpoint_in_s3(s3_endpoint, postgres_url,
+                                                                                  tmp_path):
+    base = _base_model(tmp_path)
+    shared = {**os.environ, **_s3_env(s3_endpoint, f"t-{uuid.uuid4().hex[:10]}"),
+              "OIKYO_DATABASE_URL": postgres_url}
+    shared.pop("OIKYO_RECIPE", None)
+    first_home, second_home = tmp_path / "machine-a", tmp_path / "machine-b"
+    lost = _machine("train-killed", {"tmp": str(tmp_path), "base": str(base)},
+                    {**shared, "OIKYO_HOME": str(first_home)}, returncode=-signal.SIGKILL)
+    assert lost["run_dir"].startswith(str(first_home)) and lost["uploaded"] >= 20
+    shutil.rmtree(first_home)  # the machine is gone, and its disk with it
+
+    resumed = _machine("resume", {"run": lost["run"]}, {**shared, "OIKYO_HOME": str(second_home)})
+    assert resumed["folder"] == str(second_home / "runs" / lost["run"])  # its own workspace, not the lost path
+    assert not first_home.exists()
+    log = resumed["log"]
+    fetched = int(re.search(r"fetched checkpoint step (\d+) from the shared artifact store", log).group(1))
+    assert fetched >= lost["uploaded"]
+    assert re.search(rf"Resumed from step-0*{fetched}:", log)  # the recipe went on from it, not from step 0
+    assert resumed["attempts"] == 2
+    steps = resumed["loss_steps"]
+    assert set(range(fetched + 1, 401)) <= set(steps) and steps[-1] == 400
+    assert all(manifest for _, manifest in resumed["checkpoints"])  # the second machine's checkpoints too
 
 
 def test_a_shared_store_on_a_plain_path_writes_by_rename(tmp_path, monkeypatch):

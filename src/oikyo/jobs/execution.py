@@ -21,8 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from oikyo import workspace
 from oikyo.jobs import checkpoints, exporters, failures, model_versions, queue, training
 from oikyo.jobs.metrics import MetricsWriter
+from oikyo.store import artifacts
 from oikyo.store.models import Run
 
 logger = logging.getLogger("oikyo.jobs")
@@ -89,9 +91,20 @@ class Heartbeat(threading.Thread):
         self.join(timeout=max(5.0, self.interval * 2))
 
 
+def run_folder(run: Run) -> Path:
+    """Where this machine keeps the run's folder: the recorded path, or, when that path is not on this
+    machine and artifacts are shared (``OIKYO_ARTIFACTS_URL``), this workspace's ``runs/<id>``, where
+    the attempt fetches the run's newest checkpoint from the store (a run queued or started elsewhere)."""
+    recorded = Path(run.run_dir)
+    if recorded.is_dir() or not artifacts.is_remote():
+        return recorded
+    return workspace.subdir("runs") / run.id
+
+
 def execute_claimed(run: Run, owner: str, *, lease_s: float, heartbeat_s: float,
                     shutdown: threading.Event) -> str:
     """Train a run this worker has claimed; returns how it ended (a run state, ``lost`` or ``requeued``)."""
+    run.run_dir = str(run_folder(run))  # this attempt's folder (the record keeps where it was queued)
     run_dir = Path(run.run_dir)
     log = RunLog(run_dir / "train.log")
     log.write(f"worker {owner} starts attempt {run.attempts} of {run.id}"
@@ -120,6 +133,9 @@ def execute_claimed(run: Run, owner: str, *, lease_s: float, heartbeat_s: float,
 def metrics_for(run: Run, run_dir: Path, log: RunLog) -> Iterator[MetricsWriter]:
     """The run's metrics writer and exporters for one attempt (saying first whether it resumes from a
     checkpoint); flushed and closed on the way out. The local worker and the Ray task both use it."""
+    fetched = checkpoints.restore_latest(run.id, run_dir)
+    if fetched is not None:
+        log.write(f"fetched checkpoint step {fetched} from the shared artifact store")
     resume_from = checkpoints.latest_step(run_dir)
     if resume_from is not None:
         log.write(f"complete checkpoint found at step {resume_from}; the recipe resumes from it")

@@ -69,6 +69,7 @@ def run_attempt(run_id: str) -> object:
 
     db.reset_engine()  # a reused Ray worker process: connect to this task's store
     run = queue.get(run_id)
+    run.run_dir = str(execution.run_folder(run))  # this node's folder for the run (see run_folder)
     run_dir = Path(run.run_dir)
     log = execution.RunLog(run_dir / "train.log")
     cancel = threading.Event()

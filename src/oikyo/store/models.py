@@ -138,7 +138,11 @@ class RunEvent(Base):
 
 
 class Checkpoint(Base):
-    """A complete checkpoint folder of a run, as found on disk (``path``) at ``step``."""
+    """A complete checkpoint folder of a run, as found on disk (``path``) at ``step``.
+
+    ``manifest``: with a shared artifact store (``OIKYO_ARTIFACTS_URL``), the key of the folder's
+    manifest there (see :mod:`oikyo.store.manifests`), so another machine can resume from it.
+    """
 
     __tablename__ = "checkpoints"
     __table_args__ = (UniqueConstraint("run_id", "step", name="uq_checkpoints_run_step"),)
@@ -149,6 +153,7 @@ class Checkpoint(Base):
     path: Mapped[str] = mapped_column(String(500), nullable=False)
     eval_loss: Mapped[float | None] = mapped_column(Float)
     is_best: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    manifest: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 

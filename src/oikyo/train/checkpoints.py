@@ -20,13 +20,20 @@ Either format resumes in either kind of run.
 Writing is atomic: everything goes into ``.tmp-step-NNNNNN-<pid>`` in the same ``checkpoints/``
 folder, every file is fsynced, the folder is renamed to ``step-NNNNNN``, then ``COMPLETE`` is
 written and fsynced. A crash at any point leaves either an older complete checkpoint or a folder
-that :func:`clean_incomplete` removes. Nothing here uses pickle: weights and optimizer tensors are
+that :func:`clean_incomplete` removes.
+
+With a shared artifact store (``OIKYO_ARTIFACTS_URL``), :func:`commit` then uploads the complete
+folder as a folder manifest (:mod:`oikyo.store.manifests`) and leaves the manifest's key beside it in
+``step-NNNNNN.manifest``; the job system records that key with the checkpoint, so a run resumes on a
+machine that never saw the folder (:func:`oikyo.jobs.checkpoints.restore_latest`). A crash during the
+upload leaves no key: the checkpoint is then only resumable here. Nothing here uses pickle: weights and optimizer tensors are
 safetensors, everything else is JSON, so a checkpoint never executes code when it is read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -41,6 +48,9 @@ OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 SCHEDULER_JSON = "scheduler.json"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
+MANIFEST_SUFFIX = ".manifest"  # step-NNNNNN.manifest: the key of the folder's manifest in the shared store
+
+logger = logging.getLogger("oikyo.train")
 
 
 def checkpoint_name(step: int) -> str:
@@ -84,6 +94,9 @@ def clean_incomplete(root: Path) -> list[Path]:
     for path in root.iterdir():
         if path.is_dir() and not is_complete(path) and (path.name.startswith(".tmp-") or _STEP_DIR.match(path.name)):
             shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        elif path.is_file() and path.name.startswith(".tmp-"):  # an unfinished manifest-key file
+            path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 
@@ -145,7 +158,48 @@ def commit(tmp: Path, root: Path, step: int) -> Path:
     marker.write_text("complete\n")
     _fsync_file(marker)
     _fsync_dir(final)
+    publish(final)
     return final
+
+
+def publish(folder: Path) -> str | None:
+    """With a shared artifact store, upload the complete checkpoint ``folder`` and write its manifest's
+    key beside it (``step-NNNNNN.manifest``); returns the key (None without a shared store).
+
+    A failed upload is logged and leaves no key: training goes on with its local checkpoint, and the
+    next checkpoint tries again.
+    """
+    from oikyo.store import artifacts, manifests
+
+    if not artifacts.is_remote():
+        return None
+    folder = Path(folder)
+    try:
+        key = manifests.upload_folder(folder)
+    except Exception as error:  # noqa: BLE001 - the local checkpoint stays good; only sharing failed
+        logger.warning("could not upload checkpoint %s to the shared store: %s", folder, error)
+        return None
+    write_manifest_key(folder, key)
+    return key
+
+
+def write_manifest_key(folder: Path, key: str) -> None:
+    """Record beside the complete checkpoint ``folder`` that manifest ``key`` holds it (atomically)."""
+    folder = Path(folder)
+    sidecar = folder.parent / (folder.name + MANIFEST_SUFFIX)
+    tmp = folder.parent / f".tmp-{sidecar.name}-{os.getpid()}"
+    tmp.write_text(key + "\n")
+    _fsync_file(tmp)
+    os.replace(tmp, sidecar)
+
+
+def manifest_key(folder: Path) -> str | None:
+    """The shared-store manifest key recorded beside checkpoint ``folder``, if it was uploaded."""
+    sidecar = Path(folder).parent / (Path(folder).name + MANIFEST_SUFFIX)
+    try:
+        return sidecar.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -298,5 +352,6 @@ def prune(root: Path, keep_best: int, keep: tuple[Path, ...] = ()) -> list[Path]
     for path in found:
         if path.name not in kept:
             shutil.rmtree(path, ignore_errors=True)
+            (path.parent / (path.name + MANIFEST_SUFFIX)).unlink(missing_ok=True)
             removed.append(path)
     return removed
