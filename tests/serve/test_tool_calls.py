@@ -255,8 +255,8 @@ class ScriptedEngine:
 
 @pytest.fixture
 def scripted(bundled_tokenizer, workspace):
-    """A router (keys from the store) before a replica app over a :class:`ScriptedEngine`; yields
-    ``(engine, openai client)``."""
+    """A router (keys from the store, requests logged) before a replica app over a :class:`ScriptedEngine`;
+    yields ``(engine, openai client, logged)``: ``logged()`` is the response texts the router recorded."""
     from openai import OpenAI
 
     from oikyo.serve.gateway import keys
@@ -275,10 +275,17 @@ def scripted(bundled_tokenizer, workspace):
     pool = StaticPool(PoolSpec(name="scripted", load_dir="scripted", models=[spec]), [replica.url])
     routing = Routing("bot", [Variant(label="scripted", model="scripted", weight=100.0)], {"scripted": pool},
                       {"scripted": "scripted"}, {"scripted": names})
-    router = ThreadServer(create_router_app("bot", routing, authenticate=store_keys(), token=ROUTER_TOKEN,
-                                            log_requests=True))
+    app = create_router_app("bot", routing, authenticate=store_keys(), token=ROUTER_TOKEN, log_requests=True)
+    router = ThreadServer(app)
     _, secret = keys.create("test")
-    yield engine, OpenAI(base_url=f"{router.url}/v1", api_key=secret, max_retries=0, timeout=30)
+
+    def logged() -> list[str]:
+        from oikyo.serve.gateway.request_log import logged_requests
+
+        app.state.recorder.flush()
+        return [r.response for r in logged_requests("bot")]
+
+    yield engine, OpenAI(base_url=f"{router.url}/v1", api_key=secret, max_retries=0, timeout=30), logged
     router.stop()
     replica.stop()
 
@@ -287,7 +294,7 @@ CALL_TEXT = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
 
 
 def test_round_trip_call_result_answer_with_the_openai_client(scripted):
-    engine, client = scripted
+    engine, client, logged = scripted
     engine.script = [CALL_TEXT, "It is sunny and 18 C in Paris."]
     first = client.chat.completions.create(model="bot", messages=QUESTION, tools=[WEATHER, TIME])
     [choice] = first.choices
@@ -304,13 +311,14 @@ def test_round_trip_call_result_answer_with_the_openai_client(scripted):
     final = client.chat.completions.create(model="bot", messages=history, tools=[WEATHER, TIME])
     assert final.choices[0].message.content == "It is sunny and 18 C in Paris."
     assert final.choices[0].finish_reason == "stop" and not final.choices[0].message.tool_calls
+    assert logged() == [CALL_TEXT, "It is sunny and 18 C in Paris."]  # calls logged as canonical JSON lines
     prompt = engine.tokenizer.decode(engine.prompts[1])
     assert ('<|im_start|>assistant\n{"name": "get_weather", "arguments": {"city": "Paris"}}<|im_end|>\n'
             '<|im_start|>tool\n{"sky": "sunny", "celsius": 18}<|im_end|>\n<|im_start|>assistant\n') in prompt
 
 
 def test_streamed_tool_calls_assemble_in_the_openai_client(scripted):
-    engine, client = scripted
+    engine, client, logged = scripted
     engine.script = ['I will look both up.\n' + CALL_TEXT + '\n{"name": "get_time", "arguments": {}}']
     with client.chat.completions.stream(model="bot", messages=QUESTION, tools=[WEATHER, TIME]) as stream:
         chunks = [event.chunk for event in stream if event.type == "chunk"]
@@ -327,10 +335,11 @@ def test_streamed_tool_calls_assemble_in_the_openai_client(scripted):
     assert deltas[1].id is None and json.loads(deltas[1].function.arguments) == {"city": "Paris"}
     content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(content) > 2  # the text before the calls streamed piece by piece, not held to the end
+    assert logged() == ['I will look both up.\n' + CALL_TEXT + '\n{"name": "get_time", "arguments": {}}']
 
 
 def test_tool_choice_none_and_plain_answers_stay_text(scripted):
-    engine, client = scripted
+    engine, client, _ = scripted
     engine.script = [CALL_TEXT, "Plain {text} answer."]
     none = client.chat.completions.create(model="bot", messages=QUESTION, tools=[WEATHER], tool_choice="none")
     assert none.choices[0].message.content == CALL_TEXT and not none.choices[0].message.tool_calls
