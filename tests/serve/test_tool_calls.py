@@ -174,6 +174,23 @@ def test_text_is_released_as_soon_as_it_cannot_open_a_call():
     assert stream.finish() == []
 
 
+def test_every_prefix_of_a_call_is_held_and_broken_json_is_released_before_the_end():
+    tricky = {"s": 'a\\b"c\n\u00e9\U0001F600', "x": -1.5e-3, "t": True, "f": False, "n": None, "l": [1, [2, {"k": []}]]}
+    texts = [json.dumps({"name": "get_time", "arguments": tricky}),  # escapes, \uXXXX and a surrogate pair
+             json.dumps([{"name": "get_time", "arguments": tricky}], ensure_ascii=False, indent=2)]
+    for text in texts:
+        for cut in range(1, len(text)):
+            assert ToolCallParser("json", NAMES).stream().feed(text[:cut]) == [], text[:cut]
+        assert [kind for kind, _ in _events_list(ToolCallParser("json", NAMES), text)] == ["call"]
+    stream = ToolCallParser("json", NAMES).stream()
+    assert stream.feed('{"name": "get_time", oops') == [("content", '{"name": "get_time", oops')]
+
+
+def _events_list(parser, text):
+    stream = parser.stream()
+    return stream.feed(text) + stream.finish()
+
+
 def test_parallel_tool_calls_false_keeps_later_calls_as_text():
     answer = '{"name": "get_time", "arguments": {}}\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
     content, calls = ToolCallParser("json", NAMES, max_calls=1).parse(answer)

@@ -40,7 +40,8 @@ anything incomplete when the answer ends.
 
 Streaming: text is released as soon as it cannot be the start of a call. From a possible opening
 (``{"name"``, ``[{"name"``, ``<tool_call>``, a marker) the text is held back until it is either a
-complete, valid call (sent as a call) or not a call (released as content); so a call is sent only
+complete, valid call (sent as a call) or not a call (released as content: a complete JSON value that
+is not a call, or JSON that is broken rather than cut short); so a call is sent only
 once it is whole and checked, and malformed output falls back to text exactly as in a whole
 answer. Whitespace next to a call is dropped (the text around calls is what a model says besides
 them); an answer without calls comes back unchanged. Feeding a text at once or piece by piece
@@ -60,6 +61,8 @@ MARKERS = {"llama3": ("<|python_tag|>",), "mistral": ("[TOOL_CALLS]",), "hermes"
 CALL_KEYS = frozenset({"name", "arguments", "parameters", "type"})
 _LLAMA_JSON = re.compile(r'"name"[^\n]{0,80}"parameters"')
 _DECODER = json.JSONDecoder()
+_NUMBER_START = re.compile(r"-?[0-9.eE+-]*")
+_UNICODE_ESCAPE_START = re.compile(r"u[0-9a-fA-F]{0,4}")
 
 # What a prefix of the text at a candidate position is: the start of a call, maybe one, or not one.
 _YES, _MAYBE, _NO = "yes", "maybe", "no"
@@ -144,6 +147,17 @@ def _json_opening(text: str, i: int) -> str:
     return _YES if text[i] == ":" else _NO
 
 
+def _may_complete(text: str, error: json.JSONDecodeError) -> bool:
+    """Whether JSON that failed to decode is only cut short (more text may complete it), not broken."""
+    if error.msg.startswith("Unterminated string"):
+        return True
+    if error.msg.startswith("Invalid \\uXXXX escape"):  # cut inside a \uXXXX escape (or a surrogate pair)
+        return _UNICODE_ESCAPE_START.fullmatch(text[error.pos :]) is not None
+    rest = text[error.pos :].strip()  # what the decoder stopped at: nothing, or a literal or number being written
+    return not rest or any(word.startswith(rest) for word in ("true", "false", "null")) or \
+        _NUMBER_START.fullmatch(rest) is not None
+
+
 def _literal_opening(text: str, i: int, literal: str) -> str:
     head = text[i : i + len(literal)]
     if head == literal:
@@ -187,7 +201,7 @@ class ToolCallStream:
     held_ws: str = ""  # trailing whitespace of released content, sent only when more content follows
     calls: int = 0
     after_call: bool = False
-    events: list = field(default_factory=list)
+    events: list = field(default_factory=list, init=False, repr=False)  # what the current feed decides
 
     def feed(self, delta: str) -> list[tuple[str, object]]:
         """Events the text so far decides: ``("content", text)`` and ``("call", tool call)``."""
@@ -290,8 +304,8 @@ class ToolCallStream:
             i += len(body) - len("marker:")
         try:
             value, end = _DECODER.raw_decode(text, i)
-        except ValueError:
-            return None if final else _MAYBE  # incomplete (or broken) JSON: text once the answer ends
+        except json.JSONDecodeError as error:
+            return _MAYBE if not final and _may_complete(text, error) else None  # None: broken, so text
         return end, _calls(value, self.parser.names)
 
     def _content(self, text: str) -> None:
@@ -315,8 +329,7 @@ class ToolCallStream:
 
 def answer_text(content: str | None, calls: list[dict] | None) -> str:
     """An answer with tool calls as one text, for request logs and quality checks: the content, then
-    each call as oikyo's canonical JSON ``{"name", "arguments"}`` on its own line (the form a
-    ``tool_call`` turn of training data renders to, so answers taken from traffic train as calls)."""
+    each call as oikyo's canonical JSON ``{"name", "arguments"}`` (a ``tool_call`` turn's content) on its own line."""
     lines = [content] if content else []
     for call in calls or ():
         function = call.get("function") or {}
