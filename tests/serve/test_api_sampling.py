@@ -7,6 +7,7 @@ OpenAI's definition (``logit -= presence * (count > 0) + frequency * count``) st
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -126,3 +127,16 @@ def test_processed_rows_leave_plain_rows_of_the_batch_alone():
     assert [t.token_id for t in entry.top] == [2]
     assert choose_tokens(logits, [RowSampling(), banned]) == [2, 1]  # token 3: 2.0 - 2 * 1 < 1.0
     assert torch.equal(logits, torch.tensor([[0.0, 1.0, 3.0, 2.0], [0.0, 1.0, 3.0, 2.0]]))  # input untouched
+
+
+def test_the_router_forwards_the_sampling_parameters_unchanged(routed):
+    # The router passes bodies through as they are (what lets vLLM replicas take these parameters natively).
+    response = routed.client().chat.completions.create(
+        model="bot", messages=[{"role": "user", "content": "Hi"}], max_tokens=40, temperature=0, logprobs=True,
+        top_logprobs=1, frequency_penalty=0.5, logit_bias={"198": -100},
+        response_format={"type": "json_schema", "json_schema": {"name": "yes", "schema": {
+            "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+            "additionalProperties": False}}})
+    choice = response.choices[0]
+    assert set(json.loads(choice.message.content)) == {"ok"}
+    assert "".join(e.token for e in choice.logprobs.content) == choice.message.content

@@ -92,12 +92,12 @@ def test_bundled_model_triages_bundled_tickets_as_valid_json(bundled_model_dir):
     from oikyo.serve.engine.requests import GenerationRequest
 
     samples = Path(__file__).parents[2] / "src/oikyo/data/samples/support_tickets.jsonl"
-    rows = [json.loads(line) for line in samples.read_text().splitlines()[:4]]
+    rows = [json.loads(line) for line in samples.read_text().splitlines()[:3]]
     schema = {"type": "object", "additionalProperties": False, "required": ["category", "priority", "sentiment"],
               "properties": {"category": {"enum": ["billing", "technical", "account", "shipping", "refund"]},
                              "priority": {"enum": ["low", "medium", "high"]},
                              "sentiment": {"enum": ["positive", "neutral", "negative"]}}}
-    engine = GenerationEngine(bundled_model_dir, max_batch_size=4, num_threads=2)
+    engine = GenerationEngine(bundled_model_dir, max_batch_size=3, num_threads=1)
     grammar = json_grammar(schema)
     prompts = [encode_prompt(engine.tokenizer, row["messages"][:2]) for row in rows]
     results = engine.generate([GenerationRequest(p, max_new_tokens=60, grammar=grammar) for p in prompts])
