@@ -402,3 +402,17 @@ def test_the_bundled_model_calls_a_tool_after_one_example(bundled_model_dir):
                                                                                 call.function.arguments)]
     finally:
         server.stop()
+
+
+def test_a_conversation_the_template_refuses_is_a_400_not_a_500(bundled_tokenizer_dir):
+    """Templates check conversations themselves (Mistral's and Gemma's insist that roles alternate)."""
+    from oikyo.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(bundled_tokenizer_dir)
+    tokenizer.chat_template = HERMES_TEMPLATE.replace("{%- for m in messages %}", (
+        "{%- for m in messages %}{% if loop.index0 > 0 and m.role == messages[loop.index0 - 1].role %}"
+        "{{ raise_exception('Conversation roles must alternate') }}{% endif %}"), 1)
+    request = _chat(messages=QUESTION + [{"role": "user", "content": "Hello?"}])
+    with pytest.raises(oa.ApiError) as error:
+        oa.chat_prompt_ids(tokenizer, request)
+    assert error.value.status == 400 and "roles must alternate" in error.value.message

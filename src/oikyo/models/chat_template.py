@@ -335,9 +335,14 @@ def _render(tokenizer, messages: list[dict], tools, add_generation_prompt: bool)
         if add_generation_prompt:
             raise TemplateError("cannot build a prompt from an empty conversation")
         return ""
-    return tokenizer.apply_chat_template(
-        messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
-    )
+    from jinja2 import TemplateError as JinjaError
+
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+    except JinjaError as error:  # the template's own raise_exception(...), or a template bug
+        raise TemplateError(f"the chat template refused this conversation: {error}") from error
 
 
 def _extend(previous: str, current: str, where: str) -> str:
