@@ -49,9 +49,9 @@ def test_methods_without_multi_process_support_are_refused():
     from oikyo.train.config import load_config
 
     with pytest.raises(Exception) as caught:
-        load_config(None, ["train.nproc=2", "method.name=dpo", "method.finetune=qlora"])
+        load_config(None, ["train.nproc=2", "method.name=grpo", "method.finetune=qlora"])
     text = str(caught.value)
-    assert "train.nproc: multi-process training supports method sft only" in text
+    assert "train.nproc: multi-process training supports methods sft, pretrain, dpo, orpo, kto; grpo runs" in text
     assert "method.finetune lora (DDP) and full (FSDP2) only" in text
     assert load_config(None, ["train.nproc=2"]).train.nproc == 2
     assert load_config(None, ["train.nproc=2", "method.finetune=full"]).method.finetune == "full"

@@ -228,7 +228,8 @@ class TrainSettings(_Group):
         1, ge=1, le=64,
         description="Training processes on this machine (one per GPU, or CPU processes with gloo): above 1 the "
         "worker launches the run with torchrun and trains with DDP (lora) or FSDP2 (full); train.batch_size stays "
-        "the global batch, split between the processes (sft only for now). Not part of the config hash.",
+        "the global batch, split between the processes (methods sft, pretrain, dpo, orpo, kto). Not part of the config "
+        "hash.",
     )
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list,
@@ -619,20 +620,24 @@ def format_validation_error(error: ValidationError) -> list[str]:
     return lines
 
 
+NPROC_METHODS = ("sft", "pretrain", "dpo", "orpo", "kto")  # train.nproc > 1 (tests/train/test_distributed_methods.py)
+
+
 def _nproc_problems(config: TrainConfig) -> list[str]:
     """What multi-process training (train.nproc > 1) does not support yet."""
     if config.train.nproc == 1:
         return []
     problems = []
-    if config.method.name != "sft":
-        problems.append(f"train.nproc: multi-process training supports method sft only for now; set train.nproc=1 "
-                        f"for {config.method.name}")
+    if config.method.name not in NPROC_METHODS:
+        problems.append(f"train.nproc: multi-process training supports methods {', '.join(NPROC_METHODS)}; "
+                        f"{config.method.name} runs in one process only for now (it generates completions inside each "
+                        "step); set train.nproc=1")
     if config.method.finetune not in ("lora", "full"):
         problems.append(f"train.nproc: multi-process training supports method.finetune lora (DDP) and full (FSDP2) "
                         f"only for now; set train.nproc=1 for {config.method.finetune}")
-    if config.data.mix > 0:
-        problems.append("train.nproc: replay mixing (data.mix) runs in one process only for now; set data.mix=0 "
-                        "or train.nproc=1")
+    if config.data.mix > 0 and config.data.mix_dataset == MIX_PARENT:
+        problems.append("train.nproc: replaying the parent model version's data (data.mix_dataset=parent) runs in one "
+                        "process only for now; name that dataset version in data.mix_dataset, or set train.nproc=1")
     if config.train.device == "mps":
         problems.append("train.nproc: Apple MPS trains in one process; set train.nproc=1")
     return problems

@@ -13,6 +13,8 @@ The worker starts the processes with torchrun (:mod:`oikyo.train.launch`); each 
 - takes its share of each global batch (:func:`share`): ``train.batch_size`` stays the global
   batch, and the data position stays one global counter (the plan's batch index), so the same
   checkpoint resumes at any world size;
+- lets a loss term that one process computes over its whole batch (KTO's reference point) take the
+  mean over the global batch (:func:`global_mean`), so the methods give the one-process result;
 - saves checkpoints with torch.distributed.checkpoint (:func:`save_checkpoint`,
   :func:`load_checkpoint`): the trainable parameters and the optimizer state, keyed by parameter
   name (not by rank or position), so a checkpoint written by 2 processes loads into 1 or 4.
@@ -121,11 +123,35 @@ def share(items: list, dist: Dist) -> tuple[list, bool]:
     """This rank's contiguous slice of a global micro-batch, and whether it holds real items.
 
     A batch with fewer items than ranks leaves some ranks empty; they run the first item with a zero
-    loss weight instead, because DDP needs every rank in every backward pass.
+    loss weight instead, because DDP needs every rank in every backward pass. The session marks such a
+    stand-in batch with the key :data:`STAND_IN`, so a loss that reduces over the global batch
+    (:func:`global_mean`) leaves it out.
     """
     n = len(items)
     start, end = n * dist.rank // dist.world, n * (dist.rank + 1) // dist.world
     return (items[start:end], True) if end > start else (items[:1], False)
+
+
+STAND_IN = "stand_in"  # batch key: this rank's share of the micro-batch is a zero-weighted stand-in (see share)
+
+
+def global_mean(values, real: bool = True):
+    """The mean of ``values`` (a 1-d tensor: this rank's share) over the whole global micro-batch. Collective.
+
+    For a loss term that one process computes over its whole batch (KTO's reference point): the ranks
+    all-reduce (sum, count) in float64 and divide, so the result is the one-process mean up to rounding.
+    A stand-in share (``real`` False) counts for nothing. No gradient flows through the result.
+    """
+    import torch
+    import torch.distributed as td
+
+    values = values.detach()
+    totals = torch.stack([values.sum().double(), torch.tensor(float(values.numel()), dtype=torch.float64,
+                                                              device=values.device)])
+    if not real:
+        totals.zero_()
+    td.all_reduce(totals, op=td.ReduceOp.SUM)
+    return (totals[0] / totals[1].clamp(min=1)).to(values.dtype)
 
 
 class _Loss:

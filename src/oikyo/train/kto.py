@@ -21,7 +21,10 @@ every example gets its partner once at setup (its prompt with the answer of the 
 seeded order whose sequence fits ``data.max_length``), so a batch of any size, evaluation batches
 included, holds real mismatched pairs and the pairing survives a resume unchanged. ``z0`` is the
 batch mean of ``log pi - log pi_ref`` over the batch's mismatched pairs, clamped at 0 and detached
-(no gradient flows through it, as in the paper and TRL).
+(no gradient flows through it, as in the paper and TRL). With several processes (``train.nproc``)
+the batch is the *global* micro-batch: each rank holds a share, and ``z0`` is the mean over all the
+shares (:func:`oikyo.train.distributed.global_mean`), so a 2-process run computes what one process
+would.
 
 **Reference.** The same network with its LoRA adapter switched off (peft's ``disable_adapter()``),
 as in :mod:`oikyo.train.dpo`; full fine-tuning keeps a frozen copy of the starting weights.
@@ -35,6 +38,7 @@ grow as training separates the two).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -169,16 +173,19 @@ def _rows(batch: dict, start: int, stop: int) -> dict:
 
 
 def kto_loss(policy, reference, policy_kl, reference_kl, desirable, beta: float,
-             desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0, kl_mean=None):
     """Per-example KTO losses, log-ratios r and the reference point z0 (see the module docstring).
 
     ``policy`` / ``reference``: summed answer log-probabilities (batch,); ``policy_kl`` /
-    ``reference_kl``: the same on the mismatched pairs (batch,); ``desirable``: bool (batch,).
+    ``reference_kl``: the same on the mismatched pairs (batch,); ``desirable``: bool (batch,);
+    ``kl_mean``: how the mismatched pairs' log-ratios (batch,) become one mean (default: their own
+    mean; several processes: the mean over the global micro-batch).
     Returns (losses (batch,), r (batch,), z0 (scalar, detached)).
     """
     import torch
 
-    z0 = (policy_kl - reference_kl).mean().clamp(min=0).detach()
+    kl = (policy_kl - reference_kl).detach()  # (batch,)
+    z0 = (kl_mean(kl) if kl_mean is not None else kl.mean()).clamp(min=0)
     logratio = policy - reference  # (batch,)
     desirable_loss = desirable_weight * (1 - torch.sigmoid(beta * (logratio - z0)))
     undesirable_loss = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - logratio)))
@@ -274,7 +281,7 @@ class KTORecipe:
     def _reference_logps(self, batch: dict):
         return reference_forward(sequence_logps, self.session.model, self.reference, batch)
 
-    def _losses(self, batch: dict):
+    def _losses(self, batch: dict, kl_mean=None):
         """(losses, r, z0, policy log-probs) for a collated batch (see :func:`kto_loss`)."""
         import torch
 
@@ -287,7 +294,7 @@ class KTORecipe:
         kto = self.config.kto
         losses, logratio, z0 = kto_loss(
             policy, reference[:n], policy_kl, reference[n:], batch["desirable"],
-            kto.beta, kto.desirable_weight, kto.undesirable_weight,
+            kto.beta, kto.desirable_weight, kto.undesirable_weight, kl_mean,
         )
         return losses, logratio.detach(), z0, policy.detach()
 
@@ -308,8 +315,17 @@ class KTORecipe:
         }
 
     def loss(self, batch: dict):
-        """(summed example loss, summed statistics for :meth:`step_metrics`)."""
-        losses, logratio, z0, policy = self._losses(batch)
+        """(summed example loss, summed statistics for :meth:`step_metrics`).
+
+        Several processes: ``batch`` is this rank's share of the global micro-batch, and z0 is the
+        mean over every rank's mismatched pairs (a stand-in share adds none), as one process has it.
+        """
+        kl_mean = None
+        if self.session.dist is not None:
+            from oikyo.train import distributed
+
+            kl_mean = functools.partial(distributed.global_mean, real=distributed.STAND_IN not in batch)
+        losses, logratio, z0, policy = self._losses(batch, kl_mean)
         return losses.sum(), self._sums(batch, logratio, z0, policy)
 
     def step_metrics(self, sums: dict) -> dict:

@@ -585,6 +585,9 @@ class Session:
         else:
             weights = [1.0] * len(group)
         batches = [recipe.make_batch(items) for items in group]
+        for batch, weight in zip(batches, weights):
+            if not weight:  # a stand-in says so: a loss term reduced over the global batch leaves it out (KTO)
+                batch[distributed.STAND_IN] = torch.tensor(True)
         units = sum(recipe.count(b) for b, w in zip(batches, weights) if w)  # for the reported mean loss
         tokens = sum(recipe.tokens(b) for b, w in zip(batches, weights) if w)
         self.model.train()

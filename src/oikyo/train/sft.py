@@ -126,9 +126,11 @@ class SFTRecipe:
                     f"this run started with the replay set {pinned} but now finds {replay.lineage}; "
                     "exact resume needs the same replay data (start a new run to use the new set)"
                 )
-        else:
+        elif self.session.rank == 0:  # one writer, renamed into place: another rank never reads half a file
             record.parent.mkdir(parents=True, exist_ok=True)
-            record.write_text(json.dumps(replay.lineage, indent=2, sort_keys=True))
+            tmp = record.with_name(f".{record.name}.tmp")
+            tmp.write_text(json.dumps(replay.lineage, indent=2, sort_keys=True))
+            tmp.replace(record)
         self.replay_lineage = replay.lineage
         examples = encode(replay.rows, split="replay", drop_too_long=True)
         per_epoch = data.replay_total(self.n_task, self.config.data.mix)

@@ -1,0 +1,131 @@
+"""train.nproc=2 (gloo) beyond sft: dpo, orpo and kto (LoRA under DDP), kto with full fine-tuning (FSDP2),
+pretrain (packed) and sft with replay mixing follow the 1-process run step for step; a KTO checkpoint
+saved at 2 processes resumes at 1.
+
+The 2-process runs all train in one torchrun group (dist_methods_child.py: starting the processes costs
+more than the runs); the worker's launch path around them is test_distributed_exact.py's subject.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from disthelpers import largest_difference, train
+from test_kto import kto_rows
+from test_pretrain import text_rows
+from trainhelpers import chat_rows, preference_rows
+
+# 13 rows in batches of 3: shares of 1 and 2, and each epoch's last batch holds one row, so one rank
+# runs a zero-weighted stand-in (KTO's reference point must leave it out). 3 steps per epoch.
+STEPS = 20
+SHORT = [f"train.max_steps={STEPS}", f"train.eval_every={STEPS}", "data.max_length=64"]
+CHILD = Path(__file__).with_name("dist_methods_child.py")  # the 2-process side, in one torchrun group
+UNCOMPARED = {"tokens_per_s", "memory_mb"}  # they measure the machine, not the training
+
+CASES = {
+    "dpo": (["method.name=dpo"], preference_rows(13)),
+    "orpo": (["method.name=orpo"], preference_rows(13)),
+    # Checkpoints at 10 (with an eval loss, so best-k keeps it) and 20: step 10 is resumed at 1 process.
+    "kto": (["method.name=kto", "checkpoint.save_every=10", "train.eval_every=10", "checkpoint.keep_best=3"],
+            kto_rows(13)),
+    # Full fine-tuning (FSDP2): a frozen reference copy, and a no-grad forward of the sharded policy (the
+    # mismatched pairs) before the one with gradients.
+    "kto-full": (["method.name=kto", "method.finetune=full", "train.lr=1e-4"], kto_rows(13)),
+    "pretrain": (["method.name=pretrain", "data.max_length=32"], text_rows(13)),
+    "sft-replay": (["data.mix=0.25"], chat_rows(13)),
+}
+
+
+def overrides_of(case: str) -> list[str]:
+    return [*SHORT, *CASES[case][0]]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tiny_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """Every case trained once by 2 processes: (their run folders' parent, {case: {metrics, logs}})."""
+    root = tmp_path_factory.mktemp("two-processes")
+    cases = {case: {"overrides": overrides_of(case), "rows": rows, "model_dir": str(tiny_dir),
+                    "run_dir": str(root / case)} for case, (_, rows) in CASES.items()}
+    (root / "cases.json").write_text(json.dumps(cases))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               "--max-restarts=0", str(CHILD), str(root / "cases.json"), str(root / "result.json")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OIKYO_DIST_TIMEOUT_S="120", PYTHONUNBUFFERED="1"))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    results = json.loads((root / "result.json").read_text())
+    return root, {case: {"metrics": {int(s): m for s, m in r["metrics"].items()}, "logs": r["logs"]}
+                  for case, r in results.items()}
+
+
+def metric_differences(one: dict[int, dict], two: dict[int, dict]) -> dict[str, float]:
+    """The largest difference of every reported metric over the steps (both runs report the same keys)."""
+    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
+    assert all(set(one[step]) == set(two[step]) for step in one)
+    keys = set().union(*one.values()) - UNCOMPARED
+    return {key: max(abs(one[s][key] - two[s][key]) for s in one if key in one[s]) for key in sorted(keys)}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_processes_follow_the_one_process_run(tiny_dir, tmp_path, two_processes, case):
+    root, results = two_processes
+    _, one, _ = train(tiny_dir, tmp_path / "one", 1, overrides_of(case), CASES[case][1])
+    two, logs = results[case]["metrics"], results[case]["logs"]
+
+    assert any("processes=2" in line for line in logs)
+    if case == "sft-replay":  # replay rows were really trained on, by both processes
+        assert any(m.get("replay_share", 0) > 0 for m in two.values())
+    assert one[STEPS]["loss"] < one[1]["loss"] - 0.02  # the curve moves: the comparison below means something
+    differences = metric_differences(one, two)
+    worst = max(differences, key=differences.get)
+    print(f"{case}: largest difference over {STEPS} float32 steps, 1 vs 2 processes: loss {differences['loss']:.2e}, "
+          f"every metric {differences[worst]:.2e} ({worst})")
+    assert differences["loss"] <= 1e-5 and differences["eval_loss"] <= 1e-5
+    assert differences[worst] <= 1e-4, differences  # the method's own metrics too (kl, reward margins, ...)
+
+
+def test_kto_saved_at_two_processes_resumes_at_one(tiny_dir, tmp_path, two_processes):
+    root, results = two_processes
+    run_dir = tmp_path / "kto"
+    shutil.copytree(root / "kto", run_dir)
+    assert (run_dir / "checkpoints" / "step-000010" / "dcp" / ".metadata").is_file()
+    shutil.rmtree(run_dir / "checkpoints" / "step-000020")  # as if the run had died right after step 10
+    shutil.rmtree(run_dir / "output")
+    result, resumed, logs = train(tiny_dir, run_dir, 1, overrides_of("kto"), CASES["kto"][1])
+    assert any(line.startswith("Resumed from step-000010") and "saved by 2 processes" in line for line in logs)
+    assert sorted(resumed) == list(range(11, STEPS + 1)) and result.status == "succeeded"
+    difference = largest_difference(results["kto"]["metrics"], resumed, range(11, STEPS + 1))
+    print(f"kto saved at 2 processes, resumed at 1: largest loss difference to the uninterrupted run {difference:.2e}")
+    assert difference <= 1e-5
+
+
+def test_a_stand_in_share_counts_for_nothing_in_a_global_mean(tmp_path):
+    """At 2 ranks a stand-in copies the batch's only item (the mean cannot tell); at 3 ranks it would skew it."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
+               "--max-restarts=0", str(CHILD), "--global-mean", str(tmp_path / "means.json")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OIKYO_DIST_TIMEOUT_S="60"))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    means = json.loads((tmp_path / "means.json").read_text())
+    assert means["real"] is False  # rank 0 held no item of the 2-item batch
+    assert means["marked"] == 2.5  # (1 + 4) / 2: what one process computes
+    assert means["unmarked"] == 2.0  # (1 + 1 + 4) / 3: the stand-in counted
+
+
+def test_grpo_and_the_parent_replay_stay_single_process_with_a_clear_message():
+    from oikyo.train.config import load_config
+
+    with pytest.raises(Exception) as caught:
+        load_config(None, ["train.nproc=2", "method.name=grpo", "grpo.rewards=json_valid"])
+    assert "grpo runs in one process only for now" in str(caught.value)
+    with pytest.raises(Exception) as caught:
+        load_config(None, ["train.nproc=2", "data.mix=0.2", "data.mix_dataset=parent", "model.name=mv-1"])
+    assert "data.mix_dataset=parent) runs in one process only" in str(caught.value)
+    for method in ("dpo", "orpo", "kto", "pretrain"):
+        assert load_config(None, ["train.nproc=2", f"method.name={method}"]).method.name == method
+    assert load_config(None, ["train.nproc=2", "data.mix=0.2"]).data.mix == 0.2
