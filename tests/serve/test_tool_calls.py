@@ -355,6 +355,17 @@ def test_streamed_tool_calls_assemble_in_the_openai_client(scripted):
     assert logged() == ['I will look both up.\n' + CALL_TEXT + '\n{"name": "get_time", "arguments": {}}']
 
 
+def test_each_streamed_choice_is_parsed_on_its_own(scripted):
+    engine, client, _ = scripted
+    engine.script = [CALL_TEXT, "No call here."]
+    with client.chat.completions.stream(model="bot", messages=QUESTION, tools=[WEATHER], n=2) as stream:
+        final = stream.get_final_completion()
+    calling, plain = final.choices
+    assert calling.finish_reason == "tool_calls" and calling.message.content is None
+    assert [c.function.name for c in calling.message.tool_calls] == ["get_weather"]
+    assert plain.finish_reason == "stop" and plain.message.content == "No call here." and not plain.message.tool_calls
+
+
 def test_tool_choice_none_and_plain_answers_stay_text(scripted):
     engine, client, _ = scripted
     engine.script = [CALL_TEXT, "Plain {text} answer."]

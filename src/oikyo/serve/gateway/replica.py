@@ -226,7 +226,9 @@ class _Call:
     def chunk(self, index: int, text: str | None, finish_reason: str | None = None, usage_body=None,
               role: bool = False) -> str:
         if self.chat:
-            delta = {"role": "assistant", "content": ""} if role else ({} if text is None else {"content": text})
+            # With tools the answer may hold only calls: its content starts null, as OpenAI's does.
+            opening = {"role": "assistant", "content": None if self.tools is not None else ""}
+            delta = opening if role else ({} if text is None else {"content": text})
             body = oa.chat_chunk(self.response_id, self.model, self.created, index, delta, finish_reason,
                                  self.variant, usage_body, logprobs=None if role else self._logprobs(index))
         else:

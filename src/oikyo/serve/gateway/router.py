@@ -405,7 +405,9 @@ class _StreamTracker:
                     self.ttft = time.perf_counter() - self.started
                 self.tool_calls.append({"id": delta["id"], "function": {"name": function.get("name"), "arguments": ""}})
             elif self.tool_calls and function.get("arguments"):
-                self.tool_calls[-1]["function"]["arguments"] += function["arguments"]
+                position = delta.get("index", len(self.tool_calls) - 1)
+                if 0 <= position < len(self.tool_calls):
+                    self.tool_calls[position]["function"]["arguments"] += function["arguments"]
 
     def answer(self) -> str:
         """Choice 0's answer as one text (tool calls as JSON lines after the content)."""
