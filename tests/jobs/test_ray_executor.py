@@ -171,7 +171,7 @@ def test_a_killed_ray_worker_resumes_from_its_last_checkpoint(executor, tiny_mod
     assert [outcome for _, outcome in worker.processed] == ["requeued", "succeeded"]
     events = [(e.kind, e.message) for e in runs.events(run.id)]
     log = (Path(run.run_dir) / "train.log").read_text()
-    assert "the Ray worker running attempt 1 died" in log
+    assert "the Ray worker running the run died" in log and "(attempt 1); back in the queue" in log
     assert re.search(r"complete checkpoint found at step (\d+)", log)
     resumed = int(re.search(r"complete checkpoint found at step (\d+)", log).group(1))
     assert resumed >= killed_after >= every
@@ -207,7 +207,8 @@ def test_ray_worker_crashes_count_towards_max_attempts(executor, tiny_model_dir,
 
     done = queue.get(run.id)
     assert done.state == "failed" and worker.processed == [(run.id, "failed")]
-    assert done.error.startswith("the Ray worker running it died on its last attempt (1 of 1)")
+    assert done.error.startswith("the Ray worker running the run died")
+    assert done.error.endswith("on its last attempt (1 of 1)")
 
 
 def test_a_cancel_request_reaches_the_ray_task(executor, tiny_model_dir, tmp_path):
@@ -279,3 +280,34 @@ def test_a_multi_process_run_trains_as_ray_train_workers_on_the_one_process_curv
     assert (Path(double.run_dir) / "checkpoints" / "step-000006" / "dcp").is_dir()  # written by the group
     [version] = [v for v in model_versions.list_versions(run_id=double.id) if v.kind != "merged"]
     assert (Path(version.path) / "adapter_model.safetensors").is_file()
+
+
+def test_a_killed_ray_train_worker_fails_the_attempt_and_the_run_resumes(executor, tiny_model_dir, tmp_path):
+    dataset = _dataset(tmp_path)
+    steps, every = 60, 10
+    run = training.submit_training(None, [*TRAIN, "train.nproc=2", f"train.max_steps={steps}",
+                                          f"checkpoint.save_every={every}", "train.eval_every=1000"],
+                                   dataset=dataset.id, model=str(tiny_model_dir))
+    worker = Worker(lease_s=30, heartbeat_s=0.5, poll_s=0.1, executor=executor)
+    thread = _in_thread(worker)
+    log_path = Path(run.run_dir) / "train.log"
+    deadline = time.monotonic() + 120
+    while (checkpoints.latest_step(Path(run.run_dir)) or 0) < every:
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    rank0 = int(re.search(r"rank 0 of 2 runs on \S+, pid (\d+)", log_path.read_text()).group(1))
+    os.kill(rank0, signal.SIGKILL)
+    killed_after = checkpoints.latest_step(Path(run.run_dir))
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the group hung after a worker died"
+
+    done = queue.get(run.id)
+    assert done.state == "succeeded", done.error
+    log = log_path.read_text()
+    resumed = int(re.findall(r"complete checkpoint found at step (\d+)", log)[-1])
+    assert resumed >= killed_after >= every
+    assert re.search(rf"Resumed from step-0*{resumed}:", log)
+    pids = [int(p) for p in re.findall(r"rank 0 of 2 runs on \S+, pid (\d+)", log)]
+    assert len(pids) == 2 and pids[1] != rank0  # the second attempt had new Ray Train workers
+    loss_steps = [step for step, _ in runs.metric_series(run.id, ["loss"])["loss"]]
+    assert set(range(resumed + 1, steps + 1)) <= set(loss_steps)

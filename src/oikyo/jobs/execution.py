@@ -26,6 +26,7 @@ from oikyo.jobs import checkpoints, exporters, failures, model_versions, queue, 
 from oikyo.jobs.metrics import MetricsWriter
 from oikyo.store import artifacts
 from oikyo.store.models import Run
+from oikyo.train import ProcessLost
 
 logger = logging.getLogger("oikyo.jobs")
 
@@ -175,7 +176,24 @@ def _record_end(run: Run, owner: str, result, error: BaseException | None, beat:
         return LOST
 
 
+def crashed(run: Run, owner: str, what: str, log: RunLog) -> str:
+    """A process training the run died (``what`` says which and how): back to the queue to resume from
+    its last complete checkpoint, or failed once ``max_attempts`` are spent; such crashes count."""
+    if run.attempts >= run.max_attempts:
+        reason = f"{what}, on its last attempt ({run.attempts} of {run.max_attempts})"
+        log.write(f"failed: {reason}")
+        queue.fail(run.id, owner, reason)
+        return queue.FAILED
+    reason = f"{what} (attempt {run.attempts}); back in the queue to resume from its last complete checkpoint"
+    log.write(reason)
+    # Unlike queue.release (a clean shutdown), the crash counts towards max_attempts.
+    queue._finish(run.id, owner, queue.QUEUED, reason, values={"lease_owner": None})
+    return REQUEUED
+
+
 def _store_outcome(run, owner, result, error, beat, shutdown, log) -> str:
+    if isinstance(error, ProcessLost):
+        return crashed(run, owner, str(error), log)
     if error is not None:
         reason = failures.describe(error)
         if not failures.is_user_error(error):

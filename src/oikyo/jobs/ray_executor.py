@@ -192,17 +192,7 @@ class RayExecutor:
         except Exception as sync_error:  # noqa: BLE001
             log.write(f"could not record checkpoints: {sync_error}")
         try:
-            if run.attempts >= run.max_attempts:
-                reason = (f"the Ray worker running it died on its last attempt ({run.attempts} of "
-                          f"{run.max_attempts}): {type(crash).__name__}: {first_line}")
-                log.write(f"failed: {reason}")
-                queue.fail(run.id, owner, reason)
-                return queue.FAILED
-            reason = (f"the Ray worker running attempt {run.attempts} died ({type(crash).__name__}: {first_line}); "
-                      "back in the queue to resume from its last complete checkpoint")
-            log.write(reason)
-            # Unlike queue.release (a clean shutdown), the crash counts towards max_attempts.
-            queue._finish(run.id, owner, queue.QUEUED, reason, values={"lease_owner": None})
-            return execution.REQUEUED
+            return execution.crashed(run, owner, f"the Ray worker running the run died ({type(crash).__name__}: "
+                                                 f"{first_line})", log)
         except queue.LeaseLost:
             return execution.LOST

@@ -21,4 +21,9 @@ class TrainingError(OikyoError):
     """A training run cannot go on for a reason the user can fix (data too long, out of memory, ...)."""
 
 
-__all__ = ["TrainingError"]
+class ProcessLost(TrainingError):
+    """A process of a multi-process run died without an error of its own (killed, a lost node): nothing
+    about the run is wrong, so the job system puts it back in the queue to resume from its last checkpoint."""
+
+
+__all__ = ["ProcessLost", "TrainingError"]

@@ -39,7 +39,7 @@ from contextvars import ContextVar
 from pathlib import Path
 
 from oikyo.processes import pid_alive
-from oikyo.train import TrainingError
+from oikyo.train import ProcessLost, TrainingError
 
 POLL_S = 0.2
 
@@ -125,7 +125,7 @@ def run_distributed(config, *, run_dir: Path, model_dir: Path, train_rows, eval_
             (work / name).unlink(missing_ok=True)
     failure = group.failure()
     if failure is not None:
-        raise TrainingError(failure)
+        raise failure
     result = json.loads((work / "result.json").read_text())
     for key in ("final_checkpoint", "best_checkpoint", "output_dir"):
         result[key] = Path(result[key]) if result[key] else None
@@ -155,7 +155,7 @@ class _Torchrun:
                 pass
             self.proc.wait()
 
-    def failure(self) -> str | None:
+    def failure(self) -> TrainingError | None:
         """Why the group failed (None when every rank succeeded)."""
         return None if self.proc.returncode == 0 else _failure(self.work, self.proc.returncode)
 
@@ -172,8 +172,9 @@ def first_rank_error(work: Path) -> str | None:
     return files[0].read_text().strip() if files else None
 
 
-def _failure(work: Path, code: int) -> str:
-    """A readable reason: the failed ranks' own errors, else the end of torchrun's output."""
+def _failure(work: Path, code: int) -> TrainingError:
+    """A readable reason: the failed ranks' own errors, else the end of torchrun's output. A rank killed
+    by a signal is a :class:`ProcessLost` (the run resumes); one that raised or exited is not."""
     output = (work / "torchrun.log").read_text(errors="replace") if (work / "torchrun.log").is_file() else ""
     # torchrun names the first rank that failed and its exit code (its "Root Cause" block).
     _, marker, block = output.partition("Root Cause")
@@ -181,13 +182,14 @@ def _failure(work: Path, code: int) -> str:
     if root:
         own = rank_error(work, int(root.group(1)))
         if own:
-            return f"a training process failed: {own}"
-        return f"a training process died: rank {root.group(1)} exited with code {root.group(2)} (see {work / 'torchrun.log'})"
+            return TrainingError(f"a training process failed: {own}")
+        died = f"a training process died: rank {root.group(1)} exited with code {root.group(2)} (see {work / 'torchrun.log'})"
+        return ProcessLost(died) if int(root.group(2)) < 0 else TrainingError(died)
     first = first_rank_error(work)
     if first:
-        return f"a training process failed: {first}"
+        return TrainingError(f"a training process failed: {first}")
     tail = output.strip().splitlines()[-15:]
-    return f"the training processes failed (torchrun exit code {code}); last output:\n" + "\n".join(tail)
+    return TrainingError(f"the training processes failed (torchrun exit code {code}); last output:\n" + "\n".join(tail))
 
 
 class _EventReader:

@@ -30,7 +30,7 @@ import os
 import threading
 from pathlib import Path
 
-from oikyo.train import distributed, launch
+from oikyo.train import ProcessLost, TrainingError, distributed, launch
 
 STOP_GRACE_S = 120.0  # how long the workers may take to checkpoint and stop once asked to
 
@@ -71,14 +71,14 @@ class RayTrainLauncher:
                                  failure_config=FailureConfig(max_failures=0),
                                  worker_runtime_env={"env_vars": env}),
         )
-        return _RayTrainGroup(trainer, work)
+        return _RayTrainGroup(trainer, work, nproc)
 
 
 class _RayTrainGroup:
     """``TorchTrainer.fit()`` running in a thread of the worker; run_distributed polls it like torchrun."""
 
-    def __init__(self, trainer, work: Path):
-        self.work, self.error = work, None
+    def __init__(self, trainer, work: Path, nproc: int):
+        self.work, self.nproc, self.error = work, nproc, None
         self.thread = threading.Thread(target=self._fit, args=(trainer,), name="ray-train-fit", daemon=True)
         self.thread.start()
 
@@ -96,12 +96,18 @@ class _RayTrainGroup:
         (self.work / "stop").write_text("stop\n")
         self.thread.join(STOP_GRACE_S)
 
-    def failure(self) -> str | None:
+    def failure(self) -> TrainingError | None:
+        """Why the group failed: a rank that left no error of its own died (killed, a lost node), and the
+        others' errors (a peer closed the connection) follow from it; else the first rank's own error."""
         if self.error is None:
             return None
+        text = str(self.error).strip()
+        ray_says = f"{type(self.error).__name__}: {text.splitlines()[0] if text else ''}"
+        silent = [rank for rank in range(self.nproc) if launch.rank_error(self.work, rank) is None]
+        if silent and len(silent) < self.nproc:
+            return ProcessLost(f"a training process died: rank {silent[0]} (a Ray Train worker) ended without an "
+                               f"error of its own ({ray_says})")
         own = launch.first_rank_error(self.work)
         if own:
-            return f"a training process failed: {own}"
-        text = str(self.error).strip()
-        first = text.splitlines()[0] if text else ""
-        return f"a Ray Train worker failed: {type(self.error).__name__}: {first}"
+            return TrainingError(f"a training process failed: {own}")
+        return TrainingError(f"the Ray Train workers failed: {ray_says}")
