@@ -17,4 +17,5 @@ bash scripts/install-ray.sh || echo "warning: ray[default] could not be installe
 # The GGUF export tests (tests/models/test_export_gguf.py) convert and decode with llama.cpp, built once into its own .venv-llamacpp (10-15 min on 2 cores); without it they skip, saying why.
 bash scripts/install-llamacpp.sh || echo "warning: llama.cpp could not be installed; tests/models/test_export_gguf.py will skip its llama.cpp checks" >&2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/python -m pytest "$@"
+# --durations: list the slowest tests, to keep the whole suite well inside its 30-minute budget.
+exec .venv/bin/python -m pytest --durations=30 "$@"
