@@ -1,4 +1,5 @@
-"""`oikyo models ...`: the base-model catalog (list, add, show with a fit/time estimate, remove)."""
+"""`oikyo models ...`: the base-model catalog (list, add, show with a fit/time estimate, remove) and model
+versions (list, show, merge, export to GGUF / Ollama / Hugging Face, leaderboard)."""
 
 from __future__ import annotations
 
@@ -144,6 +145,41 @@ def merge(
 
     merged = model_versions.merge(ref, out_dir)
     out.print(f"Merged into model version [bold]{merged.id}[/] at {merged.path}")
+
+
+@app.command("export")
+def export(
+    ref: str = typer.Argument(..., help="Model version to export (id or a unique prefix)."),
+    to: str = typer.Option("gguf", "--to", help="gguf (one file for llama.cpp), ollama (a GGUF file and a Modelfile) "
+                           "or hf (a merged Hugging Face folder)."),
+    quant: str = typer.Option("f16", "--quant", "-q", help="For gguf and ollama: f16, q8_0 or q4_k_m (also f32, bf16)."),
+    out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write (a .gguf file or a folder; "
+                                            "default: exports/ in the workspace)."),
+    lora: bool = typer.Option(False, "--lora", help="With --to gguf, for an adapter version: the LoRA adapter alone, "
+                              "as a GGUF adapter for llama.cpp's --lora (f32, f16, bf16 or q8_0)."),
+    llamacpp_python: Optional[Path] = typer.Option(None, "--llamacpp-python", help="The Python of llama.cpp's "
+                                                   "environment (default: OIKYO_LLAMACPP_PYTHON, else .venv-llamacpp, "
+                                                   "made by scripts/install-llamacpp.sh)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export record as JSON."),
+) -> None:
+    """Export a model version as GGUF (llama.cpp's own converter and quantizer), for Ollama, or as a
+    merged Hugging Face folder. An adapter is merged into its base first (unless --lora). The chat
+    template travels in the GGUF (tokenizer.chat_template); each export is recorded in the version's
+    lineage (`oikyo models version`)."""
+    from oikyo.jobs import exports
+
+    record = exports.export(ref, to=to, quant=quant, out=out_path, lora=lora, llamacpp_python=llamacpp_python,
+                            log=lambda m: err.print(m))
+    if as_json:
+        out.print_json(data=record)
+        return
+    size = f", {record['bytes'] / 2**20:,.1f} MiB, sha256 {record['sha256'][:12]}" if "bytes" in record else ""
+    out.print(f"Exported {ref} as {to}{' ' + record['quant'] if 'quant' in record else ''}: {record['path']}{size}")
+    if to == "ollama":
+        out.print(f"  ollama create NAME -f {record['modelfile']}")
+    elif to == "gguf":
+        flag = "--lora" if lora else "-m"
+        out.print(f"  llama-cli {flag} {record['path']}")
 
 
 @app.command("leaderboard")
