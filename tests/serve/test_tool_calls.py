@@ -13,7 +13,8 @@ import json
 import threading
 
 import pytest
-from serving_fixtures import ROUTER_TOKEN, ThreadServer
+from serving_fixtures import *  # noqa: F401,F403  (the replica fixture)
+from serving_fixtures import BASE_ID, ROUTER_TOKEN, ThreadServer
 
 from oikyo.serve.gateway import openai_api as oa
 from oikyo.serve.gateway.tool_calls import ToolCallParser, answer_text, detect_format
@@ -210,20 +211,52 @@ def _chat(**fields):
     return oa.parse(oa.ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields})
 
 
-@pytest.mark.parametrize("choice, code", [("required", "unsupported_parameter"),
-                                          ({"type": "function", "function": {"name": "get_weather"}},
-                                           "unsupported_parameter"),
-                                          ("sometimes", "invalid_value")])
-def test_tool_choice_that_needs_constrained_decoding_is_refused(choice, code):
+@pytest.mark.parametrize("fields, param", [
+    ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_time"}}}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),  # no tools to call
+    ({"tools": [WEATHER], "tool_choice": "required", "response_format": {"type": "json_object"}}, "tool_choice"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}],
+      "tool_choice": "required"}, "tools"),
+])
+def test_tool_choice_mistakes_are_400s(fields, param):
     with pytest.raises(oa.ApiError) as error:
-        _chat(tools=[WEATHER], tool_choice=choice)
-    assert error.value.status == 400 and error.value.param == "tool_choice" and error.value.code == code
+        _chat(**fields)
+    assert error.value.status == 400 and error.value.param == param
 
 
 def test_a_tool_without_a_function_name_is_refused():
     with pytest.raises(oa.ApiError) as error:
         _chat(tools=[{"type": "function", "function": {"description": "no name"}}])
     assert error.value.status == 400 and error.value.param == "tools[0]"
+
+
+CITY = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}}, "required": ["city"],
+    "additionalProperties": False}}}
+NO_ARGS = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {}, "additionalProperties": False}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_required_and_named_tool_choice_force_a_call_from_random_weights(replica, stream):
+    """Random tiny weights never call a tool by themselves; constrained decoding makes them."""
+    client = replica.client()
+    params = {"model": BASE_ID, "messages": QUESTION, "tools": [CITY, NO_ARGS], "max_tokens": 48, "temperature": 0}
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice, names in ((named, {"get_weather"}), ("required", {"get_weather", "get_time"})):
+        if stream:
+            with client.chat.completions.stream(**params, tool_choice=choice) as events:
+                answer = events.get_final_completion()
+        else:
+            answer = client.chat.completions.create(**params, tool_choice=choice)
+        [call] = answer.choices[0].message.tool_calls
+        assert call.function.name in names and answer.choices[0].finish_reason == "tool_calls"
+        arguments = json.loads(call.function.arguments)
+        allowed = [{"city": "Paris"}, {"city": "Rome"}] if call.function.name == "get_weather" else [{}]
+        assert arguments in allowed
+    plain = client.chat.completions.create(**params)  # "auto": the same weights write no call
+    assert not plain.choices[0].message.tool_calls
 
 
 def test_tool_choice_none_neither_offers_nor_parses_tools(bundled_tokenizer):

@@ -15,15 +15,17 @@ Supported: ``max_tokens`` (or ``max_completion_tokens``), ``temperature``, ``top
 ``stop``, ``seed``, ``stream`` (+ ``stream_options.include_usage``), ``user``, ``tools`` (rendered
 into the prompt by the chat template; the calls in the answer come back as ``tool_calls``, parsed by
 :mod:`oikyo.serve.gateway.tool_calls` in the model family's format, with ``finish_reason``
-``"tool_calls"``), ``tool_choice`` ``"auto"`` or ``"none"`` (tools neither offered nor parsed),
+``"tool_calls"``), ``tool_choice`` ``"auto"``, ``"none"`` (tools neither offered nor parsed),
+``"required"`` or a named function (decoding constrained by llguidance to one call written as
+``{"name", "arguments"}`` JSON, the arguments following the tool's parameters schema),
 ``parallel_tool_calls`` (false: one call at most, later ones stay text), and vLLM's ``ignore_eos`` extension (benchmarks).
 On both routes: ``logprobs`` (chat: ``logprobs`` + ``top_logprobs`` up to 20; completions: ``logprobs``
 = top-N up to 20, the legacy shape; streamed chunks carry their tokens' entries; figures of the model's
 raw distribution, :mod:`oikyo.serve.gateway.logprobs`), ``presence_penalty`` / ``frequency_penalty``,
 ``logit_bias`` (token id -> -100..100) and ``response_format`` ``json_object`` / ``json_schema``
 (decoding constrained by llguidance, :mod:`oikyo.serve.engine.grammar`). Refused
-with a clear 400 rather than silently ignored: ``echo``, ``suffix``, ``best_of`` > ``n`` and ``tool_choice``
-``"required"`` or a named function (both need decoding constrained to a call, which this server does not do). Unknown extra fields are ignored, as most OpenAI-compatible servers do.
+with a clear 400 rather than silently ignored: ``echo``, ``suffix`` and ``best_of`` > ``n``. Unknown extra
+fields are ignored, as most OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -186,11 +188,33 @@ def _grammar(response_format: dict[str, Any] | None) -> str | None:
         raise ApiError(400, f"response_format: {error}", param="response_format", code="invalid_value") from None
 
 
+def _call_grammar(tools: list[dict]) -> str:
+    """The llguidance grammar of one call to one of ``tools``, written as the bare JSON object
+    ``{"name": ..., "arguments": {...}}`` that :mod:`oikyo.serve.gateway.tool_calls` reads for every
+    model family (the arguments follow the tool's ``parameters`` schema); ApiError(400) naming tools."""
+    from oikyo.serve.engine.grammar import GrammarError, json_grammar
+
+    calls = []
+    for tool in tools:
+        parameters = tool["function"].get("parameters") or {"type": "object"}
+        if not isinstance(parameters, dict):
+            raise ApiError(400, f"the parameters of tool {tool['function']['name']!r} must be a JSON schema object",
+                           param="tools", code="invalid_value")
+        calls.append({"type": "object", "properties": {"name": {"const": tool["function"]["name"]},
+                                                       "arguments": parameters},
+                      "required": ["name", "arguments"], "additionalProperties": False})
+    try:
+        return json_grammar(calls[0] if len(calls) == 1 else {"anyOf": calls})
+    except GrammarError as error:
+        raise ApiError(400, f"tools: {error}", param="tools", code="invalid_value") from None
+
+
 class ChatCompletionRequest(_Generation):
     messages: list[dict[str, Any]] = Field(min_length=1, description="OpenAI chat messages.")
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = Field(None, description='"auto" (default) or "none".')
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description='"auto" (default), "none", "required" or {"type": "function", "function": {"name": ...}}.')
     parallel_tool_calls: bool = Field(True, description="False: at most one tool call per answer.")
     logprobs: bool | None = Field(None, description="Return each token's log-probability.")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="Alternatives per token.")
@@ -214,12 +238,30 @@ class ChatCompletionRequest(_Generation):
                                param=f"tools[{i}]", code="invalid_value")
         if self.tool_choice in (None, "auto", "none"):
             return
-        if self.tool_choice == "required" or isinstance(self.tool_choice, dict):
-            raise ApiError(400, "tool_choice 'required' or a named function needs decoding constrained to a tool call, "
-                                "which this server does not do; use 'auto' (the model decides) or 'none'",
-                           param="tool_choice", code="unsupported_parameter")
-        raise ApiError(400, f"tool_choice must be 'auto' or 'none', got {self.tool_choice!r}", param="tool_choice",
-                       code="invalid_value")
+        if (self.response_format or {}).get("type", "text") != "text":
+            raise ApiError(400, "tool_choice 'required' or a named function constrains the answer to a tool call; "
+                                "it cannot be combined with a structured response_format", param="tool_choice",
+                           code="invalid_value")
+        self._grammar = _call_grammar(self._forced_tools())
+
+    def _forced_tools(self) -> list[dict]:
+        """The tools one of which must be called: all of them ("required") or the named one."""
+        choice = self.tool_choice
+        if not self.tools:
+            raise ApiError(400, "tool_choice 'required' or a named function needs 'tools'", param="tool_choice",
+                           code="invalid_value")
+        if choice == "required":
+            return self.tools
+        name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+        if not isinstance(choice, dict) or choice.get("type", "function") != "function" or not isinstance(name, str):
+            raise ApiError(400, "tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", "
+                                f"\"function\": {{\"name\": ...}}}}, got {choice!r}", param="tool_choice",
+                           code="invalid_value")
+        named = [tool for tool in self.tools if tool["function"]["name"] == name]
+        if not named:
+            raise ApiError(400, f"tool_choice names the function {name!r}, which is not in 'tools'",
+                           param="tool_choice", code="invalid_value")
+        return named
 
     @property
     def offered_tools(self) -> list[dict] | None:
