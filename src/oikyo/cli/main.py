@@ -24,6 +24,7 @@ from oikyo.cli import train as train_cli
 from oikyo.cli import tune as tune_cli
 from oikyo.cli import ui as ui_cli
 from oikyo.cli import worker as worker_cli
+from oikyo.cli import workspace as workspace_cli
 
 app = typer.Typer(
     name="oikyo",
@@ -47,6 +48,7 @@ app.command("compare")(evaluate_cli.compare_)
 app.add_typer(evaluate_cli.evals_app, name="evals")
 app.add_typer(loop_cli.app, name="loop")
 app.command("ui")(ui_cli.ui)
+app.add_typer(workspace_cli.app, name="workspace")
 
 
 def _version(value: bool) -> None:
