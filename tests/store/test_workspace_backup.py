@@ -14,7 +14,7 @@ from oikyo.cli.main import app
 from oikyo.data import versions
 from oikyo.errors import OikyoError
 from oikyo.store import artifacts, backup, db, integrity
-from oikyo.store.models import Worker
+from oikyo.store.models import ModelVersion, Worker
 
 
 def _import(tmp_path: Path, name: str, n: int = 6):
@@ -55,6 +55,11 @@ def test_backup_while_writing_is_a_point_in_time_and_restores_elsewhere(tmp_path
     expected_rows = _rows(dataset.id)
     (workspace / "runs" / "run-x").mkdir(parents=True)
     (workspace / "runs" / "run-x" / "train.log").write_text("step 1 loss 2.0\n")
+    adapter = workspace.resolve() / "models" / "mv-test"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    with db.session() as s:
+        s.add(ModelVersion(id="mv-test", base_model="tiny", kind="adapter", path=str(adapter), lineage={}))
     (workspace / "cache" / "folders").mkdir(parents=True)
     (workspace / "cache" / "folders" / "big").write_bytes(b"rebuildable")
     stop, written = threading.Event(), []
@@ -91,6 +96,9 @@ def test_backup_while_writing_is_a_point_in_time_and_restores_elsewhere(tmp_path
     assert _workers() == counted
     assert (fresh / "runs" / "run-x" / "train.log").read_text() == "step 1 loss 2.0\n"
     assert not (fresh / "cache" / "folders" / "big").exists()
+    with db.session() as s:  # the recorded folder moved with the workspace
+        assert s.get(ModelVersion, "mv-test").path == str(fresh.resolve() / "models" / "mv-test")
+    assert summary["paths_rewritten"] == 1
     assert integrity.check() == []
 
 
