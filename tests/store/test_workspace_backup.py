@@ -147,14 +147,19 @@ def test_check_finds_corrupted_orphaned_and_missing(tmp_path, workspace):
     assert not artifacts.cache_path(orphan).exists() and artifacts.cache_path(kept.artifact).exists()
 
 
-def test_backup_leaves_out_a_corrupted_blob_and_exits_1(tmp_path):
+def test_backup_leaves_out_a_corrupted_blob_and_exits_1(tmp_path, workspace, monkeypatch):
     dataset = _import(tmp_path, "chat")
     artifacts.cache_path(dataset.artifact).write_bytes(b"garbage")
+    walk = backup._walk  # a file pruned between listing and copying (a training run's old checkpoint)
+    monkeypatch.setattr(backup, "_walk", lambda home: [*walk(home), ("runs/r/gone.bin", home / "runs/r/gone.bin")])
     result = invoke("workspace", "backup", str(tmp_path / "bk"))
     assert result.exit_code == 1 and "corrupted" in result.output
     manifest = backup.read_manifest(tmp_path / "bk")
     assert manifest["corrupted"] == [f"artifacts/{dataset.artifact}"]
-    assert not (tmp_path / "bk" / "artifacts" / dataset.artifact).exists()
+    assert not (tmp_path / "bk" / "artifacts" / dataset.artifact).exists() and "runs/r/gone.bin" not in manifest["files"]
+    (workspace / "models").mkdir(exist_ok=True)
+    inside = invoke("workspace", "backup", str(workspace / "models" / "bk"))
+    assert inside.exit_code == 2 and "inside the workspace" in inside.output
 
 
 def test_cli_help_and_bad_input():

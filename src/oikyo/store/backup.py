@@ -212,20 +212,34 @@ def _dump_postgres(url: str, staging: Path) -> dict:
     return {"dialect": "postgresql", "file": PG_FILE, "revision": revision, "tables": counts}
 
 
+def _size(path: Path) -> int:
+    try:
+        return 0 if path.is_symlink() else path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _copy_files(home: Path, staging: Path, progress: Progress | None) -> tuple[dict, list[str]]:
-    """Copy the workspace's files into ``staging``; returns (manifest entries, corrupted blobs left out)."""
+    """Copy the workspace's files into ``staging``; returns (manifest entries, corrupted blobs left out).
+
+    A file deleted while the backup runs (a checkpoint pruned by a training run) is left out.
+    """
     found = list(_walk(home))
-    total = sum(path.lstat().st_size for _, path in found if not path.is_symlink())
-    advance = _counter(progress, total)
+    advance = _counter(progress, sum(_size(path) for _, path in found))
     files, corrupted = {}, []
     for rel, path in found:
         dest = staging / rel
-        if path.is_symlink():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(os.readlink(path), dest)
-            files[rel] = {"link": os.readlink(path)}
+        try:
+            if path.is_symlink():
+                target = os.readlink(path)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(target, dest)
+                files[rel] = {"link": target}
+                continue
+            size, digest = _copy_hashed(path, dest, advance)
+        except FileNotFoundError:
+            dest.unlink(missing_ok=True)
             continue
-        size, digest = _copy_hashed(path, dest, advance)
         expected = _blob_digest(rel)
         if expected is not None and digest != expected:
             dest.unlink()
@@ -246,6 +260,8 @@ def backup(dest: Path, *, progress: Progress | None = None) -> dict:
     if not dest.parent.is_dir():
         raise OikyoError(f"{dest.parent} is not a folder")
     home = workspace.home().resolve()
+    if any(dest.resolve().is_relative_to(home / top) for top in BACKED_UP):
+        raise OikyoError(f"{dest} is inside the workspace's {', '.join(BACKED_UP)} folders: back up to another place")
     url = workspace.database_url()
     db.engine()  # the live database exists and is at the newest schema
     staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
