@@ -16,7 +16,7 @@ from oikyo.cli.console import err, out
 from oikyo.cli.train import user_errors
 
 app = typer.Typer(help="Deployments: list, show, logs, start, stop, A/B report, export logged traffic, "
-                       "trace an answer's lineage.",
+                       "trace an answer's lineage, the serving API's OpenAPI document.",
                   no_args_is_help=True)
 
 STATE_STYLE = {"running": "green", "starting": "yellow", "stopped": "dim", "failed": "red", "gone": "magenta"}
@@ -239,6 +239,23 @@ def export(name: str = typer.Argument(..., help="Deployment name."),
         deployments.get(name)
         count = request_log.export_logged_requests(name, path, min_rating=min_rating)
     out.print(f"Wrote {count} conversations to {path}; import them with `oikyo data import {path}`")
+
+
+@app.command("openapi")
+def openapi(out_file: Optional[Path] = typer.Option(None, "--out", help="Write the document here instead of stdout.")) -> None:
+    """Print the OpenAPI 3.1 document of the serving API (what a deployment serves at GET /openapi.json).
+
+    Request schemas come from the validators themselves; see docs/deployment.md ("OpenAPI document")."""
+    import json
+
+    from oikyo.serve.gateway.openapi import spec
+
+    text = json.dumps(spec(), indent=1, sort_keys=True) + "\n"
+    if out_file is None:
+        typer.echo(text, nl=False)
+    else:
+        out_file.write_text(text)
+        err.print(f"Wrote the OpenAPI document to {out_file}")
 
 
 @app.command("trace")

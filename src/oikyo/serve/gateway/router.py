@@ -506,6 +506,12 @@ def create_router_app(deployment: str, routing: Routing, *, authenticate: Authen
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    @app.get("/openapi.json", dependencies=auth)
+    async def openapi_document():
+        from oikyo.serve.gateway.openapi import spec
+
+        return spec(f"oikyo deployment {deployment}")
+
     @app.get("/v1/models", dependencies=auth)
     async def models():
         return {"object": "list", "data": await run_in_threadpool(routing.model_list)}
