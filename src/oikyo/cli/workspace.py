@@ -44,7 +44,7 @@ def backup(dest: Path = typer.Argument(..., help="A new folder to write the back
     size = sum(entry.get("size", 0) for entry in files)
     database = manifest["database"]
     out.print(f"Backed up to [bold]{dest}[/]: {database['dialect']} database at revision {database['revision']} "
-              f"({sum(database['tables'].values())} rows), {len(manifest['files'])} files, {size / 1e6:.1f} MB")
+              f"({sum(n for name, n in database['tables'].items() if name != 'alembic_version')} rows), {len(manifest['files'])} files, {size / 1e6:.1f} MB")
     if manifest["corrupted"]:
         err.print(f"[bold red]{len(manifest['corrupted'])} corrupted blob(s) left out:[/] " + ", ".join(manifest["corrupted"]))
         err.print("Run `oikyo workspace check` to see which records they belong to.")

@@ -354,7 +354,7 @@ def _in_use(home: Path, url: str) -> list[str]:
         engine.dispose()
     rows = sum(n for name, n in counts.items() if name != "alembic_version")
     if rows:
-        found.append(f"the database ({rows} rows)")
+        found.append(f"the database: {rows} rows")
     return found
 
 
