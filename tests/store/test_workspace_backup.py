@@ -132,12 +132,14 @@ def test_check_finds_corrupted_orphaned_and_missing(tmp_path, workspace):
     artifacts.cache_path(damaged.artifact).write_bytes(b"not the parquet it was")
     artifacts.cache_path(lost.artifact).unlink()
     orphan = artifacts.put_bytes(b"nothing names me", ".bin")
+    with db.session() as s:  # a model version whose folder was deleted by hand
+        s.add(ModelVersion(id="mv-gone", base_model="tiny", kind="adapter", path=str(tmp_path / "nowhere"), lineage={}))
 
     result = invoke("workspace", "check", "--json")
     assert result.exit_code == 1, result.output
     found = {(p["kind"], p["subject"]) for p in json.loads(result.output)["problems"]}
     assert found == {("corrupted", damaged.artifact), ("orphan", orphan),
-                     ("missing", f"dataset version {lost.id} (lost)")}
+                     ("missing", f"dataset version {lost.id} (lost)"), ("missing", "model version mv-gone")}
     table = invoke("workspace", "check")
     assert table.exit_code == 1 and "orphan" in table.output and lost.id in table.output
 
@@ -160,6 +162,18 @@ def test_backup_leaves_out_a_corrupted_blob_and_exits_1(tmp_path, workspace, mon
     (workspace / "models").mkdir(exist_ok=True)
     inside = invoke("workspace", "backup", str(workspace / "models" / "bk"))
     assert inside.exit_code == 2 and "inside the workspace" in inside.output
+
+
+def test_a_crashed_backup_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    _import(tmp_path, "chat")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(backup, "_copy_files", crash)
+    with pytest.raises(OSError, match="disk full"):
+        backup.backup(tmp_path / "bk")
+    assert not (tmp_path / "bk").exists() and not list(tmp_path.glob(".bk.partial-*"))
 
 
 def test_cli_help_and_bad_input():
