@@ -100,10 +100,13 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in figures.items()}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
           f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'peer':<12} {'tokens/s':>9} {'x plain':>8}   runs")
+    print(f"{'peer':<12} {'tokens/s':>9} {'x plain':>8} {'paired':>7}   runs")
     for name, value in medians.items():
-        ratio = value / medians["plain"] if "plain" in medians else float("nan")
-        print(f"{name:<12} {value:9.1f} {ratio:8.2f}   {', '.join(f'{v:.1f}' for v in figures[name])}")
+        ratio = paired = float("nan")
+        if "plain" in medians:  # paired: the median of each repeat's own ratio (steadier on a busy machine)
+            ratio = value / medians["plain"]
+            paired = statistics.median(v / p for v, p in zip(figures[name], figures["plain"]))
+        print(f"{name:<12} {value:9.1f} {ratio:8.2f} {paired:7.2f}   {', '.join(f'{v:.1f}' for v in figures[name])}")
     if "plain" in medians and "json_schema" in medians:
         ratio = medians["json_schema"] / medians["plain"]
         print(f"goal json_schema >= 0.9x plain: {'met' if ratio >= 0.9 else 'NOT met'} ({ratio:.2f}x)")

@@ -2,7 +2,7 @@
 
 llguidance (the grammar engine vLLM and SGLang also use) compiles a JSON schema into a grammar,
 and a per-request matcher says, before each step, which tokens may come next (a bitmask over the
-vocabulary, computed in Rust in about a millisecond), then advances with the token that was
+vocabulary, computed in Rust in well under a millisecond), then advances with the token that was
 chosen. oikyo writes no grammar logic of its own::
 
     grammar = json_grammar({"type": "object", "properties": {...}})   # GrammarError when invalid
@@ -88,13 +88,13 @@ class RowGrammar:
     def __init__(self, matcher, vocab_size: int):
         self._matcher = matcher
         self._vocab_size = vocab_size
-        self._bits = torch.arange(32, dtype=torch.int32)
 
     def mask_(self, logits: torch.Tensor) -> None:
         """Set the logits of every token the grammar forbids now to -inf, in place. logits: (vocab,)."""
-        words = torch.frombuffer(bytearray(self._matcher.compute_bitmask()), dtype=torch.int32)  # (vocab/32,)
-        allowed = ((words[:, None] >> self._bits) & 1).flatten()[: self._vocab_size].bool()  # (vocab,)
-        logits.masked_fill_(~allowed.to(logits.device), float("-inf"))
+        # One byte per token of llguidance's vocabulary: 0 forbidden, 200 allowed.
+        allowed = torch.frombuffer(bytearray(self._matcher.compute_logit_bias()), dtype=torch.uint8)
+        forbidden = allowed[: self._vocab_size] == 0  # (vocab,)
+        logits.masked_fill_(forbidden.to(logits.device), float("-inf"))
 
     def advance(self, token: int) -> None:
         """Take the chosen token (one the mask allowed; a refused one leaves the matcher in error: complete)."""

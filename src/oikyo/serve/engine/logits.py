@@ -18,7 +18,7 @@ default (``logprobs_mode="raw_logprobs"``), so the two engines report the same n
 token's figure says how likely the model itself found it whatever the request's settings::
 
     row = RowLogits(logit_bias={198: -100.0}, frequency_penalty=0.5, top_logprobs=3, token_text=decode)
-    scores = row.process(logits[i])      # (vocab,): the adjusted logits to choose from
+    row.process_(scores[i])              # (vocab,) float32, adjusted in place before the token is chosen
     entry = row.accept(token)            # TokenLogprob of the chosen token (None without logprobs)
 """
 
@@ -58,15 +58,13 @@ class RowLogits:
     def penalized(self) -> bool:
         return bool(self.presence or self.frequency)
 
-    def process(self, logits: torch.Tensor) -> torch.Tensor:
-        """The adjusted float32 logits of this row (a new tensor; ``logits`` is left alone). logits: (vocab,)."""
-        scores = logits.float()
+    def process_(self, scores: torch.Tensor) -> None:
+        """Adjust this row's float32 logits in place (after reading its raw log-probabilities). scores: (vocab,)."""
         if self.top_logprobs is not None:
             self._raw = torch.log_softmax(scores, dim=-1)
             if self.top_logprobs:
                 values, ids = self._raw.topk(self.top_logprobs)
                 self._top = [TokenLogprob(i, self.token_text(i), v) for i, v in zip(ids.tolist(), values.tolist())]
-        scores = scores.clone()
         if self.bias:
             if self._bias_ids is None:
                 self._bias_ids = torch.tensor(list(self.bias), device=scores.device)
@@ -78,7 +76,6 @@ class RowLogits:
             scores -= self.presence * (self._counts > 0) + self.frequency * self._counts
         if self.grammar is not None:
             self.grammar.mask_(scores)
-        return scores
 
     def accept(self, token: int) -> TokenLogprob | None:
         """Record the chosen token: counts, grammar position; its log-probability entry when asked for."""

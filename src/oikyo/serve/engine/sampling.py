@@ -55,13 +55,14 @@ def choose_tokens(logits: torch.Tensor, rows: list[RowSampling]) -> list[int]:
 
 
 def _processed(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
-    """The logits with each processed row replaced by its adjusted scores (a copy). logits: (rows, vocab)."""
+    """A float32 copy of the logits with each processed row adjusted (the caller's tensor is left alone).
+    logits: (rows, vocab)."""
     out = logits.float()
     if out is logits:
         out = logits.clone()
     for i, row in enumerate(rows):
         if row.logits is not None:
-            out[i] = row.logits.process(logits[i])
+            row.logits.process_(out[i])
     return out
 
 
