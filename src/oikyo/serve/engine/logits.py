@@ -24,9 +24,9 @@ token's figure says how likely the model itself found it whatever the request's 
 
 from __future__ import annotations
 
-import torch
-
 from collections.abc import Callable
+
+import torch
 
 from oikyo.serve.engine.grammar import RowGrammar
 from oikyo.serve.engine.requests import TokenLogprob
