@@ -27,9 +27,9 @@ def test_nproc_is_queued_in_the_config_and_refused_for_other_methods(tmp_path):
     model = str(jobhelpers.make_model_dir(tmp_path / "model"))
     common = ["train", "--dataset", dataset.id, "--model", model, "--detach", "--no-start-worker"]
 
-    refused = oikyo(*common, "--nproc", "2", "--set", "method.name=grpo")
+    refused = oikyo(*common, "--nproc", "2", "--set", "method.finetune=qlora")
     assert refused.returncode != 0
-    assert "train.nproc: multi-process training supports methods sft, pretrain" in refused.stdout + refused.stderr
+    assert "train.nproc: multi-process training supports method.finetune lora" in refused.stdout + refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
 
     queued = oikyo(*common, "--nproc", "2")

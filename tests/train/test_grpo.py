@@ -101,7 +101,7 @@ def test_groups_with_equal_rewards_are_left_out_with_the_same_gradient(tiny_dir)
     model, prompts, completions, batch = _hand_built(tiny_dir)
     config = load_config(None, ["method.name=grpo", LENGTH, "grpo.max_new_tokens=8", "grpo.num_generations=2"])
     recipe = grpo.GRPORecipe(config, ctx=None)
-    recipe.session = SimpleNamespace(model=model)
+    recipe.session = SimpleNamespace(model=model, dist=None)  # one process
     recipe.rewards = rewards.build(config.grpo.rewards)
     batch.update(advantages=torch.tensor([0.0, 0.0, 0.7, -0.7]), rewards=torch.tensor([0.5, 0.5, 1.0, 0.0]),
                  parts=torch.tensor([[0.5], [0.5], [1.0], [0.0]]), group_std=torch.tensor([0.0, 0.0, 0.7, 0.7]),

@@ -119,7 +119,7 @@ def train(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset version to train on: id, name (its newest version) or name@id."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: a catalog name (`oikyo models list`), a local model folder, or a model version id (mv-..., `oikyo models versions`) to go on from a trained model."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="A name for the run (default: dataset and model names)."),
-    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Training processes on this machine (same as --set train.nproc=N): the worker launches them with torchrun; methods sft, pretrain, dpo, orpo, kto (lora or full)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Training processes on this machine (same as --set train.nproc=N): the worker launches them with torchrun; lora or full (grpo: lora)."),
     detach: bool = typer.Option(False, "--detach", help="Queue the run, print its id and return at once."),
     start_worker: bool = typer.Option(True, "--start-worker/--no-start-worker", help="Start a background worker when none is running."),
 ) -> None:

@@ -228,7 +228,7 @@ class TrainSettings(_Group):
         1, ge=1, le=64,
         description="Training processes on this machine (one per GPU, or CPU processes with gloo): above 1 the "
         "worker launches the run with torchrun and trains with DDP (lora) or FSDP2 (full); train.batch_size stays "
-        "the global batch, split between the processes (methods sft, pretrain, dpo, orpo, kto). Not part of the config "
+        "the global batch, split between the processes (every method; grpo with lora only). Not part of the config "
         "hash.",
     )
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
@@ -620,18 +620,15 @@ def format_validation_error(error: ValidationError) -> list[str]:
     return lines
 
 
-NPROC_METHODS = ("sft", "pretrain", "dpo", "orpo", "kto")  # train.nproc > 1 (tests/train/test_distributed_methods.py)
-
-
 def _nproc_problems(config: TrainConfig) -> list[str]:
     """What multi-process training (train.nproc > 1) does not support yet."""
     if config.train.nproc == 1:
         return []
     problems = []
-    if config.method.name not in NPROC_METHODS:
-        problems.append(f"train.nproc: multi-process training supports methods {', '.join(NPROC_METHODS)}; "
-                        f"{config.method.name} runs in one process only for now (it generates completions inside each "
-                        "step); set train.nproc=1")
+    if config.method.name == "grpo" and config.method.finetune == "full":
+        problems.append("train.nproc: grpo runs in several processes with method.finetune lora only for now (its "
+                        "generation engine needs the whole weights, which FSDP2 shards); set train.nproc=1 or "
+                        "method.finetune=lora")
     if config.method.finetune not in ("lora", "full"):
         problems.append(f"train.nproc: multi-process training supports method.finetune lora (DDP) and full (FSDP2) "
                         f"only for now; set train.nproc=1 for {config.method.finetune}")

@@ -54,7 +54,9 @@ hand-over costs ~45 ms a step.
 Seeds: completion k of prompt i at step s is sampled with its own generator seeded from
 (``train.seed``, s, i, k), and the engine's per-request generators make a request's tokens
 independent of its batch-mates, so a run resumed from a checkpoint samples exactly the groups an
-uninterrupted run samples.
+uninterrupted run samples. Several processes (``train.nproc``, LoRA under DDP) take the same seeds:
+each generates the groups of its share of the prompts with its own engine, which are the groups one
+process samples, and a group's advantages stay within that process.
 
 Metrics per step: ``reward`` (mean over completions) and ``reward/<name>`` for each reward,
 ``reward_std`` (mean within-group standard deviation), ``zero_std_groups`` (share of groups with
@@ -408,6 +410,8 @@ class GRPORecipe:
         A group whose rewards are all equal has advantages 0: with beta = 0 its completions add exactly
         nothing to the loss or its gradient, so they are left out of the forward pass (late in a run,
         when most groups agree, that is most of the training compute). The gradient is the same.
+        Several processes: a rank whose share has nothing to learn still runs its first group (advantages
+        0, a zero gradient), because DDP needs every rank's backward to reach every parameter.
         """
         import torch
 
@@ -418,8 +422,10 @@ class GRPORecipe:
         trained = batch
         if grpo.beta == 0:
             learning = batch["zero_std"].view(-1, grpo.num_generations)[:, 0] == 0  # (B,) groups with spread
-            if not learning.any():  # nothing to learn in this batch: no forward pass, a zero loss
-                return torch.zeros((), device=batch["completion_ids"].device, requires_grad=True), extras
+            if not learning.any():
+                if self.session.dist is None:  # nothing to learn in this batch: no forward pass, a zero loss
+                    return torch.zeros((), device=batch["completion_ids"].device, requires_grad=True), extras
+                learning = torch.arange(learning.shape[0], device=learning.device) == 0  # (B,): the first group
             if not learning.all():
                 trained = select_groups(batch, learning)
         logp, rows = completion_logprobs(self.session.model, trained)  # (N,), (N,): one per completion token
@@ -507,11 +513,14 @@ def collate_groups(prompts: list[list[int]], completions: list[list[int]], pad_i
 
 
 def select_groups(batch: dict, keep) -> dict:
-    """The groups of a :func:`collate_groups` batch where ``keep`` (B,) is true, with their completions' rows."""
+    """The groups of a :func:`collate_groups` batch where ``keep`` (B,) is true, with their completions' rows.
+
+    Per-batch entries that are not rows (a multi-process run's stand-in mark) are left out.
+    """
     group = batch["completion_ids"].shape[0] // batch["prompt_ids"].shape[0]
     rows = keep.repeat_interleave(group)  # (B*G,)
     return {"prompt_ids": batch["prompt_ids"][keep], "prompt_lengths": batch["prompt_lengths"][keep],
-            **{k: v[rows] for k, v in batch.items() if k not in ("prompt_ids", "prompt_lengths")}}
+            **{k: v[rows] for k, v in batch.items() if k not in ("prompt_ids", "prompt_lengths") and v.dim()}}
 
 
 def completion_logprobs(model, batch: dict):

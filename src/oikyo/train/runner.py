@@ -626,6 +626,11 @@ class Session:
         if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor over the ranks' shards
             grad_norm = grad_norm.full_tensor()
         grad_norm = grad_norm.item()
+        if self.dist and grad_norm == 0.0:
+            # Nothing to learn in the whole step (GRPO groups that all agree): one process's backward reached
+            # no parameter, so AdamW skipped them all; the ranks' zero-weighted passes left zero gradients,
+            # which AdamW would not skip (momentum, weight decay). Drop them, as one process has none.
+            self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
