@@ -57,7 +57,8 @@ def overrides_of(case: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_processes(tiny_dir, tmp_path_factory) -> tuple[Path, dict]:
-    """Every case trained once by 2 processes: (their run folders' parent, {case: {metrics, logs}})."""
+    """Every case trained once by 2 processes: (their run folders' parent, {case: {metrics, logs}} and
+    "global_mean": the child's global_mean check)."""
     root = tmp_path_factory.mktemp("two-processes")
     cases = {case: {"overrides": overrides_of(case), "rows": rows, "model_dir": str(tiny_dir),
                     "run_dir": str(root / case)} for case, (_, rows) in CASES.items()}
@@ -70,8 +71,9 @@ def two_processes(tiny_dir, tmp_path_factory) -> tuple[Path, dict]:
                           env=dict(os.environ, OIKYO_DIST_TIMEOUT_S="120", PYTHONUNBUFFERED="1"))
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     results = json.loads((root / "result.json").read_text())
-    return root, {case: {"metrics": {int(s): m for s, m in r["metrics"].items()}, "logs": r["logs"]}
-                  for case, r in results.items()}
+    means = results.pop("global_mean")
+    return root, {"global_mean": means, **{case: {"metrics": {int(s): m for s, m in r["metrics"].items()},
+                                                  "logs": r["logs"]} for case, r in results.items()}}
 
 
 def metric_differences(one: dict[int, dict], two: dict[int, dict]) -> dict[str, float]:
@@ -132,17 +134,12 @@ def test_kto_saved_at_two_processes_resumes_at_one(tiny_dir, tmp_path, two_proce
     assert difference <= 1e-5
 
 
-def test_a_stand_in_share_counts_for_nothing_in_a_global_mean(tmp_path):
-    """At 2 ranks a stand-in copies the batch's only item (the mean cannot tell); at 3 ranks it would skew it."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
-               "--max-restarts=0", str(CHILD), "--global-mean", str(tmp_path / "means.json")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OIKYO_DIST_TIMEOUT_S="60"))
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    means = json.loads((tmp_path / "means.json").read_text())
-    assert means["real"] is False  # rank 0 held no item of the 2-item batch
-    assert means["marked"] == 2.5  # (1 + 4) / 2: what one process computes
-    assert means["unmarked"] == 2.0  # (1 + 1 + 4) / 3: the stand-in counted
+def test_a_stand_in_share_counts_for_nothing_in_a_global_mean(two_processes):
+    """KTO's z0 over the global batch: a stand-in (zero-weighted copy) share must not count. At 2 ranks a
+    stand-in copies the batch's only item, so the training runs cannot tell; here the shares differ."""
+    means = two_processes[1]["global_mean"]
+    assert means["marked"] == 2.5  # (1 + 4) / 2: rank 0's stand-in left out
+    assert means["unmarked"] == pytest.approx(10 / 3)  # (5 + 1 + 4) / 3: what counting it would give
 
 
 def test_grpo_full_and_the_parent_replay_stay_single_process_with_a_clear_message():
