@@ -4,6 +4,7 @@ openapi`, docs/serving-openapi.json kept current), and what the server answers m
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -80,3 +81,20 @@ def test_models_feedback_and_a_missing_key_match_their_schemas(routed):
     anonymous = httpx.get(f"{routed.url}/v1/models")
     assert anonymous.status_code == 401
     _check(document, "Error", anonymous.json())
+
+
+def test_schema_fuzzing_of_the_serving_api_finds_no_server_error(routed, tmp_path):
+    """schemathesis's CLI against the router's own document (see tests/api/test_schema_fuzz.py), whose
+    ``model`` examples are the served ids; six operations, so the coverage phase is cheap enough here."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+    from test_schema_fuzz import fuzz
+
+    done = fuzz(f"{routed.url}/openapi.json", routed.key, tmp_path / "junit.xml",
+                max_examples=int(os.environ.get("OIKYO_FUZZ_EXAMPLES", "5")),
+                phases=os.environ.get("OIKYO_FUZZ_PHASES", "examples,coverage,fuzzing,stateful"))
+    assert done.returncode == 0, f"schemathesis found problems:\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
+    generated = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
+    assert generated and int(generated.group(1)) >= 30, done.stdout[-3000:]  # it really sent requests

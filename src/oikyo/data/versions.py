@@ -206,6 +206,8 @@ def store_version(parquet: Path, content_hash: str, *, name: str, kind: str, fmt
 
 def resolve(ref: str) -> DatasetVersion:
     """The version a user means by ``ref`` (id, id prefix, name, or name@id)."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise DataError("no dataset given: name a dataset version (its id, name or name@id)")
     ref = ref.strip()
     name, _, vid = ref.partition("@") if "@" in ref else ("", "", "")
     with db.session() as s:

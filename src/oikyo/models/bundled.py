@@ -24,6 +24,7 @@ import io
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ LICENSE = "apache-2.0"
 # Logits of the converted model must match the GGUF-loaded one this closely (both are float32 copies
 # of the same de-quantized tensors, so the difference is only summation order, if any).
 LOGITS_ATOL = 1e-4
+_CONVERTING = threading.Lock()  # see ensure_bundled_model
 
 Log = Callable[[str], None]
 
@@ -77,10 +79,16 @@ def ensure_bundled_model(models_dir: Path | None = None, log: Log | None = None)
     target = _models_dir(models_dir) / MODEL_FOLDER
     if is_complete(target):
         return target
-    gguf = bundled_gguf_path()
-    if log:
-        log("Converting the bundled model once (about 20 s)...")
-    convert_gguf(gguf, target, log)
+    # One conversion at a time in a process (the platform server's request threads): transformers
+    # builds models under process-wide patches (empty "meta" weights), which a second conversion
+    # running at the same time would pick up. Other processes are kept apart by the atomic build.
+    with _CONVERTING:
+        if is_complete(target):
+            return target
+        gguf = bundled_gguf_path()
+        if log:
+            log("Converting the bundled model once (about 20 s)...")
+        convert_gguf(gguf, target, log)
     if log:
         log(f"Converted the bundled model to {target}")
     return target

@@ -20,9 +20,9 @@ router = APIRouter(tags=["ratings"])
 
 
 class SessionRequest(BaseModel):
-    a: str = Field(description="Model A: model version, run, base model name or evaluation id.")
-    b: str = Field(description="Model B.")
-    dataset: str = Field(description="Dataset VERSION[:split] both were evaluated on.")
+    a: str = Field(min_length=1, description="Model A: model version, run, base model name or evaluation id.")
+    b: str = Field(min_length=1, description="Model B.")
+    dataset: str = Field(min_length=1, description="Dataset VERSION[:split] both were evaluated on.")
     split: str | None = Field(None, description="Split (default: A's newest evaluation there; 'all': every row).")
     n: int | None = Field(None, ge=1, le=10_000, description="Rate this many prompts, drawn at random (default: all).")
     seed: int | None = Field(None, description="Seed of the draw and of the left/right order (default: random).")

@@ -232,7 +232,7 @@ def deploy(model: str | None = None, *, name: str | None = None, host: str | Non
     if existing is not None and status(existing) in ("starting", "running"):
         raise OikyoError(f"deployment {name!r} is already {status(existing)} at {url(existing)}; "
                          f"stop it first (`oikyo deployments stop {name}`)")
-    if existing is None and model is None and not split:
+    if existing is None and not model and not split:
         raise OikyoError(f"no deployment named {name!r}: give a model to deploy" if name
                          else "say what to deploy: a model version id or a base model")
     variants = make_variants(model, split) if (model or split) else None

@@ -102,12 +102,15 @@ def _post(summary: str, request: str, response: str, *, streams: bool) -> dict:
                      "responses": {"200": ok, **_errors(400, 401, 404, 413, 429, 503)}}}
 
 
-def spec(title: str = "oikyo deployment") -> dict:
-    """The OpenAPI 3.1 document of the serving API."""
+def spec(title: str = "oikyo deployment", models: list[str] | None = None) -> dict:
+    """The OpenAPI 3.1 document of the serving API; ``models``: the served model ids, given as the
+    ``model`` field's examples (what a deployment's own document lists)."""
     schemas: dict[str, Any] = {}
     for name, model in REQUESTS.items():
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
+        if models and "model" in schema.get("properties", {}):
+            schema["properties"]["model"]["examples"] = list(models)
         schemas[name] = schema
     schemas.update(RESPONSES)
     return {

@@ -510,7 +510,8 @@ def create_router_app(deployment: str, routing: Routing, *, authenticate: Authen
     async def openapi_document():
         from oikyo.serve.gateway.openapi import spec
 
-        return spec(f"oikyo deployment {deployment}")
+        served = await run_in_threadpool(routing.model_list)
+        return spec(f"oikyo deployment {deployment}", models=[entry["id"] for entry in served])
 
     @app.get("/v1/models", dependencies=auth)
     async def models():
