@@ -233,6 +233,31 @@ def test_export_refuses_bad_requests_with_a_message(model_dir, tmp_path):
     assert done.returncode == 2 and "unknown quantization 'q3_x'" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_dashboard_offers_recorded_export_files_for_download(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from oikyo.api.app import create_app
+    from oikyo.jobs import exports
+
+    version = register(tmp_path, "full")
+    gguf_path = tmp_path / "m-q8_0.gguf"
+    gguf_path.write_bytes(b"GGUF" + bytes(range(256)))
+    exports._record(version, {"format": "hf", "path": str(tmp_path)})  # a folder: nothing to download
+    exports._record(version, {"format": "gguf", "quant": "q8_0", "path": str(gguf_path), "bytes": 260})
+    with TestClient(create_app("export-test-token")) as client:
+        assert client.post("/api/v1/login", json={"token": "export-test-token"}).status_code == 200
+        page = client.get("/models").text
+        assert f'href="/models/{version}/exports/1" download>gguf q8_0</a>' in page
+        assert f"/models/{version}/exports/0" not in page
+        download = client.get(f"/models/{version}/exports/1")
+        assert download.status_code == 200 and download.content == gguf_path.read_bytes()
+        assert client.get(f"/models/{version}/exports/0").status_code == 404  # the folder
+        assert client.get(f"/models/{version}/exports/7").status_code == 404
+        assert client.get("/models/..%2Fetc/exports/0").status_code in (400, 404)
+        gguf_path.unlink()
+        assert "no longer a file" in client.get(f"/models/{version}/exports/1").text
+
+
 @pytest.mark.slow
 def test_bundled_model_f16_answers_like_transformers_and_q8_0_up_to_near_ties(tools, bundled_model_dir, tmp_path):
     """The issue's acceptance, as far as it holds: f16 greedy answers equal transformers' on 8 prompts.

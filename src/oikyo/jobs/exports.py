@@ -13,6 +13,7 @@ Usage::
     from oikyo.jobs import exports
     record = exports.export("mv-1a2b", to="gguf", quant="q4_k_m")   # record["path"], record["sha256"]
     exports.export("mv-1a2b", to="ollama", out=Path("ollama-model"))  # GGUF + Modelfile
+    exports.export_file("mv-1a2b", 0)      # the first export's file (the dashboard's download)
 """
 
 from __future__ import annotations
@@ -119,3 +120,17 @@ def list_exports(ref: str) -> list[dict]:
     from oikyo.jobs import model_versions
 
     return list((model_versions.get(ref).lineage or {}).get("exports", []))
+
+
+def export_file(ref: str, index: int) -> Path:
+    """The file of model version ``ref``'s export number ``index`` (0 = oldest), for downloading.
+
+    Only paths the store recorded are ever returned, and only while they are files on this machine.
+    """
+    recorded = list_exports(ref)
+    if not 0 <= index < len(recorded):
+        raise OikyoError(f"model version {ref} has no export number {index} ({len(recorded)} recorded)")
+    path = Path(recorded[index]["path"])
+    if not path.is_file():
+        raise OikyoError(f"export {index} of {ref} ({recorded[index]['format']}) is no longer a file at {path}")
+    return path

@@ -379,6 +379,20 @@ def models_page(request: Request, dataset: str = ""):
                   dataset=dataset, board=board, problem=problem)
 
 
+@router.get("/models/{ref}/exports/{index}")
+def export_download(request: Request, ref: str, index: int):
+    """A recorded export's file (a GGUF file; an Ollama export's GGUF), as a download."""
+    from fastapi.responses import FileResponse
+
+    from oikyo.jobs import exports
+
+    try:
+        path = exports.export_file(check_ref(ref), index)
+    except OikyoError as error:
+        return not_found(request, "models", str(error))
+    return FileResponse(path, filename=path.name, media_type="application/octet-stream")
+
+
 def _events_by_deployment(names: list[str]) -> dict[str, dict]:
     """Per deployment: the alerts firing now and its five newest events (oikyo.monitor.events)."""
     from oikyo.monitor import events
