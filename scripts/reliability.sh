@@ -11,5 +11,5 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export OIKYO_FUZZ_EXAMPLES=${OIKYO_FUZZ_EXAMPLES:-50} OIKYO_FUZZ_PHASES=${OIKYO_FUZZ_PHASES:-examples,coverage,fuzzing,stateful}
 export OIKYO_FUZZ_TIMEOUT_S=${OIKYO_FUZZ_TIMEOUT_S:-7000}
-exec .venv/bin/python -m pytest --timeout 7200 tests/api/test_schema_fuzz.py \
+exec .venv/bin/python -m pytest --timeout 7200 -rP tests/api/test_schema_fuzz.py \
     "tests/serve/test_openapi.py::test_schema_fuzzing_of_the_serving_api_finds_no_server_error" "$@"

@@ -12,6 +12,7 @@ schema the document gives for it.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -52,12 +53,16 @@ def fuzz(spec_url: str, token: str, report: Path, *, max_examples: int, phases: 
     """``st run`` against ``spec_url``: no 5xx, answers that match their schemas."""
     if not ST.exists():
         pytest.skip(f"schemathesis's st is not installed beside {sys.executable} (pip install 'oikyo[dev]')")
-    return subprocess.run(
+    done = subprocess.run(
         [str(ST), "run", spec_url, "-H", f"Authorization: Bearer {token}", "--seed", str(seed),
          "--checks", "not_a_server_error,response_schema_conformance", "--phases", phases,
          "--max-examples", str(max_examples), "--request-timeout", "120", "--workers", "1",
          "--report", "junit", "--report-junit-path", str(report), "--no-color"],
         capture_output=True, text=True, timeout=float(os.environ.get("OIKYO_FUZZ_TIMEOUT_S", "900")))
+    counts = re.search(r"\d+ generated[^\n]*", done.stdout)
+    print(f"schemathesis on {spec_url} ({phases}, {max_examples} examples, seed {seed}): "
+          f"{counts.group(0) if counts else 'no count'}")
+    return done
 
 
 def test_the_platform_api_gives_no_server_error_and_keeps_to_its_schema(tmp_path):

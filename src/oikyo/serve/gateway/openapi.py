@@ -78,9 +78,13 @@ RESPONSES: dict[str, dict[str, Any]] = {
 }
 REQUESTS = {"ChatCompletionRequest": oa.ChatCompletionRequest, "CompletionRequest": oa.CompletionRequest,
             "FeedbackRequest": oa.FeedbackRequest}
-_STREAM = {"text/event-stream": {"schema": {"type": "string"},
-                                 "description": "Server-sent events: one `data: {chunk}` line per chunk, then "
-                                                "`data: [DONE]` (with \"stream\": true)."}}
+# With "stream": true: server-sent events, each `data: {chunk as JSON}`, the last `data: [DONE]`. The
+# schema describes one event, as OpenAPI 3.2's itemSchema does and schemathesis reads it.
+_STREAM = {"text/event-stream": {"schema": {
+    "type": "object", "required": ["data"],
+    "description": "One server-sent event: `data` holds a chunk as JSON, or [DONE] at the end.",
+    "properties": {"data": {"type": "string", "contentMediaType": "application/json"},
+                   "event": {"type": "string"}, "id": {"type": "string"}}}}}
 
 
 def _ref(name: str) -> dict:
