@@ -129,16 +129,9 @@ def restore_latest(run_id: str, run_dir: Path) -> int | None:
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(source, tmp, copy_function=_link_or_copy)
+    shutil.copytree(source, tmp, copy_function=manifests.link_or_copy)
     if final.exists():  # an incomplete folder of that step (its COMPLETE marker never written)
         shutil.rmtree(final)
     os.rename(tmp, final)
     train_checkpoints.write_manifest_key(final, newest.manifest)
     return newest.step
-
-
-def _link_or_copy(source: str, dest: str) -> None:
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copy2(source, dest)

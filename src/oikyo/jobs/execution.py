@@ -132,8 +132,10 @@ def execute_claimed(run: Run, owner: str, *, lease_s: float, heartbeat_s: float,
 
 @contextmanager
 def metrics_for(run: Run, run_dir: Path, log: RunLog) -> Iterator[MetricsWriter]:
-    """The run's metrics writer and exporters for one attempt (saying first whether it resumes from a
-    checkpoint); flushed and closed on the way out. The local worker and the Ray task both use it."""
+    """The run's metrics writer and exporters for one attempt; flushed and closed on the way out. First
+    it readies the attempt's checkpoint: the newest one is fetched from the shared store when this
+    machine lacks it (:func:`checkpoints.restore_latest`), and the log says where the recipe resumes.
+    The local worker and the Ray task both use it, so both attempts start the same way."""
     fetched = checkpoints.restore_latest(run.id, run_dir)
     if fetched is not None:
         log.write(f"fetched checkpoint step {fetched} from the shared artifact store")

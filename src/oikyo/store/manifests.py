@@ -62,6 +62,14 @@ def cache_dir(key: str) -> Path:
     return workspace.subdir("cache") / "folders" / artifacts.digest_of(key)
 
 
+def link_or_copy(source: str | Path, dest: str | Path) -> None:
+    """``dest`` as a hard link to ``source`` (no second copy of the bytes), else a copy (another filesystem)."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+
+
 def materialize(key: str) -> Path:
     """The folder that manifest ``key`` describes, assembled in this machine's cache on first use."""
     target = cache_dir(key)
@@ -79,10 +87,7 @@ def materialize(key: str) -> Path:
             if artifacts.digest_of(entry["key"]) != entry["sha256"] or blob.stat().st_size != entry["size"]:
                 raise OikyoError(f"manifest {key}: {name} does not match its blob {entry['key']}")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(blob, dest)
-            except OSError:
-                shutil.copyfile(blob, dest)
+            link_or_copy(blob, dest)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(staging, target)

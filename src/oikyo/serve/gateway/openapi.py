@@ -41,31 +41,30 @@ _TOOL_CALL = {"type": "object", "required": ["id", "type", "function"], "propert
     "function": {"type": "object", "required": ["name", "arguments"],
                  "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}}}}
 
+
+def _completion(object_name: str, choice_required: list[str], choice_properties: dict) -> dict:
+    """A (chat or text) completion: the common envelope around its kind of choices."""
+    return {"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"], "properties": {
+        "id": {"type": "string"}, "object": {"const": object_name}, "created": {"type": "integer"},
+        "model": {"type": "string"}, "usage": _USAGE,
+        "choices": {"type": "array", "items": {"type": "object", "required": ["index", *choice_required],
+                                               "properties": {"index": {"type": "integer", "minimum": 0},
+                                                              **choice_properties}}}}}
+
+
 RESPONSES: dict[str, dict[str, Any]] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["message", "type"],
         "properties": {"message": {"type": "string"}, "type": {"type": "string"},
                        "param": _NULLABLE_STRING, "code": _NULLABLE_STRING}}}},
-    "ChatCompletion": {"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
-                       "properties": {
-        "id": {"type": "string"}, "object": {"const": "chat.completion"}, "created": {"type": "integer"},
-        "model": {"type": "string"}, "usage": _USAGE,
-        "choices": {"type": "array", "items": {"type": "object", "required": ["index", "message", "finish_reason"],
-                                               "properties": {
-            "index": {"type": "integer", "minimum": 0},
-            "finish_reason": {"enum": ["stop", "length", "tool_calls", None]},
-            "logprobs": _CHAT_LOGPROBS,
-            "message": {"type": "object", "required": ["role", "content"], "properties": {
-                "role": {"const": "assistant"}, "content": _NULLABLE_STRING,
-                "tool_calls": {"type": "array", "items": _TOOL_CALL}}}}}}}},
-    "Completion": {"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
-                   "properties": {
-        "id": {"type": "string"}, "object": {"const": "text_completion"}, "created": {"type": "integer"},
-        "model": {"type": "string"}, "usage": _USAGE,
-        "choices": {"type": "array", "items": {"type": "object", "required": ["index", "text", "finish_reason"],
-                                               "properties": {
-            "index": {"type": "integer", "minimum": 0}, "text": {"type": "string"},
-            "finish_reason": {"enum": ["stop", "length", None]}, "logprobs": _COMPLETION_LOGPROBS}}}}},
+    "ChatCompletion": _completion("chat.completion", ["message", "finish_reason"], {
+        "finish_reason": {"enum": ["stop", "length", "tool_calls", None]}, "logprobs": _CHAT_LOGPROBS,
+        "message": {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"const": "assistant"}, "content": _NULLABLE_STRING,
+            "tool_calls": {"type": "array", "items": _TOOL_CALL}}}}),
+    "Completion": _completion("text_completion", ["text", "finish_reason"], {
+        "text": {"type": "string"}, "finish_reason": {"enum": ["stop", "length", None]},
+        "logprobs": _COMPLETION_LOGPROBS}),
     "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
         "object": {"const": "list"},
         "data": {"type": "array", "items": {"type": "object", "required": ["id", "object", "owned_by"],
