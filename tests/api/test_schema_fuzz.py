@@ -12,63 +12,23 @@ schema the document gives for it.
 from __future__ import annotations
 
 import os
-import re
-import socket
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from fuzzhelpers import fuzz
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # uvicorn in a thread
+
+from serving_fixtures import ThreadServer  # noqa: E402
 
 TOKEN = "fuzz-login-token-0123456789"
-ST = Path(sys.executable).with_name("st")
-
-
-class _Server:
-    """The platform app under uvicorn in a daemon thread on a free 127.0.0.1 port."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the platform server did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-
-
-def fuzz(spec_url: str, token: str, report: Path, *, max_examples: int, phases: str,
-         seed: int = 1) -> subprocess.CompletedProcess:
-    """``st run`` against ``spec_url``: no 5xx, answers that match their schemas."""
-    if not ST.exists():
-        pytest.skip(f"schemathesis's st is not installed beside {sys.executable} (pip install 'oikyo[dev]')")
-    done = subprocess.run(
-        [str(ST), "run", spec_url, "-H", f"Authorization: Bearer {token}", "--seed", str(seed),
-         "--checks", "not_a_server_error,response_schema_conformance", "--phases", phases,
-         "--max-examples", str(max_examples), "--request-timeout", "120", "--workers", "1",
-         "--report", "junit", "--report-junit-path", str(report), "--no-color"],
-        capture_output=True, text=True, timeout=float(os.environ.get("OIKYO_FUZZ_TIMEOUT_S", "900")))
-    counts = re.search(r"\d+ generated[^\n]*", done.stdout)
-    print(f"schemathesis on {spec_url} ({phases}, {max_examples} examples, seed {seed}): "
-          f"{counts.group(0) if counts else 'no count'}")
-    return done
 
 
 def test_the_platform_api_gives_no_server_error_and_keeps_to_its_schema(tmp_path):
     from oikyo.api.app import create_app
 
-    server = _Server(create_app(TOKEN))
+    server = ThreadServer(create_app(TOKEN))
     try:
         done = fuzz(f"{server.url}/api/v1/openapi.json", TOKEN, tmp_path / "junit.xml",
                     max_examples=int(os.environ.get("OIKYO_FUZZ_EXAMPLES", "5")),

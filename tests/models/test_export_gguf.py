@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # the serving tests' random tiny model
+
+from serving_fixtures import random_model_dir  # noqa: E402
+
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers."]
 REAL_PROMPTS = PROMPTS + ["How many legs does a spider have?", "Say hello in Spanish.",
                           "What is 2 + 2?", "Name a color of the rainbow.", "What do bees make?"]
@@ -40,19 +44,7 @@ def tools():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, bundled_tokenizer_dir) -> Path:
-    import torch
-
-    from oikyo.models.loading import load_model, tiny_model_dir
-
-    folder = tiny_model_dir(tmp_path_factory.mktemp("export-model") / "tiny", bundled_tokenizer_dir)
-    model = load_model(folder)
-    generator = torch.Generator().manual_seed(11)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() >= 2:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    model.save_pretrained(folder)
-    return folder.resolve()
+    return random_model_dir(tmp_path_factory.mktemp("export-model") / "tiny", bundled_tokenizer_dir, seed=11)
 
 
 @pytest.fixture(scope="module")

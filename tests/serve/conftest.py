@@ -35,19 +35,9 @@ def serve_tokenizer_dir(bundled_tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def varied_model_dir(tmp_path_factory, serve_tokenizer_dir) -> Path:
     """A tiny Llama (2 layers, hidden 32, real tokenizer) whose greedy outputs vary from token to token."""
-    import torch
+    from serving_fixtures import random_model_dir
 
-    from oikyo.models.loading import load_model, tiny_model_dir
-
-    folder = tiny_model_dir(tmp_path_factory.mktemp("serve-tiny") / "tiny", serve_tokenizer_dir)
-    model = load_model(folder)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() >= 2:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    model.save_pretrained(folder)
-    return folder
+    return random_model_dir(tmp_path_factory.mktemp("serve-tiny") / "tiny", serve_tokenizer_dir, seed=0)
 
 
 @pytest.fixture(scope="session")

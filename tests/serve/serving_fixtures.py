@@ -61,16 +61,16 @@ class ThreadServer:
         self.thread.join(15)
 
 
-def random_model_dir(folder: Path, tokenizer_dir: Path, **tiny) -> Path:
+def random_model_dir(folder: Path, tokenizer_dir: Path, seed: int = 7, **tiny) -> Path:
     """A tiny Llama (``tiny``: :func:`oikyo.models.loading.tiny_model_dir` options) in ``folder`` whose
-    weights are re-drawn with std 0.3, so that greedy text varies token to token."""
+    weights are re-drawn with std 0.3 from ``seed``, so that greedy text varies token to token."""
     import torch
 
     from oikyo.models.loading import load_model, tiny_model_dir
 
     folder = tiny_model_dir(folder, tokenizer_dir, **tiny)
     model = load_model(folder)
-    generator = torch.Generator().manual_seed(7)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.dim() >= 2:

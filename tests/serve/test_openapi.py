@@ -90,7 +90,7 @@ def test_schema_fuzzing_of_the_serving_api_finds_no_server_error(routed, tmp_pat
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-    from test_schema_fuzz import fuzz
+    from fuzzhelpers import fuzz
 
     done = fuzz(f"{routed.url}/openapi.json", routed.key, tmp_path / "junit.xml",
                 max_examples=int(os.environ.get("OIKYO_FUZZ_EXAMPLES", "5")),
