@@ -49,12 +49,17 @@ def deploy(
     target_latency: Optional[float] = typer.Option(None, "--target-latency",
                                                    help="With --replicas auto: also add a replica while the p95 "
                                                         "latency exceeds this many seconds."),
+    rate_limit: Optional[float] = typer.Option(None, "--rate-limit", help="Requests per minute per API key (default: "
+                                               "no limit); a key over it gets 429 with Retry-After."),
+    rate_limit_burst: Optional[int] = typer.Option(None, "--rate-limit-burst", help="With --rate-limit: requests "
+                                                   "a key may send at once (default: the per-minute figure)."),
 ) -> None:
     """Serve a model version behind an OpenAI-compatible API (keys required: `oikyo keys create`)."""
     from oikyo.serve.gateway import deployments
 
     settings = {k: v for k, v in (("max_batch_size", max_batch_size), ("max_adapters", max_adapters),
-                                  ("threads", threads), ("vllm_args", vllm_args)) if v}
+                                  ("threads", threads), ("vllm_args", vllm_args), ("rate_limit_rpm", rate_limit),
+                                  ("rate_limit_burst", rate_limit_burst)) if v}
     if vllm_python:
         settings["vllm_python"] = str(vllm_python.expanduser().absolute())
     if target_latency:

@@ -49,6 +49,10 @@ class DeploymentRequest(BaseModel):
     port: int | None = Field(None, ge=0, le=65535, description="Port to serve on (default 8000; 0: a free one).")
     log_requests: bool | None = Field(None, description="Record request messages and responses (opt-in).")
     engine: str | None = Field(None, description="native (default) or vllm.")
+    rate_limit_rpm: float | None = Field(None, gt=0, description="Requests per minute per API key (default: no "
+                                                                 "limit); a key over it gets 429 with Retry-After.")
+    rate_limit_burst: int | None = Field(None, ge=1, description="Requests a key may send at once (default: "
+                                                                 "rate_limit_rpm).")
 
 
 class SplitRequest(BaseModel):
@@ -79,7 +83,9 @@ def create_deployment(body: DeploymentRequest) -> dict:
             known(body.name)  # starting a recorded deployment again: it must exist
     replicas = body.replicas if body.replicas is None else str(body.replicas)
     return deployments.deploy(body.model, name=body.name, port=body.port, replicas=replicas, split=body.split,
-                              log_requests=body.log_requests, engine=body.engine, detach=True)
+                              log_requests=body.log_requests, engine=body.engine, detach=True,
+                              settings={k: v for k in ("rate_limit_rpm", "rate_limit_burst")
+                                        if (v := getattr(body, k)) is not None} or None)
 
 
 @router.get("/deployments/{name}")

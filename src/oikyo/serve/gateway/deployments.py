@@ -58,6 +58,8 @@ DEFAULT_SETTINGS = {
     "device": "auto",  # auto | cpu | cuda | cuda:1 ...
     "queue_timeout_s": 120.0,  # how long a request may wait for a ready replica
     "graceful_timeout_s": 120.0,  # how long stopping waits for requests in flight
+    "rate_limit_rpm": None,  # requests per minute per API key (None: no limit); over it: 429 + Retry-After
+    "rate_limit_burst": None,  # requests a key may send at once (None: rate_limit_rpm)
     "vllm_python": None,  # --engine vllm: the interpreter with vLLM (None: $OIKYO_VLLM_PYTHON or oikyo's own)
     "vllm_args": None,  # --engine vllm: extra vLLM server flags, shell-quoted
 }
@@ -236,6 +238,10 @@ def deploy(model: str | None = None, *, name: str | None = None, host: str | Non
         raise OikyoError(f"no deployment named {name!r}: give a model to deploy" if name
                          else "say what to deploy: a model version id or a base model")
     variants = make_variants(model, split) if (model or split) else None
+    if settings:
+        from oikyo.serve.gateway.ratelimit import check_settings
+
+        check_settings(settings.get("rate_limit_rpm"), settings.get("rate_limit_burst"))
     if engine is not None or existing is None:
         check_engine(engine or "native", {**((existing.settings or {}) if existing else {}), **(settings or {})})
     if existing is None:
@@ -512,6 +518,12 @@ class Plan:
     @property
     def graceful_timeout_s(self) -> float:
         return float(self.settings.get("graceful_timeout_s") or 120.0)
+
+    def rate_limiter(self):
+        """The per-key rate limiter the settings ask for (None: no limit)."""
+        from oikyo.serve.gateway.ratelimit import from_settings
+
+        return from_settings(self.settings)
 
     def served_names(self) -> dict[str, ServedNames]:
         return {load_dir: ServedNames(load_dir, spec.models) for load_dir, spec in self.pool_specs.items()}

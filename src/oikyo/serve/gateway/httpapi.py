@@ -39,7 +39,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError):
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-        return error_response(error, headers)
+        return error_response(error, {**(headers or {}), **(error.headers or {})} or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError):

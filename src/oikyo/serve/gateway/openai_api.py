@@ -53,8 +53,9 @@ class ApiError(Exception):
     """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
 
     def __init__(self, status: int, message: str, *, type: str | None = None, param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
+        self.headers = headers  # extra response headers (Retry-After on a 429)
         self.status = status
         self.message = message
         self.type = type or ("invalid_request_error" if status < 500 else "server_error")

@@ -92,10 +92,15 @@ def _ref(name: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     what = {400: "The request is invalid; the error names the parameter.", 401: "No or a wrong API key.",
-            404: "No such model or response.", 413: "The body is too large.", 429: "Too many requests.",
+            404: "No such model or response.", 413: "The body is too large.",
+            429: "This API key is over the deployment's rate limit (--rate-limit); retry after Retry-After seconds.",
             503: "No replica can take the request now."}
-    return {str(code): {"description": what[code], "content": {"application/json": {"schema": _ref("Error")}}}
-            for code in codes}
+    out = {str(code): {"description": what[code], "content": {"application/json": {"schema": _ref("Error")}}}
+           for code in codes}
+    if 429 in codes:
+        out["429"]["headers"] = {"Retry-After": {"description": "Seconds until this key may send again.",
+                                                 "schema": {"type": "integer", "minimum": 1}}}
+    return out
 
 
 def _post(summary: str, request: str, response: str, *, streams: bool) -> dict:
@@ -131,7 +136,7 @@ def spec(title: str = "oikyo deployment", models: list[str] | None = None) -> di
                                   "Feedback", streams=False),
             "/v1/models": {"get": {"summary": "The models this deployment serves", "security": [{"bearer": []}],
                                    "responses": {"200": {"description": "OK", "content": {
-                                       "application/json": {"schema": _ref("ModelList")}}}, **_errors(401)}}},
+                                       "application/json": {"schema": _ref("ModelList")}}}, **_errors(401, 429)}}},
             "/health": {"get": {"summary": "Readiness (no key needed)", "responses": {
                 "200": {"description": "Ready", "content": {"application/json": {"schema": {"type": "object"}}}},
                 "503": {"description": "Not ready yet", "content": {

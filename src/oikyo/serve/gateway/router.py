@@ -8,7 +8,8 @@ log's writer thread by :mod:`oikyo.monitor.quality`), counts it (:mod:`oikyo.ser
 response with its variant (``X-Oikyo-Variant`` header; ``variant`` field in the body).
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
-``POST /v1/feedback``, ``GET /metrics`` (Prometheus), ``GET /health`` (readiness, no key).
+``POST /v1/feedback``, ``GET /metrics`` (Prometheus), ``GET /health`` (readiness, no key). With a rate
+limit (``--rate-limit``, :mod:`oikyo.serve.gateway.ratelimit`) a key over it gets 429 on the /v1 routes.
 
 The ``model`` field may name the deployment (the split decides), a variant, or any model the
 deployment's engines serve (every adapter version on a served base model). A replica that refuses
@@ -52,6 +53,7 @@ from oikyo.serve.gateway import openai_api as oa
 from oikyo.serve.gateway.ab import Variant, choose, same_arms
 from oikyo.serve.gateway.httpapi import Authenticate, bearer_auth, install_error_handlers, store_keys
 from oikyo.serve.gateway.metrics import RouterMetrics
+from oikyo.serve.gateway.ratelimit import RateLimiter, rate_limit
 from oikyo.serve.gateway.replica import RESPONSE_ID_HEADER, TTFT_HEADER, VARIANT_HEADER
 from oikyo.serve.gateway.replicas import ReplicaPool
 from oikyo.serve.gateway.request_log import RequestRecord, RequestRecorder, UnknownResponse, record_feedback
@@ -475,8 +477,10 @@ def _lifespan(forwarder: Forwarder, recorder: RequestRecorder, supervisor, on_sh
 
 def create_router_app(deployment: str, routing: Routing, *, authenticate: Authenticate, token: str | None,
                       log_requests: bool = False, queue_timeout_s: float = 120.0, supervisor=None,
-                      recorder: RequestRecorder | None = None, on_shutdown=None) -> FastAPI:
-    """The router app. ``supervisor`` (replica processes) starts and stops with the app."""
+                      recorder: RequestRecorder | None = None, on_shutdown=None,
+                      rate_limiter: RateLimiter | None = None) -> FastAPI:
+    """The router app. ``supervisor`` (replica processes) starts and stops with the app; ``rate_limiter``
+    (None: no limit) answers 429 on the /v1 routes to a key over its limit."""
     metrics = RouterMetrics(deployment)
     recorder = recorder or RequestRecorder()
     recorder.add_hook(quality.RequestQuality(metrics))  # quality signals, in the recorder's writer thread
@@ -487,6 +491,7 @@ def create_router_app(deployment: str, routing: Routing, *, authenticate: Authen
     app.state.routing, app.state.metrics, app.state.recorder = routing, metrics, recorder
     install_error_handlers(app)
     auth = [Depends(bearer_auth(authenticate))]
+    limited = auth + ([Depends(rate_limit(rate_limiter))] if rate_limiter is not None else [])
 
     @app.get("/health")
     async def health():
@@ -513,19 +518,19 @@ def create_router_app(deployment: str, routing: Routing, *, authenticate: Authen
         served = await run_in_threadpool(routing.model_list)
         return spec(f"oikyo deployment {deployment}", models=[entry["id"] for entry in served])
 
-    @app.get("/v1/models", dependencies=auth)
+    @app.get("/v1/models", dependencies=limited)
     async def models():
         return {"object": "list", "data": await run_in_threadpool(routing.model_list)}
 
-    @app.post("/v1/chat/completions", dependencies=auth)
+    @app.post("/v1/chat/completions", dependencies=limited)
     async def chat_completions(request: Request):
         return await forwarder.handle(request, "chat")
 
-    @app.post("/v1/completions", dependencies=auth)
+    @app.post("/v1/completions", dependencies=limited)
     async def completions(request: Request):
         return await forwarder.handle(request, "completions")
 
-    @app.post("/v1/feedback", dependencies=auth)
+    @app.post("/v1/feedback", dependencies=limited)
     async def feedback(request: Request):
         return await forwarder.feedback(oa.parse(oa.FeedbackRequest, oa.read_json(await request.body())))
 
@@ -595,7 +600,8 @@ def run(name: str) -> int:
     supervisor = Supervisor(pools, token=token, on_tick=on_tick)
     deployments.mark(name, "starting", pid=os.getpid(), error=None)
     app = create_router_app(name, routing, authenticate=store_keys(), token=token, log_requests=plan.log_requests,
-                            queue_timeout_s=plan.queue_timeout_s, supervisor=supervisor, on_shutdown=on_shutdown)
+                            queue_timeout_s=plan.queue_timeout_s, supervisor=supervisor, on_shutdown=on_shutdown,
+                            rate_limiter=plan.rate_limiter())
     config = uvicorn.Config(app, log_level="info", access_log=False, lifespan="on", timeout_keep_alive=30,
                             timeout_graceful_shutdown=plan.graceful_timeout_s)
     server = uvicorn.Server(config)
