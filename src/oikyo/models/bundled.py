@@ -256,7 +256,7 @@ def verify_logits(reference_model, folder: Path, tokenizer, text: str = "The cap
     import torch
     from transformers import AutoModelForCausalLM
 
-    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True).eval()
     ids = torch.tensor([tokenizer(text, add_special_tokens=False).input_ids])  # (1, seq)
     with torch.no_grad():
         expected = reference_model(input_ids=ids).logits  # (1, seq, vocab)

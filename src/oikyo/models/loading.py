@@ -9,7 +9,9 @@ file also works for loading (transformers de-quantizes it on every load, so pref
     model_info(model_dir)                        # {"parameters": 134515008, "context_length": 8192, ...}
 
 Tests build tiny random models with :func:`tiny_model_dir` (the real tokenizer, a 2-layer Llama).
-Nothing here downloads: every load is ``local_files_only``.
+Nothing here downloads: every load is ``local_files_only``. Weights load from safetensors only
+(``use_safetensors=True``): a folder whose weights are only pickled (``pytorch_model.bin``,
+``adapter_model.bin``, ``.pt``) is refused with :class:`PickledWeights`, since unpickling runs code.
 """
 
 from __future__ import annotations
@@ -20,7 +22,30 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from oikyo.errors import OikyoError
+
 DEFAULT_CONTEXT_LENGTH = 2048
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+class PickledWeights(OikyoError):
+    """A model or adapter folder whose weights are only in pickle form: oikyo never unpickles them."""
+
+
+def require_safetensors(folder: str | Path, what: str = "model") -> None:
+    """Refuse ``folder`` (a ``model`` or an ``adapter``) when its weights are only pickled files, with
+    a message saying how to convert them. Folders with safetensors weights, or with no weights at all
+    (the loader's own error then says so), pass."""
+    folder = Path(folder)
+    wanted = "adapter_model.safetensors" if what == "adapter" else "*.safetensors"
+    if not folder.is_dir() or any(folder.glob(wanted)):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise PickledWeights(
+            f"{folder} has its {what} weights only in pickle form ({', '.join(pickled)}); oikyo loads "
+            "safetensors only, since unpickling a file can run any code. Convert them with a tool you trust "
+            "(save_pretrained(..., safe_serialization=True)) and keep only the .safetensors files.")
 # config.json keys that hold the context length, most common first.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
@@ -58,11 +83,14 @@ def load_model(model_dir: str | Path, dtype=None, device: str = "cpu", *, trust_
 
     hf_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar is noise in oikyo's own output
     folder, extra = _source(model_dir)
+    if not extra:  # a GGUF file is no pickle; a folder must hold safetensors
+        require_safetensors(folder)
     model = AutoModelForCausalLM.from_pretrained(
         folder,
         dtype=dtype or torch.float32,
         trust_remote_code=trust_remote_code,
         local_files_only=True,
+        use_safetensors=None if extra else True,  # True: never fall back to pytorch_model.bin
         **extra,
     )
     return model.to(device).eval()

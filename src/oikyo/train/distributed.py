@@ -305,18 +305,24 @@ def save_checkpoint(root: Path, step: int, *, dist: Dist | None, model, optimize
 def load_checkpoint(folder: Path, model, optimizer) -> None:
     """Load the DCP state of ``folder`` into ``model``'s trainable parameters and ``optimizer``.
 
-    Works in any process count, also without a process group (a 1-process resume). DCP reads tensors
-    only (no pickled objects run); a trainable parameter missing from the checkpoint is an error.
+    Works in any process count, also without a process group (a 1-process resume). No pickled code
+    runs: the metadata and the non-tensor values are read by :mod:`oikyo.train.dcp_reading`
+    (DCP's own reader would unpickle them freely); a trainable parameter missing from the checkpoint
+    is an error.
     """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    from oikyo.train.dcp_reading import SafePlanner, SafeReader, check_metadata
 
     state = _state(model, optimizer)
     single = current() is None
     with warnings.catch_warnings():
         if single:  # DCP warns that it assumes one process: that is the intent here
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(state, checkpoint_id=str(Path(folder) / DCP_DIR), no_dist=single)
+        path = str(Path(folder) / DCP_DIR)
+        check_metadata(path)
+        dcp.load(state, checkpoint_id=path, storage_reader=SafeReader(path), planner=SafePlanner(), no_dist=single)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                    options=_options())
 

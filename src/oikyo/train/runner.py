@@ -223,8 +223,11 @@ def _load_adapter(model, adapter_dir: Path, lora: dict):
     """``model`` with the LoRA adapter in ``adapter_dir`` loaded trainable (model.start=continue)."""
     from peft import PeftConfig, PeftModel
 
+    from oikyo.models.loading import require_safetensors
+
     if not (adapter_dir / "adapter_config.json").is_file():
         raise TrainingError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json is missing)")
+    require_safetensors(adapter_dir, "adapter")  # else peft would fall back to unpickling adapter_model.bin
     adapter_config = PeftConfig.from_pretrained(str(adapter_dir))
     adapter_config.lora_dropout = lora["lora_dropout"]  # a training setting, not part of the adapter's shape
     adapter_config.inference_mode = False
@@ -237,6 +240,8 @@ def _load_4bit(model_dir: Path, device: str):
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    from oikyo.models.loading import require_safetensors
+
     if device != "cuda":
         raise TrainingError("QLoRA needs a CUDA GPU; use method.finetune=lora on this machine")
     quantization = BitsAndBytesConfig(
@@ -245,8 +250,9 @@ def _load_4bit(model_dir: Path, device: str):
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
+    require_safetensors(model_dir)
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, quantization_config=quantization, local_files_only=True, device_map={"": 0}
+        model_dir, quantization_config=quantization, local_files_only=True, device_map={"": 0}, use_safetensors=True
     )
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
@@ -790,11 +796,12 @@ def merge_adapter(base_model_dir: Path, adapter_dir: Path, out_dir: Path) -> Pat
     import torch
     from peft import PeftModel
 
-    from oikyo.models.loading import load_model, load_tokenizer
+    from oikyo.models.loading import load_model, load_tokenizer, require_safetensors
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise TrainingError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json is missing)")
+    require_safetensors(adapter_dir, "adapter")  # else peft would fall back to unpickling adapter_model.bin
     base = load_model(base_model_dir, dtype=torch.float32, device="cpu")
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()

@@ -83,6 +83,13 @@ class ModuleWeights:
 def read_adapter_config(adapter_dir: str | Path) -> dict:
     """The folder's ``adapter_config.json``, checked to describe a LoRA adapter this module can serve."""
     folder = Path(adapter_dir)
+    if (folder / CONFIG_FILE).is_file() and not (folder / WEIGHTS_FILE).is_file():
+        from oikyo.models.loading import PickledWeights, require_safetensors
+
+        try:
+            require_safetensors(folder, "adapter")
+        except PickledWeights as error:
+            raise AdapterError(str(error)) from None
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise AdapterError(f"{folder} is not a peft adapter folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     config = json.loads((folder / CONFIG_FILE).read_text())
