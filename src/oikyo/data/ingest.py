@@ -464,6 +464,8 @@ def convert_file(
     if max_tokens is not None and length_fn is None:
         raise ValueError("max_tokens needs a length_fn to measure rows with")
     path, out_path, mapping = Path(path), Path(out_path), dict(mapping or {})
+    if path.is_file() and path.stat().st_size == 0:
+        return _file_result("too_few_examples", f"{path.name} is empty (0 bytes)", path)
     try:
         source = readers.Source(path, text_unit=text_unit)
     except readers.ReadError as exc:

@@ -93,10 +93,24 @@ def json_lines_in_disguise(head: bytes, whole: bool, lines: int = 20) -> bool:
     return seen > 0
 
 
+# A run of NUL bytes: a damaged file (a zero-filled tail after a crash) or a binary one, never text. A
+# lone NUL is a character like any other and is kept.
+NUL_RUN = b"\x00" * 64
+
+
+def nul_run_problem(line: int) -> str:
+    """The message for line ``line`` holding a :data:`NUL_RUN`."""
+    return (f"line {line} holds a run of NUL bytes (\\x00), as a damaged (zero-filled) or binary file does; "
+            "repair the file or remove them")
+
+
 def text_document(lines: list[bytes], first: int) -> tuple:
     """The record of one document: its lines as written, less the break after the last one."""
     data = b"".join(lines)
     data = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+    if NUL_RUN in data:  # damaged or binary: never a document
+        bad = next(number for number, line in enumerate(lines, start=first) if NUL_RUN in line)
+        return (first, None, {"text": ""}, ("invalid_utf8", "text", nul_run_problem(bad)))
     try:
         return (first, None, {"text": data.decode("utf-8")}, None)
     except UnicodeDecodeError:

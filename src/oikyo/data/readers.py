@@ -18,7 +18,8 @@ bad (invalid UTF-8, a duplicate key, a broken CSV line). While producing tasks t
 the file's raw bytes (:meth:`Source.sha256`) and counts progress (:attr:`Source.bytes_done`).
 
 A byte-order mark at the start and CRLF line endings are accepted silently. Problems that stop
-the reading (a corrupt gzip stream, a broken JSON array) land in :attr:`Source.problems`.
+the reading (a corrupt gzip stream, a broken JSON array, a record or a gzip expansion past the
+safety limits of :mod:`oikyo.data.limits`) land in :attr:`Source.problems`.
 
 Plain text is a corpus of documents, each read as the record ``{"text": ...}`` numbered by its first
 line, in one of two layouts (:data:`TEXT_UNITS`): ``line`` (one document per line) or ``block``
@@ -45,7 +46,17 @@ from pathlib import Path
 
 import orjson
 
-from oikyo.data.plaintext import TEXT_UNITS, detect_text_unit, is_blank, json_lines_in_disguise, text_document
+from oikyo.data import limits
+from oikyo.data.limits import LimitExceeded, record_too_long
+from oikyo.data.plaintext import (
+    NUL_RUN,
+    TEXT_UNITS,
+    detect_text_unit,
+    is_blank,
+    json_lines_in_disguise,
+    nul_run_problem,
+    text_document,
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
@@ -154,7 +165,7 @@ def parse_line(line: bytes):
             line.decode("utf-8")
         except UnicodeDecodeError as bad:
             return None, ("invalid_utf8", None, f"line is not valid UTF-8 (byte {bad.start + 1}); re-save it as UTF-8")
-        return None, ("invalid_json", None, f"line is not valid JSON: {exc}")
+        return None, ("invalid_json", None, f"line is not valid JSON: {exc.msg} (at character {exc.pos + 1})")
     return value, duplicate_key(line, value)
 
 
@@ -213,6 +224,17 @@ def _json_kind(head: bytes, ext: str) -> str:
     return "json" if ext == "json" else "jsonl"
 
 
+def _utf16_without_bom(head: bytes) -> bool:
+    """Whether the content looks like UTF-16 text with no byte-order mark: mostly-ASCII text in UTF-16
+    has a NUL as every other byte, which UTF-8 text never has."""
+    sample = head[:4096]
+    if len(sample) < 16 or b"\x00" not in sample:
+        return False
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    half = len(sample) // 2
+    return max(even, odd) >= 0.4 * half and min(even, odd) <= 0.05 * half
+
+
 def sniff(path: Path) -> tuple[str, bool]:
     """``(filetype, gzipped)`` from the extension, else the content; raises ReadError."""
     try:
@@ -226,7 +248,9 @@ def sniff(path: Path) -> tuple[str, bool]:
         name = name.removesuffix(suffix)
     ext = EXTENSIONS.get(name.rsplit(".", 1)[-1]) if "." in name else None
     head = _head(path, gzipped)
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    if head[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
+        raise ReadError("the file is UTF-32 text; save it as UTF-8 and import it again")
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or _utf16_without_bom(head):
         raise ReadError("the file is UTF-16 text; save it as UTF-8 and import it again")
     if ext in ("csv", "tsv", "parquet", "text"):
         return ext, gzipped
@@ -254,6 +278,10 @@ class Source:
 
     def __init__(self, path: str | Path, text_unit: str | None = None):
         self.path = Path(path)
+        try:
+            self.max_record = limits.max_record_bytes()
+        except ValueError as exc:
+            raise ReadError(str(exc)) from None
         self.filetype, self.gzipped = sniff(self.path)
         self.size = self.path.stat().st_size
         # Plain text only: the layout (TEXT_UNITS), whether it was detected, and blank lines seen.
@@ -277,7 +305,7 @@ class Source:
 
     def _stream(self):
         self._raw = _HashingReader(self.path)
-        return gzip.GzipFile(fileobj=self._raw) if self.gzipped else self._raw
+        return limits.BoundedGzip(self._raw) if self.gzipped else self._raw
 
     def sha256(self) -> str:
         """The sha256 of the file's bytes (reads whatever the tasks did not)."""
@@ -332,21 +360,49 @@ class Source:
                 yield from readers[self.filetype](self._stream(), chunk_bytes)
         except READ_ERRORS as exc:
             self._fail(f"the file could not be read to its end: {exc}")
+        except LimitExceeded as exc:
+            self.problems.append((exc.line, exc.index, exc.error, None, str(exc)))
+            self.fatal = True
+
+    def _line_at(self, offset: int) -> int:
+        """The number of the line that starts at byte ``offset`` of the content (read again: failures only)."""
+        count, left = 0, offset
+        with open(self.path, "rb") as raw:
+            stream = gzip.GzipFile(fileobj=raw) if self.gzipped else raw
+            while left > 0 and (data := stream.read(min(CHUNK_BYTES, left))):
+                count += data.count(b"\n")
+                left -= len(data)
+        return count + 1
+
+    def _too_long(self, offset: int) -> LimitExceeded:
+        """The error for the line starting at byte ``offset``, found to be over the record limit."""
+        line = self._line_at(offset)
+        return LimitExceeded(record_too_long(f"line {line}", self.max_record), line=line)
 
     # JSONL ---------------------------------------------------------------
 
     def _lines(self, stream, chunk_bytes: int):
-        parts, start = [], True
-        while data := stream.read(chunk_bytes):
+        # pending: bytes of the unfinished line held in parts; line_start: where that line starts.
+        limit = self.max_record
+        parts, pending, line_start, start = [], 0, 0, True
+        while data := stream.read(min(chunk_bytes, limit)):
             if start:
-                data, start = data.removeprefix(BOM), False
+                line_start, start = len(data), False
+                data = data.removeprefix(BOM)
+                line_start -= len(data)
             cut = data.rfind(b"\n")
             if cut < 0:
                 parts.append(data)
+                pending += len(data)
+                if pending > limit:  # refused before any more of it is read
+                    raise self._too_long(line_start)
                 continue
+            if pending and pending + data.find(b"\n") > limit:
+                raise self._too_long(line_start)
             parts.append(data[: cut + 1])
             chunk = b"".join(parts)
             parts = [data[cut + 1 :]]
+            pending, line_start = len(parts[0]), line_start + len(chunk)
             yield ("lines", chunk)
         tail = b"".join(parts)
         if tail:
@@ -359,7 +415,8 @@ class Source:
         reading process allocates nothing per chunk.
         """
         raw = self._raw = _HashingReader(self.path)
-        buffer = bytearray(chunk_bytes)
+        limit = self.max_record
+        buffer = bytearray(min(chunk_bytes, limit))
         view = memoryview(buffer)
         with open(self.path, "rb") as head:
             start = len(BOM) if head.read(len(BOM)) == BOM else 0
@@ -369,9 +426,13 @@ class Source:
             raw.done += n
             cut = buffer.rfind(b"\n", 0, n)
             if cut >= 0:
+                if offset + buffer.find(b"\n", 0, n) - start > limit:
+                    raise self._too_long(start)
                 end = offset + cut + 1
                 yield ("range", str(self.path), start, end)
                 start = end
+            elif offset + n - start > limit:  # no line break yet: refused before more of it is read
+                raise self._too_long(start)
             offset += n
         if offset > start:
             yield ("range", str(self.path), start, offset)
@@ -381,7 +442,7 @@ class Source:
     def _json(self, stream, chunk_bytes: int):
         """A JSON array (element by element) or a stream of concatenated JSON values."""
         items, size = [], 0
-        for item in _json_values(stream, chunk_bytes, self):
+        for item in _json_values(stream, min(chunk_bytes, self.max_record), self):
             items.append(item)
             size += 1
             if size >= RECORDS_PER_TASK:
@@ -393,19 +454,23 @@ class Source:
     # CSV / TSV -----------------------------------------------------------
 
     def _csv(self, stream, chunk_bytes: int):
-        bad_lines: set[int] = set()
+        bad_lines: dict[int, str] = {}  # line number -> what is wrong with its bytes
 
         def text_lines():
-            for number, line in enumerate(_iter_lines(stream, chunk_bytes), start=1):
+            for number, line in enumerate(_iter_lines(stream, chunk_bytes, self.max_record), start=1):
                 if number == 1:
                     line = line.removeprefix(BOM)
+                if NUL_RUN in line:
+                    bad_lines[number] = nul_run_problem(number)
                 try:
                     yield line.decode("utf-8")
                 except UnicodeDecodeError:
-                    bad_lines.add(number)
+                    bad_lines[number] = f"line {number} is not valid UTF-8; re-save the file as UTF-8"
                     yield line.decode("utf-8", errors="replace")
 
-        reader = csv.reader(text_lines(), delimiter="\t" if self.filetype == "tsv" else ",")
+        csv.field_size_limit(min(sys.maxsize, self.max_record))  # a quote left open must not swallow the file
+        # strict: a quoted field the file never closes is an error, not the rest of the file as one value.
+        reader = csv.reader(text_lines(), delimiter="\t" if self.filetype == "tsv" else ",", strict=True)
         header, items, last = None, [], 0
         try:
             for row in reader:
@@ -421,7 +486,15 @@ class Source:
                     yield ("records", items)
                     items = []
         except csv.Error as exc:
-            self._fail(f"line {reader.line_num}: the file is not valid CSV: {exc}")
+            if "unexpected end of data" in str(exc):
+                self._fail(f"line {last + 1}: a quoted field is never closed (the file ends inside it); "
+                           "add the closing quote")
+                return
+            if "field limit" not in str(exc):
+                self._fail(f"line {reader.line_num}: the file is not valid CSV: {exc}")
+                return
+            message = record_too_long(f"a field of the row at line {last + 1}", self.max_record)
+            raise LimitExceeded(f"{message} (is a closing quote missing?)", line=last + 1) from None
         if items:
             yield ("records", items)
 
@@ -431,15 +504,19 @@ class Source:
         """Documents as ``{"text"}`` records, numbered by their first line, in tasks of bounded size."""
         block = self.text_unit == "block"
         items, size = [], 0
-        lines, first = [], 0  # the current document's lines (with their breaks) and its first line number
-        for number, line in enumerate(_iter_lines(stream, chunk_bytes), start=1):
+        lines, first, held = [], 0, 0  # the current document's lines (with their breaks), first line, bytes
+        for number, line in enumerate(_iter_lines(stream, chunk_bytes, self.max_record), start=1):
             if number == 1:
                 line = line.removeprefix(BOM)
             blank = is_blank(line)
             if not blank:
                 if not lines:
-                    first = number
+                    first, held = number, 0
                 lines.append(line)
+                held += len(line)
+                if held > self.max_record:
+                    what = f"the document starting at line {first}"
+                    raise LimitExceeded(record_too_long(what, self.max_record), line=first)
             else:
                 self.blank_lines += 1
             if lines and (blank or not block):
@@ -461,8 +538,8 @@ class Source:
             return self.path
         self._tmp = tempfile.TemporaryDirectory(prefix="oikyo-import-")
         target = Path(self._tmp.name) / "data.parquet"
-        with open(self.path, "rb") as raw, gzip.GzipFile(fileobj=raw) as stream, open(target, "wb") as out:
-            shutil.copyfileobj(stream, out, CHUNK_BYTES)
+        with open(self.path, "rb") as raw, open(target, "wb") as out:
+            shutil.copyfileobj(limits.BoundedGzip(raw), out, CHUNK_BYTES)
         return target
 
     def _parquet(self):
@@ -485,19 +562,29 @@ class Source:
                     index += 1
                 yield ("records", items)
             self._done = self.size
+        except LimitExceeded:
+            raise
         except Exception as exc:  # noqa: BLE001 - whatever a damaged or exotic file raises
             self._fail(f"the Parquet file cannot be read: {type(exc).__name__}: {exc}")
 
 
-def _iter_lines(stream, chunk_bytes: int):
-    """Physical lines of a binary stream, each with its line break."""
-    parts = []
-    while data := stream.read(chunk_bytes):
+def _iter_lines(stream, chunk_bytes: int, limit: int):
+    """Physical lines of a binary stream, each with its line break; raises LimitExceeded for a line over
+    ``limit`` bytes (before more of it is read)."""
+    parts, pending, number = [], 0, 0  # pending: bytes of the unfinished line; number: lines yielded
+    while data := stream.read(min(chunk_bytes, limit)):
         if b"\n" not in data:
             parts.append(data)  # a long line: join once, when it ends
+            pending += len(data)
+            if pending > limit:
+                raise LimitExceeded(record_too_long(f"line {number + 1}", limit), line=number + 1)
             continue
+        if pending and pending + data.find(b"\n") > limit:
+            raise LimitExceeded(record_too_long(f"line {number + 1}", limit), line=number + 1)
         lines = b"".join([*parts, data]).split(b"\n")
         parts = [lines.pop()]
+        pending = len(parts[0])
+        number += len(lines)
         for line in lines:
             yield line + b"\n"
     rest = b"".join(parts)
@@ -518,7 +605,7 @@ def _csv_record(header, dups, row, bad_lines, line, last):
         problem = ("duplicate_key", dups[0], f"column {dups[0]!r} appears twice in the header; keep only one")
     bad = [n for n in range(line, last + 1) if n in bad_lines]
     if bad:
-        problem = ("invalid_utf8", None, f"line {bad[0]} is not valid UTF-8; re-save the file as UTF-8")
+        problem = ("invalid_utf8", None, bad_lines[bad[0]])
     return dict(zip(header, row)), problem
 
 
@@ -533,16 +620,22 @@ def _reject_constant(name: str):
     raise _NotJson(f"{name} is not a valid JSON value")
 
 
+class _TooLong(Exception):
+    """A JSON value longer than the record limit."""
+
+
 class _JsonScanner:
     """Reads a JSON array element by element (or a stream of concatenated values) from a text buffer.
 
     The buffer holds about one chunk: consumed text is dropped when more is read. A value that
-    does not fit is retried with twice as much text each time, so a long value costs linear time.
+    does not fit is retried with twice as much text each time, so a long value costs linear time;
+    one longer than ``limit`` characters raises :class:`_TooLong` with little more than that read.
     """
 
-    def __init__(self, stream, chunk_bytes: int):
+    def __init__(self, stream, chunk_bytes: int, limit: int):
         self.stream = stream
         self.chunk = chunk_bytes
+        self.limit = limit
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
         self.scanner = json.JSONDecoder(parse_constant=_reject_constant)
         self.buf, self.pos, self.eof = "", 0, False
@@ -581,6 +674,8 @@ class _JsonScanner:
                 # A number may go on past the buffer's end ("0" of "0.5"): then read more.
                 number = type(value) in (int, float)
                 if self.eof or end < len(buf) and not (number and buf[end] in _NUMBER_CHARS):
+                    if end - pos > self.limit:
+                        raise _TooLong
                     self.pos = end
                     return value, buf[pos:end]
             except json.JSONDecodeError as exc:
@@ -592,13 +687,16 @@ class _JsonScanner:
                 raise ValueError("the value is nested too deeply") from None
             except _NotJson as exc:
                 raise ValueError(str(exc)) from None
-            want *= 2
+            held = len(buf) - pos
+            if held > self.limit:
+                raise _TooLong
+            want = min(want * 2, max(self.chunk, self.limit + 1 - held))  # past the limit by one read at most
             self.fill(want)
 
 
 def _json_values(stream, chunk_bytes: int, source: Source):
     """Yield ``(None, index, value, problem)`` for each element of a JSON array or value stream."""
-    js = _JsonScanner(stream, chunk_bytes)
+    js = _JsonScanner(stream, chunk_bytes, source.max_record)
     js.fill(chunk_bytes)
     js.buf = js.buf.removeprefix("\ufeff")
     if not js.skip_ws():
@@ -624,6 +722,8 @@ def _json_values(stream, chunk_bytes: int, source: Source):
             js.skip_ws()
         try:
             value, text = js.value()
+        except _TooLong:
+            raise LimitExceeded(record_too_long(f"record {index}", source.max_record), index=index) from None
         except ValueError as exc:
             source.problems.append((None, index, "invalid_json", None, f"record {index} is not valid JSON: {exc}"))
             source._fail(f"the JSON is broken at record {index}; nothing after it can be read")
