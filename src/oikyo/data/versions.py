@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow.parquet as pq
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from oikyo.data import ingest
 from oikyo.data.schema import ARROW_SCHEMA, SPLITS, compact_row
@@ -126,7 +127,8 @@ def import_dataset(
         version = store_version(tmp, result.content_hash, name=name, kind=result.kind, fmt=result.format,
                          rows=result.rows, lineage=lineage, eval_set=eval_set, splits=_split_counts(tmp),
                          dropped=[p.to_dict() for p in result.dropped_rows])
-        return ImportOutcome(version, result, existed=False)
+        # Not our lineage: a concurrent import of the same content stored its version first.
+        return ImportOutcome(version, result, existed=version.lineage is not lineage)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -191,7 +193,11 @@ def by_hash(content_hash: str) -> DatasetVersion | None:
 def store_version(parquet: Path, content_hash: str, *, name: str, kind: str, fmt: str | None, rows: int,
            lineage: dict, eval_set: bool = False, parent_id: str | None = None,
            splits: dict | None = None, dropped: list[dict] | None = None) -> DatasetVersion:
-    """Move a finished Parquet file into the artifact store and record the version (one transaction)."""
+    """Move a finished Parquet file into the artifact store and record the version (one transaction).
+
+    When another process recorded the same content first (callers look it up with :func:`by_hash`
+    before converting, so two imports of one file at once both get here), that version is returned.
+    """
     key = artifacts.put(parquet, ".parquet")
     dropped_key = artifacts.put_bytes(json.dumps(dropped, indent=1).encode(), ".json") if dropped else None
     version = DatasetVersion(
@@ -199,8 +205,14 @@ def store_version(parquet: Path, content_hash: str, *, name: str, kind: str, fmt
         rows=rows, artifact=key, parent_id=parent_id, lineage=lineage, splits=splits,
         is_eval_set=eval_set, dropped_artifact=dropped_key,
     )
-    with db.session() as s:
-        s.add(version)
+    try:
+        with db.session() as s:
+            s.add(version)
+    except IntegrityError:
+        existing = by_hash(content_hash)
+        if existing is None:
+            raise
+        return existing
     return version
 
 

@@ -36,22 +36,44 @@ _sessionmaker: sessionmaker | None = None
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets the CLI, workers and servers read while one of them writes; busy_timeout makes a
     # writer wait for the lock instead of failing at once when several processes write.
+    # busy_timeout comes first: switching a new file to WAL takes the lock other processes may hold.
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the database at ``engine`` to the newest schema (append-only named migrations)."""
+    """Bring the database at ``engine`` to the newest schema (append-only named migrations).
+
+    A database already at the newest schema is only read. Otherwise, on SQLite, the upgrade runs in
+    one ``BEGIN IMMEDIATE`` transaction: processes opening a new workspace at the same moment (a
+    server, workers, the CLI) take turns, and those after the first find the schema current, instead
+    of each creating the same tables ("table ... already exists").
+    """
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+
+    def current(connection) -> bool:
+        return set(MigrationContext.configure(connection).get_current_heads()) == heads
+
+    with engine.connect() as connection:
+        if current(connection):
+            return  # the common case, read without a write lock: many processes start at once
     with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            # pysqlite runs DDL outside transactions; this takes the write lock first (waiting up to busy_timeout).
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            if current(connection):
+                return  # another process upgraded it while this one waited
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
