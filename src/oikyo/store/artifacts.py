@@ -103,9 +103,17 @@ def key_for(digest: str, suffix: str = "") -> str:
 
 
 def cache_path(key: str) -> Path:
-    """Where a blob lies (or would lie) in this workspace, without fetching it."""
+    """Where a blob lies (or would lie) in this workspace, without fetching it.
+
+    A blob or folder of the store that is a symlink leading out of it (planted by someone) raises
+    OikyoError: the store never reads or writes through it.
+    """
     _check_key(key)
-    return workspace.subdir("artifacts") / key
+    root = workspace.subdir("artifacts")
+    target = root / key
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise OikyoError(f"artifact {key} leads outside the artifact store {root} (a symlink?); refusing to use it")
+    return target
 
 
 def path_of(key: str) -> Path:
@@ -176,7 +184,7 @@ def put_copy(path: Path, suffix: str = "") -> tuple[str, str]:
     elif not cache_path(key).exists():
         tmp = temp_path(suffix)
         shutil.copyfile(path, tmp)
-        put(tmp, suffix)
+        _put_scratch(tmp, suffix)
     return key, digest
 
 
@@ -184,7 +192,16 @@ def put_bytes(data: bytes, suffix: str = "") -> str:
     """Store bytes; returns their key."""
     tmp = temp_path(suffix)
     tmp.write_bytes(data)
-    return put(tmp, suffix)
+    return _put_scratch(tmp, suffix)
+
+
+def _put_scratch(tmp: Path, suffix: str) -> str:
+    """:func:`put` of a scratch file of ours, which is removed also when storing it fails."""
+    try:
+        return put(tmp, suffix)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def temp_path(suffix: str = "") -> Path:
