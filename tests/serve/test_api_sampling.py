@@ -105,6 +105,36 @@ def test_completion_logprobs_have_the_legacy_shape(replica):
         assert 3 <= len(top) <= 4 and max(top.values()) == logprob  # greedy: the chosen one is the most likely
 
 
+def test_echo_scores_the_prompt_as_scoring_harnesses_read_it(replica, hf_model):
+    # lm-evaluation-harness's local-completions model sends token ids, echo, logprobs 1 and max_tokens 1,
+    # then sums token_logprobs[context:-1] and checks each token against its top alternative.
+    tokenizer = replica.engine.tokenizer
+    context, continuation = tokenizer("The sea is")["input_ids"], tokenizer(" blue and deep")["input_ids"]
+    ids = context + continuation
+    client = replica.client()
+    choice = client.completions.create(model=BASE_ID, prompt=[ids], max_tokens=1, temperature=0, logprobs=1,
+                                       echo=True).choices[0]
+    lp = choice.logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(ids) + 1
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert choice.text.startswith(tokenizer.decode(ids)) and "".join(lp.tokens) == choice.text
+    reference = _raw_logprobs(hf_model, ids[:1], ids[1:])  # the model's distribution before each prompt token
+    for position in range(1, len(ids)):
+        expected = float(reference[position - 1, ids[position]])
+        assert math.isclose(lp.token_logprobs[position], expected, abs_tol=1e-3)
+        top_value = float(reference[position - 1].max())
+        assert max(lp.top_logprobs[position].values()) == pytest.approx(top_value, abs=1e-3)
+    score = sum(lp.token_logprobs[len(context):-1])
+    assert math.isclose(score, float(sum(reference[p - 1, ids[p]] for p in range(len(context), len(ids)))),
+                        abs_tol=1e-3)
+    # A text prompt comes back as sent; max_tokens 0 returns the prompt alone.
+    only = client.completions.create(model=BASE_ID, prompt="The sea is", max_tokens=0, echo=True, logprobs=0)
+    assert only.choices[0].text == "The sea is" and only.usage.completion_tokens == 0
+    assert len(only.choices[0].logprobs.tokens) == len(context)
+    plain = client.completions.create(model=BASE_ID, prompt="The sea is", max_tokens=2, echo=True)
+    assert plain.choices[0].text.startswith("The sea is") and plain.choices[0].logprobs is None
+
+
 def test_bias_and_penalties_follow_openais_definition(replica, hf_model):
     client = replica.client()
     prompt = encode_prompt(replica.engine.tokenizer, [{"role": "user", "content": QUESTION}])

@@ -84,6 +84,7 @@ class _Sequence:
         self.output_ids: list[int] = []
         self.logprobs: list[TokenLogprob] | None = [] if request.logprobs is not None else None
         self.unsent_logprobs: list[TokenLogprob] = []  # streamed with the next text delta
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None  # set by the prefill when asked
         self.finish_reason: str | None = None
         self.submitted = time.perf_counter()
         self.first_token_at: float | None = None
@@ -433,6 +434,8 @@ class GenerationEngine:
     # ------------------------------------------------------------------ forward passes
 
     def _forward(self, input_ids, mask, position_ids, logits_to_keep, adapters: list[str | None]) -> torch.Tensor:
+        """The model's logits: (rows, vocab) at each row's last kept position; (rows, q, vocab) at every
+        position when ``logits_to_keep`` is 0."""
         self._lora.set_batch(adapters)
         try:
             out = self.model(
@@ -445,13 +448,14 @@ class GenerationEngine:
             )
         finally:
             self._lora.set_batch(None)
-        return out.logits[:, -1]  # (rows, vocab)
+        return out.logits if isinstance(logits_to_keep, int) and logits_to_keep == 0 else out.logits[:, -1]
 
     def _prefill(self, sequences: list[_Sequence]) -> None:
         """One forward over the newcomers' prompts, right-padded to the longest: (k, q) tokens.
 
         They take slots n..n+k-1 after the n active sequences; each row's logits are computed at
-        its last prompt token only, and its first token is sampled from them.
+        its last prompt token only, and its first token is sampled from them. When a newcomer asks for
+        its prompt's log-probabilities, the logits of every position are kept for this forward.
         """
         first_slot, k = len(self._active), len(sequences)
         lengths = [s.prompt_len for s in sequences]
@@ -464,9 +468,15 @@ class GenerationEngine:
         slots = torch.arange(first_slot, first_slot + k, device=self.device)
         mask = self._cache.prefill(slots, lengths_t, q, self.dtype)
         position_ids = torch.arange(q, device=self.device).expand(k, q)
-        logits = self._forward(
-            input_ids.to(self.device), mask, position_ids, (lengths_t - 1)[:, None], [s.adapter for s in sequences]
-        )
+        scoring = any(s.request.prompt_logprobs is not None for s in sequences)
+        keep = 0 if scoring else (lengths_t - 1)[:, None]
+        logits = self._forward(input_ids.to(self.device), mask, position_ids, keep, [s.adapter for s in sequences])
+        if scoring:
+            for row, sequence in enumerate(sequences):
+                if sequence.request.prompt_logprobs is not None:
+                    sequence.prompt_logprobs = self._prompt_logprobs(logits[row, : sequence.prompt_len - 1],
+                                                                     sequence.request)
+            logits = logits[torch.arange(k, device=self.device), lengths_t - 1]
         for sequence in sequences:
             sequence.length = sequence.prompt_len
             sequence.admitted_step = self._counters["steps"]
@@ -475,6 +485,21 @@ class GenerationEngine:
         tokens = choose_tokens(logits, [s.sampling for s in sequences])
         for sequence, token in zip(sequences, tokens):
             self._accept(sequence, token)
+
+    def _prompt_logprobs(self, logits: torch.Tensor, request: GenerationRequest) -> list[TokenLogprob | None]:
+        """Each prompt token's entry under the raw distribution of the position before it: ``logits`` is
+        (prompt_len - 1, vocab); the first token gets None."""
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        ids = request.prompt_ids
+        chosen = logprobs.gather(1, torch.tensor(ids[1:], device=logprobs.device)[:, None])[:, 0].tolist()
+        k = request.prompt_logprobs
+        top_values, top_ids = logprobs.topk(k, dim=-1) if k else (logprobs[:, :0], logprobs[:, :0].long())
+        entries: list[TokenLogprob | None] = [None]
+        for position, token in enumerate(ids[1:]):
+            top = [TokenLogprob(t, self.token_text(t), v)
+                   for t, v in zip(top_ids[position].tolist(), top_values[position].tolist())]
+            entries.append(TokenLogprob(token, self.token_text(token), chosen[position], top))
+        return entries
 
     def _decode(self) -> None:
         """One forward feeding each active sequence its pending token: input (n, 1), logits (n, vocab)."""
@@ -503,7 +528,8 @@ class GenerationEngine:
         entry = processing.accept(token) if processing is not None else None
         if token in sequence.stop_ids:
             sequence.finish_reason = "stop"
-            entry = None  # a final stop token is not part of the answer: no log-probability entry
+            if sequence.request.prompt_logprobs is None:  # scoring (echo) counts one entry per generated token
+                entry = None  # a final stop token is not part of the answer: no log-probability entry
         elif tracker.add(token) or (processing is not None and processing.complete):
             sequence.finish_reason = "stop"
         elif len(sequence.output_ids) >= sequence.max_new:
@@ -548,6 +574,7 @@ class GenerationEngine:
                 admitted_step=sequence.admitted_step,
                 finished_step=self._counters["steps"],
                 logprobs=None if sequence.logprobs is None else list(sequence.logprobs),
+                prompt_logprobs=sequence.prompt_logprobs,
             )
         )
         if sequence.on_done is not None:

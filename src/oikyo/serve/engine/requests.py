@@ -62,7 +62,9 @@ class GenerationRequest:
     tokens already generated, OpenAI's way. ``grammar`` (from
     :func:`oikyo.serve.engine.grammar.json_grammar`) constrains the output to JSON; the generation
     ends when the JSON is complete. ``logprobs``: None reports none; k reports each token's
-    log-probability and the k most likely alternatives (0..20).
+    log-probability and the k most likely alternatives (0..20). ``prompt_logprobs`` does the same for
+    the prompt's tokens (from the prefill's logits; the first token has no entry): what scoring
+    harnesses read through the completions API's ``echo``.
     """
 
     prompt_ids: list[int]
@@ -78,6 +80,7 @@ class GenerationRequest:
     frequency_penalty: float = 0.0
     grammar: str | None = None
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     @property
     def processes_logits(self) -> bool:
@@ -97,8 +100,10 @@ class GenerationRequest:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(self, name) <= 2.0:
                 raise InvalidRequest(f"{name} must be in [-2, 2]", name)
-        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
-            raise InvalidRequest(f"logprobs must be in [0, {MAX_TOP_LOGPROBS}]", "logprobs")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
+                raise InvalidRequest(f"{name} must be in [0, {MAX_TOP_LOGPROBS}]", "logprobs")
 
 
 @dataclass
@@ -111,7 +116,8 @@ class GenerationResult:
     the context length reached) or "cancelled". Times are seconds from submission.
     ``admitted_step`` / ``finished_step`` are the engine's step counter when the request joined the
     batch and when it left (for scheduling diagnostics). ``logprobs`` (when the request asked for
-    them) has one entry per generated token except a final stop token.
+    them) has one entry per generated token except a final stop token; ``prompt_logprobs`` (when asked)
+    one per prompt token, None for the first (nothing precedes it).
     """
 
     token_ids: list[int]
@@ -125,6 +131,7 @@ class GenerationResult:
     admitted_step: int | None = None
     finished_step: int | None = None
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 class GenerationHandle:

@@ -13,7 +13,8 @@ Text completions (``logprobs: k``, the legacy shape)::
 
 where each ``top_logprobs`` dict holds the k most likely tokens plus the chosen one (as OpenAI:
 "up to logprobs + 1 elements"), and ``text_offset`` is each token's character offset in the
-completion's text. The figures are the model's raw distribution (see
+completion's text. With ``echo`` the prompt's tokens come first, the first one with null
+log-probabilities (nothing precedes it). The figures are the model's raw distribution (see
 :mod:`oikyo.serve.engine.logits`); ``bytes`` are the UTF-8 bytes of the token's decoded text.
 A streamed response carries, in each chunk, the entries of the tokens behind that chunk's text.
 """
@@ -47,3 +48,12 @@ def completion_logprobs(entries: list[TokenLogprob] | None, text_offset: int = 0
     return {"tokens": [e.token for e in entries], "token_logprobs": [e.logprob for e in entries],
             "top_logprobs": [{**{t.token: t.logprob for t in e.top}, e.token: e.logprob} for e in entries],
             "text_offset": offsets}
+
+
+def echoed_logprobs(first_token: str, prompt_entries: list[TokenLogprob], entries: list[TokenLogprob] | None) -> dict:
+    """An echoed completion's legacy ``logprobs``: the prompt's tokens (the first, ``first_token``, with
+    null figures; then ``prompt_entries``), then the generated ``entries``."""
+    body = completion_logprobs([TokenLogprob(-1, first_token, 0.0), *prompt_entries, *(entries or [])])
+    body["token_logprobs"][0] = None
+    body["top_logprobs"][0] = None
+    return body

@@ -23,8 +23,11 @@ On both routes: ``logprobs`` (chat: ``logprobs`` + ``top_logprobs`` up to 20; co
 = top-N up to 20, the legacy shape; streamed chunks carry their tokens' entries; figures of the model's
 raw distribution, :mod:`oikyo.serve.gateway.logprobs`), ``presence_penalty`` / ``frequency_penalty``,
 ``logit_bias`` (token id -> -100..100) and ``response_format`` ``json_object`` / ``json_schema``
-(decoding constrained by llguidance, :mod:`oikyo.serve.engine.grammar`). Refused
-with a clear 400 rather than silently ignored: ``echo``, ``suffix`` and ``best_of`` > ``n``. Unknown extra
+(decoding constrained by llguidance, :mod:`oikyo.serve.engine.grammar`). Completions also take
+``echo`` (the prompt leads the text, and with ``logprobs`` its tokens lead the log-probabilities, the
+first one's null: what scoring harnesses such as lm-evaluation-harness read; ``max_tokens`` may then
+be 0; not with ``stream``). Refused with a clear 400 rather than silently ignored: ``suffix``,
+``best_of`` > ``n`` and ``echo`` with ``stream``. Unknown extra
 fields are ignored, as most OpenAI-compatible servers do.
 """
 
@@ -33,12 +36,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from oikyo.serve.engine.requests import MAX_TOP_LOGPROBS, GenerationRequest, GenerationResult
-from oikyo.serve.gateway.logprobs import chat_logprobs, completion_logprobs
+from oikyo.serve.gateway.logprobs import chat_logprobs, completion_logprobs, echoed_logprobs
 from oikyo.serve.gateway.tool_calls import ToolCallParser
 
 MAX_N = 16
@@ -276,16 +280,20 @@ class ChatCompletionRequest(_Generation):
 
 class CompletionRequest(_Generation):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(description="Text, texts, or token ids.")
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=0, description="New tokens at most (0 only with echo).")
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="Top-N log-probabilities per token.")
-    echo: bool = False
+    echo: bool = Field(False, description="Return the prompt before the completion (and its tokens' logprobs).")
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
 
     def check_supported(self) -> None:
         super().check_supported()
-        if self.echo:
-            raise ApiError(400, "'echo' is not supported by this server", param="echo", code="unsupported_parameter")
+        if self.echo and self.stream:
+            raise ApiError(400, "'echo' is not supported with 'stream'; ask without streaming", param="echo",
+                           code="unsupported_parameter")
+        if self.max_tokens == 0 and not self.echo:
+            raise ApiError(400, "max_tokens must be at least 1 (0 only with echo)", param="max_tokens",
+                           code="invalid_value")
         if self.suffix:
             raise ApiError(400, "'suffix' is not supported by this server", param="suffix",
                            code="unsupported_parameter")
@@ -295,11 +303,17 @@ class CompletionRequest(_Generation):
 
     @property
     def token_budget(self) -> int | None:
-        return self.max_tokens
+        return self.max_tokens or (1 if self.max_tokens == 0 else None)  # 0 (echo): one token, not returned
 
     @property
     def top_logprobs_count(self) -> int | None:
         return self.logprobs
+
+    def sampling_settings(self) -> dict:
+        settings = super().sampling_settings()
+        if self.echo and self.logprobs is not None:
+            settings["prompt_logprobs"] = self.logprobs
+        return settings
 
 
 class FeedbackRequest(BaseModel):
@@ -503,13 +517,49 @@ def usage_chunk(response_id: str, model: str, created: int, object_name: str, us
                     "usage": usage_body}, variant)
 
 
+@dataclass
+class Echo:
+    """What ``echo`` puts before each choice: the prompt's text and its first token's text, one per
+    choice; ``keep_generated`` False when ``max_tokens`` was 0 (the one token generated is not returned)."""
+
+    prompts: list[str]
+    first_tokens: list[str]
+    keep_generated: bool = True
+
+
 def completion_response(response_id: str, model: str, results: list[GenerationResult], prompt_tokens: int,
-                        variant: str | None = None, created: int | None = None) -> dict:
-    choices = [{"index": i, "text": r.text, "logprobs": completion_logprobs(r.logprobs),
-                "finish_reason": r.finish_reason} for i, r in enumerate(results)]
+                        variant: str | None = None, created: int | None = None, echo: Echo | None = None) -> dict:
+    choices, completion_tokens = [], 0
+    for i, r in enumerate(results):
+        text, logprobs, generated = r.text, completion_logprobs(r.logprobs), r.completion_tokens
+        if echo is not None:
+            if not echo.keep_generated:
+                text, generated = "", 0
+            text = echo.prompts[i] + text
+            if r.prompt_logprobs is not None:
+                logprobs = echoed_logprobs(echo.first_tokens[i], r.prompt_logprobs[1:],
+                                           r.logprobs if echo.keep_generated else [])
+        completion_tokens += generated
+        choices.append({"index": i, "text": text, "logprobs": logprobs, "finish_reason": r.finish_reason})
     return _tagged({"id": response_id, "object": "text_completion", "created": created or int(time.time()),
                     "model": model, "choices": choices, "system_fingerprint": None,
-                    "usage": usage(prompt_tokens, sum(r.completion_tokens for r in results))}, variant)
+                    "usage": usage(prompt_tokens, completion_tokens)}, variant)
+
+
+def echo_for(tokenizer, token_text, request: CompletionRequest, prompts: list[list[int]]) -> Echo | None:
+    """The :class:`Echo` of an ``echo`` request (None otherwise): text prompts come back as sent, token
+    prompts decoded; one entry per choice (choice index = prompt * n + j). ``token_text``: a token id's
+    text, as the log-probability entries write it."""
+    if not request.echo:
+        return None
+    sent = request.prompt
+    texts = [sent] if isinstance(sent, str) else list(sent) if sent and isinstance(sent[0], str) else None
+    out = Echo([], [], keep_generated=request.max_tokens != 0)
+    for k, ids in enumerate(prompts):
+        text = texts[k] if texts is not None else tokenizer.decode(ids)
+        out.prompts += [text] * request.n
+        out.first_tokens += [token_text(ids[0])] * request.n
+    return out
 
 
 def completion_chunk(response_id: str, model: str, created: int, index: int, text: str,

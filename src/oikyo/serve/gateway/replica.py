@@ -160,7 +160,7 @@ async def _complete(state: _State, request: Request, chat: bool):
     ttfts = [r.time_to_first_token for r in results if r.time_to_first_token is not None]
     if ttfts:
         headers[TTFT_HEADER] = f"{min(ttfts):.6f}"
-    extra = {"tools": call.tools} if chat else {}
+    extra = {"tools": call.tools} if chat else {"echo": oa.echo_for(engine.tokenizer, engine.token_text, params, prompts)}
     return JSONResponse(build(response_id, params.model, results, call.prompt_tokens, variant, **extra),
                         headers=headers)
 
