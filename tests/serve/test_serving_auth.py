@@ -91,3 +91,33 @@ def test_no_docs_or_schema_pages_are_served_without_a_key(routed, replica):
             response = httpx.get(url + path, timeout=30)
             assert response.status_code in (401, 404), (url, path, response.status_code)
             assert "swagger" not in response.text.lower()
+
+
+def test_keys_and_the_replica_token_never_reach_logs_the_request_log_or_bodies(routed, versions, workspace, caplog):
+    """With requests logged, a served request, wrong keys and the router's own replica token leave no
+    secret in the workspace (the database and its WAL: the served_requests table), the logs or the bodies."""
+    import logging
+
+    from serving_fixtures import chat, wait_for
+
+    caplog.set_level(logging.DEBUG)
+    wrong = "oik-" + "w" * 43
+    bodies = [chat(routed.client(), versions["support"], max_tokens=3).model_dump_json()]
+    for key in (wrong, ROUTER_TOKEN, routed.key + "x"):
+        response = httpx.post(f"{routed.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                              json={"model": "bot", "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+        assert response.status_code == 401
+        bodies.append(response.text + str(response.headers))
+    from oikyo.store import db
+    from oikyo.store.models import ServedRequest
+
+    def logged():
+        with db.session() as s:
+            return s.query(ServedRequest).count()
+
+    wait_for(logged)
+    files = [p for p in workspace.rglob("*") if p.is_file()]
+    texts = bodies + [p.read_bytes().decode("latin-1") for p in files] + [r.getMessage() for r in caplog.records]
+    leaks = [name for name, secret in (("key", routed.key), ("wrong key", wrong), ("replica token", ROUTER_TOKEN))
+             if any(secret in text for text in texts)]
+    assert not leaks, leaks
