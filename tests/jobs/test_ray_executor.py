@@ -74,7 +74,7 @@ def ray_address():
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):  # the cluster holds nothing to keep
             try:
                 os.killpg(head.pid, sig)  # the group this fixture started, nothing else
             except ProcessLookupError:
