@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 from serving_fixtures import *  # noqa: F401,F403
-from serving_fixtures import DEPLOYMENT, ROUTER_TOKEN, ThreadServer, chat
+from serving_fixtures import DEPLOYMENT, ROUTER_TOKEN, ThreadServer, chat, metric_sample
 
 
 @pytest.fixture
@@ -69,6 +69,9 @@ def test_one_key_over_its_limit_waits_while_another_is_served(limited):
     assert [_models(url, key_b).status_code for _ in range(2)] == [200, 200]
     # The health check and the metrics are not limited.
     assert httpx.get(f"{url}/health", timeout=30).status_code in (200, 503)
+    metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key_b}"}, timeout=30)
+    assert metrics.status_code == 200  # not limited: key B has spent its burst
+    assert metric_sample(metrics.text, "oikyo_rate_limited_total", deployment=DEPLOYMENT) == 1.0
     time.sleep(retry_after)
     assert _models(url, key_a).status_code == 200
 

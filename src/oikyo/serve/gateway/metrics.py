@@ -72,6 +72,8 @@ class RouterMetrics:
                                     "its total (read at each scrape).", ("deployment",), registry=r)
         self._restarts_seen: dict[str, int] = {}
         self.feedback = Counter("oikyo_feedback", "Feedback ratings received.", ("deployment", "variant"), registry=r)
+        self.rate_limited = Counter("oikyo_rate_limited", "Requests refused with 429: their API key was over the "
+                                    "deployment's rate limit.", ("deployment",), registry=r)
         self.feedback_negative = Counter("oikyo_feedback_negative", "Negative feedback ratings received (thumbs "
                                          "down, or 1-2 stars).", ("deployment", "variant"), registry=r)
         self.quality_checked = Counter("oikyo_quality_checked", "Answers whose quality signals were checked.",

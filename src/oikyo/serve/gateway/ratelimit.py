@@ -87,15 +87,17 @@ def from_settings(settings: dict) -> RateLimiter | None:
     return RateLimiter(float(rpm), settings.get("rate_limit_burst"))
 
 
-def rate_limit(limiter: RateLimiter):
+def rate_limit(limiter: RateLimiter, on_refused: Callable[[], None] | None = None):
     """A FastAPI dependency (after authentication): 429 with ``Retry-After`` once the caller's key is
-    over its limit."""
+    over its limit; ``on_refused`` is called for each such request (a metric's counter)."""
     from oikyo.serve.gateway.keys import bearer_token
 
     async def dependency(request: Request) -> None:
         key = bearer_token(request.headers.get("authorization")) or ""
         wait_s = limiter.take(key)
         if wait_s > 0:
+            if on_refused is not None:
+                on_refused()
             retry_after = max(1, math.ceil(wait_s))
             raise ApiError(429, f"Rate limit reached for this API key: {limiter.requests_per_minute:g} requests "
                                 f"per minute (bursts of {limiter.burst}). Try again in {retry_after} s.",

@@ -491,7 +491,8 @@ def create_router_app(deployment: str, routing: Routing, *, authenticate: Authen
     app.state.routing, app.state.metrics, app.state.recorder = routing, metrics, recorder
     install_error_handlers(app)
     auth = [Depends(bearer_auth(authenticate))]
-    limited = auth + ([Depends(rate_limit(rate_limiter))] if rate_limiter is not None else [])
+    refused = metrics.rate_limited.labels(deployment).inc
+    limited = auth + ([Depends(rate_limit(rate_limiter, on_refused=refused))] if rate_limiter is not None else [])
 
     @app.get("/health")
     async def health():
