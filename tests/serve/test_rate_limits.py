@@ -122,3 +122,7 @@ def test_rate_limit_settings_are_checked_and_off_by_default():
     for rpm, burst in ((0, None), (-5, None), ("10", None), (10, 0), (10, 2.5)):
         with pytest.raises(OikyoError):
             check_settings(rpm, burst)
+    with pytest.raises(OikyoError, match="burst"):
+        from oikyo.serve.gateway.ratelimit import RateLimiter
+
+        RateLimiter(60, burst=0)

@@ -37,7 +37,7 @@ class RateLimiter:
                  clock: Callable[[], float] = time.monotonic):
         if not requests_per_minute or requests_per_minute <= 0:
             raise OikyoError(f"rate limit must be a positive number of requests per minute, got {requests_per_minute!r}")
-        burst = int(burst) if burst else max(1, int(requests_per_minute))
+        burst = max(1, int(requests_per_minute)) if burst is None else int(burst)
         if burst < 1:
             raise OikyoError(f"rate limit burst must be at least 1, got {burst}")
         self.requests_per_minute = float(requests_per_minute)
