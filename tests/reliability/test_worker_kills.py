@@ -140,7 +140,8 @@ class Client:
         while not held and time.monotonic() < deadline:
             held = self.top_up()
             time.sleep(0 if held else 0.1)
-        killer = threading.Thread(target=lambda: (time.sleep(rng.uniform(0, MAX_KILL_DELAY_S)), self.platform.kill(rng)))
+        delay = rng.uniform(0, MAX_KILL_DELAY_S)
+        killer = threading.Thread(target=lambda: (time.sleep(delay), self.platform.kill(rng)))
         killer.start()
         while killer.is_alive():
             try:
@@ -157,8 +158,9 @@ def deterministic_failures(client: Client, tmp_path: Path) -> None:
     client.train("bad-lr", lr=0.9)  # the fake recipe rejects lr above FAKE_FAIL_LR_ABOVE at step 2
     run_id = client.train("bad-config")
     with db.session() as s:  # a recorded config that no longer validates (e.g. written by another version)
-        run = s.get(Run, run_id)
-        s.execute(update(Run).where(Run.id == run_id).values(config={**run.config, "train": {**run.config["train"], "lr": -1.0}}))
+        config = s.get(Run, run_id).config
+        broken = {**config, "train": {**config["train"], "lr": -1.0}}
+        s.execute(update(Run).where(Run.id == run_id).values(config=broken))
     doomed = jobhelpers.make_dataset(tmp_path, "doomed", n=30)  # other rows than the main one (not deduplicated)
     client.train("bad-data", dataset=doomed)
     versions.parquet_path(doomed).unlink()
