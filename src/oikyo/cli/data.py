@@ -86,11 +86,13 @@ def import_(
     record index (JSON), field, error class and message. Exit code 1 when validation fails.
     """
     from oikyo.data import versions
+    from oikyo.store import disk
 
     counter = _token_counter(model)
     if counter is not None and max_tokens is None:
         max_tokens = counter.context_length
-    with _byte_progress(f"Importing {path.name}", enabled=not as_json) as progress:
+    with _byte_progress(f"Importing {path.name}", enabled=not as_json) as progress, \
+            disk.errors(f"could not import {path.name}", "no dataset version was stored"):
         try:
             outcome = versions.import_dataset(
                 path, name=name, format=format, mapping=versions.parse_mapping(map_), drop=drop, keep=keep,

@@ -2,7 +2,8 @@
 
 Command modules import heavy libraries (torch, transformers, pyarrow) inside the commands that
 need them, so `oikyo --help` answers at once. User errors (:class:`oikyo.errors.OikyoError`) are
-printed as a plain message with exit code 2, never as a traceback.
+printed as a plain message with exit code 2, never as a traceback; so is a full or read-only disk
+(:func:`oikyo.store.disk.describe`), which the writers leave with their earlier state intact.
 """
 
 from __future__ import annotations
@@ -70,12 +71,22 @@ def main() -> None:
     try:
         app()
     except OikyoError as error:
-        from rich.console import Console
+        from oikyo.cli.console import err
 
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        err.print(f"[bold red]error:[/] {error}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as error:
+        from oikyo.store import disk
+
+        message = disk.describe(error)
+        if message is None:
+            raise
+        from oikyo.cli.console import err
+
+        err.print(f"[bold red]error:[/] {message}", highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Callable, Iterator
 
 from oikyo.data import versions
 from oikyo.data.schema import EXTRA_NAMES
+from oikyo.store import disk
 from oikyo.store.models import DatasetVersion
 
 SHAREGPT_ROLE = {"system": "system", "user": "human", "assistant": "gpt", "tool_call": "function_call",
@@ -186,19 +187,20 @@ def export_version(ref: str, to: str, out: str | Path | None = None, *, split: s
     out = Path(out or default_filename(version, to, split))
     if out.is_dir():
         out = out / default_filename(version, to, split)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     rows = versions.iter_rows(version, split=split)
     if split is not None and to in ("openai", "sharegpt", "alpaca"):
         rows = ({k: v for k, v in row.items() if k != "split"} for row in rows)  # the file is that one split
-    try:
-        if to == "parquet":
-            count, _ = versions.write_parquet_rows(rows, tmp)
-        else:
-            count = _write_jsonl(rows, CONVERTERS[to], tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with disk.errors(f"could not export {version.name}@{version.id}", f"nothing was written to {out}"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if to == "parquet":
+                count, _ = versions.write_parquet_rows(rows, tmp)
+            else:
+                count = _write_jsonl(rows, CONVERTERS[to], tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out, count
 
 

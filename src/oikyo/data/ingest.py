@@ -294,22 +294,31 @@ class _Output:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
     def finish(self) -> str:
-        """Write what is left, move the file into place and return the content hash."""
-        self._flush(final=True)
-        writer = self._open()
-        self._drain()
-        writer.close()
-        os.replace(self.partial, self.path)
+        """Write what is left, move the file into place and return the content hash.
+
+        A failed write (a full disk) removes the partial file before the error goes on.
+        """
+        try:
+            self._flush(final=True)
+            writer = self._open()
+            self._drain()
+            writer.close()
+            os.replace(self.partial, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return self.hash.hexdigest()
 
     def abort(self) -> None:
+        """Throw the partial file away, whatever state a failed write (a full disk) left the writer in."""
         try:
             self._drain()
+            if self.writer is not None:
+                self.writer.close()  # writes the footer: fails again on a full disk
         except Exception:  # noqa: BLE001 - the import is being thrown away: a write error changes nothing
             pass
-        if self.writer is not None:
-            self.writer.close()
-        self.partial.unlink(missing_ok=True)
+        finally:
+            self.partial.unlink(missing_ok=True)
 
 
 class _State:

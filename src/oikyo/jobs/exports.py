@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -100,10 +101,25 @@ def export(ref: str, *, to: str = "gguf", quant: str = "f16", out: Path | None =
 
 
 def _copy_folder(source: Path, out: Path) -> Path:
-    """The Hugging Face folder copied to ``out`` (which must not hold anything yet)."""
+    """The Hugging Face folder copied to ``out`` (which must not hold anything yet).
+
+    The copy is made beside ``out`` and renamed into place, so a failed copy (a full disk) leaves no
+    half-written folder under that name.
+    """
+    from oikyo.store import disk
+
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OikyoError(f"{out} is not empty; choose another --out for the Hugging Face folder")
-    shutil.copytree(source, out, dirs_exist_ok=True)
+    staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    with disk.errors(f"could not export to {out}", "no folder was written"):
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source, staging)
+            if out.exists():
+                out.rmdir()  # empty, checked above
+            os.replace(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

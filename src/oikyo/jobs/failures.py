@@ -31,6 +31,11 @@ def describe(error: BaseException) -> str:
         return str(error).strip() or error.__class__.__name__
     if is_out_of_memory(error):
         return f"out of memory: {_first_line(error)}; {OOM_HINT}"
+    from oikyo.store import disk
+
+    full = disk.describe(error, "the checkpoints written before are kept")
+    if full is not None:
+        return full
     if isinstance(error, IndexError) and "index out of range" in str(error):
         return ("an index went past the end of a table in the model: usually a sequence longer than the "
                 f"model's context or a token id outside its vocabulary ({_first_line(error)})")
@@ -41,4 +46,6 @@ def describe(error: BaseException) -> str:
 
 def is_user_error(error: BaseException) -> bool:
     """Whether the reason alone explains the failure (no traceback needed in the log)."""
-    return isinstance(error, OikyoError) or is_out_of_memory(error)
+    from oikyo.store import disk
+
+    return isinstance(error, OikyoError) or is_out_of_memory(error) or disk.reason_of(error) is not None
