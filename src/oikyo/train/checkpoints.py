@@ -28,6 +28,12 @@ folder as a folder manifest (:mod:`oikyo.store.manifests`) and leaves the manife
 machine that never saw the folder (:func:`oikyo.jobs.checkpoints.restore_latest`). A crash during the
 upload leaves no key: the checkpoint is then only resumable here. Nothing here uses pickle: weights and optimizer tensors are
 safetensors, everything else is JSON, so a checkpoint never executes code when it is read.
+
+Test hook (inert unless set): ``OIKYO_TEST_CHECKPOINT_PAUSE=<stage>:<file>`` makes the writer append
+``<stage> <folder>`` to ``<file>`` and sleep :data:`TEST_PAUSE_S` seconds at that stage of every save:
+``weights`` (weights written, optimizer not), ``optimizer`` (optimizer written, trainer state not) or
+``renamed`` (renamed to ``step-NNNNNN``, COMPLETE not written yet), so a test can SIGKILL the process
+while a checkpoint is half written (tests/reliability/test_training_kills.py).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import os
 import random
 import re
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,8 @@ OPTIMIZER_JSON = "optimizer.json"
 SCHEDULER_JSON = "scheduler.json"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 MANIFEST_SUFFIX = ".manifest"  # step-NNNNNN.manifest: the key of the folder's manifest in the shared store
+TEST_PAUSE_ENV = "OIKYO_TEST_CHECKPOINT_PAUSE"  # the test hook described above
+TEST_PAUSE_S = 30.0
 
 logger = logging.getLogger("oikyo.train")
 
@@ -131,7 +140,9 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         write_weights(tmp)
+        _test_pause("weights", tmp)
         save_optimizer(optimizer, tmp)
+        _test_pause("optimizer", tmp)
         _write_json(tmp / SCHEDULER_JSON, _json_safe(scheduler.state_dict()))
         _write_json(tmp / TRAINER_STATE, {**state, "step": step, "rng": rng_state()})
         return commit(tmp, root, step)
@@ -154,12 +165,23 @@ def commit(tmp: Path, root: Path, step: int) -> Path:
         shutil.rmtree(final)
     os.rename(tmp, final)
     _fsync_dir(root)
+    _test_pause("renamed", final)
     marker = final / COMPLETE
     marker.write_text("complete\n")
     _fsync_file(marker)
     _fsync_dir(final)
     publish(final)
     return final
+
+
+def _test_pause(stage: str, folder: Path) -> None:
+    """The test hook (module docstring): announce ``stage`` of writing ``folder`` and pause there."""
+    hook = os.environ.get(TEST_PAUSE_ENV)
+    if not hook or hook.split(":", 1)[0] != stage:
+        return
+    with open(hook.split(":", 1)[1], "a", encoding="utf-8") as note:
+        note.write(f"{stage} {folder}\n")
+    time.sleep(TEST_PAUSE_S)
 
 
 def publish(folder: Path) -> str | None:
@@ -351,6 +373,9 @@ def prune(root: Path, keep_best: int, keep: tuple[Path, ...] = ()) -> list[Path]
     removed = []
     for path in found:
         if path.name not in kept:
+            # The marker goes first: a process killed while deleting leaves an incomplete folder (ignored,
+            # then cleaned up), never a "complete" one missing its weights that a later export might pick.
+            (path / COMPLETE).unlink(missing_ok=True)
             shutil.rmtree(path, ignore_errors=True)
             (path.parent / (path.name + MANIFEST_SUFFIX)).unlink(missing_ok=True)
             removed.append(path)
