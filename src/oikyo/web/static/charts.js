@@ -83,9 +83,11 @@ const charts = (() => {
       if (!Number.isFinite(Number(y))) return;
       const points = this.series.get(name) || [];
       const last = points[points.length - 1];
-      if (last && x <= last[0]) {  // a step seen again (e.g. a resumed run): keep the newest value
+      if (last && x <= last[0]) {
+        // A step seen again: keep the newest value. An earlier step than the last means a later attempt
+        // resumed before it, so the points after it were a lost attempt's: they are dropped (it redraws them).
         const at = points.findIndex((p) => p[0] >= x);
-        if (points[at][0] === x) points[at] = [x, y]; else points.splice(at, 0, [x, y]);
+        points.splice(at, points[at][0] === x && x === last[0] ? 1 : points.length - at, [Number(x), Number(y)]);
       } else {
         points.push([Number(x), Number(y)]);
       }
