@@ -1,9 +1,14 @@
 """Live training metrics: written in small batches while a run trains, read while it goes on.
 
 The worker hands :class:`MetricsWriter` whatever the recipe reports (``on_metrics(step, {...})``);
-rows go to the ``metrics`` table at least every second (and at once for an evaluation), so the CLI,
-the REST API and the dashboard can follow a run by polling. :func:`progress` turns the newest rows
-into what a progress bar shows: step, loss, learning rate, tokens/s and an ETA from the step rate.
+rows go to the ``metrics`` table at least every second, and at once for an evaluation and for a step
+the recipe checkpoints after (``durable``), so the CLI, the REST API and the dashboard can follow a
+run by polling. :func:`progress` turns the newest rows into what a progress bar shows: step, loss,
+learning rate, tokens/s and an ETA from the step rate.
+
+A resumed run reports again the steps after its checkpoint: as an attempt starts, :func:`drop_after`
+deletes what the lost attempt stored after that step, and the steps up to it were stored before the
+checkpoint was written, so every step is stored once, with the values of the attempt that counts.
 
 Usage::
 
@@ -21,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from oikyo.store import db
 from oikyo.store.models import Metric, Run, utcnow
@@ -37,8 +42,12 @@ class MetricsWriter:
     """Buffers metric rows and writes them in small batches (one INSERT per batch)."""
 
     def __init__(self, run_id: str, *, sinks: list | None = None, warn: Callable[[str], None] | None = None,
-                 flush_rows: int = FLUSH_ROWS, flush_seconds: float = FLUSH_SECONDS):
+                 flush_rows: int = FLUSH_ROWS, flush_seconds: float = FLUSH_SECONDS,
+                 durable: Callable[[int], bool] | None = None):
         self.run_id = run_id
+        # durable(step): the recipe writes a checkpoint after this step, so its rows are stored first
+        # (a kill after the checkpoint must not lose steps that the next attempt will not train again)
+        self.durable = durable or (lambda step: False)
         self.sinks = sinks or []  # exporters (TensorBoard, MLflow, W&B) fed every report
         self.warn = warn or log.warning
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
@@ -64,7 +73,7 @@ class MetricsWriter:
         for sink in self.sinks:
             sink.log(int(step), numeric)
         due = time.monotonic() - self._last_flush >= self.flush_seconds
-        if len(self._rows) >= self.flush_rows or due or "eval_loss" in numeric:
+        if len(self._rows) >= self.flush_rows or due or "eval_loss" in numeric or self.durable(int(step)):
             self.flush()
 
     def flush(self) -> None:
@@ -81,10 +90,17 @@ class MetricsWriter:
             self.warn(f"could not write {len(rows)} metric rows yet ({error.__class__.__name__}); will retry")
 
 
+def drop_after(run_id: str, step: int) -> int:
+    """Delete the run's rows of steps after ``step`` (an attempt resuming there reports them again);
+    returns how many were deleted."""
+    with db.session() as s:
+        return s.execute(delete(Metric).where(Metric.run_id == run_id, Metric.step > step)).rowcount
+
+
 def series(run_id: str, names: list[str] | None = None,
            since_step: int | None = None) -> dict[str, list[tuple[int, float]]]:
-    """Every stored value of a run per metric name, in step order: ``{"loss": [(1, 2.3), ...]}``
-    (only steps after ``since_step`` when given)."""
+    """Every stored value of a run per metric name, in step order, one per step (the newest):
+    ``{"loss": [(1, 2.3), ...]}`` (only steps after ``since_step`` when given)."""
     query = select(Metric.name, Metric.step, Metric.value).where(Metric.run_id == run_id)
     if names:
         query = query.where(Metric.name.in_(names))
@@ -93,7 +109,11 @@ def series(run_id: str, names: list[str] | None = None,
     out: dict[str, list[tuple[int, float]]] = {}
     with db.session() as s:
         for name, step, value in s.execute(query.order_by(Metric.name, Metric.step, Metric.id)):
-            out.setdefault(name, []).append((step, value))
+            points = out.setdefault(name, [])
+            if points and points[-1][0] == step:  # written twice (a late row of a lost attempt): the newest wins
+                points[-1] = (step, value)
+            else:
+                points.append((step, value))
     return out
 
 
