@@ -133,7 +133,7 @@ def scratch_left(home: Path) -> list[Path]:
 def test_import_on_a_full_disk(mounts, tmp_path, use_home):
     from oikyo.data import versions
 
-    disk = mounts.tmpfs("ws", 6 * 1024)
+    disk = mounts.tmpfs("ws", size(6, 24) * 1024)  # room for the big file once the filler is gone
     home = use_home(disk / "home")
     earlier = import_here(dataset(tmp_path / "small.jsonl", 20))
     big = dataset(tmp_path / "big.jsonl", size(400, 4000), width=2000)  # incompressible: > the space left
@@ -214,7 +214,7 @@ def test_checkpoint_on_a_full_or_read_only_disk(mounts, tmp_path, fault):
     earlier = save(1)
     weights = (earlier / "model.safetensors").read_bytes()
     if fault == "full":
-        fill(disk, leave_kb=size(300, 3000))  # room for part of the next checkpoint, not all of it
+        fill(disk, leave_kb=size(300, 2000))  # room for part of the next checkpoint, not all of it
     else:
         mounts.remount(disk, "ro")
 
