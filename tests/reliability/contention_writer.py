@@ -46,6 +46,10 @@ class Tally:
         self.datasets: set[str] = set()
         self.long_holds = 0
         self.latencies: list[float] = []  # seconds per successful step
+        self.statements = 0
+        self.slowest_statement = 0.0  # seconds
+        self.slowest_sql = ""
+        self.slow_statements: list[float] = []  # seconds of each statement over 1 s
 
     def error(self, kind: str, error: BaseException) -> None:
         text = f"{kind}: {error.__class__.__name__}: {error}".splitlines()[0][:400]
@@ -183,6 +187,25 @@ def _thread(tally: Tally, index: int, thread: int, stop_at: float, folder: Path)
         cycle += 1
 
 
+def _time_statements(engine, tally: Tally) -> None:
+    """Keep the longest single statement (a write waits for the lock inside one: how close to busy_timeout)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(connection, *_):
+        connection.info["began"] = time.monotonic()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(connection, _cursor, statement, *_):
+        took = time.monotonic() - connection.info.pop("began", time.monotonic())
+        with tally.lock:
+            tally.statements += 1
+            if took > 1.0:
+                tally.slow_statements.append(round(took, 2))
+            if took > tally.slowest_statement:
+                tally.slowest_statement, tally.slowest_sql = took, " ".join(statement.split())[:60]
+
+
 def main(index: int, threads: int, seconds: float, out: Path) -> None:
     from oikyo.store import db
 
@@ -190,9 +213,11 @@ def main(index: int, threads: int, seconds: float, out: Path) -> None:
     folder = out.parent / f"files-{index}"
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        db.engine()  # every process opens (and, on a new workspace, migrates) the database at once
+        engine = db.engine()  # every process opens (and, on a new workspace, migrates) the database at once
     except Exception as error:  # noqa: BLE001
         tally.error("open", error)
+    else:
+        _time_statements(engine, tally)
     from oikyo.data import versions  # noqa: F401 - imported before the start, like the other modules
     from oikyo.jobs import metrics, queue  # noqa: F401
     from oikyo.serve.gateway import keys  # noqa: F401
@@ -213,7 +238,9 @@ def main(index: int, threads: int, seconds: float, out: Path) -> None:
         "ops": dict(tally.ops), "errors": tally.errors, "runs": tally.runs, "finished": tally.finished,
         "claims": tally.claims, "metric_rows": tally.metric_rows, "keys": tally.keys, "workers": tally.workers,
         "datasets": sorted(tally.datasets), "long_holds": tally.long_holds,
-        "latencies": tally.latencies}))
+        "latencies": tally.latencies, "statements": tally.statements,
+        "slowest_statement": tally.slowest_statement, "slowest_sql": tally.slowest_sql,
+        "slow_statements": tally.slow_statements}))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ real writes through its service API (runs submitted, claimed, heart-beaten, repo
 API keys created and verified; worker liveness; dataset imports, many of one shared file at once)
 while one writer holds long write transactions. Every write and every error is counted; the test
 then counts the rows: nothing written may be missing, and no error (a locked database, a 5xx, a
-duplicate) may have reached any caller.
+duplicate) may have reached any caller. It prints the counts, the latency of each step and the
+slowest single SQL statement (a write waits for the lock inside one: how close any writer came to
+the 30 s busy_timeout).
 
 Two regressions it found are checked alone too: processes opening a new workspace at once each
 created the schema ("table ... already exists"), and two imports of one file at once failed one
@@ -226,7 +228,13 @@ def test_fifty_writers_lose_nothing_and_never_see_a_locked_database(workspace, t
                "processes": PROCESSES, "threads": THREADS, "http_clients": HTTP_WRITERS, "seconds": round(elapsed, 1),
                "writes": writes, "writes_per_s": round(writes / elapsed, 1), "ops": dict(ops),
                "long_transactions": sum(r["long_holds"] for r in results), "errors": len(errors),
-               "store_latency": store_latency, "http_latency": http_latency, "rows": counted}
+               "store_latency": store_latency, "http_latency": http_latency,
+               "statements": sum(r["statements"] for r in results),
+               "slowest_statement_ms": round(max(r["slowest_statement"] for r in results) * 1000, 1),
+               "slowest_sql": max(results, key=lambda r: r["slowest_statement"])["slowest_sql"],
+               "statements_over_s": {limit: sum(1 for r in results for x in r["slow_statements"] if x > limit)
+                                     for limit in (1, 5, 10, 20)},
+               "rows": counted}
     print("sqlite contention:", json.dumps(figures))
 
     assert not [e for e in errors if "locked" in e or "busy" in e.lower()], errors[:20]
