@@ -10,7 +10,7 @@ while one writer holds long write transactions. Every write and every error is c
 then counts the rows: nothing written may be missing, and no error (a locked database, a 5xx, a
 duplicate) may have reached any caller. It prints the counts, the latency of each step and the
 slowest single SQL statement (a write waits for the lock inside one: how close any writer came to
-the 30 s busy_timeout).
+the 60 s busy_timeout).
 
 Two regressions it found are checked alone too: processes opening a new workspace at once each
 created the schema ("table ... already exists"), and two imports of one file at once failed one
