@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # the se
 
 from serving_fixtures import random_model_dir  # noqa: E402
 
-SECONDS = size(6, 60)
+SECONDS = size(4, 60)
 WARMUP_S = size(0, 30)  # the same load before the measured run (see the module docstring)
 CLIENTS = 16
 WINDOW_S = size(2, 10)  # the first and last windows whose mean memory is compared (asserted at full size)

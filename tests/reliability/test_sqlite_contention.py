@@ -34,7 +34,7 @@ from loadtools import percentiles, platform_server
 PROCESSES = size(4, 20)
 THREADS = size(10, 2)
 HTTP_WRITERS = 10
-SECONDS = size(8, 60)
+SECONDS = size(5, 60)
 WRITER = Path(__file__).with_name("contention_writer.py")
 
 
