@@ -47,6 +47,7 @@ from pathlib import Path
 import orjson
 
 from oikyo.data import limits
+from oikyo.data.jsonscan import JsonScanner, TooLong
 from oikyo.data.limits import LimitExceeded, record_too_long
 from oikyo.data.plaintext import (
     NUL_RUN,
@@ -609,94 +610,9 @@ def _csv_record(header, dups, row, bad_lines, line, last):
     return dict(zip(header, row)), problem
 
 
-_NUMBER_CHARS = frozenset("0123456789.eE+-")
-
-
-class _NotJson(ValueError):
-    """NaN or Infinity: accepted by Python's json module, but not JSON (and not by orjson)."""
-
-
-def _reject_constant(name: str):
-    raise _NotJson(f"{name} is not a valid JSON value")
-
-
-class _TooLong(Exception):
-    """A JSON value longer than the record limit."""
-
-
-class _JsonScanner:
-    """Reads a JSON array element by element (or a stream of concatenated values) from a text buffer.
-
-    The buffer holds about one chunk: consumed text is dropped when more is read. A value that
-    does not fit is retried with twice as much text each time, so a long value costs linear time;
-    one longer than ``limit`` characters raises :class:`_TooLong` with little more than that read.
-    """
-
-    def __init__(self, stream, chunk_bytes: int, limit: int):
-        self.stream = stream
-        self.chunk = chunk_bytes
-        self.limit = limit
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
-        self.scanner = json.JSONDecoder(parse_constant=_reject_constant)
-        self.buf, self.pos, self.eof = "", 0, False
-        self.dropped_lines = 0  # line breaks in the text already dropped from the buffer
-
-    def fill(self, want: int) -> bool:
-        """Read about ``want`` more bytes; False at the end of the file."""
-        if self.eof:
-            return False
-        data = self.stream.read(want)
-        self.eof = not data
-        self.dropped_lines += self.buf.count("\n", 0, self.pos)
-        self.buf = self.buf[self.pos :] + self.decoder.decode(data, final=self.eof)
-        self.pos = 0
-        return True
-
-    def skip_ws(self) -> bool:
-        """Move past whitespace; False when the file ends first."""
-        while True:
-            buf, pos = self.buf, self.pos
-            while pos < len(buf) and buf[pos] in " \t\r\n":
-                pos += 1
-            self.pos = pos
-            if pos < len(buf):
-                return True
-            if not self.fill(self.chunk):
-                return False
-
-    def value(self):
-        """Decode the value at the cursor: ``(value, text)``; raises ValueError when it is broken."""
-        want = self.chunk
-        while True:
-            buf, pos = self.buf, self.pos
-            try:
-                value, end = self.scanner.raw_decode(buf, pos)
-                # A number may go on past the buffer's end ("0" of "0.5"): then read more.
-                number = type(value) in (int, float)
-                if self.eof or end < len(buf) and not (number and buf[end] in _NUMBER_CHARS):
-                    if end - pos > self.limit:
-                        raise _TooLong
-                    self.pos = end
-                    return value, buf[pos:end]
-            except json.JSONDecodeError as exc:
-                truncated = exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - 16
-                if self.eof or not truncated:
-                    line = self.dropped_lines + buf.count("\n", 0, exc.pos) + 1
-                    raise ValueError(f"{exc.msg} (line {line} of the file)") from None
-            except RecursionError:
-                raise ValueError("the value is nested too deeply") from None
-            except _NotJson as exc:
-                raise ValueError(str(exc)) from None
-            held = len(buf) - pos
-            if held > self.limit:
-                raise _TooLong
-            want = min(want * 2, max(self.chunk, self.limit + 1 - held))  # past the limit by one read at most
-            self.fill(want)
-
-
 def _json_values(stream, chunk_bytes: int, source: Source):
     """Yield ``(None, index, value, problem)`` for each element of a JSON array or value stream."""
-    js = _JsonScanner(stream, chunk_bytes, source.max_record)
+    js = JsonScanner(stream, chunk_bytes, source.max_record)
     js.fill(chunk_bytes)
     js.buf = js.buf.removeprefix("\ufeff")
     if not js.skip_ws():
@@ -722,7 +638,7 @@ def _json_values(stream, chunk_bytes: int, source: Source):
             js.skip_ws()
         try:
             value, text = js.value()
-        except _TooLong:
+        except TooLong:
             raise LimitExceeded(record_too_long(f"record {index}", source.max_record), index=index) from None
         except ValueError as exc:
             source.problems.append((None, index, "invalid_json", None, f"record {index} is not valid JSON: {exc}"))
