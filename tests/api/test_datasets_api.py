@@ -314,3 +314,29 @@ def test_upload_keeps_and_drops_columns_and_kto_flags_are_flags(api):
     assert body["version"]["lineage"]["options"]["keep"] == ["id"]
     first = api.get(f"{API}/datasets/{body['version']['id']}/rows", params={"limit": 1}).json()["rows"][0]
     assert first["desirable"] is True and json.loads(first["metadata"]) == {"id": 0}
+
+
+@pytest.mark.parametrize("failure", ["enospc", "erofs", "sqlite_full"])
+def test_a_full_or_read_only_disk_is_a_507_that_says_so(api, monkeypatch, workspace, failure):
+    # The real disk faults run in tests/reliability/test_disk_faults.py (tmpfs mounts, through the CLI);
+    # here the API's wording of the same errors, raised where the import writes.
+    import errno
+
+    from sqlalchemy.exc import OperationalError
+
+    from oikyo.data import versions
+
+    def full(*_args, **_kwargs):
+        if failure == "sqlite_full":
+            raise OperationalError("INSERT INTO dataset_versions", {}, Exception("database or disk is full"))
+        code = errno.ENOSPC if failure == "enospc" else errno.EROFS
+        raise OSError(code, "disk trouble", str(workspace / "tmp" / "x.parquet"))
+
+    monkeypatch.setattr(versions, "import_dataset", full)
+    response = upload(api, CHAT)
+    assert response.status_code == 507, response.text
+    error = response.json()["error"]
+    message = error["message"]
+    assert error["type"] == "DiskError"
+    assert ("read-only" if failure == "erofs" else "no space is left") in message
+    assert "nothing was stored" in message and _scratch_empty(workspace)

@@ -15,12 +15,14 @@ import re
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oikyo import __version__
 from oikyo.api.auth import AuthGate, Authenticator, require_auth
 from oikyo.api.refs import PathGuard
 from oikyo.errors import OikyoError
+from oikyo.store import disk
 
 API_PREFIX = "/api/v1"
 # alerts/alertmanager checks its own credentials (the token or an API key: routes/alerts.py).
@@ -104,6 +106,15 @@ def create_app(token: str, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, 
         problems = getattr(error, "problems", None)
         extra = {"problems": problems} if problems else {}
         return error_response(status_for(error), str(error), type(error).__name__, **extra)
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(OperationalError)
+    async def _disk_error(_request: Request, error: Exception):
+        """A full or read-only disk (the writers leave the earlier state intact): 507 saying so."""
+        message = disk.describe(error, "nothing was stored")
+        if message is None:
+            raise error  # not a disk condition: the server error it is (logged with its traceback)
+        return error_response(disk.DiskError.http_status, message, "DiskError")
 
     @app.exception_handler(StarletteHTTPException)  # also FastAPI's HTTPException and routing 404/405
     async def _http_error(_request: Request, error: StarletteHTTPException):
