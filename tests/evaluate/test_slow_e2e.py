@@ -4,7 +4,9 @@ SmolLM2-135M-Instruct, fine-tuned with LoRA through the job system on the bundle
 (support message -> JSON with category, priority and sentiment), is evaluated through the job system
 against its base model on the task's test split: the gain in JSON field accuracy has a paired
 bootstrap confidence interval that excludes zero, and the forgetting probe shows the model kept its
-general abilities.
+general abilities. The same probe checks itself: the base model's open-ended answers are not
+degenerate, and the fine-tuned model's degenerate answers, asked without its training system prompt,
+are caught (one training serves both checks: the quickstart's training is the suite's costliest step).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 
 import pytest
 
+from oikyo.evaluate import forgetting as probing
 from oikyo.evaluate import jobs, records
 from oikyo.evaluate.runner import EvalSpec
 from oikyo.evaluate.summary import format_lines, side_by_side
@@ -27,6 +30,9 @@ from oikyo.quickstart import TRAIN_OVERRIDES
 # this test took 520 s instead of 372 s on the 2-core machine, with the same metrics to the last digit.
 TRAIN = TRAIN_OVERRIDES
 EVAL_LIMIT = 60  # the whole test split of the 600-row sample (10%)
+# Measured on the 2-core machine (see docs/evaluation.md): the base model's degenerate share is 0.000
+# (0 of 44 answers; 37 of them ran to the 64-token limit while making sense), probe accuracy 0.650.
+BASE_BOUND = 0.05  # at most 2 of the 44 answers: room for a kernel's rounding flipping a greedy choice
 
 
 @pytest.mark.slow
@@ -62,6 +68,9 @@ def test_lora_on_the_sample_task_beats_its_base_model_significantly(bundled_in_w
         print(f"\ntrain {train_s:.0f} s ({', '.join(TRAIN)}); evaluation {eval_s:.0f} s on {model.rows} test rows")
         for line in format_lines(table):
             print(line)
+        print(f"{probing.describe_degeneration(model.forgetting)}; accuracy drop "
+              f"{model.forgetting['accuracy_drop']:+.3f}, forgetting {model.forgetting['forgetting']:+.3f}")
+        print("\n".join(probing.example_lines(model.forgetting)))
     gain = table["deltas"]["base"]["json_field_accuracy"]
     assert gain["low"] > 0, gain  # fine-tuning helped, and not by chance
     assert model.metrics["json_valid"] >= 0.9
@@ -72,3 +81,18 @@ def test_lora_on_the_sample_task_beats_its_base_model_significantly(bundled_in_w
     # The recipe keeps the model's general abilities (0.05-0.10 measured; 0.74 with lr 1e-3, where the
     # model answered general questions in JSON). The bound leaves room for the probe's item-level noise.
     assert forgetting["forgetting"] < 0.25, forgetting
+
+    # The probe itself. The base model's open-ended answers are not degenerate, and the probe is
+    # neither trivial nor impossible for it.
+    base_side = forgetting["base"]
+    assert base_side["degenerate"] <= BASE_BOUND, probing.example_lines(forgetting, "base")
+    assert 0.4 < base_side["accuracy"] < 0.9
+    # The user's report: the quickstart's model answered "My order never arrived..." with a loop of emoji
+    # while the probe's accuracy and perplexity barely moved. Measured in a fresh-clone CI run of
+    # `oikyo quickstart` (2026-12-06): degenerate answers 0.000 -> 0.068 (3 of 44: the complaint answered
+    # with a loop of emoji, two sentence loops), forgetting 0.103. The probe sees it, and forgetting
+    # counts it, whatever accuracy and perplexity say; the bound leaves room for a CPU's rounding
+    # flipping one greedy answer.
+    assert forgetting["degenerate_increase"] >= 2 / 44, forgetting["model"]["degenerate_examples"]
+    assert forgetting["model"]["degenerate_examples"]
+    assert forgetting["forgetting"] >= forgetting["degenerate_increase"]
