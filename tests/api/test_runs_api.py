@@ -212,7 +212,7 @@ def test_cancel_and_resume(api, dataset, model_dir):
     again = api.post(f"{API}/runs/{run_id}/cancel")
     assert again.status_code == 400 and "nothing to cancel" in again.json()["error"]["message"]
     resumed = api.post(f"{API}/runs/{run_id}/resume", json={"start_worker": False})
-    assert resumed.status_code == 200 and resumed.json()["state"] == "queued" and resumed.json()["resume_count"] == 1
+    assert resumed.status_code == 200 and resumed.json()["state"] == "queued" and resumed.json()["resume_count"] == 0
     assert _worker().run(once=True) == 1
     assert queue.get(run_id).state == "succeeded"
     refused = api.post(f"{API}/runs/{run_id}/resume", json={"start_worker": False})

@@ -70,7 +70,8 @@ def test_finished_runs_are_not_claimed_until_the_user_resumes_them(final):
     _expire(run_id)
     assert queue.claim("w2", lease_s=30) is None
     resumed = queue.requeue(run_id)
-    assert (resumed.state, resumed.resume_count, resumed.attempts, resumed.error) == ("queued", 1, 0, None)
+    # counted when an attempt continues from a checkpoint (the worker's record_resume), not when queued
+    assert (resumed.state, resumed.resume_count, resumed.attempts, resumed.error) == ("queued", 0, 0, None)
     again = queue.claim("w2", lease_s=30)
     assert again.id == run_id and again.attempts == 1 and again.lease_owner == "w2"
     with pytest.raises(OikyoError, match="is running"):

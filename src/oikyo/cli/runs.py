@@ -178,7 +178,7 @@ def resume(
 
     with user_errors():
         record = runs.resume(run)
-    out.print(f"Run {record.id} is queued again (resume {record.resume_count}).")
+    out.print(f"Run {record.id} is queued again; it continues from its last complete checkpoint.")
     ensure_worker(start_worker)
 
 

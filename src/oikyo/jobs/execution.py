@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from oikyo import workspace
-from oikyo.jobs import checkpoints, exporters, failures, model_versions, queue, training
+from oikyo.jobs import checkpoints, exporters, failures, metrics, model_versions, queue, training
 from oikyo.jobs.metrics import MetricsWriter
 from oikyo.store import artifacts
 from oikyo.store.models import Run
@@ -53,7 +53,8 @@ class RunLog:
 
 
 class Heartbeat(threading.Thread):
-    """Keeps the lease alive every ``interval`` seconds and watches for cancel requests and lost leases."""
+    """Keeps the lease alive every ``interval`` seconds, watches for cancel requests and lost leases, and
+    puts the runs of dead workers back in the queue (:func:`oikyo.jobs.queue.requeue_orphans`)."""
 
     def __init__(self, run: Run, owner: str, lease_s: float, interval: float, log: Callable[[str], None]):
         super().__init__(name=f"heartbeat-{run.id}", daemon=True)
@@ -80,6 +81,10 @@ class Heartbeat(threading.Thread):
             checkpoints.sync(self.job.id, Path(self.job.run_dir))
         except Exception as error:  # noqa: BLE001 - records catch up at the next beat or at the end
             logger.warning("checkpoint sync for %s failed: %s", self.job.id, error)
+        try:
+            queue.requeue_orphans()  # runs of dead workers go back to the queue even while every worker is busy
+        except Exception as error:  # noqa: BLE001 - the next beat tries again
+            logger.warning("could not requeue orphaned runs: %s", error)
 
     def run(self) -> None:  # noqa: D102 - threading.Thread entry point
         while not self._done.wait(self.interval):
@@ -134,22 +139,37 @@ def execute_claimed(run: Run, owner: str, *, lease_s: float, heartbeat_s: float,
 def metrics_for(run: Run, run_dir: Path, log: RunLog) -> Iterator[MetricsWriter]:
     """The run's metrics writer and exporters for one attempt; flushed and closed on the way out. First
     it readies the attempt's checkpoint: the newest one is fetched from the shared store when this
-    machine lacks it (:func:`checkpoints.restore_latest`), and the log says where the recipe resumes.
+    machine lacks it (:func:`checkpoints.restore_latest`), and the log says where the recipe resumes;
+    an attempt that resumes is counted (``resume_count``), and what earlier attempts stored for the
+    steps after the resume point is deleted (this attempt reports them again).
     The local worker and the Ray task both use it, so both attempts start the same way."""
     fetched = checkpoints.restore_latest(run.id, run_dir)
     if fetched is not None:
         log.write(f"fetched checkpoint step {fetched} from the shared artifact store")
     resume_from = checkpoints.latest_step(run_dir)
+    dropped = metrics.drop_after(run.id, resume_from or 0)
     if resume_from is not None:
+        queue.record_resume(run.id, run.lease_owner, resume_from)
         log.write(f"complete checkpoint found at step {resume_from}; the recipe resumes from it")
+    if dropped:
+        log.write(f"deleted {dropped} metric values of steps after {resume_from or 0} (reported again)")
     sinks = exporters.open_exporters(exporters.enabled(run.config), run_dir=run_dir, run_id=run.id,
                                      params=run.config, log=log.write)
-    writer = MetricsWriter(run.id, sinks=sinks, warn=log.write)
+    writer = MetricsWriter(run.id, sinks=sinks, warn=log.write, durable=checkpoint_steps(run.config))
     try:
         yield writer
     finally:
         writer.flush()
         exporters.close_all(sinks)
+
+
+def checkpoint_steps(config: dict) -> Callable[[int], bool]:
+    """Whether the recipe checkpoints after a step, from the run's config (every ``checkpoint.save_every``
+    steps and at ``train.max_steps``): the metrics writer stores such a step's values before that save."""
+    every = ((config or {}).get("checkpoint") or {}).get("save_every")
+    last = ((config or {}).get("train") or {}).get("max_steps")
+    every = every if isinstance(every, int) and every > 0 else None
+    return lambda step: (every is not None and step % every == 0) or step == last
 
 
 def _execute(run: Run, **kwargs):

@@ -162,6 +162,39 @@ def _give_up(row, now: datetime) -> None:
             add_event(s, row.id, "failed", reason)
 
 
+def requeue_orphans() -> list[str]:
+    """Put the running runs whose lease expired (their worker died) back in the queue, or fail those
+    that used up ``max_attempts``; returns their ids.
+
+    :func:`claim` takes such a run over only when a worker is free; busy workers call this at each
+    heartbeat, so that while every worker is busy no run shows ``running`` without a live owner for
+    longer than one lease. The attempt still counts towards ``max_attempts``.
+    """
+    now = utcnow()
+    with db.session() as s:
+        rows = s.execute(select(Run.id, Run.attempts, Run.max_attempts, Run.lease_owner)
+                         .where(Run.state == RUNNING, Run.lease_expires_at < now)).all()
+    moved = []
+    for row in rows:
+        if row.attempts >= row.max_attempts:
+            _give_up(row, now)
+            moved.append(row.id)
+            continue
+        with db.session() as s:
+            result = s.execute(
+                update(Run).where(Run.id == row.id, Run.state == RUNNING, Run.lease_owner == row.lease_owner,
+                                  Run.lease_expires_at < now)
+                .values(state=QUEUED, lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:
+                add_event(s, row.id, "released", f"the lease of {row.lease_owner} expired (its worker stopped "
+                          f"responding; attempt {row.attempts} of {row.max_attempts}); back in the queue to resume "
+                          "from the last complete checkpoint")
+                moved.append(row.id)
+    return moved
+
+
 def heartbeat(run_id: str, owner: str, lease_s: float) -> bool:
     """Extend ``owner``'s lease on a running run; returns whether a cancel was requested.
 
@@ -259,13 +292,32 @@ def requeue(run_id: str) -> Run:
         result = s.execute(
             update(Run).where(Run.id == run_id, Run.state.in_((FAILED, CANCELLED)))
             .values(state=QUEUED, error=None, cancel_requested=False, finished_at=None, lease_owner=None,
-                    lease_expires_at=None, attempts=0, resume_count=Run.resume_count + 1)
+                    lease_expires_at=None, attempts=0)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
             raise OikyoError(f"run {run_id} changed state meanwhile; look again with `oikyo runs show {run_id}`")
-        add_event(s, run_id, "resumed", f"queued again after it {run.state}; continues from its last checkpoint")
+        add_event(s, run_id, "requeued", f"queued again after it {run.state}; continues from its last checkpoint")
     return get(run_id)
+
+
+def record_resume(run_id: str, owner: str, step: int) -> bool:
+    """Count that ``owner``'s attempt continues from the complete checkpoint at ``step`` (``resume_count``).
+
+    The worker calls it as an attempt starts, whatever ended the attempt before (a lost lease, a killed
+    worker, a shutdown or a user's resume). Returns False, counting nothing, when ``owner`` no longer
+    holds the run.
+    """
+    with db.session() as s:
+        result = s.execute(
+            update(Run).where(Run.id == run_id, Run.lease_owner == owner, Run.state == RUNNING)
+            .values(resume_count=Run.resume_count + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            return False
+        add_event(s, run_id, "resumed", f"{owner} continues from the complete checkpoint at step {step}")
+    return True
 
 
 # --- the workers themselves ---------------------------------------------------------------------

@@ -75,8 +75,11 @@ class Run(Base):
     ``config`` is the resolved config (dataset pinned to a version id), ``config_hash`` its hash.
     A worker owns a running run while ``lease_expires_at`` is in the future (``lease_owner`` names
     it); a run whose lease has expired is claimed again and resumes from its last complete
-    checkpoint. ``attempts`` counts claims since the run was last queued; ``resume_count`` counts
-    user resumes. The run's files live in ``run_dir`` (config.yaml, checkpoints/, output/, train.log).
+    checkpoint. ``attempts`` counts claims since the run was last queued; ``resume_count`` counts the
+    attempts that continued from a complete checkpoint an earlier attempt left (after a lost lease, a
+    killed worker, a shutdown or a user's resume), counted as each such attempt starts; an attempt that
+    starts over from step 0 is no resume. The run's files live in ``run_dir`` (config.yaml, checkpoints/,
+    output/, train.log).
     """
 
     __tablename__ = "runs"
