@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anyio
 import pytest
+from rawasgi import raw_request
 
 API = "/api/v1"
 
@@ -61,30 +61,9 @@ def test_unencoded_dot_segments_are_refused_before_routing(app, guarded):
     """httpx normalizes '/../' away, so send raw paths to the ASGI app as a server would."""
     for raw in (b"/api/v1/datasets/../../etc/passwd", b"/api/v1/datasets/..", b"/api/v1/keys/.",
                 b"/api/v1/datasets/a\\..\\b", b"/api/v1/models/%2e%2e%2fx"):
-        status, body = anyio.run(_raw_get, app, raw)
+        status, body = raw_request(app, "GET", raw)
         assert status == 400, raw
         assert json.loads(body)["error"]["type"] == "invalid_path"
-
-
-async def _raw_get(app, raw_path: bytes):
-    from urllib.parse import unquote
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path, "root_path": "",
-             "query_string": b"", "headers": [(b"host", b"testserver")], "server": ("testserver", 80),
-             "client": ("127.0.0.1", 1234)}
-    sent = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], body
 
 
 @pytest.mark.parametrize("query", [

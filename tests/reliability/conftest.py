@@ -10,3 +10,4 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "api"))  # rawasgi: raw paths sent to an ASGI app

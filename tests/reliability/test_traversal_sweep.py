@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import anyio
 import pytest
 from battery import size
+from rawasgi import raw_request
 
 API = "/api/v1"
 CANARY_TEXT = "canary: not for the platform's eyes"
@@ -179,26 +179,8 @@ def test_every_input_refuses_traversal_and_nothing_outside_is_touched(api, app, 
         f"{k}: {v}" for k, v in list(wrong.items())[:30])
 
 
-def _raw(app, method: str, raw_path: bytes, token: str):
-    from urllib.parse import unquote
-
-    async def call():
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
-                 "root_path": "", "query_string": b"", "server": ("testserver", 80), "client": ("127.0.0.1", 1),
-                 "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode())]}
-        sent = []
-
-        async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message):
-            sent.append(message)
-
-        await app(scope, receive, send)
-        return next(m for m in sent if m["type"] == "http.response.start")["status"]
-
-    return anyio.run(call)
+def _raw(app, method: str, raw_path: bytes, token: str) -> int:
+    return raw_request(app, method, raw_path, [(b"authorization", f"Bearer {token}".encode())])[0]
 
 
 def test_unencoded_traversal_in_every_path_parameter_is_refused(api, app, token, fenced):

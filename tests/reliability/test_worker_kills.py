@@ -60,12 +60,10 @@ MAX_KILL_DELAY_S = 1.5
 DETERMINISTIC = {"bad-lr": "the loss diverged at step 2", "bad-config": "bad config:", "bad-data": "missing dataset:"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", *([pytest.param("postgres", marks=pytest.mark.postgres)] if FULL else [])])
 def backend(request) -> str:
     """The store under test; PostgreSQL at full size only (the suite's budget holds one backend)."""
     if request.param == "postgres":
-        if not FULL:
-            pytest.skip("the kill battery runs on PostgreSQL at full size only (scripts/reliability.sh)")
         request.getfixturevalue("postgres_url")
     return request.param
 
