@@ -69,3 +69,24 @@ def test_postgresql_gets_the_same_schema_and_records(postgres_url):
     with db.session() as s:
         record = s.scalars(select(DatasetVersion)).one()
         assert record.lineage == {"operation": "test"} and record.created_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("postgresql+psycopg://oikyo:hunter2secret@127.0.0.1:1/oikyo", "Connection refused"),
+    ("sqlite:////nonexistent-oikyo-dir/sub/oikyo.db", "unable to open database file"),
+])
+def test_an_unreachable_database_is_a_clear_error_without_its_password(monkeypatch, url, reason):
+    from typer.testing import CliRunner
+
+    from oikyo.cli.main import app
+
+    monkeypatch.setenv("OIKYO_DATABASE_URL", url)
+    db.reset_engine()
+    with pytest.raises(db.DatabaseUnavailable) as raised:
+        db.engine()
+    assert reason in str(raised.value) and "OIKYO_DATABASE_URL" in str(raised.value)
+    assert "hunter2secret" not in str(raised.value)
+    assert db.DatabaseUnavailable.http_status == 503
+    result = CliRunner().invoke(app, ["runs", "list"])
+    assert result.exit_code == 2 and "cannot open the database" in result.output, result.output
+    assert "Traceback" not in result.output and "hunter2secret" not in result.output

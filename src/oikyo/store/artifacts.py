@@ -72,7 +72,10 @@ def _filesystem(url: str):
     except ImportError as error:  # pragma: no cover - fsspec comes with the core dependencies
         raise OikyoError(f"{URL_ENV}={url} needs fsspec: pip install 'oikyo[s3]'") from error
     try:
-        fs, root = fsspec.core.url_to_fs(url)
+        # skip_instance_cache: fsspec would otherwise hand back an instance made earlier in this
+        # process for the same URL, with the credentials and endpoint (AWS_ENDPOINT_URL, ...) the
+        # environment had then. This function's own cache is cleared when those change.
+        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True)
     except ImportError as error:
         raise OikyoError(f"{URL_ENV}={url} needs a filesystem driver that is not installed ({error}); "
                          "for s3:// run pip install 'oikyo[s3]'") from error

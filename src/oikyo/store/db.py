@@ -19,11 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from oikyo import workspace
+from oikyo.errors import OikyoError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -31,6 +32,21 @@ _lock = threading.Lock()
 _engine: Engine | None = None
 _engine_url: str | None = None
 _sessionmaker: sessionmaker | None = None
+
+
+class DatabaseUnavailable(OikyoError):
+    """The database could not be opened (a server that does not answer, a refused login, a bad path)."""
+
+    http_status = 503
+
+
+def _unavailable(url: str, error: Exception) -> DatabaseUnavailable:
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    return DatabaseUnavailable(f"cannot open the database at {shown}: {reason} "
+                               "(check OIKYO_DATABASE_URL, and that the server is running)")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -92,7 +108,15 @@ def engine() -> Engine:
         new = create_engine(url, future=True, pool_pre_ping=True)
         if new.dialect.name == "sqlite":
             event.listen(new, "connect", _sqlite_pragmas)
-        migrate(new)
+        try:
+            migrate(new)
+        except (exc.OperationalError, exc.InterfaceError) as error:
+            new.dispose()
+            from oikyo.store import disk
+
+            if disk.reason_of(error) is not None:
+                raise  # a full or read-only disk: the CLI and the API word it as such
+            raise _unavailable(url, error) from error
         _engine, _engine_url = new, url
         _sessionmaker = sessionmaker(bind=new, expire_on_commit=False)
         return new
