@@ -25,7 +25,7 @@ from oikyo.jobs.worker import Worker
 from oikyo.quickstart import TRAIN_OVERRIDES
 
 # The quickstart's recipe (40 steps x 8 examples, lr 1e-4): JSON validity ~1.0 and field accuracy ~0.53
-# against 0 for the base model, forgetting 0.05-0.10, measured on the 2-core machine. torch's default
+# against 0 for the base model, forgetting 0.05-0.11 (0.103 in the latest run), measured on the 2-core machine. torch's default
 # threads (the machine's cores), as the quickstart: the suite runs one test at a time. With one thread
 # this test took 520 s instead of 372 s on the 2-core machine, with the same metrics to the last digit.
 TRAIN = TRAIN_OVERRIDES
@@ -78,7 +78,7 @@ def test_lora_on_the_sample_task_beats_its_base_model_significantly(bundled_in_w
     forgetting = model.forgetting
     assert forgetting is not None and math.isfinite(forgetting["forgetting"])
     assert 0 < forgetting["base"]["accuracy"] < 1  # the probe is neither trivial nor impossible for the base
-    # The recipe keeps the model's general abilities (0.05-0.10 measured; 0.74 with lr 1e-3, where the
+    # The recipe keeps the model's general abilities (0.05-0.11 measured; 0.74 with lr 1e-3, where the
     # model answered general questions in JSON). The bound leaves room for the probe's item-level noise.
     assert forgetting["forgetting"] < 0.25, forgetting
 

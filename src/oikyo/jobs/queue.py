@@ -67,8 +67,13 @@ def add_event(session, run_id: str, kind: str, message: str) -> None:
     session.add(RunEvent(run_id=run_id, kind=kind, message=message, time=utcnow()))
 
 
+def _orphaned(now: datetime):
+    """Running, but its worker's lease ran out (the worker died or lost contact)."""
+    return and_(Run.state == RUNNING, Run.lease_expires_at < now)
+
+
 def _claimable(now: datetime):
-    return or_(Run.state == QUEUED, and_(Run.state == RUNNING, Run.lease_expires_at < now))
+    return or_(Run.state == QUEUED, _orphaned(now))
 
 
 # --- submitting and reading ---------------------------------------------------------------------
@@ -154,7 +159,7 @@ def _give_up(row, now: datetime) -> None:
               f"memory; last owner {row.lease_owner}); `oikyo runs resume {row.id}` tries again")
     with db.session() as s:
         result = s.execute(
-            update(Run).where(Run.id == row.id, Run.state == RUNNING, Run.lease_expires_at < now)
+            update(Run).where(Run.id == row.id, _orphaned(now))
             .values(state=FAILED, error=reason, finished_at=now, lease_expires_at=None)
             .execution_options(synchronize_session=False)
         )
@@ -173,7 +178,7 @@ def requeue_orphans() -> list[str]:
     now = utcnow()
     with db.session() as s:
         rows = s.execute(select(Run.id, Run.attempts, Run.max_attempts, Run.lease_owner)
-                         .where(Run.state == RUNNING, Run.lease_expires_at < now)).all()
+                         .where(_orphaned(now))).all()
     moved = []
     for row in rows:
         if row.attempts >= row.max_attempts:
@@ -182,8 +187,7 @@ def requeue_orphans() -> list[str]:
             continue
         with db.session() as s:
             result = s.execute(
-                update(Run).where(Run.id == row.id, Run.state == RUNNING, Run.lease_owner == row.lease_owner,
-                                  Run.lease_expires_at < now)
+                update(Run).where(Run.id == row.id, Run.lease_owner == row.lease_owner, _orphaned(now))
                 .values(state=QUEUED, lease_owner=None, lease_expires_at=None)
                 .execution_options(synchronize_session=False)
             )
@@ -262,8 +266,7 @@ def request_cancel(run_id: str) -> str:
         orphaned = run.state == RUNNING and (aware(run.lease_expires_at) or now) < now
         with db.session() as s:
             if run.state == QUEUED or orphaned:
-                where = (Run.state == QUEUED) if run.state == QUEUED else and_(
-                    Run.state == RUNNING, Run.lease_expires_at < now)
+                where = (Run.state == QUEUED) if run.state == QUEUED else _orphaned(now)
                 values = {"state": CANCELLED, "finished_at": now, "cancel_requested": True,
                           "lease_expires_at": None}
                 message = "cancelled before it started" if run.state == QUEUED else (
