@@ -85,7 +85,8 @@ def evaluate(args: dict) -> dict:
             "dataset_file": str(versions.parquet_path(versions.resolve(args["dataset"])))}
 
 
-LONG = ("train.num_threads=1", "train.max_steps=400", "train.batch_size=4", "data.max_length=64",
+LONG_STEPS = 120  # room for 100 steps between the first uploaded checkpoint (step 20) and the kill
+LONG = ("train.num_threads=1", f"train.max_steps={LONG_STEPS}", "train.batch_size=4", "data.max_length=64",
         "checkpoint.save_every=20", "train.eval_every=1000", "train.lr=1e-3")
 
 
@@ -96,7 +97,7 @@ def train_killed(args: dict) -> dict:
 
     dataset = _dataset(args["tmp"], "longer")
     run = training.submit_training(None, list(LONG), dataset=dataset.id, model=args["base"])
-    threading.Thread(target=Worker(lease_s=5, heartbeat_s=0.5, poll_s=0.1).run, kwargs={"once": True},
+    threading.Thread(target=Worker(lease_s=3, heartbeat_s=0.5, poll_s=0.1).run, kwargs={"once": True},
                      daemon=True).start()
     deadline = time.monotonic() + 300
     while not [c for c in checkpoints.list_checkpoints(run.id) if c.manifest]:
@@ -104,7 +105,8 @@ def train_killed(args: dict) -> dict:
         assert queue.get(run.id).state in ("queued", "running"), queue.get(run.id).error
         time.sleep(0.1)
     uploaded = max(c.step for c in checkpoints.list_checkpoints(run.id) if c.manifest)
-    print("RESULT " + json.dumps({"run": run.id, "run_dir": queue.get(run.id).run_dir, "uploaded": uploaded}),
+    print("RESULT " + json.dumps({"run": run.id, "run_dir": queue.get(run.id).run_dir, "uploaded": uploaded,
+                                   "steps": LONG_STEPS}),
           flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     return {}
@@ -117,7 +119,7 @@ def resume(args: dict) -> dict:
 
     run = queue.get(args["run"])
     assert run.state == "running" and not Path(run.run_dir).exists(), "the first machine's folder must be gone"
-    time.sleep(6)  # the dead machine's 5 s lease runs out (its last heartbeat was just before the kill)
+    time.sleep(4)  # the dead machine's 3 s lease runs out (its last heartbeat was just before the kill)
     Worker(lease_s=30, heartbeat_s=0.5, poll_s=0.1).run(once=True)
     done = queue.get(run.id)
     assert done.state == "succeeded", done.error
