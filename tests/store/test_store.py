@@ -90,3 +90,8 @@ def test_an_unreachable_database_is_a_clear_error_without_its_password(monkeypat
     result = CliRunner().invoke(app, ["runs", "list"])
     assert result.exit_code == 2 and "cannot open the database" in result.output, result.output
     assert "Traceback" not in result.output and "hunter2secret" not in result.output
+
+
+def test_the_recorded_head_revision_is_the_newest_migration():
+    # db.HEAD_REVISION lets a current database open without importing Alembic; a new migration must move it.
+    assert {db.HEAD_REVISION} == set(ScriptDirectory(str(db.MIGRATIONS_DIR)).get_heads())

@@ -27,6 +27,10 @@ from oikyo import workspace
 from oikyo.errors import OikyoError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# The newest migration's revision (tests/store/test_store.py checks it against the migrations folder).
+# A database already there is opened without importing Alembic (about a third of a CLI command's start);
+# any other revision, or a stale value here, takes the full Alembic path.
+HEAD_REVISION = "0012_checkpoint_manifests"
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -71,6 +75,9 @@ def migrate(engine: Engine) -> None:
     server, workers, the CLI) take turns, and those after the first find the schema current, instead
     of each creating the same tables ("table ... already exists").
     """
+    with engine.connect() as connection:
+        if _at_head(connection):
+            return
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
@@ -94,6 +101,16 @@ def migrate(engine: Engine) -> None:
                 return  # another process upgraded it while this one waited
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _at_head(connection) -> bool:
+    """Whether the database records exactly :data:`HEAD_REVISION` (False for a new, empty database)."""
+    try:
+        versions = [row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")]
+    except exc.DBAPIError:
+        connection.rollback()  # no alembic_version table yet (PostgreSQL aborts the transaction)
+        return False
+    return versions == [HEAD_REVISION]
 
 
 def engine() -> Engine:
