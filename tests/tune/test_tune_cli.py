@@ -21,6 +21,18 @@ def oikyo(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           env=env, timeout=timeout)
 
 
+def oikyo_together(*calls: tuple[str, ...], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Several independent `oikyo` commands run at the same time (each its own process, as ``oikyo``)."""
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    started = [(args, subprocess.Popen([sys.executable, "-m", "oikyo.cli.main", *args], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, env=env)) for args in calls]
+    results = []
+    for args, process in started:
+        stdout, stderr = process.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results
+
+
 def _no_traceback(result: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
 
@@ -83,25 +95,25 @@ def test_a_study_runs_from_the_command_line_and_is_listed(tmp_path, dataset, mod
     assert result.returncode == 0, result.stderr
     assert "trial 0 started: train.lr=" in result.stderr and "trial 1 complete: val_loss" in result.stderr
     assert "Study cli-sweep" in result.stdout and "finished: 2 complete" in result.stdout
-    listed = oikyo("tune", "list")
-    assert listed.returncode == 0 and "cli-sweep" in listed.stdout and "2/2" in listed.stdout
     from oikyo.tune import study
 
     record = study.get("cli-sweep")
     tagged = runs_of(record.id)
-    shown = oikyo("runs", "show", tagged[0].id, "--json")
-    assert f'"study_id": "{record.id}"' in shown.stdout
     again = oikyo("tune", "--name", "cli-sweep", "--no-start-worker")  # the same name drives the same study
     assert again.returncode == 0 and "exists" in again.stderr and len(runs_of(record.id)) == 2
 
-    shown = oikyo("tune", "show", "cli-sweep", "--plots", str(tmp_path / "plots"))
+    # Read-only commands, independent of each other: run at the same time.
+    listed, shown_run, shown, as_json, *refusals = oikyo_together(
+        ("tune", "list"), ("runs", "show", tagged[0].id, "--json"),
+        ("tune", "show", "cli-sweep", "--plots", str(tmp_path / "plots")), ("tune", "show", record.id, "--json"),
+        ("tune", "show", "no-such-study"), ("tune", "promote", "cli-sweep", "--trial", "9", "--no-start-worker"))
+    assert listed.returncode == 0 and "cli-sweep" in listed.stdout and "2/2" in listed.stdout
+    assert f'"study_id": "{record.id}"' in shown_run.stdout
     _no_traceback(shown)
     assert shown.returncode == 0 and "Best trial" in shown.stdout and "2 complete" in shown.stdout
     assert (tmp_path / "plots" / "history.png").read_bytes()[:4] == b"\x89PNG"
-    as_json = oikyo("tune", "show", record.id, "--json")
     assert as_json.returncode == 0 and '"summary"' in as_json.stdout
-    for args in (("show", "no-such-study"), ("promote", "cli-sweep", "--trial", "9", "--no-start-worker")):
-        refused = oikyo("tune", *args)
+    for refused in refusals:
         _no_traceback(refused)
         assert refused.returncode != 0 and ("no study matches" in refused.stderr or "has no trial 9" in refused.stderr)
 
