@@ -14,6 +14,7 @@ import json
 import math
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,8 @@ def _run_lm_eval(tmp_path: Path, served, model: str, route: str, task: str, extr
     """Run lm_eval on ``task`` (from ``tmp_path/tasks``) and return its logged samples."""
     out = tmp_path / f"out-{model}"
     env = {**os.environ, "OPENAI_API_KEY": served.key, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
-           "HF_HOME": str(tmp_path / "hf-home")}
+           "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / f"datasets-cache-{model}"),
+           "HF_HOME": str(tmp_path / f"hf-home-{model}")}  # one cache each: the two runs may go at once
     args = f"base_url={served.url}/v1/{route},model={BASE_ID},tokenizer={served.model_dir}," \
            "tokenizer_backend=huggingface,num_concurrent=2,max_retries=1,timeout=120"
     command = [str(LM_EVAL), "--model", model, "--model_args", args, "--tasks", task,
@@ -109,7 +110,13 @@ def test_lm_eval_harness_scores_and_generates_through_the_api(tmp_path, harness,
     from oikyo.models.loading import load_model
     from oikyo.serve.engine.requests import GenerationRequest
 
-    scored = _run_lm_eval(tmp_path, harness, "local-completions", "completions", "oikyo_local_mc", [])
+    # The two harness runs are independent (their own output and caches): they go at once, and most of
+    # each is the harness starting up.
+    with ThreadPoolExecutor(2) as pool:
+        scoring = pool.submit(_run_lm_eval, tmp_path, harness, "local-completions", "completions", "oikyo_local_mc", [])
+        generating = pool.submit(_run_lm_eval, tmp_path, harness, "local-chat-completions", "chat/completions",
+                                 "oikyo_local_gen", ["--apply_chat_template"])
+        scored, generated = scoring.result(), generating.result()
     assert len(scored) == len(QUESTIONS)
     model = load_model(api_model_dir).eval()
     tokenizer = harness.engine.tokenizer
@@ -125,8 +132,6 @@ def test_lm_eval_harness_scores_and_generates_through_the_api(tmp_path, harness,
         assert sample["acc"] == float(chosen == int(sample["target"]))  # the harness logs the target as text
     assert checked == sum(len(q["choices"]) for q in QUESTIONS)
 
-    generated = _run_lm_eval(tmp_path, harness, "local-chat-completions", "chat/completions", "oikyo_local_gen",
-                             ["--apply_chat_template"])
     assert len(generated) == len(QUESTIONS)
     for sample in generated:
         question = sample["doc"]["question"]
