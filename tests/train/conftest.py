@@ -1,4 +1,4 @@
-"""Fixtures for the training tests: the bundled tokenizer, tiny random models, small datasets, a runner.
+"""Fixtures for the training tests: tiny random models, small datasets, a runner.
 
 Tiny models (2 layers, hidden 64, the real SmolLM2 tokenizer) train in well under a second per
 step on one CPU thread. Tests use ``train.num_threads=1``: on a shared 2-core machine, two OpenMP
@@ -19,20 +19,9 @@ from trainhelpers import FAST, Run, chat_rows  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def bundled_tokenizer_dir(tmp_path_factory) -> Path:
-    """A folder holding only the bundled SmolLM2 tokenizer and chat template."""
-    from oikyo.models import bundled
-
-    try:
-        bundled.bundled_gguf_path()
-    except bundled.BundledModelMissing as err:
-        pytest.skip(str(err))
-    return bundled.ensure_bundled_tokenizer(models_dir=tmp_path_factory.mktemp("bundled-tokenizer"))
-
-
-@pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, bundled_tokenizer_dir) -> Path:
-    """A tiny random Llama (2 layers, hidden 64) with the bundled tokenizer."""
+    """A tiny random Llama (2 layers, hidden 64) with the bundled tokenizer (bundled_tokenizer_dir: the session
+    fixture of tests/conftest.py, extracted once for the whole run)."""
     from oikyo.models.loading import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", bundled_tokenizer_dir, layers=2, hidden=64)

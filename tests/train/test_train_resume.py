@@ -61,43 +61,49 @@ def _weights(output: Path) -> dict[str, torch.Tensor]:
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_dir, tmp_path, finetune):
     overrides = _overrides(finetune)
 
-    # 1. Uninterrupted reference run (its own process, like the others).
+    # 1. Uninterrupted reference run (its own process, like the others), started alongside steps 2 and 3:
+    # the runs share nothing but the model folder they read (each uses one thread; the killed one mostly sleeps).
     ref_dir, ref_metrics = tmp_path / "reference", tmp_path / "reference.jsonl"
     reference = _run_child(tiny_dir, ref_dir, ref_metrics, overrides, 0.0)
-    assert reference.wait(timeout=240) == 0, reference.stderr.read().decode()[-3000:]
 
-    # 2. The same run, killed with SIGKILL as soon as the step-3 checkpoint is complete.
-    run_dir, killed_metrics = tmp_path / "interrupted", tmp_path / "killed.jsonl"
-    child = _run_child(tiny_dir, run_dir, killed_metrics, overrides, 0.5)
-    marker = run_dir / "checkpoints" / "step-000003" / "COMPLETE"
-    deadline = time.monotonic() + 240
-    while not marker.exists():
-        assert child.poll() is None, f"child ended early: {child.stderr.read().decode()[-3000:]}"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL
-    killed_at = max(_metrics(killed_metrics))
-    assert killed_at < 12, "the child finished before it was killed"
-    state = json.loads((marker.parent / "trainer_state.json").read_text())
-    assert state["epoch"] == 0 and state["batch_index"] > 0  # a mid-epoch position
+    try:
+        # 2. The same run, killed with SIGKILL as soon as the step-3 checkpoint is complete.
+        run_dir, killed_metrics = tmp_path / "interrupted", tmp_path / "killed.jsonl"
+        child = _run_child(tiny_dir, run_dir, killed_metrics, overrides, 0.5)
+        marker = run_dir / "checkpoints" / "step-000003" / "COMPLETE"
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert child.poll() is None, f"child ended early: {child.stderr.read().decode()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        assert child.returncode == -signal.SIGKILL
+        killed_at = max(_metrics(killed_metrics))
+        assert killed_at < 12, "the child finished before it was killed"
+        state = json.loads((marker.parent / "trainer_state.json").read_text())
+        assert state["epoch"] == 0 and state["batch_index"] > 0  # a mid-epoch position
 
-    # 3. Resume to the end in this process.
-    from oikyo.train.config import load_config
-    from oikyo.train.runner import run_training
-    from trainhelpers import chat_rows
+        # 3. Resume to the end in this process.
+        from oikyo.train.config import load_config
+        from oikyo.train.runner import run_training
+        from trainhelpers import chat_rows
 
-    rows = chat_rows(40)
-    resumed, logs = {}, []
-    result = run_training(
-        load_config(None, overrides), run_dir=run_dir, model_dir=tiny_dir, train_rows=lambda: rows,
-        eval_rows=lambda: rows[:8], on_metrics=lambda step, m: resumed.setdefault(step, m),
-        should_stop=lambda: False, log=logs.append,
-    )
-    assert result.status == "succeeded" and result.steps == 12
-    resumed_from = min(resumed) - 1
-    assert resumed_from >= 3 and any(f"Resumed from step-{resumed_from:06d}" in line for line in logs), logs
+        rows = chat_rows(40)
+        resumed, logs = {}, []
+        result = run_training(
+            load_config(None, overrides), run_dir=run_dir, model_dir=tiny_dir, train_rows=lambda: rows,
+            eval_rows=lambda: rows[:8], on_metrics=lambda step, m: resumed.setdefault(step, m),
+            should_stop=lambda: False, log=logs.append,
+        )
+        assert result.status == "succeeded" and result.steps == 12
+        resumed_from = min(resumed) - 1
+        assert resumed_from >= 3 and any(f"Resumed from step-{resumed_from:06d}" in line for line in logs), logs
+        assert reference.wait(timeout=240) == 0, reference.stderr.read().decode()[-3000:]
+    finally:
+        if reference.poll() is None:  # a failure above: no reference run left behind
+            reference.kill()
+            reference.wait(30)
 
     # Bit-identical final weights.
     expected, got = _weights(ref_dir / "output"), _weights(run_dir / "output")
