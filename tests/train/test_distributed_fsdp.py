@@ -6,22 +6,34 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from disthelpers import largest_difference, train
 from trainhelpers import chat_rows
 
 # Full fine-tuning, a checkpoint every 4 steps (each with an eval loss, all kept): step 8 is there to resume from.
 FULL = ["method.finetune=full", "train.max_steps=20", "checkpoint.save_every=4", "train.eval_every=4",
         "checkpoint.keep_best=5"]
+ROWS = 31
 
 
-def test_full_fine_tune_on_two_processes_matches_one_and_resumes_at_one(tiny_dir, tmp_path):
+@pytest.fixture(scope="module")
+def one_process(tiny_dir, tmp_path_factory):
+    """The one-process full fine-tune, trained once for the module: (its run folder, {step: metrics}). Its
+    curve is every comparison's reference, and its safetensors checkpoints are what FSDP2 resumes from
+    (tests copy the folder before changing anything)."""
+    run_dir = tmp_path_factory.mktemp("one-process") / "one"
+    _, metrics, _ = train(tiny_dir, run_dir, 1, FULL, chat_rows(ROWS))
+    return run_dir, metrics
+
+
+def test_full_fine_tune_on_two_processes_matches_one_and_resumes_at_one(tiny_dir, tmp_path, one_process):
     import torch
     from safetensors.torch import load_file
     from torch.distributed.checkpoint import FileSystemReader
     from transformers import AutoModelForCausalLM
 
-    rows = chat_rows(31)
-    _, one, _ = train(tiny_dir, tmp_path / "one", 1, FULL, rows)
+    rows = chat_rows(ROWS)
+    one_dir, one = one_process
     result, two, logs = train(tiny_dir, tmp_path / "two", 2, FULL, rows)
 
     assert result.status == "succeeded" and result.steps == 20 and sorted(two) == list(range(1, 21))
@@ -46,7 +58,7 @@ def test_full_fine_tune_on_two_processes_matches_one_and_resumes_at_one(tiny_dir
 
     # The export loads with transformers and equals the one-process model: every tensor whole, not a shard.
     exported = AutoModelForCausalLM.from_pretrained(result.output_dir, dtype=torch.float32)
-    single = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "output", dtype=torch.float32)
+    single = AutoModelForCausalLM.from_pretrained(one_dir / "output", dtype=torch.float32)
     a, b = dict(single.named_parameters()), dict(exported.named_parameters())
     assert sorted(a) == sorted(b)
     assert all(a[k].shape == b[k].shape for k in a)
@@ -70,20 +82,20 @@ def test_full_fine_tune_on_two_processes_matches_one_and_resumes_at_one(tiny_dir
     assert difference <= 1e-5
 
 
-def test_a_one_process_full_checkpoint_resumes_sharded_at_two(tiny_dir, tmp_path):
+def test_a_one_process_full_checkpoint_resumes_sharded_at_two(tiny_dir, tmp_path, one_process):
     """A one-process full fine-tune's safetensors checkpoint (optimizer keyed by index) resumes under FSDP2."""
-    rows = chat_rows(32)
-    steps = [*FULL[:1], "train.max_steps=12", *FULL[2:]]
     run_dir = tmp_path / "one"
-    _, reference, _ = train(tiny_dir, run_dir, 1, steps, rows)
-    assert (run_dir / "checkpoints" / "step-000004" / "optimizer.safetensors").is_file()
+    shutil.copytree(one_process[0], run_dir)
+    reference = one_process[1]
+    # The module's one-process run, resumed from its step 12 at 2 processes: steps 13 to 20 under FSDP2.
+    assert (run_dir / "checkpoints" / "step-000012" / "optimizer.safetensors").is_file()
     for checkpoint in (run_dir / "checkpoints").iterdir():
-        if int(checkpoint.name.split("-")[1]) > 4:
+        if int(checkpoint.name.split("-")[1]) > 12:
             shutil.rmtree(checkpoint)
     shutil.rmtree(run_dir / "output")
-    result, resumed, logs = train(tiny_dir, run_dir, 2, steps, rows)
-    assert any(line.startswith("Resumed from step-000004") for line in logs)
-    assert sorted(resumed) == list(range(5, 13)) and result.status == "succeeded"
-    difference = largest_difference(reference, resumed, range(5, 13))
+    result, resumed, logs = train(tiny_dir, run_dir, 2, FULL, chat_rows(ROWS))
+    assert any(line.startswith("Resumed from step-000012") for line in logs)
+    assert sorted(resumed) == list(range(13, 21)) and result.status == "succeeded"
+    difference = largest_difference(reference, resumed, range(13, 21))
     print(f"full fine-tune saved at 1, resumed at 2: largest loss difference {difference:.2e}")
     assert difference <= 1e-5

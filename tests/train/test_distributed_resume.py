@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 from disthelpers import largest_difference, train
 from trainhelpers import chat_rows
 
 # Checkpoints every 4 steps, each with an eval loss, all kept: step 4 is there to resume from.
 STEPS = ["train.max_steps=12", "checkpoint.save_every=4", "train.eval_every=4", "checkpoint.keep_best=3"]
+ROWS = 32
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_dir, tmp_path_factory):
+    """The uninterrupted one-process run, trained once for the module: (its run folder, {step: metrics}).
+    Its curve is every resume's reference, and its own checkpoints are the single-process ones a 2-process
+    run resumes from (tests copy the folder before changing anything)."""
+    run_dir = tmp_path_factory.mktemp("one-process") / "one"
+    _, metrics, _ = train(tiny_dir, run_dir, 1, STEPS, chat_rows(ROWS))
+    return run_dir, metrics
 
 
 def rewind_to(run_dir, step: int) -> None:
@@ -19,9 +31,9 @@ def rewind_to(run_dir, step: int) -> None:
     shutil.rmtree(run_dir / "output")
 
 
-def test_saved_at_two_processes_resumes_at_one_and_at_two(tiny_dir, tmp_path):
-    rows = chat_rows(32)
-    _, reference, _ = train(tiny_dir, tmp_path / "one", 1, STEPS, rows)  # uninterrupted, one process
+def test_saved_at_two_processes_resumes_at_one_and_at_two(tiny_dir, tmp_path, one_process):
+    rows = chat_rows(ROWS)
+    _, reference = one_process  # uninterrupted, one process
     saved_run = tmp_path / "two"
     _, two, _ = train(tiny_dir, saved_run, 2, STEPS, rows)
     assert sorted(p.name for p in (saved_run / "checkpoints").iterdir()) == [
@@ -43,11 +55,12 @@ def test_saved_at_two_processes_resumes_at_one_and_at_two(tiny_dir, tmp_path):
         assert resumed[12]["tokens"] == reference[12]["tokens"]
 
 
-def test_a_one_process_checkpoint_resumes_at_two(tiny_dir, tmp_path):
+def test_a_one_process_checkpoint_resumes_at_two(tiny_dir, tmp_path, one_process):
     """Single-process runs keep the safetensors checkpoint; a 2-process run resumes from it too."""
-    rows = chat_rows(32)
+    rows = chat_rows(ROWS)
     run_dir = tmp_path / "one"
-    _, reference, _ = train(tiny_dir, run_dir, 1, STEPS, rows)
+    shutil.copytree(one_process[0], run_dir)
+    reference = one_process[1]
     assert (run_dir / "checkpoints" / "step-000004" / "optimizer.safetensors").is_file()
     rewind_to(run_dir, 4)
     _, resumed, logs = train(tiny_dir, run_dir, 2, STEPS, rows)
