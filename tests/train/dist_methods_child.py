@@ -14,6 +14,7 @@ must not count) and a real one on rank 1 (values 1 and 4), with and without the 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -56,3 +57,4 @@ def global_means(rank: int) -> dict:
 
 if __name__ == "__main__":
     main(*sys.argv[1:3])
+    gc.freeze()  # as oikyo.train.launch's ranks: no final garbage collection over torch's objects at exit
