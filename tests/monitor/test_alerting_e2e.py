@@ -149,7 +149,6 @@ def test_a_slow_replica_fires_an_alert_that_reaches_oikyo(tmp_path, workspace, d
     env = {**os.environ, "OIKYO_HOME": str(workspace)}
     ui = processes.start("oikyo-ui", [sys.executable, "-m", "oikyo.cli.main", "ui", "--host", "127.0.0.1",
                                       "--port", str(ui_port)], env=env)
-    _up(f"http://127.0.0.1:{ui_port}/api/v1/health", 60, ui, processes, "oikyo-ui")
 
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump({
         "route": {"receiver": "oikyo", "group_by": ["alertname", "deployment"], "group_wait": "1s",
@@ -159,7 +158,6 @@ def test_a_slow_replica_fires_an_alert_that_reaches_oikyo(tmp_path, workspace, d
             "http_config": {"authorization": {"credentials_file": str(token_path())}}}]}]}))
     am = processes.start("alertmanager", [ALERTMANAGER, "--config.file=alertmanager.yml", "--storage.path=am-data",
                                           f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="])
-    _up(f"http://127.0.0.1:{am_port}/-/ready", 60, am, processes, "alertmanager")
 
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -171,6 +169,9 @@ def test_a_slow_replica_fires_an_alert_that_reaches_oikyo(tmp_path, workspace, d
     prom_base = f"http://127.0.0.1:{prom_port}"
     prom = processes.start("prometheus", [PROMETHEUS, "--config.file=prometheus.yml", "--storage.tsdb.path=prom-data",
                                           f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s"])
+    # the three servers start at the same time; each is waited for once all are launched
+    _up(f"http://127.0.0.1:{ui_port}/api/v1/health", 60, ui, processes, "oikyo-ui")
+    _up(f"http://127.0.0.1:{am_port}/-/ready", 60, am, processes, "alertmanager")
     _up(f"{prom_base}/-/ready", 60, prom, processes, "prometheus")
 
     # Prometheus scrapes the router with the key
