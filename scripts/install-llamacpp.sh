@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs llama.cpp into .venv-llamacpp, an environment of its own: the llama-cpp-python bindings
 # built from source for this CPU, llama.cpp's own GGUF converters (convert_hf_to_gguf.py,
-# convert_lora_to_gguf.py) and what they import (torch, transformers, sentencepiece).
+# convert_lora_to_gguf.py) and what they import (torch, transformers, sentencepiece), and the packages of
+# llama-cpp-python's server, which `oikyo deploy --engine llamacpp` runs.
 # `oikyo models export --to gguf|ollama` runs those converters and llama.cpp's quantizer there, and
 # the test suite checks exported GGUF files by decoding them with llama.cpp.
 #   bash scripts/install-llamacpp.sh     (compiles for 10-15 minutes on 2 cores; re-running is cheap)
@@ -16,7 +17,7 @@ VENV=.venv-llamacpp
 SHARE="$VENV/share/llama.cpp"
 PY="$VENV/bin/python"
 if [ -x "$PY" ] && [ -f "$SHARE/convert_hf_to_gguf.py" ] \
-    && "$PY" -c "import llama_cpp, torch, transformers, sentencepiece" 2>/dev/null; then
+    && "$PY" -c "import llama_cpp, llama_cpp.server.app, torch, transformers, sentencepiece" 2>/dev/null; then
     echo "llama.cpp is already installed in $VENV"
     exit 0
 fi
@@ -35,8 +36,11 @@ if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
     CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"} \
         $PIP install --quiet "$SDIST"
 fi
-# The converters' imports; torch pinned as scripts/install.sh pins it (the CPU build here).
-$PIP install --quiet "${OIKYO_TORCH_SPEC:-torch==2.13.0}" transformers sentencepiece
+# The converters' imports; torch pinned as scripts/install.sh pins it (the CPU build here). Then the
+# packages of llama-cpp-python's OpenAI-compatible server (its [server] extra), which
+# `oikyo deploy --engine llamacpp` runs as its replicas.
+$PIP install --quiet "${OIKYO_TORCH_SPEC:-torch==2.13.0}" transformers sentencepiece \
+    uvicorn fastapi pydantic-settings sse-starlette starlette-context PyYAML
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 tar xzf "$SDIST" -C "$TMP"

@@ -35,13 +35,20 @@ def deploy(
                                                               "MODEL=WEIGHT,... e.g. mv-1a2b=90,mv-3c4d=10."),
     log_requests: Optional[bool] = typer.Option(None, "--log-requests/--no-log-requests",
                                                 help="Record request messages and responses in the store (opt-in)."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="native (default) or vllm (needs vLLM: on a CUDA "
-                                                                  "GPU, or its CPU build)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="native (default), vllm (needs vLLM: on a CUDA "
+                                                                  "GPU, or its CPU build) or llamacpp (GGUF "
+                                                                  "conversions served by llama.cpp's server; "
+                                                                  "scripts/install-llamacpp.sh)."),
     vllm_python: Optional[Path] = typer.Option(None, "--vllm-python", help="With --engine vllm: the Python that "
                                                "has vLLM, e.g. another venv's bin/python (default: "
                                                "$OIKYO_VLLM_PYTHON, else oikyo's own)."),
     vllm_args: Optional[str] = typer.Option(None, "--vllm-args", help="With --engine vllm: extra flags for vLLM's "
                                             "server, quoted as one string, e.g. \"--dtype float32 --enforce-eager\"."),
+    llamacpp_python: Optional[Path] = typer.Option(None, "--llamacpp-python", help="With --engine llamacpp: the "
+                                                   "Python of llama.cpp's environment (default: "
+                                                   "$OIKYO_LLAMACPP_PYTHON, else .venv-llamacpp)."),
+    gguf_quant: Optional[str] = typer.Option(None, "--gguf-quant", help="With --engine llamacpp: the GGUF type the "
+                                             "model is served at: f16 (default), f32, bf16, q8_0 or q4_k_m."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and return once it serves."),
     max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Sequences batched per replica (16)."),
     max_adapters: Optional[int] = typer.Option(None, "--max-adapters", help="LoRA adapters kept loaded per replica (8)."),
@@ -59,9 +66,11 @@ def deploy(
 
     settings = {k: v for k, v in (("max_batch_size", max_batch_size), ("max_adapters", max_adapters),
                                   ("threads", threads), ("vllm_args", vllm_args), ("rate_limit_rpm", rate_limit),
-                                  ("rate_limit_burst", rate_limit_burst)) if v}
+                                  ("rate_limit_burst", rate_limit_burst), ("gguf_quant", gguf_quant)) if v}
     if vllm_python:
         settings["vllm_python"] = str(vllm_python.expanduser().absolute())
+    if llamacpp_python:
+        settings["llamacpp_python"] = str(llamacpp_python.expanduser().absolute())
     if target_latency:
         if not (replicas or "").startswith("auto"):
             err.print("[bold red]error:[/] --target-latency needs --replicas auto")

@@ -48,7 +48,9 @@ class DeploymentRequest(BaseModel):
     replicas: str | None = Field(None, description="Replica processes: a number, 'auto' or 'auto:MIN-MAX'.")
     port: int | None = Field(None, ge=0, le=65535, description="Port to serve on (default 8000; 0: a free one).")
     log_requests: bool | None = Field(None, description="Record request messages and responses (opt-in).")
-    engine: str | None = Field(None, description="native (default) or vllm.")
+    engine: str | None = Field(None, description="native (default), vllm or llamacpp.")
+    gguf_quant: str | None = Field(None, description="With engine llamacpp: the GGUF type served (f16 default, "
+                                                     "f32, bf16, q8_0, q4_k_m).")
     rate_limit_rpm: float | None = Field(None, gt=0, description="Requests per minute per API key (default: no "
                                                                  "limit); a key over it gets 429 with Retry-After.")
     rate_limit_burst: int | None = Field(None, ge=1, description="Requests a key may send at once (default: "
@@ -84,7 +86,7 @@ def create_deployment(body: DeploymentRequest) -> dict:
     replicas = body.replicas if body.replicas is None else str(body.replicas)
     return deployments.deploy(body.model, name=body.name, port=body.port, replicas=replicas, split=body.split,
                               log_requests=body.log_requests, engine=body.engine, detach=True,
-                              settings={k: v for k in ("rate_limit_rpm", "rate_limit_burst")
+                              settings={k: v for k in ("rate_limit_rpm", "rate_limit_burst", "gguf_quant")
                                         if (v := getattr(body, k)) is not None} or None)
 
 

@@ -2,7 +2,8 @@
 
 A deployment (``oikyo deploy``) is a router process (``python -m oikyo.serve.gateway.router NAME``)
 in front of pools of replica processes (``python -m oikyo.serve.gateway.replica``), each driving
-one :mod:`oikyo.serve.engine` engine, or a vLLM server with ``--engine vllm``.
+one :mod:`oikyo.serve.engine` engine, or a vLLM server with ``--engine vllm``, or llama.cpp's server
+with ``--engine llamacpp``.
 
 Modules:
 
@@ -12,6 +13,8 @@ Modules:
 - ``replicas``: replica pools behind a router: spawn, health-check, replace, scale.
 - ``replica``: one replica process: the OpenAI-compatible API over one engine.
 - ``vllm_replicas``: ``--engine vllm``: pools whose replicas are vLLM's OpenAI server.
+- ``llamacpp_replicas``: ``--engine llamacpp``: pools whose replicas are llama.cpp's OpenAI server
+  over GGUF conversions of the base model and its adapters.
 - ``autoscale``: how many replicas a pool should run (``--replicas auto``).
 - ``served_models``: which model a name in a request means, and what an engine must load for it.
 - ``openai_api``: the OpenAI wire format: request schemas, engine requests, response bodies.

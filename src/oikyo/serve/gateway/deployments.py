@@ -47,7 +47,7 @@ Log = Callable[[str], None]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ACTIVE = ("starting", "running", "stopping")
-ENGINES = ("native", "vllm")
+ENGINES = ("native", "vllm", "llamacpp")
 DEFAULT_PORT = 8000
 SPLIT_CHANGED = "split_changed"  # the DeploymentEvent kind recorded for every change of variants or weights
 DEFAULT_AUTO_MAX = 2
@@ -200,8 +200,9 @@ def make_variants(model: str | None, split: str | None) -> list[Variant]:
 
 
 def check_engine(engine: str, settings: dict | None = None):
-    """A clear OikyoError unless ``engine`` can run here (for vllm: with these settings' interpreter and
-    flags); for vllm, returns the :class:`~oikyo.serve.gateway.vllm_replicas.VllmInstall` found."""
+    """A clear OikyoError unless ``engine`` can run here (for vllm and llamacpp: with these settings'
+    interpreter and flags); returns the install found (:class:`~oikyo.serve.gateway.vllm_replicas.VllmInstall`,
+    :class:`~oikyo.serve.gateway.llamacpp_replicas.LlamaCppInstall`), None for the native engine."""
     if engine not in ENGINES:
         raise OikyoError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "vllm":
@@ -209,6 +210,11 @@ def check_engine(engine: str, settings: dict | None = None):
 
         extra_args((settings or {}).get("vllm_args"))
         return check_available((settings or {}).get("vllm_python"))
+    if engine == "llamacpp":
+        from oikyo.serve.gateway import llamacpp_replicas
+
+        llamacpp_replicas.check_quant((settings or {}).get("gguf_quant"))
+        return llamacpp_replicas.check_available((settings or {}).get("llamacpp_python"))
     return None
 
 
@@ -404,6 +410,8 @@ def start(name: str, *, detach: bool = True, wait_s: float = 600.0, log: Log | N
         if not engine_checked:
             check_engine("vllm", record.settings)
         check_ranks(plan(name).pool_specs)
+    if record.engine == "llamacpp" and not engine_checked:
+        check_engine("llamacpp", record.settings)
     if log:
         log(f"Starting deployment {name} ({', '.join(v['label'] for v in record.variants)}) at {url(record)}")
     if not detach:
@@ -475,14 +483,14 @@ def _cleanup_replicas(name: str, timeout_s: float = 10.0) -> None:
     except ValueError:
         pools = {}
     pids = [r["pid"] for replicas in pools.values() for r in replicas if r.get("pid")]
-    alive = [pid for pid in pids if _alive(pid, "oikyo.serve.gateway.replica")]
+    alive = [pid for pid in pids if _replica_alive(pid)]
     for pid in alive:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while any(_alive(pid, "oikyo.serve.gateway.replica") for pid in alive) and time.monotonic() < deadline:
+    while any(_replica_alive(pid) for pid in alive) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in alive:
-        if _alive(pid, "oikyo.serve.gateway.replica"):
+        if _replica_alive(pid):
             os.kill(pid, signal.SIGKILL)
     registry.unlink(missing_ok=True)
 
@@ -505,10 +513,10 @@ class Plan:
     replicas_max: int = 1
     settings: dict = field(default_factory=dict)
     log_requests: bool = False
-    vllm: object = None  # --engine vllm: the VllmInstall found by probe_engine()
+    vllm: object = None  # --engine vllm or llamacpp: the install found by probe_engine()
 
     def probe_engine(self) -> None:
-        """For --engine vllm: find the interpreter's vLLM and its device (a clear OikyoError if it has none)."""
+        """For --engine vllm or llamacpp: find the engine in its interpreter (a clear OikyoError if it has none)."""
         self.vllm = check_engine(self.engine, self.settings)
 
     @property
@@ -528,10 +536,15 @@ class Plan:
     def served_names(self) -> dict[str, ServedNames]:
         return {load_dir: ServedNames(load_dir, spec.models) for load_dir, spec in self.pool_specs.items()}
 
-    def replica_args(self) -> list[str]:
+    def threads(self) -> int:
+        """CPU threads per replica: the setting, else the machine's cores shared among the replicas."""
         threads = self.settings.get("threads")
         if not threads:
             threads = max(1, (os.cpu_count() or 1) // max(1, self.replicas_max * len(self.pool_specs)))
+        return int(threads)
+
+    def replica_args(self) -> list[str]:
+        threads = self.threads()
         return ["--max-batch-size", str(self.settings.get("max_batch_size") or 16),
                 "--max-adapters", str(self.settings.get("max_adapters") or 8), "--threads", str(threads),
                 "--device", str(self.settings.get("device") or "auto"),
@@ -548,6 +561,13 @@ class Plan:
                 self.probe_engine()
             pool_class, options = VllmPool, {"install": self.vllm,
                                              "replica_args": extra_args(self.settings.get("vllm_args"))}
+        elif self.engine == "llamacpp":
+            from oikyo.serve.gateway.llamacpp_replicas import LlamaCppPool, check_quant
+
+            if self.vllm is None:
+                self.probe_engine()
+            pool_class, options = LlamaCppPool, {"install": self.vllm, "quant": check_quant(self.settings.get("gguf_quant")),
+                                                 "config_dir": deploy_dir(self.name), "threads": self.threads()}
         auto = self.settings.get("autoscale")
         pools = {}
         for load_dir, spec in self.pool_specs.items():
@@ -588,6 +608,14 @@ def plan(name: str) -> Plan:
 
 
 # ----------------------------------------------------------------------------- processes and ports
+
+
+# What a replica's command line holds, per engine (native, vllm, llamacpp): guards pid reuse.
+REPLICA_MARKERS = ("oikyo.serve.gateway.replica", "vllm.entrypoints.openai.api_server", "llama_cpp.server")
+
+
+def _replica_alive(pid: int | None) -> bool:
+    return any(_alive(pid, marker) for marker in REPLICA_MARKERS)
 
 
 def _alive(pid: int | None, marker: str) -> bool:

@@ -82,6 +82,9 @@ class ReplicaPool:
     # Whether replicas put the router's response id (X-Oikyo-Response-Id) and the variant into their
     # bodies themselves (oikyo's engine does); if not, the router stamps them (vLLM's server).
     stamps_responses = True
+    # Where a starting replica says it is ready (200), and whether that path needs the router's key.
+    health_path = "/health"
+    health_needs_key = False
 
     def __init__(self, spec: PoolSpec, *, capacity: int = 16, latency_window_s: float = 60.0):
         self.spec = spec
@@ -180,7 +183,9 @@ class ReplicaPool:
                 if response.status_code == 200:
                     replica.stats = response.json()
                 return
-            response = await client.get(f"{replica.url}/health", timeout=HEALTH_TIMEOUT_S)
+            headers = {"Authorization": f"Bearer {token}"} if token and self.health_needs_key else {}
+            response = await client.get(f"{replica.url}{self.health_path}", headers=headers,
+                                        timeout=HEALTH_TIMEOUT_S)
         except httpx.ConnectError:
             if replica.state == "ready":
                 replica.state = "suspect"

@@ -573,7 +573,13 @@ def run(name: str) -> int:
         return 2
     token = secrets.token_urlsafe(32)
     log_file = open(deployments.log_path(name), "ab", buffering=0)
-    pools = plan.process_pools(token=token, log_file=log_file, on_change=lambda: plan.write_registry(pools))
+    try:  # --engine llamacpp converts the models to GGUF here (cached after the first start)
+        pools = plan.process_pools(token=token, log_file=log_file, on_change=lambda: plan.write_registry(pools))
+    except OikyoError as error:
+        sock.close()
+        deployments.mark(name, "failed", error=str(error), pid=None)
+        log.error("cannot start deployment %s: %s", name, error)
+        return 2
     routing = Routing(name, plan.variants, pools, plan.variant_pools, plan.served_names())
     server: uvicorn.Server | None = None
     status = {"state": "starting"}
