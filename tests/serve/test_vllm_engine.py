@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -110,6 +111,9 @@ def test_a_vllm_deployment_serves_every_adapter_through_the_router(vllm_python, 
     model_dir, adapters = vllm_model
     versions = {name: register_version(path, str(model_dir)) for name, path in adapters.items()}
     pids: list[int] = []
+    # Hugging Face's greedy texts (each adapter, and the base) are worked out while vLLM starts up.
+    references = ThreadPoolExecutor(1)
+    greedy = {name: references.submit(_hf_greedy, model_dir, adapters.get(name), 12) for name in (*adapters, None)}
     try:
         info = deployments.deploy(versions["support"], name="on-vllm", engine="vllm", port=_free_port(),
                                   settings={"vllm_python": vllm_python, "vllm_args": VLLM_ARGS}, wait_s=600)
@@ -125,9 +129,9 @@ def test_a_vllm_deployment_serves_every_adapter_through_the_router(vllm_python, 
         for name, version in versions.items():
             answer = client.completions.create(model=version, prompt=PROMPT, max_tokens=12, temperature=0)
             texts[name] = answer.choices[0].text
-            assert texts[name] == _hf_greedy(model_dir, adapters[name], 12), name
+            assert texts[name] == greedy[name].result(), name
             assert answer.usage.completion_tokens == 12
-        assert texts["support"] != texts["sales"] != _hf_greedy(model_dir, None, 12)
+        assert texts["support"] != texts["sales"] != greedy[None].result()
 
         # The deployment's name routes to its variant, tagged in the header and the body; the body carries
         # the router's response id (not vLLM's own), so feedback on it is recorded.
@@ -166,6 +170,7 @@ def test_a_vllm_deployment_serves_every_adapter_through_the_router(vllm_python, 
         pids += [r["pid"] for r in replicas]
         assert len(replicas) == 1 and httpx.get(replicas[0]["url"] + "/v1/models", timeout=30).status_code == 401
     finally:
+        references.shutdown(cancel_futures=True)
         deployments.stop("on-vllm", timeout_s=60)
     assert deployments.status(deployments.get("on-vllm")) == "stopped"
     wait_for(lambda: not any(deployments._alive(p, "vllm") for p in pids), timeout=30)
