@@ -117,12 +117,6 @@ def test_the_loop_end_to_end_with_a_controller_killed_twice(tmp_path, workspace,
             assert answer.status_code == 200, answer.text
             return answer.json()["id"]
 
-        for i in range(12):  # production traffic, each answer corrected by its user
-            response_id = ask(f"Order {i} arrived broken, what now?")
-            fixed = http.post("/feedback", json={"response_id": response_id,
-                                                 "correction": json.dumps({"category": "damaged", "n": i % 3})})
-            assert fixed.status_code == 200, fixed.text
-
         policy = {"deployment": "bot", "triggers": {"new_examples": 8, "cooldown": "1h"},
                   "data": {"min_examples": 8},
                   "train": {"config": TRAIN, "start": "continue", "replay": 0.25},
@@ -131,9 +125,17 @@ def test_the_loop_end_to_end_with_a_controller_killed_twice(tmp_path, workspace,
                   "canary": {"share": 0.5, "min_requests": 6, "max_duration": "5m"},
                   "rollback": {"margin": 1.0}}
         (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
-        applied = subprocess.run([sys.executable, "-m", "oikyo.cli.main", "loop", "apply",
-                                  str(tmp_path / "policy.yaml")], env=env, capture_output=True, text=True)
-        assert applied.returncode == 0, applied.stderr
+        # `oikyo loop apply` starts now and is waited for after the traffic below (no controller runs yet)
+        applying = subprocess.Popen([sys.executable, "-m", "oikyo.cli.main", "loop", "apply",
+                                     str(tmp_path / "policy.yaml")], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        for i in range(12):  # production traffic, each answer corrected by its user
+            response_id = ask(f"Order {i} arrived broken, what now?")
+            fixed = http.post("/feedback", json={"response_id": response_id,
+                                                 "correction": json.dumps({"category": "damaged", "n": i % 3})})
+            assert fixed.status_code == 200, fixed.text
+        _, applied_err = applying.communicate(timeout=120)
+        assert applying.returncode == 0, applied_err
 
         log = tmp_path / "controller.log"
         controller = _controller(env, log)
