@@ -235,7 +235,7 @@ def runs_page(request: Request, state: str | None = None, page: int = 1):
     from oikyo.web.runform import form_groups
 
     state = state if state in queue.STATES else None
-    page = max(page, 1)
+    page = min(max(page, 1), (2**63 - 1) // RUNS_PER_PAGE)  # the offset stays a 64-bit integer for the database
     counts = runs.count_by_state()
     total = counts.get(state, 0) if state else sum(counts.values())
     found = runs.list_runs(state=state, limit=RUNS_PER_PAGE, offset=(page - 1) * RUNS_PER_PAGE)

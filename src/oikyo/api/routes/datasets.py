@@ -19,6 +19,7 @@ from starlette.background import BackgroundTask
 
 from oikyo import workspace
 from oikyo.api.app import error_response
+from oikyo.api.routes import DB_INT_MAX
 from oikyo.api.refs import check_ref
 from oikyo.api.uploads import receive_upload
 from oikyo.data import versions
@@ -129,7 +130,7 @@ def dataset_report(ref: str, model: str | None = None) -> dict:
 
 @router.get("/datasets/{ref}/rows")
 def dataset_rows(ref: str, split: Literal["train", "validation", "test"] | None = None,
-                 offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=MAX_ROWS_PAGE)) -> dict:
+                 offset: int = Query(0, ge=0, le=DB_INT_MAX), limit: int = Query(50, ge=1, le=MAX_ROWS_PAGE)) -> dict:
     """A page of canonical rows (at most 200), optionally of one split."""
     version = _resolve(ref)
     rows = versions.page_rows(version, split=split, offset=offset, limit=limit)

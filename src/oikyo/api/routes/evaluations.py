@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from oikyo.api.refs import check_ref
+from oikyo.api.routes import DB_INT_MAX
 from oikyo.api.routes.runs import run_info, worker_status
 from oikyo.errors import OikyoError
 
@@ -95,7 +96,8 @@ def submit_evaluation(body: EvaluationRequest) -> dict:
 
 
 @router.get("/evaluations/{evaluation}")
-def show_evaluation(evaluation: str, examples: int = Query(20, ge=0, le=1000), offset: int = Query(0, ge=0)) -> dict:
+def show_evaluation(evaluation: str, examples: int = Query(20, ge=0, le=1000),
+                    offset: int = Query(0, ge=0, le=DB_INT_MAX)) -> dict:
     """One evaluation: model, dataset, split, metric versions, generation settings, results, its group and
     per-example outputs (``examples`` of them from ``offset``)."""
     from oikyo.evaluate import records

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from oikyo.api.app import error_response
 from oikyo.api.refs import check_ref
+from oikyo.api.routes import DB_INT_MAX
 from oikyo.errors import OikyoError
 
 router = APIRouter(tags=["runs"])
@@ -86,7 +87,7 @@ class ResumeRequest(BaseModel):
 
 @router.get("/runs")
 def list_runs(state: str | None = None, limit: int = Query(50, ge=1, le=1000),
-              offset: int = Query(0, ge=0)) -> list[dict]:
+              offset: int = Query(0, ge=0, le=DB_INT_MAX)) -> list[dict]:
     """Runs (training and evaluation jobs), newest first."""
     from oikyo.jobs import runs
 
@@ -138,7 +139,8 @@ def show_run(run_ref: str) -> dict:
 
 @router.get("/runs/{run_ref}/metrics")
 def run_metrics(run_ref: str, names: str | None = Query(None, description="Comma-separated metric names."),
-                since_step: int | None = Query(None, description="Only steps after this one.")) -> dict:
+                since_step: int | None = Query(None, ge=-DB_INT_MAX, le=DB_INT_MAX,
+                                               description="Only steps after this one.")) -> dict:
     """``{"series": {name: [[step, value], ...]}}`` in step order."""
     from oikyo.jobs import metrics, runs
 
@@ -198,7 +200,8 @@ async def event_stream(run_id: str, since_step: int | None = None, *, poll_s: fl
 
 @router.get("/runs/{run_ref}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-def run_events(run_ref: str, since_step: int | None = Query(None, description="Only steps after this one."),
+def run_events(run_ref: str, since_step: int | None = Query(None, ge=-DB_INT_MAX, le=DB_INT_MAX,
+                                                           description="Only steps after this one."),
                last_event_id: str | None = Header(None, description="Sent by a reconnecting EventSource.")):
     """Live metrics and state changes as server-sent events (see the module docstring)."""
     from oikyo.jobs import runs
