@@ -1,8 +1,8 @@
 """``oikyo worker --executor ray``: queued runs trained as tasks on a real local Ray cluster.
 
 A session fixture starts the cluster as the issue asks: ``ray start --head`` on a free port (6379 is
-Redis's here), 2 CPUs, no dashboard, the venv's own interpreter, a temp dir. It runs with ``--block``
-in its own process group, which the fixture ends at the end (``ray stop`` would also stop any other
+Redis's here), 2 CPUs, no dashboard nor log monitor, the venv's own interpreter, a temp dir. It runs with
+``--block`` in its own process group, which the fixture ends at the end (``ray stop`` would also stop any other
 Ray on this shared machine). Each test trains the tiny random model with the real recipe: a run
 succeeds with its model version; a run whose Ray worker process is SIGKILLed resumes from its
 checkpoint through the queue; a cancel request reaches the Ray task, which checkpoints and stops.
@@ -12,6 +12,7 @@ Skips, saying why, when Ray is not installed (scripts/install-ray.sh).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -55,26 +56,36 @@ def ray_address():
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     command = [str(ray_bin), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
                "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp,
+               "--include-log-monitor", "false",  # streams worker logs to drivers; log_to_driver=False here
                *[x for pair in ports.items() for x in pair]]
     log = open(Path(temp) / "ray-start.log", "w")
     head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"127.0.0.1:{port}"
     try:
+        # Up when its GCS answers and its node has registered the 2 CPUs. Asked from this process (the
+        # executors' connection, which the tests share), not by a `ray status` process per look.
         deadline = time.monotonic() + 90
         while True:
             if head.poll() is not None:
                 pytest.fail(f"ray start exited {head.returncode}: {(Path(temp) / 'ray-start.log').read_text()[-2000:]}")
-            probe = subprocess.run([str(ray_bin), "status", "--address", address], capture_output=True, text=True)
-            if probe.returncode == 0 and "CPU" in probe.stdout:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
+            except OSError:
+                pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the Ray head did not come up: {probe.stdout[-1000:]} {probe.stderr[-1000:]}")
-            time.sleep(1)
+                pytest.fail(f"the Ray head did not come up: {(Path(temp) / 'ray-start.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        while ray.cluster_resources().get("CPU", 0) < 2:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the Ray head has no CPUs: {ray.cluster_resources()}")
+            time.sleep(0.1)
         yield address
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):  # the cluster holds nothing to keep
+        for sig, wait_s in ((signal.SIGTERM, 2), (signal.SIGKILL, 5)):  # the cluster holds nothing to keep
             try:
                 os.killpg(head.pid, sig)  # the group this fixture started, nothing else
             except ProcessLookupError:
@@ -284,7 +295,7 @@ def test_a_multi_process_run_trains_as_ray_train_workers_on_the_one_process_curv
 
 def test_a_killed_ray_train_worker_fails_the_attempt_and_the_run_resumes(executor, tiny_model_dir, tmp_path):
     dataset = _dataset(tmp_path)
-    steps, every = 60, 10
+    steps, every = 40, 10
     run = training.submit_training(None, [*TRAIN, "train.nproc=2", f"train.max_steps={steps}",
                                           f"checkpoint.save_every={every}", "train.eval_every=1000"],
                                    dataset=dataset.id, model=str(tiny_model_dir))
