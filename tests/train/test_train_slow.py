@@ -10,16 +10,7 @@ import torch
 from oikyo.train.config import load_config
 from oikyo.train.runner import RunContext
 
-
-@pytest.fixture(scope="module")
-def bundled_model_dir(tmp_path_factory):
-    from oikyo.models import bundled
-
-    try:
-        bundled.bundled_gguf_path()
-    except bundled.BundledModelMissing as err:
-        pytest.skip(str(err))
-    return bundled.ensure_bundled_model(models_dir=tmp_path_factory.mktemp("bundled-model"))
+# bundled_model_dir is the session fixture of tests/conftest.py: the model is converted once for all slow tests.
 
 
 def alpaca_rows(path, n: int) -> list[dict]:
