@@ -33,23 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oikyo.errors import OikyoError
-from oikyo.serve.gateway.replicas import ProcessPool, Replica
+from oikyo.serve.gateway.replicas import ProcessPool, Replica, ask_interpreter
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUANT = "f16"
 CONTEXT_TOKENS = 2048  # llama.cpp's context per replica (its own default)
 PROBE_TIMEOUT_S = 120.0
-_PROBE = """
-import json
-try:
-    import llama_cpp
-    import llama_cpp.server.app
-except Exception as exc:
-    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-else:
-    print(json.dumps({"version": llama_cpp.__version__}))
-"""
 
 
 @dataclass(frozen=True)
@@ -70,13 +60,9 @@ def check_available(python: str | None = None) -> LlamaCppInstall:
     from oikyo.models import export_gguf
 
     tools = export_gguf.toolchain(python)
-    try:
-        done = subprocess.run([str(tools.python), "-c", _PROBE], capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise OikyoError(f"cannot ask {tools.python} for llama.cpp's server ({exc})") from None
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    found = json.loads(lines[-1]) if lines else {"error": (done.stderr or "no output").strip()[-300:]}
+    found = ask_interpreter(str(tools.python), "import llama_cpp\nimport llama_cpp.server.app",
+                            "{'version': llama_cpp.__version__}", what="llama.cpp's server",
+                            timeout_s=PROBE_TIMEOUT_S)
     if "error" in found:
         raise OikyoError(f"--engine llamacpp needs llama.cpp's server in {tools.python}, which cannot import it "
                          f"({found['error']}); run `bash scripts/install-llamacpp.sh` again (it adds the "

