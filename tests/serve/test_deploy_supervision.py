@@ -89,6 +89,20 @@ def test_a_replica_that_keeps_dying_while_loading_fails_the_pool_instead_of_loop
     assert caught.value.status == 503
 
 
+def test_a_replica_that_cannot_even_be_started_fails_the_pool_instead_of_looping():
+    pool = _pool()
+
+    def spawn():
+        raise FileNotFoundError(2, "No such file or directory", "/no/such/python")
+
+    pool.spawn = spawn
+    for _ in range(MAX_START_FAILURES):
+        pool._next_spawn_at = 0.0  # skip the back-off wait
+        pool._scale()
+        assert pool.replicas == []
+    assert pool.failed and "could not start a replica" in pool.failed and "/no/such/python" in pool.failed
+
+
 def test_autoscale_adds_a_replica_under_queue_and_drains_one_when_idle():
     policy = AutoscalePolicy(min_replicas=1, max_replicas=2, target_queue_per_replica=2, scale_up_cooldown_s=0,
                              scale_down_cooldown_s=0)

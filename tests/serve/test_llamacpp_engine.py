@@ -7,9 +7,9 @@ another. The tests skip, saying so, where neither exists.
 
 - an interpreter without llama.cpp's server, or an unknown --gguf-quant, is a clear error before
   anything starts, and leaves no record;
-- the base model and every adapter version on it answer under their ids; the adapters really reach
-  llama.cpp (each answers differently, the same on every call, as llama.cpp's own greedy decoding of
-  the converted base answers for the base);
+- the base model (deployed by its folder) and every adapter version on it answer under their ids;
+  the adapters really reach llama.cpp (each answers differently from the other and from the base, the
+  same on every call and after a restart);
 - the deployment's name routes to its variant, keys are required (the replica itself takes only the
   router's secret, which is in no command line), and stopping ends the llama.cpp processes.
 """
@@ -91,7 +91,10 @@ def test_a_llamacpp_deployment_serves_the_base_and_every_adapter_through_the_rou
     versions = {name: register_version(path, str(model_dir)) for name, path in adapters.items()}
     pids: list[int] = []
     try:
-        info = deployments.deploy(versions["support"], name="on-llamacpp", engine="llamacpp", port=_free_port(),
+        # The base folder first (weight 0: served by its path, no traffic from the deployment's name), so the
+        # pool is named by a path, as when a folder is deployed.
+        info = deployments.deploy(None, name="on-llamacpp", split=f"{model_dir}=0,{versions['support']}=1",
+                                  engine="llamacpp", port=_free_port(),
                                   settings={"llamacpp_python": llamacpp_python, "gguf_quant": "f32"}, wait_s=600)
         assert info["status"] == "running" and info["engine"] == "llamacpp"
         _, secret = keys.create("llamacpp-test")
@@ -104,7 +107,9 @@ def test_a_llamacpp_deployment_serves_the_base_and_every_adapter_through_the_rou
             answer = client.completions.create(model=version, prompt=PROMPT, max_tokens=12, temperature=0)
             texts[name] = answer.choices[0].text
             assert texts[name] and 0 < answer.usage.completion_tokens <= 12, answer
-        assert texts["support"] != texts["sales"]
+        base = client.completions.create(model=str(model_dir), prompt=PROMPT, max_tokens=12, temperature=0)
+        assert base.choices[0].text and texts["support"] != texts["sales"]
+        assert base.choices[0].text not in (texts["support"], texts["sales"])
         for name, version in versions.items():  # back and forth between the adapters: llama.cpp reloads
             again = client.completions.create(model=version, prompt=PROMPT, max_tokens=12, temperature=0)
             assert again.choices[0].text == texts[name], name

@@ -150,7 +150,8 @@ class LlamaCppPool(ProcessPool):
         config = server_config(self.base_gguf, self.base_names, self.lora_ggufs, port=port, api_key=self.token,
                                threads=self.threads)
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        path = self.config_dir / f"llamacpp-{replica_id}.json"
+        # The pool's name may be a model folder's path: the file is named by a digest of it.
+        path = self.config_dir / f"llamacpp-{hashlib.sha256(self.name.encode()).hexdigest()[:12]}-{self._serial}.json"
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             json.dump(config, handle)

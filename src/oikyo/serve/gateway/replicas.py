@@ -298,17 +298,19 @@ class ProcessPool(ReplicaPool):
                 continue
             self.restarts += 1
             if replica.ready_at is None:
-                self._start_failures += 1
-                backoff = min(30.0, 2.0 ** self._start_failures)
-                self._next_spawn_at = time.monotonic() + backoff
-                log.error("replica %s exited with code %s before it was ready (failure %d of %d)", replica.id, code,
-                          self._start_failures, MAX_START_FAILURES)
-                if self._start_failures >= MAX_START_FAILURES:
-                    self.failed = (f"its replica exited {self._start_failures} times while loading "
-                                   "(see `oikyo deployments logs`)")
+                self._start_failed(f"replica {replica.id} exited with code {code} before it was ready",
+                                   f"its replica exited {self._start_failures + 1} times while loading")
             else:
                 self._start_failures = 0
                 log.warning("replica %s exited with code %s; starting a replacement", replica.id, code)
+
+    def _start_failed(self, what: str, failed: str | None = None) -> None:
+        """Count a failed start: the next one waits (2, 4, 8... up to 30 s); after MAX_START_FAILURES the pool fails."""
+        self._start_failures += 1
+        self._next_spawn_at = time.monotonic() + min(30.0, 2.0 ** self._start_failures)
+        log.error("%s (failure %d of %d)", what, self._start_failures, MAX_START_FAILURES)
+        if self._start_failures >= MAX_START_FAILURES:
+            self.failed = f"{failed or what} (see `oikyo deployments logs`)"
 
     def _scale(self) -> None:
         """Start or drain one replica toward the target count (one change per tick)."""
@@ -327,7 +329,10 @@ class ProcessPool(ReplicaPool):
                          target, observation.queue_depth, observation.in_flight, observation.p95_latency_s)
                 self.target, self._last_change_at = target, now
         if len(live) < self.target and not self.failed and now >= self._next_spawn_at:
-            self.spawn()
+            try:
+                self.spawn()
+            except OSError as error:  # the process could not even start: a failed start, with the same backoff
+                self._start_failed(f"could not start a replica ({error})")
         elif len(live) > self.target:
             self.drain(min(live, key=lambda r: (r.state == "ready", r.in_flight)))
 
