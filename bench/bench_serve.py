@@ -27,6 +27,10 @@ after the other so none competes with another for the cores:
    and, unless ``--skip-adapters``, against 4 adapters on it. vLLM gets ``--vllm-args`` (default
    ``--dtype float32``: its compiled default graphs, float32 like every other peer) and is bound to
    ``--threads`` cores (``VLLM_CPU_OMP_THREADS_BIND``).
+4. With ``--llamacpp-python PATH`` (``.venv-llamacpp/bin/python`` from ``scripts/install-llamacpp.sh``):
+   (e) the same load against a deployment with ``--engine llamacpp`` (llama.cpp's Python server over the
+   model converted to GGUF at ``--gguf-quant``, f32 by default like the other peers, ``--threads``
+   threads). Tokens are counted from the stream's chunks where the server gives no usage.
 
 Goals (from the issue): (c) >= 5x (a) and >= 1.2x (b); adapters >= 0.8x merged. The script prints
 the machine, its load average, every figure, the ratios, and whether each goal is met.
@@ -139,14 +143,16 @@ def hf_batched(model, tokenizer, prompts: list[list[int]], tokens: int) -> dict:
 
 
 @contextmanager
-def deployed(model: str, name: str, threads: int, batch: int, vllm: dict | None = None):
+def deployed(model: str, name: str, threads: int, batch: int, vllm: dict | None = None, engine: str | None = None):
     """A detached deployment (router + one replica) on a free port; stopped on exit. ``vllm``: the
-    vllm_python and vllm_args settings of an ``--engine vllm`` deployment."""
+    engine's own settings (vllm_python and vllm_args for ``--engine vllm``, the default engine then;
+    llamacpp_python and gguf_quant with ``engine="llamacpp"``)."""
     from oikyo.serve.gateway import deployments
 
     port = deployments._free_port()
     started = time.perf_counter()
-    info = deployments.deploy(model, name=name, port=port, replicas=1, wait_s=900, engine="vllm" if vllm else None,
+    engine = engine or ("vllm" if vllm else None)
+    info = deployments.deploy(model, name=name, port=port, replicas=1, wait_s=900, engine=engine,
                               settings={"threads": threads, "max_batch_size": batch, **(vllm or {})})
     print(f"  deployed {name} in {time.perf_counter() - started:.1f} s at {info['url']}", flush=True)
     try:
@@ -184,9 +190,11 @@ def serve_clients(url: str, key: str, models: list[str], clients: int, tokens: i
                     model=models[i % len(models)], messages=messages,
                     max_tokens=tokens, temperature=0, stream=True, stream_options={"include_usage": True},
                     extra_body={"ignore_eos": True})
+                pieces = 0  # content chunks: the count where a server gives no usage (a chunk per token)
                 for chunk in stream:
-                    if first is None and chunk.choices and chunk.choices[0].delta.content:
-                        first = time.perf_counter()
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        first = first or time.perf_counter()
+                        pieces += 1
                     if chunk.usage:
                         usage = chunk.usage
             except Exception as error:  # noqa: BLE001 - reported, not hidden
@@ -196,7 +204,7 @@ def serve_clients(url: str, key: str, models: list[str], clients: int, tokens: i
             done = time.perf_counter()
             with lock:
                 records.append({"sent": sent, "done": done, "ttft": (first or done) - sent,
-                                "tokens": usage.completion_tokens if usage else 0})
+                                "tokens": usage.completion_tokens if usage else pieces})
 
     threads = [threading.Thread(target=one_client, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -281,6 +289,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-adapters", action="store_true")
     parser.add_argument("--vllm-python", default=None, help="Also measure --engine vllm with this interpreter's vLLM.")
     parser.add_argument("--vllm-args", default="--dtype float32", help="vLLM server flags for the vLLM peer.")
+    parser.add_argument("--llamacpp-python", default=None, help="Also measure --engine llamacpp with this "
+                        "llama.cpp environment's Python (e.g. .venv-llamacpp/bin/python).")
+    parser.add_argument("--gguf-quant", default="f32", help="The llamacpp peer's GGUF type (f32: the others' precision).")
     return parser.parse_args()
 
 
@@ -350,12 +361,21 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
                 results["vllm_adapters_4"] = serve_clients(url, key, ids, seed=1, **load)
             print_serving("(d) --engine vllm, 4 adapters", results["vllm_adapters_4"])
 
+    if args.llamacpp_python:
+        settings = {"llamacpp_python": args.llamacpp_python, "gguf_quant": args.gguf_quant}
+        with deployed(str(model_dir), "bench-llamacpp", threads, args.batch, settings, engine="llamacpp") as url:
+            warm_up(url, key, ["bench-llamacpp"])
+            results["llamacpp"] = serve_clients(url, key, ["bench-llamacpp"], seed=0, **load)
+        print_serving(f"(e) oikyo deployment, --engine llamacpp ({args.gguf_quant})", results["llamacpp"])
+
     ratios = {"vs_hf_sequential": results["oikyo"]["tokens_per_s"] / results["hf_sequential"]["tokens_per_s"],
               "vs_hf_batched": results["oikyo"]["tokens_per_s"] / results["hf_batched"]["tokens_per_s"]}
     if "merged" in results:
         ratios["adapters_vs_merged"] = results["adapters_4"]["tokens_per_s"] / results["merged"]["tokens_per_s"]
     if "vllm" in results:
         ratios["oikyo_vs_vllm"] = results["oikyo"]["tokens_per_s"] / results["vllm"]["tokens_per_s"]
+    if "llamacpp" in results:
+        ratios["oikyo_vs_llamacpp_engine"] = results["oikyo"]["tokens_per_s"] / results["llamacpp"]["tokens_per_s"]
     if "vllm_adapters_4" in results:
         ratios["oikyo_adapters_vs_vllm_adapters"] = (results["adapters_4"]["tokens_per_s"]
                                                      / results["vllm_adapters_4"]["tokens_per_s"])
@@ -370,6 +390,9 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
     for name in ("oikyo_vs_vllm", "oikyo_adapters_vs_vllm_adapters"):
         if name in ratios:
             print(f"  {name}: {ratios[name]:.2f}x (no goal: vLLM's CPU backend as a peer)")
+    if "oikyo_vs_llamacpp_engine" in ratios:
+        print(f"  oikyo_vs_llamacpp_engine: {ratios['oikyo_vs_llamacpp_engine']:.2f}x (oikyo's engine against "
+              "llama.cpp's Python server as the replicas, same weights)")
     return results
 
 
