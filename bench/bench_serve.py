@@ -143,17 +143,16 @@ def hf_batched(model, tokenizer, prompts: list[list[int]], tokens: int) -> dict:
 
 
 @contextmanager
-def deployed(model: str, name: str, threads: int, batch: int, vllm: dict | None = None, engine: str | None = None):
-    """A detached deployment (router + one replica) on a free port; stopped on exit. ``vllm``: the
-    engine's own settings (vllm_python and vllm_args for ``--engine vllm``, the default engine then;
-    llamacpp_python and gguf_quant with ``engine="llamacpp"``)."""
+def deployed(model: str, name: str, threads: int, batch: int, engine: str | None = None,
+             engine_settings: dict | None = None):
+    """A detached deployment (router + one replica) on a free port; stopped on exit. ``engine_settings``:
+    the engine's own (vllm_python and vllm_args for vllm, llamacpp_python and gguf_quant for llamacpp)."""
     from oikyo.serve.gateway import deployments
 
     port = deployments._free_port()
     started = time.perf_counter()
-    engine = engine or ("vllm" if vllm else None)
     info = deployments.deploy(model, name=name, port=port, replicas=1, wait_s=900, engine=engine,
-                              settings={"threads": threads, "max_batch_size": batch, **(vllm or {})})
+                              settings={"threads": threads, "max_batch_size": batch, **(engine_settings or {})})
     print(f"  deployed {name} in {time.perf_counter() - started:.1f} s at {info['url']}", flush=True)
     try:
         yield info["url"]
@@ -351,19 +350,19 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         # vLLM's CPU backend binds its OpenMP threads to cores: as many as every other peer uses.
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "0" if threads == 1 else f"0-{threads - 1}"
         vllm = {"vllm_python": args.vllm_python, "vllm_args": args.vllm_args}
-        with deployed(str(model_dir), "bench-vllm", threads, args.batch, vllm) as url:
+        with deployed(str(model_dir), "bench-vllm", threads, args.batch, "vllm", vllm) as url:
             warm_up(url, key, ["bench-vllm"])
             results["vllm"] = serve_clients(url, key, ["bench-vllm"], seed=0, **load)
         print_serving("(d) oikyo deployment, --engine vllm", results["vllm"])
         if not args.skip_adapters:
-            with deployed(ids[0], "bench-vllm-adapters", threads, args.batch, vllm) as url:
+            with deployed(ids[0], "bench-vllm-adapters", threads, args.batch, "vllm", vllm) as url:
                 warm_up(url, key, ids)
                 results["vllm_adapters_4"] = serve_clients(url, key, ids, seed=1, **load)
             print_serving("(d) --engine vllm, 4 adapters", results["vllm_adapters_4"])
 
     if args.llamacpp_python:
         settings = {"llamacpp_python": args.llamacpp_python, "gguf_quant": args.gguf_quant}
-        with deployed(str(model_dir), "bench-llamacpp", threads, args.batch, settings, engine="llamacpp") as url:
+        with deployed(str(model_dir), "bench-llamacpp", threads, args.batch, "llamacpp", settings) as url:
             warm_up(url, key, ["bench-llamacpp"])
             results["llamacpp"] = serve_clients(url, key, ["bench-llamacpp"], seed=0, **load)
         print_serving(f"(e) oikyo deployment, --engine llamacpp ({args.gguf_quant})", results["llamacpp"])

@@ -513,11 +513,11 @@ class Plan:
     replicas_max: int = 1
     settings: dict = field(default_factory=dict)
     log_requests: bool = False
-    vllm: object = None  # --engine vllm or llamacpp: the install found by probe_engine()
+    engine_install: object = None  # --engine vllm or llamacpp: the install found by probe_engine()
 
     def probe_engine(self) -> None:
         """For --engine vllm or llamacpp: find the engine in its interpreter (a clear OikyoError if it has none)."""
-        self.vllm = check_engine(self.engine, self.settings)
+        self.engine_install = check_engine(self.engine, self.settings)
 
     @property
     def queue_timeout_s(self) -> float:
@@ -554,19 +554,18 @@ class Plan:
         from oikyo.serve.gateway.replicas import ProcessPool
 
         pool_class, options = ProcessPool, {"replica_args": self.replica_args()}
+        if self.engine != "native" and self.engine_install is None:
+            self.probe_engine()
         if self.engine == "vllm":
             from oikyo.serve.gateway.vllm_replicas import VllmPool, extra_args
 
-            if self.vllm is None:
-                self.probe_engine()
-            pool_class, options = VllmPool, {"install": self.vllm,
+            pool_class, options = VllmPool, {"install": self.engine_install,
                                              "replica_args": extra_args(self.settings.get("vllm_args"))}
         elif self.engine == "llamacpp":
             from oikyo.serve.gateway.llamacpp_replicas import LlamaCppPool, check_quant
 
-            if self.vllm is None:
-                self.probe_engine()
-            pool_class, options = LlamaCppPool, {"install": self.vllm, "quant": check_quant(self.settings.get("gguf_quant")),
+            pool_class, options = LlamaCppPool, {"install": self.engine_install,
+                                                 "quant": check_quant(self.settings.get("gguf_quant")),
                                                  "config_dir": deploy_dir(self.name), "threads": self.threads()}
         auto = self.settings.get("autoscale")
         pools = {}

@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,9 +143,9 @@ class LlamaCppPool(ProcessPool):
     def spawn(self) -> Replica:
         self._serial += 1
         replica_id = f"{self.name}-l{self._serial}"
-        with socket.socket() as sock:  # llama.cpp binds its own port: take a free one (a small race, as vLLM)
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        from oikyo.serve.gateway.deployments import _free_port
+
+        port = _free_port()  # llama.cpp binds its own port: take a free one (a small race, as vLLM)
         config = server_config(self.base_gguf, self.base_names, self.lora_ggufs, port=port, api_key=self.token,
                                threads=self.threads)
         self.config_dir.mkdir(parents=True, exist_ok=True)

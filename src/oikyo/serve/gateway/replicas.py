@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from oikyo.errors import OikyoError
 from oikyo.serve.gateway.autoscale import AutoscalePolicy, Observation, decide
 from oikyo.serve.gateway.openai_api import ApiError
 from oikyo.serve.gateway.served_models import ModelSpec
@@ -217,8 +218,6 @@ def ask_interpreter(python: str, imports: str, answer: str, *, what: str, timeou
     """What another Python (an engine's own environment) has: it runs ``imports`` and prints ``answer``
     (an expression giving a dict) as JSON, or ``{"error": ...}`` when the imports fail. An OikyoError when
     that Python cannot be run or says nothing readable."""
-    from oikyo.errors import OikyoError
-
     body = "\n".join("    " + line for line in imports.strip().splitlines())
     script = (f"import json\ntry:\n{body}\nexcept Exception as exc:\n"
               "    print(json.dumps({'error': f'{type(exc).__name__}: {exc}'}))\n"

@@ -563,20 +563,15 @@ def run(name: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s router %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    token = secrets.token_urlsafe(32)
+    log_file = open(deployments.log_path(name), "ab", buffering=0)
     try:
         plan = deployments.plan(name)
         plan.probe_engine()
         sock = bind(plan.host, plan.port)
-    except (OikyoError, OSError) as error:
-        deployments.mark(name, "failed", error=str(error), pid=None)
-        log.error("cannot start deployment %s: %s", name, error)
-        return 2
-    token = secrets.token_urlsafe(32)
-    log_file = open(deployments.log_path(name), "ab", buffering=0)
-    try:  # --engine llamacpp converts the models to GGUF here (cached after the first start)
+        # --engine llamacpp converts the models to GGUF here (cached after the first start)
         pools = plan.process_pools(token=token, log_file=log_file, on_change=lambda: plan.write_registry(pools))
-    except OikyoError as error:
-        sock.close()
+    except (OikyoError, OSError) as error:
         deployments.mark(name, "failed", error=str(error), pid=None)
         log.error("cannot start deployment %s: %s", name, error)
         return 2

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -174,9 +173,9 @@ class VllmPool(ProcessPool):
     def spawn(self) -> Replica:
         self._serial += 1
         replica_id = f"{self.name}-v{self._serial}"
-        with socket.socket() as sock:  # vLLM binds its own port: take a free one (a small race, unlike native)
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        from oikyo.serve.gateway.deployments import _free_port
+
+        port = _free_port()  # vLLM binds its own port: take a free one (a small race, unlike native)
         process = subprocess.Popen(pool_command(self, port), stdin=subprocess.DEVNULL, stdout=self.log_file,
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    env=environment(self.token))
