@@ -30,10 +30,18 @@ after the other so none competes with another for the cores:
 4. With ``--llamacpp-python PATH`` (``.venv-llamacpp/bin/python`` from ``scripts/install-llamacpp.sh``):
    (e) the same load against a deployment with ``--engine llamacpp`` (llama.cpp's Python server over the
    model converted to GGUF at ``--gguf-quant``, f32 by default like the other peers, ``--threads``
-   threads). Tokens are counted from the stream's chunks where the server gives no usage.
+   threads): llama-server where the environment has it (``OIKYO_LLAMA_SERVER=python``: the Python
+   server). Tokens are counted from the stream's chunks where the server gives no usage.
+5. With ``--llama-server DIR`` (the folder ``scripts/build-llama-server.sh`` prints: ``llama-server``
+   and ``llama-quantize`` built from the llama.cpp sources of the llama-cpp-python sdist): (f) the same
+   load against llama.cpp's own C++ server, started directly (not behind oikyo's router), with
+   ``--clients`` parallel slots (continuous batching) and ``--threads`` threads, for each GGUF type in
+   ``--llama-server-types`` (default ``f32,f16``). The files are made from the bundled GGUF by
+   ``llama-quantize --allow-requantize`` (llama.cpp's ``llama_model_quantize``): oikyo's base model is
+   that GGUF dequantized, so the weights are the same.
 
-Goals (from the issue): (c) >= 5x (a) and >= 1.2x (b); adapters >= 0.8x merged. The script prints
-the machine, its load average, every figure, the ratios, and whether each goal is met.
+Goals (from the issue): (c) >= 5x (a) and >= 1.2x (b); adapters >= 0.8x merged; (c) >= 1.0x (f) at the
+same precision. The script prints the machine, its load average, every figure, the ratios, and whether each goal is met.
 
 Threads: every peer uses ``--threads`` torch CPU threads (the HF peers in this process, the replica
 through the deployment's ``threads`` setting). The default is 1: on a machine shared with other
@@ -231,6 +239,62 @@ def warm_up(url: str, key: str, models: list[str]) -> None:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
 
 
+# ----------------------------------------------------------------------------- llama.cpp's own server
+
+
+def requantized_gguf(binaries: Path, kind: str, folder: Path) -> Path:
+    """The bundled GGUF requantized to ``kind`` (f32, f16, q8_0...) by llama.cpp's own quantizer."""
+    import subprocess
+
+    from oikyo.models.bundled import bundled_gguf_path
+
+    target = folder / f"bundled-{kind}.gguf"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(binaries / "llama-quantize"), "--allow-requantize", str(bundled_gguf_path()),
+                        str(target), kind.upper(), str(os.cpu_count() or 1)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return target
+
+
+@contextmanager
+def llama_server(binaries: Path, gguf: Path, threads: int, slots: int, log: Path):
+    """``llama-server`` on a free loopback port with ``slots`` parallel slots; its /v1 URL. Stopped on exit."""
+    import subprocess
+    import urllib.request
+
+    from oikyo.serve.gateway import deployments
+
+    port = deployments._free_port()
+    # Context: 512 tokens per slot (prompts are under 64 tokens, answers --tokens long).
+    command = [str(binaries / "llama-server"), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+               "-t", str(threads), "-tb", str(threads), "-np", str(slots), "-c", str(512 * slots), "-cb"]
+    started = time.perf_counter()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - started > 300:
+                raise RuntimeError("llama-server did not become healthy in 300 s")
+            time.sleep(0.2)
+        print(f"  llama-server ({gguf.name}) up in {time.perf_counter() - started:.1f} s on port {port}", flush=True)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 # ----------------------------------------------------------------------------- adapters
 
 
@@ -291,6 +355,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--llamacpp-python", default=None, help="Also measure --engine llamacpp with this "
                         "llama.cpp environment's Python (e.g. .venv-llamacpp/bin/python).")
     parser.add_argument("--gguf-quant", default="f32", help="The llamacpp peer's GGUF type (f32: the others' precision).")
+    parser.add_argument("--llama-server", default=None, help="Also measure llama.cpp's own llama-server: the folder "
+                        "with llama-server and llama-quantize that scripts/build-llama-server.sh prints.")
+    parser.add_argument("--llama-server-types", default="f32,f16", help="GGUF types for the llama-server peer.")
     return parser.parse_args()
 
 
@@ -365,7 +432,17 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         with deployed(str(model_dir), "bench-llamacpp", threads, args.batch, "llamacpp", settings) as url:
             warm_up(url, key, ["bench-llamacpp"])
             results["llamacpp"] = serve_clients(url, key, ["bench-llamacpp"], seed=0, **load)
-        print_serving(f"(e) oikyo deployment, --engine llamacpp ({args.gguf_quant})", results["llamacpp"])
+        print_serving(f"(e) oikyo deployment, --engine llamacpp ({args.gguf_quant}; llama-server replicas where "
+                      "the environment has it)", results["llamacpp"])
+
+    if args.llama_server:
+        binaries = Path(args.llama_server)
+        for kind in [k.strip() for k in args.llama_server_types.split(",") if k.strip()]:
+            gguf = requantized_gguf(binaries, kind, scratch / "gguf")
+            with llama_server(binaries, gguf, threads, args.clients, scratch / f"llama-server-{kind}.log") as url:
+                warm_up(url, "none", ["bundled"])
+                results[f"llama_server_{kind}"] = serve_clients(url, "none", ["bundled"], seed=0, **load)
+            print_serving(f"(f) llama-server, {kind}, {args.clients} slots", results[f"llama_server_{kind}"])
 
     ratios = {"vs_hf_sequential": results["oikyo"]["tokens_per_s"] / results["hf_sequential"]["tokens_per_s"],
               "vs_hf_batched": results["oikyo"]["tokens_per_s"] / results["hf_batched"]["tokens_per_s"]}
@@ -375,6 +452,8 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         ratios["oikyo_vs_vllm"] = results["oikyo"]["tokens_per_s"] / results["vllm"]["tokens_per_s"]
     if "llamacpp" in results:
         ratios["oikyo_vs_llamacpp_engine"] = results["oikyo"]["tokens_per_s"] / results["llamacpp"]["tokens_per_s"]
+    for name in [n for n in results if n.startswith("llama_server_")]:
+        ratios[f"oikyo_vs_{name}"] = results["oikyo"]["tokens_per_s"] / results[name]["tokens_per_s"]
     if "vllm_adapters_4" in results:
         ratios["oikyo_adapters_vs_vllm_adapters"] = (results["adapters_4"]["tokens_per_s"]
                                                      / results["vllm_adapters_4"]["tokens_per_s"])
@@ -391,7 +470,9 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
             print(f"  {name}: {ratios[name]:.2f}x (no goal: vLLM's CPU backend as a peer)")
     if "oikyo_vs_llamacpp_engine" in ratios:
         print(f"  oikyo_vs_llamacpp_engine: {ratios['oikyo_vs_llamacpp_engine']:.2f}x (oikyo's engine against "
-              "llama.cpp's Python server as the replicas, same weights)")
+              "--engine llamacpp, same weights)")
+    for name in [n for n in ratios if n.startswith("oikyo_vs_llama_server_")]:
+        print("  " + goal(f"oikyo / llama-server {name.rsplit('_', 1)[1]}", ratios[name], 1.0))
     return results
 
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs llama.cpp into .venv-llamacpp, an environment of its own: the llama-cpp-python bindings
 # built from source for this CPU, llama.cpp's own GGUF converters (convert_hf_to_gguf.py,
-# convert_lora_to_gguf.py) and what they import (torch, transformers, sentencepiece), and the packages of
-# llama-cpp-python's server, which `oikyo deploy --engine llamacpp` runs.
+# convert_lora_to_gguf.py) and what they import (torch, transformers, sentencepiece), llama.cpp's own
+# server (llama-server, built by scripts/build-llama-server.sh and cached per machine), which
+# `oikyo deploy --engine llamacpp` runs as its replicas, and the packages of llama-cpp-python's server,
+# the engine's fallback where llama-server cannot be built.
 # `oikyo models export --to gguf|ollama` runs those converters and llama.cpp's quantizer there, and
 # the test suite checks exported GGUF files by decoding them with llama.cpp.
-#   bash scripts/install-llamacpp.sh     (compiles for 10-15 minutes on 2 cores; re-running is cheap)
+#   bash scripts/install-llamacpp.sh     (compiles for 25-35 minutes on 2 cores; re-running is cheap)
 # The source distribution is taken from OIKYO_LLAMACPP_SDIST (a .tar.gz) or the cache folder
 # ~/.cache/oikyo, where pip downloads it on first use. It vendors llama.cpp: the converters, their
 # conversion/ package and gguf-py/ are copied from it into .venv-llamacpp/share/llama.cpp, where
@@ -16,7 +18,7 @@ VERSION=${OIKYO_LLAMACPP_VERSION:-0.3.36}
 VENV=.venv-llamacpp
 SHARE="$VENV/share/llama.cpp"
 PY="$VENV/bin/python"
-if [ -x "$PY" ] && [ -f "$SHARE/convert_hf_to_gguf.py" ] \
+if [ -x "$PY" ] && [ -f "$SHARE/convert_hf_to_gguf.py" ] && [ -x "$VENV/bin/llama-server" ] \
     && "$PY" -c "import llama_cpp, llama_cpp.server.app, torch, transformers, sentencepiece" 2>/dev/null; then
     echo "llama.cpp is already installed in $VENV"
     exit 0
@@ -48,4 +50,11 @@ SRC=$(echo "$TMP"/llama_cpp_python-*/vendor/llama.cpp)
 rm -rf "$SHARE"
 mkdir -p "$SHARE"
 cp -r "$SRC/convert_hf_to_gguf.py" "$SRC/convert_lora_to_gguf.py" "$SRC/conversion" "$SRC/gguf-py" "$SHARE/"
+# llama.cpp's own server, from the same sources; without it (no cmake, a failed build) the llamacpp
+# engine runs llama-cpp-python's server, which answers one request at a time.
+if SERVER_DIR=$(OIKYO_LLAMACPP_SDIST="$SDIST" OIKYO_LLAMACPP_VERSION="$VERSION" bash scripts/build-llama-server.sh); then
+    cp "$SERVER_DIR/llama-server" "$VENV/bin/llama-server"
+else
+    echo "warning: llama-server could not be built; --engine llamacpp will run llama-cpp-python's server" >&2
+fi
 "$PY" -c "import llama_cpp; print(f'llama-cpp-python {llama_cpp.__version__} installed in $VENV')"

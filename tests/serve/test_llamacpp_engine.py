@@ -1,9 +1,11 @@
-"""``--engine llamacpp`` end to end: a deployment whose replicas are llama.cpp's own OpenAI server over
+"""``--engine llamacpp`` end to end: a deployment whose replicas are llama.cpp's OpenAI servers over
 GGUF conversions, driven with the official openai client through oikyo's router.
 
 llama.cpp is the environment ``scripts/install-llamacpp.sh`` makes (``.venv-llamacpp``, with the
-server's packages), which ``scripts/test.sh`` installs first; ``OIKYO_LLAMACPP_PYTHON`` may name
-another. The tests skip, saying so, where neither exists.
+server's packages and llama.cpp's own ``llama-server``), which ``scripts/test.sh`` installs first;
+``OIKYO_LLAMACPP_PYTHON`` may name another. The tests skip, saying so, where neither exists. The
+deployment test runs twice: with ``llama-server`` as the replicas (what the engine runs where it is
+built) and with llama-cpp-python's server (its fallback, ``OIKYO_LLAMA_SERVER=python``).
 
 - an interpreter without llama.cpp's server, or an unknown --gguf-quant, is a clear error before
   anything starts, and leaves no record;
@@ -11,16 +13,20 @@ another. The tests skip, saying so, where neither exists.
   the adapters really reach llama.cpp (each answers differently from the other and from the base, the
   same on every call and after a restart);
 - the deployment's name routes to its variant, keys are required (the replica itself takes only the
-  router's secret, which is in no command line), and stopping ends the llama.cpp processes.
+  router's secret, which is in no command line), and stopping ends the llama.cpp processes;
+- llama-server: concurrent requests for the base and both adapters, sharing one replica's slots, each
+  get the answer they get alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -58,6 +64,19 @@ def llamacpp_model(tmp_path_factory, bundled_tokenizer_dir) -> tuple[Path, dict[
     return model, random_adapter_dirs(tmp_path_factory.mktemp("llamacpp-adapters"), model)
 
 
+@pytest.fixture(params=["llama-server", "python"])
+def server(request, llamacpp_python, monkeypatch) -> str:
+    """The replicas' program: llama-server (beside the environment's Python) or llama-cpp-python's server;
+    the marker its command line holds."""
+    if request.param == "python":
+        monkeypatch.setenv(llamacpp_replicas.SERVER_ENV, "python")
+        return "llama_cpp.server"
+    monkeypatch.delenv(llamacpp_replicas.SERVER_ENV, raising=False)
+    if llamacpp_replicas.check_available(llamacpp_python).server is None:
+        pytest.skip(f"no llama-server beside {llamacpp_python} (scripts/install-llamacpp.sh builds it with cmake)")
+    return "llama-server"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,8 +104,8 @@ def test_oikyo_refuses_clearly_where_llama_cpp_s_server_is_missing(llamacpp_pyth
     assert deployments.list_deployments() == []
 
 
-def test_a_llamacpp_deployment_serves_the_base_and_every_adapter_through_the_router(llamacpp_python, workspace,
-                                                                                     llamacpp_model):
+def test_a_llamacpp_deployment_serves_the_base_and_every_adapter_through_the_router(llamacpp_python, server,
+                                                                                     workspace, llamacpp_model):
     model_dir, adapters = llamacpp_model
     versions = {name: register_version(path, str(model_dir)) for name, path in adapters.items()}
     pids: list[int] = []
@@ -110,9 +129,16 @@ def test_a_llamacpp_deployment_serves_the_base_and_every_adapter_through_the_rou
         base = client.completions.create(model=str(model_dir), prompt=PROMPT, max_tokens=12, temperature=0)
         assert base.choices[0].text and texts["support"] != texts["sales"]
         assert base.choices[0].text not in (texts["support"], texts["sales"])
-        for name, version in versions.items():  # back and forth between the adapters: llama.cpp reloads
+        for name, version in versions.items():  # back and forth between the adapters
             again = client.completions.create(model=version, prompt=PROMPT, max_tokens=12, temperature=0)
-            assert again.choices[0].text == texts[name], name
+            assert again.choices[0].text == texts[name] and again.model == version, name
+        if server == "llama-server":  # one process, parallel slots: the adapters' requests run side by side
+            asked = [*versions.values(), str(model_dir)] * 3
+            expected = [*texts.values(), base.choices[0].text] * 3
+            with ThreadPoolExecutor(len(asked)) as pool:
+                found = list(pool.map(lambda m: client.completions.create(
+                    model=m, prompt=PROMPT, max_tokens=12, temperature=0).choices[0].text, asked))
+            assert found == expected
 
         # The deployment's name routes to its variant (header and body), under the router's response id.
         raw = client.completions.with_raw_response.create(model="on-llamacpp", prompt=PROMPT, max_tokens=12,
@@ -124,24 +150,29 @@ def test_a_llamacpp_deployment_serves_the_base_and_every_adapter_through_the_rou
                                               max_tokens=8, temperature=0)
         assert chat.choices[0].message.content and chat.usage.completion_tokens <= 8
 
-        # Keys: the router's are required; the replica answers only the router's secret, which is in its
-        # 0600 config file and in no command line.
+        # Keys: the router's are required; the replica answers only the router's secret, which is in a 0600
+        # file (llama-server's key file, the Python server's config) and in no command line.
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=info["url"], api_key="wrong", max_retries=0).models.list()
         replicas = [r for rs in deployments.show("on-llamacpp")["replica_processes"].values() for r in rs]
         pids += [r["pid"] for r in replicas]
         assert len(replicas) == 1 and httpx.get(replicas[0]["url"] + "/v1/models", timeout=30).status_code == 401
-        [config] = deployments.deploy_dir("on-llamacpp").glob("llamacpp-*.json")
-        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        [secret_file] = deployments.deploy_dir("on-llamacpp").glob(
+            "llamacpp-*.key" if server == "llama-server" else "llamacpp-*.json")
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
         cmdline = Path(f"/proc/{replicas[0]['pid']}/cmdline").read_bytes().decode()
-        assert "llama_cpp.server" in cmdline and config.read_text().count('"api_key"') == 1
-        assert "api_key" not in cmdline
+        assert server in cmdline and "api_key" not in cmdline
+        router_secret = (secret_file.read_text().strip() if server == "llama-server"
+                         else json.loads(secret_file.read_text())["api_key"])
+        assert router_secret not in cmdline
+        assert httpx.get(replicas[0]["url"] + "/v1/models", headers={"Authorization": f"Bearer {router_secret}"},
+                         timeout=30).status_code == 200
         # The conversions are kept in the workspace's cache, keyed by their source folders: a restart
         # converts nothing and answers the same.
         cached = {p: p.stat().st_mtime_ns for p in (workspace / "cache" / "gguf").glob("*.gguf")}
         assert len(cached) == 3, cached  # the base (f32) and the two adapters
         deployments.stop("on-llamacpp", timeout_s=60)
-        assert not any(deployments._alive(p, "llama_cpp.server") for p in pids)
+        assert not any(deployments._alive(p, server) for p in pids)
         info = deployments.deploy(name="on-llamacpp", wait_s=600)
         assert info["status"] == "running"
         again = client.completions.create(model=versions["sales"], prompt=PROMPT, max_tokens=12, temperature=0)
@@ -151,6 +182,6 @@ def test_a_llamacpp_deployment_serves_the_base_and_every_adapter_through_the_rou
     finally:
         deployments.stop("on-llamacpp", timeout_s=60)
     assert deployments.status(deployments.get("on-llamacpp")) == "stopped"
-    wait_for(lambda: not any(deployments._alive(p, "llama_cpp.server") for p in pids), timeout=30)
+    wait_for(lambda: not any(deployments._alive(p, server) for p in pids), timeout=30)
     with pytest.raises(httpx.ConnectError):
         httpx.get(info["url"].removesuffix("/v1") + "/health", timeout=5)

@@ -37,8 +37,10 @@ def deploy(
                                                 help="Record request messages and responses in the store (opt-in)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="native (default), vllm (needs vLLM: on a CUDA "
                                                                   "GPU, or its CPU build) or llamacpp (GGUF "
-                                                                  "conversions served by llama.cpp's server; "
-                                                                  "scripts/install-llamacpp.sh)."),
+                                                                  "conversions served by llama.cpp's llama-server, "
+                                                                  "or its Python server where llama-server is "
+                                                                  "not built; scripts/install-llamacpp.sh; "
+                                                                  "docs/deployment.md)."),
     vllm_python: Optional[Path] = typer.Option(None, "--vllm-python", help="With --engine vllm: the Python that "
                                                "has vLLM, e.g. another venv's bin/python (default: "
                                                "$OIKYO_VLLM_PYTHON, else oikyo's own)."),

@@ -610,7 +610,8 @@ def plan(name: str) -> Plan:
 
 
 # What a replica's command line holds, per engine (native, vllm, llamacpp): guards pid reuse.
-REPLICA_MARKERS = ("oikyo.serve.gateway.replica", "vllm.entrypoints.openai.api_server", "llama_cpp.server")
+REPLICA_MARKERS = ("oikyo.serve.gateway.replica", "vllm.entrypoints.openai.api_server", "llama_cpp.server",
+                   "llama-server")
 
 
 def _replica_alive(pid: int | None) -> bool:

@@ -100,6 +100,10 @@ class ReplicaPool:
 
     # ------------------------------------------------------------------ routing side
 
+    def upstream_body(self, body: dict) -> dict:
+        """The request body as this pool's replicas take it (the same, but for engines that need more)."""
+        return body
+
     def ready(self) -> list[Replica]:
         return [r for r in self.replicas if r.state == "ready"]
 

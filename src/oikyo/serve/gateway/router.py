@@ -199,7 +199,7 @@ class Forwarder:
         if route.variant:
             headers[VARIANT_HEADER] = route.variant
         path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
-        payload = json.dumps(body).encode()
+        payload = json.dumps(route.pool.upstream_body(body)).encode()
         try:
             if stream:
                 return await self._stream(route, path, payload, headers, record, started)
@@ -421,6 +421,8 @@ def _stamped(body: dict, record: RequestRecord) -> dict:
     """A replica's answer (or stream chunk) under the router's response id and tagged with the variant,
     as oikyo's engine writes them: what a client sends to /v1/feedback is the id it was given."""
     body["id"] = record.id
+    if "model" in body:  # llama-server names the GGUF file there; the client asked for record.model
+        body["model"] = record.model
     if record.variant:
         body["variant"] = record.variant
     return body
