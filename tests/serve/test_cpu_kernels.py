@@ -170,12 +170,46 @@ def test_serving_linear_uses_the_kernel_for_decoding_rows_only(kernel, monkeypat
     assert calls == [4, 1]  # the prefill's 18 rows went to PyTorch
 
 
-def test_linear_kernel_only_with_one_thread_and_few_rows(set_threads):
+@pytest.mark.parametrize("threaded", [True, False])
+def test_linear_kernel_for_few_rows_on_several_threads_only_when_threaded(kernel, monkeypatch, set_threads, threaded):
+    monkeypatch.setattr(kernel, "threaded", threaded)
     set_threads(1)
-    assert CPUKernels.linear_suits(1) and CPUKernels.linear_suits(cpu_kernels.MAX_LINEAR_ROWS)
-    assert not CPUKernels.linear_suits(cpu_kernels.MAX_LINEAR_ROWS + 1)
+    assert kernel.linear_suits(1) and kernel.linear_suits(cpu_kernels.MAX_LINEAR_ROWS)
+    assert not kernel.linear_suits(cpu_kernels.MAX_LINEAR_ROWS + 1)
     set_threads(2)
-    assert not CPUKernels.linear_suits(1)
+    assert kernel.linear_suits(1) is threaded and kernel.linear_suits(cpu_kernels.MAX_LINEAR_ROWS_THREADED) is threaded
+    assert not kernel.linear_suits(cpu_kernels.MAX_LINEAR_ROWS_THREADED + 1)
+
+
+def test_the_kernel_shares_torch_s_openmp_runtime_and_threads_the_base_product(kernel, set_threads):
+    """Built here with gcc's -fopenmp: one OpenMP runtime in the process (torch's libgomp), and the
+    threaded product equals the one-thread product and the layer's, at several thread counts."""
+    import ctypes
+
+    assert ctypes.CDLL(str(kernel.path)).oikyo_threaded() == 1, "built without OpenMP"
+    assert kernel.threaded and cpu_kernels._one_openmp_runtime()
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 40 * kernel.panel + 3)  # enough panels to split, a ragged last one
+    panels = kernel.pack(layer.weight)
+    x = torch.randn(7, 96)
+    results = {}
+    for threads in (1, 2, 3):
+        set_threads(threads)
+        results[threads] = kernel.linear(x, panels, layer.out_features, layer.bias)
+    torch.testing.assert_close(results[1], layer(x).detach(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(results[1], results[2]) and torch.equal(results[1], results[3])
+
+
+def test_two_openmp_runtimes_count_as_unshared(monkeypatch, tmp_path):
+    maps = ("7f00-7f01 r-xp 0 08:01 1 /usr/lib/libgomp.so.1\n"
+            "7f02-7f03 r-xp 0 08:01 2 /venv/torch/lib/libiomp5.so\n7f04-7f05 r-xp 0 08:01 3 /usr/lib/libc.so.6\n")
+    fake = tmp_path / "maps"
+    fake.write_text(maps)
+    real_path = cpu_kernels.Path
+    monkeypatch.setattr(cpu_kernels, "Path", lambda p: real_path(fake) if p == "/proc/self/maps" else real_path(p))
+    assert not cpu_kernels._one_openmp_runtime()
+    fake.write_text(maps.replace("/venv/torch/lib/libiomp5.so", "/usr/lib/libgomp.so.1"))
+    assert cpu_kernels._one_openmp_runtime()
 
 
 @pytest.mark.parametrize("wide", [True, False])
@@ -186,6 +220,11 @@ def test_the_base_product_kernel_only_where_it_was_measured_faster(kernel, monke
     assert kernel.panel == 2 * kernel.lanes
     assert kernel.linear_available is (kernel.lanes >= 8)
     monkeypatch.setattr(kernel, "linear_available", wide)
+    set_threads(2)  # several threads: the kernel is threaded here (tested above)
+    assert prepare_linear_layers(torch.nn.Sequential(torch.nn.Linear(8, 8)), pack=True) == (
+        "native kernel" if wide else "onednn")
+    monkeypatch.setattr(kernel, "threaded", False)  # a kernel without OpenMP: oneDNN on several threads
+    assert prepare_linear_layers(torch.nn.Sequential(torch.nn.Linear(8, 8)), pack=True) == "onednn"
     set_threads(1)
     model = torch.nn.Sequential(torch.nn.Linear(8, 8))
     assert prepare_linear_layers(model, pack=True) == ("native kernel" if wide else "onednn")

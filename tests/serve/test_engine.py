@@ -396,14 +396,16 @@ def test_bundled_model_greedy_equals_hf_generate(bundled_model_dir):
 # ----------------------------------------------------------------------------- layers and LoRA internals
 
 
-def _native_linear() -> str:
-    """What the linear layers of a one-thread engine use here: the native kernel where it was built for
-    AVX or AVX-512 (CI's machine has gcc), else oneDNN (see CPUKernels.linear_available)."""
+def _native_linear(threads: int = 1) -> str:
+    """What the linear layers of an engine on ``threads`` threads use here: the native kernel where it was
+    built for AVX or AVX-512 (CI's machine has gcc) and, on several threads, with OpenMP on torch's
+    runtime (gcc's -fopenmp), else oneDNN (see CPUKernels.linear_available and .threaded)."""
     from oikyo.serve.engine.cpu_kernels import load_kernels
 
     kernels = load_kernels()
     assert kernels is not None, "no C compiler here (cc, gcc or clang): the native CPU kernels could not be built"
-    return "native kernel" if kernels.linear_available else "onednn"
+    native = kernels.linear_available and (threads == 1 or kernels.threaded)
+    return "native kernel" if native else "onednn"
 
 
 @pytest.mark.parametrize(
@@ -411,7 +413,8 @@ def _native_linear() -> str:
     [
         ({}, None),  # one thread (what _engine sets): the native kernel where it applies
         ({"environment": "torch"}, "onednn"),
-        ({"num_threads": 2}, "onednn"),
+        ({"num_threads": 2}, None),  # two threads: the native kernel threaded, where it applies
+        ({"num_threads": 2, "environment": "torch"}, "onednn"),
         ({"packed_weights": False}, "pytorch"),
     ],
 )
@@ -422,7 +425,7 @@ def test_every_form_of_the_linear_layers_gives_the_same_greedy_tokens(
     if settings.pop("environment", None):
         monkeypatch.setenv("OIKYO_CPU_KERNELS", "torch")
     engine = _engine(varied_model_dir, **settings)
-    assert engine.stats()["linear_products"] == (products or _native_linear())
+    assert engine.stats()["linear_products"] == (products or _native_linear(settings.get("num_threads", 1)))
     assert engine.packed_weights is (products != "pytorch")
     results = engine.generate([GenerationRequest(p, max_new_tokens=20) for p in prompts[:3]])
     assert [r.token_ids for r in results] == [reference(p, 20) for p in prompts[:3]]

@@ -1,4 +1,4 @@
-/* oikyo's native CPU kernels for decoding steps (float32, one thread; see cpu_kernels.py).
+/* oikyo's native CPU kernels for decoding steps (float32; see cpu_kernels.py).
  *
  * Decoding multiplies a few rows (one token per sequence) by every weight matrix of the model at
  * every step. The weights come from memory, not cache, so these kernels are about streaming them
@@ -11,10 +11,14 @@
  *    oikyo_pack_panels(w, n, k, panels)   once per layer: w (n, k), row-major like nn.Linear's
  *        weight, into panels of PANEL output columns: panel p holds w[p*PANEL .. +PANEL, :]
  *        transposed, (k, PANEL) contiguous; the last panel is padded with zeros.
- *    oikyo_linear_rows(x, m, k, panels, n, bias, out)   out (m, n) = x (m, k) @ w.T (+ bias)
+ *    oikyo_linear_rows(x, m, k, panels, n, bias, out, threads)   out (m, n) = x (m, k) @ w.T (+ bias)
  *        Panel by panel, ROWS rows at a time: for each k, one broadcast of x[i, k] per row and two
  *        vector multiply-adds into the row's PANEL accumulators, which stay in registers for the
  *        whole panel. Each panel comes from memory once; further row blocks find it in the cache.
+ *        Built with -fopenmp, the panels are shared among ``threads`` OpenMP threads (each writes
+ *        its own output columns); cpu_kernels.py builds it so only where the OpenMP runtime is the
+ *        one torch already loaded (libgomp), so the kernel and torch's operators share one team.
+ *    oikyo_threaded()   1 when built with OpenMP (the threads argument is honoured), else 0.
  *
  * 2. The LoRA terms of a batch whose rows use one adapter, several or none:
  *
@@ -34,7 +38,7 @@
  *
  * Plain C99 plus GCC/Clang vector types (lowered to whatever SIMD the CPU has, AVX-512 to NEON, or
  * to scalar code) and __builtin_prefetch; no Python or torch headers. The omp simd loops need
- * -fopenmp-simd only (no OpenMP runtime).
+ * -fopenmp-simd only; the base product's parallel loop needs -fopenmp (without it, one thread).
  */
 #include <stdint.h>
 #include <string.h>
@@ -122,10 +126,22 @@ static inline __attribute__((always_inline)) void panel_rows(const int M, const 
 
 /* Panels outermost: each panel comes from memory once, and row blocks after the first find it in
  * the cache (a panel is k * PANEL floats: 72 KiB at k = 576). */
+int64_t oikyo_threaded(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 void oikyo_linear_rows(const float *x, int64_t m, int64_t k, const float *panels, int64_t n,
-                       const float *bias, float *out)
+                       const float *bias, float *out, int64_t threads)
 {
     const int64_t count = (n + PANEL - 1) / PANEL;
+    (void)threads;
+    /* Static chunks: neighbouring panels (adjacent memory) on one thread. Small layers stay on one. */
+#pragma omp parallel for schedule(static) num_threads((int)threads) if(threads > 1 && count >= 8)
     for (int64_t p = 0; p < count; p++) {
         const float *panel = panels + p * k * PANEL;
         const int64_t first = p * PANEL, width = n - first < PANEL ? n - first : PANEL;

@@ -15,12 +15,18 @@ with one thread (figures in BENCHMARKS.md):
   kernel added 1.6 ms a step at 1 row and 3.7 ms at 8, where PyTorch's products add 3.7 and 6.0
   (AMD EPYC, an earlier session).
 
-Both run on one thread. With several torch threads, PyTorch's threaded products win on long
-prefills and, for the base product, on decoding too (oneDNN on 2 threads: 36.9 ms at 8 rows), so
-:meth:`CPUKernels.suits` and :meth:`CPUKernels.linear_suits` send those to PyTorch. The base
+Threads. The LoRA kernel runs on one thread; with several torch threads, PyTorch's threaded products
+win on long prefills, so :meth:`CPUKernels.suits` sends those to PyTorch. The base product runs on
+torch's thread count (``torch.get_num_threads()``) when it is built with OpenMP (``-fopenmp``) and the
+process has one OpenMP runtime, the libgomp that torch loaded, which the kernel then shares
+(``threaded``; :func:`_one_openmp_runtime` checks the process's mapped libraries). Otherwise it is
+used with one torch thread only: single-threaded, it lost to oneDNN's threaded product on 2 threads
+(36.9 ms a step at 8 rows against 47.5). Threaded, on the 2-core AVX2-only AMD EPYC at 2 threads, the
+engine's offline decode of the bundled model made about 100 tokens/s at 8 rows against 81 with
+oneDNN, and 129-143 against 114-124 at 16 rows (4 alternating runs each; BENCHMARKS.md). The base
 product is used only when the kernels were built with AVX or AVX-512 vectors (``linear_available``),
-the forms measured faster than oneDNN (on an AVX2-only AMD EPYC, 65.5 against 95.8 ms a step at 8
-rows).
+the forms measured faster than oneDNN (on an AVX2-only AMD EPYC, one thread, 65.5 against 95.8 ms a
+step at 8 rows).
 
 How it is built: the C source next to this file (plain C99 with GCC/Clang vector types; no Python
 or torch headers) is compiled on first use with the system C compiler (``$CC``, else
@@ -54,10 +60,14 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 ENV = "OIKYO_CPU_KERNELS"
 MAX_TOKENS_THREADED = 512  # the most tokens per forward given to the LoRA kernel when torch has several threads
-MAX_LINEAR_ROWS = 16  # the most rows given to the base-product kernel (more: MKL, see linear_suits)
+MAX_LINEAR_ROWS = 16  # the most rows given to the base-product kernel on one thread (more: MKL, see linear_suits)
+MAX_LINEAR_ROWS_THREADED = 32  # ... and on several threads, threaded (more: MKL)
 # -march=native: vectorize for this CPU (the file's name includes the CPU's flags); retried without
-# it for compilers that do not know it. -fopenmp-simd honours the loops' simd pragmas only.
-_FLAG_SETS = (["-O3", "-march=native", "-fopenmp-simd"], ["-O3", "-fopenmp-simd"], ["-O3"])
+# it for compilers that do not know it. -fopenmp threads the base product (see the module docstring);
+# -fopenmp-simd honours the loops' simd pragmas only, for compilers without an OpenMP runtime.
+_FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-march=native", "-fopenmp-simd"],
+              ["-O3", "-fopenmp-simd"], ["-O3"])
+OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")  # library names of OpenMP runtimes (GNU, Intel, LLVM)
 
 _lock = threading.Lock()
 _loaded: dict[str, CPUKernels | None] = {}
@@ -76,9 +86,9 @@ class CPUKernels:
         self._pack.argtypes = [pointer, integer, integer, pointer]
         self._pack.restype = None
         self._linear = library.oikyo_linear_rows
-        self._linear.argtypes = [pointer, integer, integer, pointer, integer, pointer, pointer]
+        self._linear.argtypes = [pointer, integer, integer, pointer, integer, pointer, pointer, integer]
         self._linear.restype = None
-        for name in ("oikyo_vector_lanes", "oikyo_panel_width"):
+        for name in ("oikyo_vector_lanes", "oikyo_panel_width", "oikyo_threaded"):
             getattr(library, name).restype = integer
         self.lanes = library.oikyo_vector_lanes()  # floats per vector in this build (16: AVX-512)
         self.panel = library.oikyo_panel_width()  # output columns per packed panel
@@ -88,6 +98,8 @@ class CPUKernels:
         # AVX2 on the Xeon it lost to oneDNN's AVX-512, 64.3: a build -march=native never makes.)
         # The 4-lane form (SSE, NEON) was never measured against oneDNN: it is not used.
         self.linear_available = self.lanes >= 8
+        # The base product on torch's threads: built with OpenMP, and its runtime is torch's own.
+        self.threaded = bool(library.oikyo_threaded()) and _one_openmp_runtime()
 
     @staticmethod
     def accepts(*tensors: torch.Tensor) -> bool:
@@ -114,17 +126,21 @@ class CPUKernels:
 
     # ------------------------------------------------------------------ base products
 
-    @staticmethod
-    def linear_suits(rows: int) -> bool:
+    def linear_suits(self, rows: int) -> bool:
         """Whether the base-product kernel beats PyTorch for ``rows`` rows (a decoding step).
 
-        Only with one torch thread: with two, oneDNN's threaded product is faster (36.9 ms a step
-        at 8 rows on the test machine, against the kernel's 47.5 on one thread, same ad-hoc run). Up to
-        ``MAX_LINEAR_ROWS`` rows: rows beyond go to MKL on the plain weight (the one packed copy is
-        the kernel's), which from about 24 rows on is as fast (prefills). At 16 rows the kernel
-        is 15% faster than MKL and 5-7% slower than oneDNN; at 1 to 8 rows 17-20% faster than oneDNN.
+        With several torch threads only when the kernel is :attr:`threaded`: on one thread it lost to
+        oneDNN's threaded product on two (36.9 ms a step at 8 rows on the test machine, against the
+        kernel's 47.5, same ad-hoc run). On one thread, up to ``MAX_LINEAR_ROWS`` rows: rows beyond
+        go to MKL on the plain weight (the one packed copy is the kernel's), which from about 24 rows
+        on is as fast (prefills). At 16 rows the kernel is 15% faster than MKL and 5-7% slower than
+        oneDNN; at 1 to 8 rows 17-20% faster than oneDNN. Threaded on two threads (AVX2 EPYC, the
+        engine's decode of the bundled model), up to ``MAX_LINEAR_ROWS_THREADED``: at 32 rows the
+        kernel made 148-173 tokens/s against oneDNN's 133-168, where MKL for those rows made 121-144.
         """
-        return rows <= MAX_LINEAR_ROWS and torch.get_num_threads() == 1
+        if torch.get_num_threads() == 1:
+            return rows <= MAX_LINEAR_ROWS
+        return self.threaded and rows <= MAX_LINEAR_ROWS_THREADED
 
     def pack(self, weight: torch.Tensor) -> torch.Tensor:
         """``weight`` (out, in), float32 on CPU, reordered into the panels :meth:`linear` reads (a copy)."""
@@ -139,8 +155,23 @@ class CPUKernels:
         ``x`` and ``bias`` must pass :meth:`accepts`."""
         out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
         self._linear(x.data_ptr(), x.shape[0], x.shape[1], panels.data_ptr(), out_features,
-                     None if bias is None else bias.data_ptr(), out.data_ptr())
+                     None if bias is None else bias.data_ptr(), out.data_ptr(),
+                     torch.get_num_threads() if self.threaded else 1)
         return out
+
+
+def _one_openmp_runtime() -> bool:
+    """Whether this process has mapped exactly one OpenMP runtime (the kernels, loaded after torch,
+    then share torch's: the dynamic loader gives a library whose name is already loaded to both).
+    Two (say torch's Intel runtime beside the system's libgomp) would be two thread teams fighting
+    for the cores; unknown (no /proc) counts as two."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    found = {os.path.realpath(line.split()[-1]) for line in maps.splitlines()
+             if line.count(" ") >= 5 and any(name in line.rsplit("/", 1)[-1] for name in OPENMP_RUNTIMES)}
+    return len(found) == 1
 
 
 class TokenPlan:

@@ -8,10 +8,11 @@ does two things for inference:
   kernel. Decoding multiplies a few rows by every weight matrix at each step, where PyTorch's
   default path (MKL ``sgemm``) streams the weights inefficiently. Two forms:
 
-  - ``panels``, with one torch thread on a CPU with AVX2 or AVX-512: oikyo's native kernel
-    (:mod:`oikyo.serve.engine.cpu_kernels`) computes decoding steps (up to 16 rows); prefills, many rows,
-    keep PyTorch's product on the original weight. On SmolLM2-135M's linear layers at 8 rows,
-    one thread: 44.7 ms a step against 56.0 for oneDNN and 92.1 for MKL.
+  - ``panels``, on a CPU with AVX2 or AVX-512, with one torch thread or a kernel threaded on torch's
+    OpenMP runtime: oikyo's native kernel (:mod:`oikyo.serve.engine.cpu_kernels`) computes decoding
+    steps (up to 16 rows); prefills, many rows, keep PyTorch's product on the original weight. On
+    SmolLM2-135M's linear layers at 8 rows, one thread: 44.7 ms a step against 56.0 for oneDNN and
+    92.1 for MKL.
   - ``packed``, otherwise: oneDNN's blocked layout, what ``torch.compile`` does on CPU with frozen
     weights; threaded, and about 1.5x MKL at 8 rows.
 
@@ -88,12 +89,13 @@ def prepare_linear_layers(model: nn.Module, pack: bool, batch_hint: int = 8) -> 
     """Replace every ``nn.Linear`` of ``model`` by a :class:`ServingLinear`; returns how the float32 CPU
     ones compute their products: "native kernel", "onednn" or "pytorch" (see the module docstring).
 
-    ``pack`` packs the float32 CPU layers: into the native kernel's panels when torch has one thread
-    and the kernels are built for AVX or AVX-512 (:attr:`CPUKernels.linear_available`), else for oneDNN
-    when torch has it; other layers keep PyTorch's product.
+    ``pack`` packs the float32 CPU layers: into the native kernel's panels when the kernels are built
+    for AVX or AVX-512 (:attr:`CPUKernels.linear_available`) and torch has one thread or the kernel is
+    threaded (:attr:`CPUKernels.threaded`), else for oneDNN when torch has it; other layers keep
+    PyTorch's product.
     """
-    kernels = load_kernels() if pack and torch.get_num_threads() == 1 else None
-    if kernels is not None and not kernels.linear_available:
+    kernels = load_kernels() if pack else None
+    if kernels is not None and not (kernels.linear_available and (kernels.threaded or torch.get_num_threads() == 1)):
         kernels = None
     onednn = pack and packing_available()
     targets = [(name, module) for name, module in model.named_modules() if type(module) is nn.Linear]
