@@ -152,6 +152,9 @@ def test_unusual_openai_records_go_row_by_row(data):
         b'{"instruction": "a", "output": "c", "split": "test"}\n',
         b'[1, 2]\n',
         b'{"instruction": "a", "output": "c",}\n',  # trailing comma
+        b'null\n{"instruction": "a", "output": "c"}\n',  # pyarrow 26 crashed the process on a first null line
+        b'{"instruction": "a", "output": "c"}\nnull\n',  # ... and read a later one as a row of nulls
+        b'{"instruction": "a", "output": "c"}\n 7\n',
     ],
 )
 def test_anything_unusual_goes_row_by_row(data):
@@ -182,6 +185,22 @@ def test_a_bad_line_in_a_plain_file_is_still_reported_by_its_number(tmp_path):
     result = convert_file(path, tmp_path / "out.parquet", workers=1)
     assert not result.ok
     assert [(p.line, p.error, p.field) for p in result.problems] == [(7, "empty_content", "output")]
+
+
+@pytest.mark.parametrize("fmt", ["auto", "alpaca", "openai"])
+@pytest.mark.parametrize("position", [0, 2])
+def test_a_line_that_is_not_an_object_is_refused_by_its_number(tmp_path, fmt, position):
+    """A JSONL file with a null line (first, or later) is refused naming the line; the first one crashed
+    the whole process in pyarrow's reader (found by tests/data/test_ingest_fuzz.py)."""
+    record = PLAIN if fmt != "openai" else {"messages": [{"role": "user", "content": "Hi"},
+                                                          {"role": "assistant", "content": "Hello"}]}
+    lines = _jsonl([record] * 4).splitlines(keepends=True)
+    lines.insert(position, b"null\n")
+    path = tmp_path / "nulls.jsonl"
+    path.write_bytes(b"".join(lines))
+    result = convert_file(path, tmp_path / "out.parquet", workers=1, format=fmt)
+    assert not result.ok and not (tmp_path / "out.parquet").exists()
+    assert [p.line for p in result.problems] == [position + 1], result.problems
 
 
 @settings(max_examples=300, deadline=None)

@@ -40,6 +40,11 @@ WHITESPACE = r"^[\t-\r\x1c-\x1f\x{85}\p{Z}]*$"
 _BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*\n")
 _BLANK_FIRST_LINE = re.compile(rb"[ \t\r\x0b\x0c]*\n")
 _BOM = b"\xef\xbb\xbf"
+# A line that is not an object (null, a number, a list...) goes the row-by-row way, which names it:
+# pyarrow's reader (26.0.1) crashes the process on a first line of null under an explicit schema,
+# and reads a later null line as a row of nulls.
+_NOT_AN_OBJECT_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*[^{ \t\r\n\x0b\x0c]")
+_NOT_AN_OBJECT_FIRST_LINE = re.compile(rb"[ \t\r\x0b\x0c]*[^{ \t\r\n\x0b\x0c]")
 _ROLES = pa.array(["user", "assistant"], pa.string())
 
 
@@ -117,7 +122,8 @@ CONVERTERS: dict[str, tuple[pa.Schema, Callable[[pa.Table], pa.Array | None]]] =
 def convert_chunk(format_name: str, data: bytes) -> pa.Table | None:
     """The canonical rows of a chunk of JSONL lines, or None when the chunk must take the row-by-row path."""
     converter = CONVERTERS.get(format_name)
-    if converter is None or not data or _BOM in data or _BLANK_LINE.search(data) or _BLANK_FIRST_LINE.match(data):
+    if converter is None or not data or _BOM in data or _BLANK_LINE.search(data) or _BLANK_FIRST_LINE.match(data) \
+            or _NOT_AN_OBJECT_FIRST_LINE.match(data) or _NOT_AN_OBJECT_LINE.search(data):
         return None  # (a blank last line without a line break makes the row count differ, below)
     schema, convert = converter
     try:
