@@ -34,17 +34,16 @@ PLAIN_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 # Empty, or only characters that Python's str.isspace() counts as whitespace (a superset is safe:
 # it only sends more chunks down the careful path). A test checks every code point against it.
 WHITESPACE = r"^[\t-\r\x1c-\x1f\x{85}\p{Z}]*$"
-# A blank or whitespace-only line (bytes.isspace() whitespace): the row-by-row path skips those,
-# Arrow's reader may not count them the same way. (Two patterns: a leading alternative such as
-# "(?:^|\n)" makes the search ~25x slower.)
-_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*\n")
-_BLANK_FIRST_LINE = re.compile(rb"[ \t\r\x0b\x0c]*\n")
+# A line that does not open an object after its leading whitespace (bytes.isspace() whitespace):
+# - a blank or whitespace-only line: the row-by-row path skips those, Arrow's reader may not count
+#   them the same way;
+# - null, a number, a list...: the row-by-row path names the line, where pyarrow's reader (26.0.1)
+#   crashed the process on a first line of null under an explicit schema, and read a later null
+#   line as a row of nulls.
+# (Two patterns: a leading alternative such as "(?:^|\n)" makes the search ~25x slower.)
+_ODD_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*[^{ \t\r\x0b\x0c]")
+_ODD_FIRST_LINE = re.compile(rb"[ \t\r\x0b\x0c]*[^{ \t\r\x0b\x0c]")
 _BOM = b"\xef\xbb\xbf"
-# A line that is not an object (null, a number, a list...) goes the row-by-row way, which names it:
-# pyarrow's reader (26.0.1) crashes the process on a first line of null under an explicit schema,
-# and reads a later null line as a row of nulls.
-_NOT_AN_OBJECT_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*[^{ \t\r\n\x0b\x0c]")
-_NOT_AN_OBJECT_FIRST_LINE = re.compile(rb"[ \t\r\x0b\x0c]*[^{ \t\r\n\x0b\x0c]")
 _ROLES = pa.array(["user", "assistant"], pa.string())
 
 
@@ -122,8 +121,7 @@ CONVERTERS: dict[str, tuple[pa.Schema, Callable[[pa.Table], pa.Array | None]]] =
 def convert_chunk(format_name: str, data: bytes) -> pa.Table | None:
     """The canonical rows of a chunk of JSONL lines, or None when the chunk must take the row-by-row path."""
     converter = CONVERTERS.get(format_name)
-    if converter is None or not data or _BOM in data or _BLANK_LINE.search(data) or _BLANK_FIRST_LINE.match(data) \
-            or _NOT_AN_OBJECT_FIRST_LINE.match(data) or _NOT_AN_OBJECT_LINE.search(data):
+    if converter is None or not data or _BOM in data or _ODD_FIRST_LINE.match(data) or _ODD_LINE.search(data):
         return None  # (a blank last line without a line break makes the row count differ, below)
     schema, convert = converter
     try:
