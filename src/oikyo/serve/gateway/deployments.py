@@ -441,7 +441,8 @@ def _wait_ready(name: str, process: subprocess.Popen, wait_s: float, log: Log | 
             raise OikyoError(f"deployment {name} failed to start: {error}\n--- last log lines ---\n"
                              f"{tail_log(name, 15)}")
         health = _health(base)
-        if health.get("status") == "ready":
+        # Ready, and recorded so: the router writes "running" on its next supervisor tick.
+        if health.get("status") == "ready" and get(name).state != "starting":
             return
         if health.get("status") == "failed":
             stop(name)
