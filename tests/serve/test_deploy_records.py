@@ -116,3 +116,21 @@ def test_ab_report_and_export_commands_on_a_recorded_deployment(versions, tmp_pa
     path = tmp_path / "out.jsonl"
     exported = _invoke("deployments", "export", "exp", str(path))
     assert exported.exit_code == 0 and path.read_text().count("\n") == 1
+
+
+def test_a_detached_start_returns_only_once_the_record_says_running(monkeypatch):
+    """The router's /health says ready a supervisor tick before it records "running": the waiter waits for both."""
+    from types import SimpleNamespace
+
+    states = iter(["starting", "starting", "starting", "running"])
+    seen = []
+
+    def record(name):
+        seen.append(next(states, "running"))
+        return SimpleNamespace(host="127.0.0.1", port=1, state=seen[-1])
+
+    monkeypatch.setattr(deployments, "get", record)
+    monkeypatch.setattr(deployments, "_health", lambda base: {"status": "ready"})
+    monkeypatch.setattr(deployments.time, "sleep", lambda s: None)
+    deployments._wait_ready("d", SimpleNamespace(poll=lambda: None), 30, None)
+    assert seen[-1] == "running" and len(seen) == 4
