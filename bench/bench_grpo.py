@@ -7,7 +7,9 @@
 What runs (each peer in its own subprocess, one after the other, so peak memory is its own):
 
 - Model: the bundled SmolLM2-135M-Instruct (float32, CPU), LoRA r=16, alpha=32, dropout 0 on all
-  linear layers.
+  linear layers. ``--dtype bfloat16`` trains both peers under bf16 autocast (oikyo ``train.dtype=bfloat16``,
+  its frozen base stored in bf16; TRL ``bf16=True``), on a CPU with native bf16 only; oikyo's generator
+  stays float32 (bf16 weights change its greedy output within a few tokens), TRL generates under its autocast.
 - Prompts: the bundled support-ticket task (src/oikyo/data/samples/support_tickets.jsonl; system
   instruction + customer message, ~90 prompt tokens), the same rows for both peers in the same
   seeded order, each rendered by the model's chat template.
@@ -92,7 +94,7 @@ def run_oikyo(args, rows: list[dict]) -> dict:
         "grpo.top_p=1.0", "grpo.beta=0.0", f"train.batch_size={args.prompts}", f"train.max_steps={args.steps + 1}",
         f"train.lr={LR}", "train.scheduler=constant", "train.warmup_steps=0", f"train.seed={args.seed}",
         f"train.num_threads={args.threads}", "train.eval_every=null", "data.eval_split=null",
-        "checkpoint.save_every=null", "train.dtype=float32", "train.group_by_length=false",
+        "checkpoint.save_every=null", f"train.dtype={args.dtype}", "train.group_by_length=false",
     ])
     ends, steps = [], []
 
@@ -150,7 +152,8 @@ def run_trl(args, rows: list[dict]) -> dict:
         output_dir=tempfile.mkdtemp(prefix="bench-grpo-trl-"), per_device_train_batch_size=args.prompts * args.group,
         gradient_accumulation_steps=1, num_generations=args.group, max_completion_length=args.max_new,
         temperature=1.0, top_p=1.0, beta=0.0, num_iterations=1, loss_type="dr_grpo", learning_rate=LR,
-        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, max_steps=args.steps + 1, bf16=False,
+        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, max_steps=args.steps + 1,
+        bf16=args.dtype == "bfloat16",
         fp16=False, seed=args.seed, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
         disable_tqdm=True, shuffle_dataset=False,
     )
@@ -249,7 +252,7 @@ def spawn(args, peer: str, data_path: Path) -> dict:
     command = [sys.executable, __file__, "--peer", peer, "--data", str(data_path), "--model-dir", str(args.model_dir),
                "--group", str(args.group), "--prompts", str(args.prompts), "--max-new", str(args.max_new),
                "--steps", str(args.steps), "--threads", str(args.threads), "--seed", str(args.seed),
-               "--form-rounds", str(args.form_rounds)]
+               "--form-rounds", str(args.form_rounds), "--dtype", args.dtype]
     started = time.perf_counter()
     process = subprocess.run(command, capture_output=True, text=True)
     if process.returncode != 0:
@@ -281,6 +284,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="measured optimizer steps (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="training precision of both peers: bfloat16 is autocast (oikyo train.dtype=bfloat16, TRL "
+                        "bf16=True), only on a CPU with native bf16; oikyo's generator stays float32")
     parser.add_argument("--model-dir", default=None, help="default: the bundled model (converted once)")
     parser.add_argument("--peers", default="oikyo,trl", help="which peers to run (the ratios need both)")
     parser.add_argument("--forms", action=argparse.BooleanOptionalAction, default=True,
@@ -313,9 +319,9 @@ def main() -> None:
 
 def report(args, results: list[dict], forms: dict | None, load_before: float) -> None:
     summary = {"machine": machine(args.threads), "load_average_1min": {"before": load_before,
-               "after": os.getloadavg()[0]}, "group": args.group, "prompts_per_step": args.prompts,
+               "after": os.getloadavg()[0]}, "group": args.group, "prompts_per_step": args.prompts, "dtype": args.dtype,
                "max_new_tokens": args.max_new, "measured_steps": args.steps, "results": results, "forms": forms}
-    print(f"\nGRPO step, SmolLM2-135M float32 CPU, LoRA r16, support-ticket prompts, {args.prompts} prompts x "
+    print(f"\nGRPO step, SmolLM2-135M {args.dtype} training CPU, LoRA r16, support-ticket prompts, {args.prompts} prompts x "
           f"G={args.group}, <= {args.max_new} new tokens, {args.steps} measured steps; {summary['machine']}")
     print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     if results:

@@ -14,9 +14,11 @@ What runs (each peer in its own subprocess, one after the other, so peak memory 
 - Hyperparameters, both: batch size 8, max length 1024 (TRL's default; every record fits, so
   nothing is truncated), a schedule for 1 epoch of the training rows (50 steps), AdamW lr 2e-4,
   cosine, 1 warmup step, weight decay 0, gradient clipping 1.0, float32 (TRL: bf16=False), the
-  machine's physical cores as threads. Each peer stops at the first optimizer step at which it
-  has trained on ``--tokens`` non-padding tokens (oikyo: ``should_stop``; TRL: a callback on
-  ``num_input_tokens_seen`` counted as "non_padding"), so both validation losses stand on the
+  machine's physical cores as threads. ``--dtype bfloat16``: both under bf16 autocast instead (oikyo
+  ``train.dtype=bfloat16``, its frozen base stored in bf16; TRL ``bf16=True``), on a CPU with native bf16.
+  Each peer stops at the first optimizer step at which it has trained on ``--tokens`` non-padding
+  tokens (oikyo: ``should_stop``; TRL: a callback on ``num_input_tokens_seen`` counted as
+  "non_padding"), so both validation losses stand on the
   same number of training tokens (to within one batch; the exact counts are reported).
 - TRL keeps its other defaults: gradient_checkpointing=True, packing=False, padding_free=False
   (random order, padded to the longest in each batch), its fused LM head (log-probs of labelled
@@ -136,7 +138,7 @@ def run_oikyo(args, prepared: dict) -> dict:
         f"train.batch_size={args.batch_size}", f"data.max_length={args.max_length}", "train.epochs=1",
         "train.lr=2.0e-4", "train.scheduler=cosine", "train.warmup_steps=1", f"train.seed={args.seed}",
         f"train.num_threads={args.threads}", "train.eval_every=null", "checkpoint.save_every=null",
-        "data.eval_split=null", "train.dtype=float32",
+        "data.eval_split=null", f"train.dtype={args.dtype}",
     ])
     rows = prepared["train_rows"]
     steps = []
@@ -180,7 +182,8 @@ def run_trl(args, prepared: dict) -> dict:
     config = SFTConfig(
         output_dir=tempfile.mkdtemp(prefix="bench-trl-"), per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=1, num_train_epochs=1, learning_rate=2e-4, lr_scheduler_type="cosine",
-        warmup_steps=1, weight_decay=0.0, max_grad_norm=1.0, max_length=args.max_length, bf16=False, fp16=False,
+        warmup_steps=1, weight_decay=0.0, max_grad_norm=1.0, max_length=args.max_length,
+        bf16=args.dtype == "bfloat16", fp16=False,
         seed=args.seed, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
         disable_tqdm=True, include_num_input_tokens_seen="non_padding",
     )
@@ -210,7 +213,7 @@ def child(args) -> None:
 def spawn(args, peer: str, data_path: Path) -> dict:
     command = [sys.executable, __file__, "--peer", peer, "--data", str(data_path), "--model-dir", str(args.model_dir),
                "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-               "--threads", str(args.threads), "--seed", str(args.seed), "--tokens", str(args.tokens)]
+               "--threads", str(args.threads), "--seed", str(args.seed), "--tokens", str(args.tokens), "--dtype", args.dtype]
     started = time.perf_counter()
     process = subprocess.run(command, capture_output=True, text=True)
     if process.returncode != 0:
@@ -230,6 +233,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="training precision of both peers: bfloat16 is autocast (oikyo train.dtype=bfloat16, TRL "
+                        "bf16=True), only on a CPU with native bf16; the peak stays float32's")
     parser.add_argument("--dataset", default=str(DATASET))
     parser.add_argument("--model-dir", default=None, help="default: the bundled model (converted once)")
     parser.add_argument("--peer", choices=["oikyo", "trl"], help=argparse.SUPPRESS)
@@ -279,11 +285,11 @@ def report(args, prepared: dict, peak: float, results: list[dict], load_before: 
                    f"transformers {transformers.__version__}, trl {trl.__version__}",
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "train_rows": len(prepared["train"]), "validation_rows": len(prepared["validation"]),
-        "batch_size": args.batch_size, "max_length": args.max_length, "parameters": params,
+        "batch_size": args.batch_size, "max_length": args.max_length, "parameters": params, "dtype": args.dtype,
         "peak_matmul_gflops": peak / 1e9, "speedup": ours["tokens_per_s"] / theirs["tokens_per_s"],
         "padding_waste_oikyo": ours["padding_waste"], "results": results,
     }
-    print(f"\nLoRA SFT, SmolLM2-135M float32 CPU, ~{args.tokens} tokens from {summary['train_rows']} rows, "
+    print(f"\nLoRA SFT, SmolLM2-135M {args.dtype} CPU, ~{args.tokens} tokens from {summary['train_rows']} rows, "
           f"batch {args.batch_size}, max_length {args.max_length}; {summary['machine']}")
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"{'peer':8}{'steps':>6}{'tokens':>8}{'sec':>9}{'tok/s':>9}{'val loss':>10}{'peak MB':>9}{'% peak':>8}")

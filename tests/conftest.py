@@ -15,6 +15,7 @@ import pytest
 # per-test fixture sets them.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["OIKYO_CPU_BF16"] = "off"  # for session fixtures too; see the workspace fixture
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -28,6 +29,9 @@ def workspace(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("OIKYO_ARTIFACTS_URL", raising=False)  # artifacts stay in the test's workspace
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # float32 on every CPU, so exactness checks (resume, several processes, kernels) mean the same on every
+    # machine; the bf16 tests (tests/train/test_cpu_bf16.py) turn it back on where the CPU has it.
+    monkeypatch.setenv("OIKYO_CPU_BF16", "off")
     from oikyo.store import db
 
     db.reset_engine()

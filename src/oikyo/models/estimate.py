@@ -36,8 +36,10 @@ def detect_hardware() -> dict:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return {"device": "mps", "name": "Apple GPU", "memory_bytes": memory, "bf16": False, "count": 1}
+    from oikyo.train.hardware import cpu_bf16
+
     return {"device": "cpu", "name": f"{os.cpu_count()} CPU threads", "memory_bytes": memory,
-            "bf16": False, "count": 1}
+            "bf16": cpu_bf16(), "count": 1}
 
 
 @functools.lru_cache(maxsize=1)

@@ -218,8 +218,9 @@ class TrainSettings(_Group):
     )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
-        description="Compute precision: auto is bf16 only where the device runs it natively (CUDA), "
-        "float32 elsewhere (bf16 on a CPU is emulated and ~15x slower).",
+        description="Compute precision: auto is bf16 (autocast, float32 adapters and master weights) where the "
+        "device runs it natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX, unless OIKYO_CPU_BF16=off), "
+        "float32 elsewhere (other CPUs emulate bf16 ~15x slower).",
     )
     num_threads: int | Literal["auto"] = Field(
         "auto", description="CPU threads for PyTorch: auto uses the physical cores (hyper-threads only contend)."
@@ -425,7 +426,8 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
     device = hw.device if train.device == "auto" else train.device
     if train.dtype == "bfloat16" and not hardware.device_supports_bf16(device):
         problems.append(
-            f"train.dtype: bfloat16 needs a device that runs it natively (a CUDA GPU with bf16); "
+            f"train.dtype: bfloat16 needs a device that runs it natively (a CUDA GPU with bf16, or a CPU with "
+            f"AVX512-BF16 or AMX-BF16 instructions{' while OIKYO_CPU_BF16 is not off' if device == 'cpu' else ''}); "
             f"{device} would emulate it ~15x slower. Use auto or float32"
         )
     if method.finetune == "qlora":

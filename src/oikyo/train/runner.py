@@ -660,7 +660,7 @@ class Session:
         return metrics
 
     def autocast(self):
-        """bf16 autocast where the runtime chose bf16 (CUDA only), else a no-op."""
+        """bf16 autocast where the runtime chose bf16 (CUDA, or a CPU with bf16 instructions), else a no-op."""
         import torch
 
         if self.runtime.dtype == "bfloat16":
