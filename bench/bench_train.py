@@ -102,8 +102,9 @@ def peak_matmul_flops(threads: int, n: int = 2048, repeats: int = 5) -> float:
     return best
 
 
-def validation_loss(model, examples: list[dict], pad_id: int, batch_size: int = 8) -> float:
-    """Mean token loss on the labelled (assistant) tokens; the same code for both peers."""
+def validation_loss(model, examples: list[dict], pad_id: int, dtype: str, batch_size: int = 8) -> float:
+    """Mean token loss on the labelled (assistant) tokens; the same code for both peers (under bf16 autocast
+    when they trained under it)."""
     import torch
 
     from oikyo.models.chat_template import Encoded
@@ -113,7 +114,7 @@ def validation_loss(model, examples: list[dict], pad_id: int, batch_size: int = 
     encoded = [Encoded(e["input_ids"], e["labels"]) for e in examples]
     total, count = 0.0, 0
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
         for items in data.eval_plan([len(e) for e in encoded], batch_size):
             logp, _ = target_logprobs(model, data.collate([encoded[i] for i in items], pad_id))
             total -= logp.sum().item()
@@ -153,7 +154,7 @@ def run_oikyo(args, prepared: dict) -> dict:
     rss = peak_rss_mb()
     plan = recipe.plan(0)[: len(steps)]  # the batches it trained on (grad_accum 1: one per step)
     padded = sum(len(b) * max(recipe.lengths[i] for i in b) for b in plan)
-    loss = validation_loss(recipe.session.model, prepared["validation"], recipe.pad_id)
+    loss = validation_loss(recipe.session.model, prepared["validation"], recipe.pad_id, args.dtype)
     return {"peer": "oikyo", "seconds": elapsed, "cpu_seconds": cpu, "tokens": steps[-1]["tokens"],
             "padding_waste": 1 - steps[-1]["tokens"] / padded, "steps": len(steps),
             "train_loss_last": steps[-1]["loss"], "val_loss": loss, "peak_rss_mb": rss}
@@ -194,7 +195,7 @@ def run_trl(args, prepared: dict) -> dict:
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     rss = peak_rss_mb()
     logs = [h for h in trainer.state.log_history if "loss" in h]
-    loss = validation_loss(trainer.model, prepared["validation"], tokenizer.pad_token_id)
+    loss = validation_loss(trainer.model, prepared["validation"], tokenizer.pad_token_id, args.dtype)
     return {"peer": "trl", "seconds": elapsed, "cpu_seconds": cpu, "tokens": trainer.state.num_input_tokens_seen,
             "steps": trainer.state.global_step, "train_loss_last": logs[-1]["loss"] if logs else None,
             "val_loss": loss, "peak_rss_mb": rss, "gradient_checkpointing": config.gradient_checkpointing,

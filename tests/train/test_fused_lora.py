@@ -69,3 +69,18 @@ def test_under_bf16_autocast_a_small_adapter_delta_is_not_swallowed():
             base = layer.base_layer(x)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out - base.float(), exact, rtol=0.02, atol=exact.abs().max().item() * 0.02)
+
+
+def test_a_bf16_base_runs_without_autocast_too():
+    """LoRA stores the frozen base in bf16 when training in bf16; a forward outside autocast (an evaluation
+    loop of one's own) stays in bf16 and runs, and under autocast it gives nearly the same loss."""
+    model = _peft_model(True)
+    for name, parameter in model.named_parameters():
+        if "lora_" not in name:
+            parameter.data = parameter.data.to(torch.bfloat16)
+    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        plain = model(input_ids=ids, labels=ids).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(input_ids=ids, labels=ids).loss
+    assert torch.isfinite(plain) and abs(plain.float() - autocast.float()) < 0.05 * autocast.float()

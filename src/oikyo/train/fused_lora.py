@@ -22,6 +22,7 @@ import types
 
 def _fused_forward(self, x, *args, **kwargs):
     """``base(x) + scaling * lora_B(lora_A(dropout(x)))`` with the last two steps inside one addmm."""
+    import torch
     from torch.nn import functional as F
 
     active = self.active_adapters
@@ -39,11 +40,12 @@ def _fused_forward(self, x, *args, **kwargs):
     base = self.base_layer
     result = F.linear(x, base.weight, base.bias)
     lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
-    if result.dtype != lora_a.dtype:
+    if result.dtype != lora_a.dtype and torch.is_autocast_enabled(result.device.type):
         # Under bf16 autocast the base product comes out in bf16, whose 8-bit mantissa would swallow the
         # adapter's small delta (early in training it is far below 1/256 of the base output): the sum is
         # taken in the adapter's float32. Measured on the bundled model, 40 quickstart steps: validation
-        # loss 0.221 summed in bf16 against 0.205 in float32 training; see docs/training.md.
+        # loss 0.221 summed in bf16 against 0.205 in float32 training; see docs/training.md. (Without
+        # autocast a bf16 model computes in bf16 throughout, as the caller asked.)
         result = result.to(lora_a.dtype)
     hidden = F.linear(self.lora_dropout[name](x.to(lora_a.dtype)), lora_a)  # (..., rank)
     # In place: the base product's backward needs x and the weight, not its output, so adding into
