@@ -38,7 +38,8 @@ measured in the same run:
   about a step, as it does on a real model whose steps take seconds. Study best = the lowest
   validation loss any of its runs reported (as for the grid: what keep_best checkpointing keeps);
   its tokens = every trial's runs' ``tokens`` metric, pruned ones included; its trials = those that
-  trained (skipped draws are not counted).
+  trained (skipped draws are not counted). A drawn configuration that an earlier complete trial
+  trained is not trained again: it takes that trial's result (counted as a repeat, not as a trial).
 - Peer: Hugging Face ``Trainer.hyperparameter_search(backend="optuna")`` on the same model, the
   same rows (encoded by oikyo's SFT encoder), the same space (``hp_space`` returns learning_rate,
   per_device_train_batch_size and max_steps), the driver's own sampler and pruner objects
@@ -224,7 +225,7 @@ def oikyo_study(args, prep: dict, space: dict, seed: int, budget: int) -> dict:
     trained = [t for t in trials if t["run_ids"]]
     return {"best": min(losses, default=math.inf), "tokens": sum(t["tokens"] for t in trials), "trials": len(trained),
             "pruned": sum(t["state"] == "pruned" for t in trials), "skipped": len(trials) - len(trained),
-            "best_trial": best_trial}
+            "repeats": sum(t.get("duplicate_of") is not None for t in trials), "best_trial": best_trial}
 
 
 # ----------------------------------------------------------------------------- the HF peer

@@ -285,3 +285,26 @@ def test_a_base_config_that_validates_on_the_test_split_is_refused(tmp_path, mod
         new_study(dataset, model_dir, base=[*BASE, "data.eval_split=test"])
     assert "data.eval_split: a study never reads the test split" in str(caught.value)
     assert study.list_studies() == [] and runs.list_runs() == []
+
+
+def test_a_repeated_configuration_takes_the_earlier_result_and_is_not_trained_again(dataset, model_dir, workers):
+    # 2 configurations and 6 trials: every draw after both are trained is a repeat; 10 repeats in a row end it
+    space = lr_space({"params": {"train.lr": {"type": "categorical", "choices": [1.0e-4, 1.0e-2]}}})
+    record = new_study(dataset, model_dir, space=space, n_trials=6, sampler="random", pruner="none")
+    lines: list[str] = []
+    info = _drive(record.id, lines)
+    found = study.trials(record.id)
+    trained = [t for t in found if t["run_ids"]]
+    repeats = [t for t in found if t["duplicate_of"] is not None]
+    assert len(trained) == len(runs_of(record.id)) == 2, lines
+    assert {t["params"]["train.lr"] for t in trained} == {1.0e-4, 1.0e-2}
+    assert len(trained) + len(repeats) == len(found) and len(repeats) >= 10
+    by_number = {t["number"]: t for t in found}
+    for repeat in repeats:
+        original = by_number[repeat["duplicate_of"]]
+        assert original["run_ids"] and repeat["params"] == original["params"]
+        assert repeat["state"] == "complete" and repeat["values"] == original["values"] and repeat["tokens"] == 0
+        assert repeat["reason"].startswith(f"the same configuration as trial {original['number']}")
+    assert study.get(record.id).launched == 2  # repeats do not count against --trials
+    assert info["state"] == "finished"
+    assert any("none of the last 10 trials drawn started" in line.lower() for line in lines), lines

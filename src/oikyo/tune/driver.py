@@ -20,7 +20,9 @@ One :class:`Driver` per ``oikyo tune`` process. Each tick it
    trial whose estimated cost does not fit what is left (:func:`oikyo.tune.budget.fits`) is skipped:
    told to Optuna as failed (user attrs ``skipped`` and ``reason``), its slot given back, and
    another drawn; after :data:`SKIP_LIMIT` skips in a row, or once even the space's cheapest
-   configuration does not fit (:func:`oikyo.tune.budget.cheapest_rows`), no more trials start.
+   configuration does not fit (:func:`oikyo.tune.budget.cheapest_rows`), no more trials start. A drawn
+   configuration that a complete trial already trained is not trained again: it gets that trial's
+   values (user attr ``duplicate_of``) and another is drawn.
 
 A trial's state lives in Optuna's user attributes (``values``, ``fold_results``, ``eval_jobs``,
 ``offset``, ``driver``, ``driver_seen``) and in the runs tagged with it, so any driver can pick it up.
@@ -98,7 +100,8 @@ class Driver:
         self.base_yaml = studies.base_config_file(study)
         self._last_beat = self._last_status = 0.0
         self.budget_spent = False
-        self.skips = 0  # trials skipped in a row because their estimated cost did not fit the budget left
+        self.skips = 0  # trials drawn in a row that started nothing (too costly for the budget left, or repeats)
+        self.exhausted = False  # SKIP_LIMIT draws in a row were repeats: no more trials start
         self._finished_rows: dict[str, int] = {}  # rows trained by each finished run (they never change)
 
     # --- the loop --------------------------------------------------------------------------------
@@ -151,7 +154,7 @@ class Driver:
     def _launch_more(self) -> int:
         launched = 0
         while len(self.followers) < self.study.parallel:
-            if not self._budget_allows():
+            if self.exhausted or not self._budget_allows():
                 break
             if not studies.take_slot(self.study.id):
                 break
@@ -166,6 +169,8 @@ class Driver:
         follower = Follower(number=trial.number, trial_id=trial._trial_id, values=values,
                             overrides=self.space.overrides(values, self.study.base_config))
         self._attr(follower, "values", values)
+        if self._repeats_a_trained_one(follower):
+            return False
         if self.budget is not None and self._skip_unaffordable(follower):
             return False
         self.skips = 0
@@ -174,6 +179,41 @@ class Driver:
         self.followers[follower.number] = follower
         self._launch_run(follower)
         return True
+
+    def _repeats_a_trained_one(self, follower: Follower) -> bool:
+        """A drawn configuration that a complete trial of this study already trained is not trained again.
+
+        A trial is a deterministic run of its configuration (the same seed, data and steps), so training it
+        again would spend its tokens to learn the same value. Samplers do draw repeats: among a handful of
+        draws from a space of 16 categorical configurations, about half of the studies draw one, and TPE
+        draws its favourite again and again. The repeat is told to Optuna as complete with the earlier
+        trial's values (what it would have reported), with user attrs ``duplicate_of`` and ``reason``; its
+        slot is given back and another trial is drawn. :data:`SKIP_LIMIT` draws in a row that start nothing
+        (repeats or budget skips) end the study's launching: the sampler keeps proposing what it has
+        already seen, or the space is exhausted. Pruned and failed trials are not reused: whether a run
+        is pruned depends on the trials beside it. True when the draw was a repeat.
+        """
+        import optuna
+
+        for earlier in self.ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if earlier.number == follower.number or earlier.user_attrs.get("values") != follower.values:
+                continue
+            original = earlier.user_attrs.get("duplicate_of", earlier.number)
+            self._attr(follower, "duplicate_of", original)
+            self._attr(follower, "reason", f"the same configuration as trial {original}: its result, not trained again")
+            values = list(earlier.values)
+            self.ostudy.tell(follower.number, values if len(values) > 1 else values[0],
+                             state=optuna.trial.TrialState.COMPLETE, skip_if_finished=True)
+            studies.release_slot(self.study.id)
+            self.skips += 1
+            self.say(f"trial {follower.number} repeats trial {original}'s configuration: its result, not trained "
+                     f"again  ({_fmt(follower.values)})")
+            if self.skips >= SKIP_LIMIT:
+                self.exhausted = True
+                self.say(f"None of the last {SKIP_LIMIT} trials drawn started (repeats of trained configurations or "
+                         "too costly for the budget left): no more trials start.")
+            return True
+        return False
 
     def _skip_unaffordable(self, follower: Follower) -> bool:
         """Skip the drawn trial when its estimated cost does not fit what the budget has left (see

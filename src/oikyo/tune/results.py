@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 # User attributes copied into a trial's row when present, as the driver writes them: per-fold
-# results and their standard deviation under cross-validation, and why a trial stopped.
-ROW_ATTRS = ("run_ids", "fold_results", "std", "reason")
+# results and their standard deviation under cross-validation, why a trial stopped, and the trial whose
+# result a repeated configuration took (not trained again).
+ROW_ATTRS = ("run_ids", "fold_results", "std", "reason", "duplicate_of")
 # Below this many complete trials an importance is shown but marked as a rough guide.
 FEW_TRIALS = 10
 # fANOVA's forest is random; a fixed seed makes `tune show`, its plot and the API agree.
@@ -273,6 +274,8 @@ def _params_text(params: dict[str, Any]) -> str:
 def _row_lines(row: dict[str, Any], names: list[str], indent: str) -> list[str]:
     values = "  ".join(f"{n}={_num(v)}" for n, v in zip(names, row["values"]))
     lines = [f"{indent}#{row['number']}  {values}", f"{indent}  params: {_params_text(row['params'])}"]
+    if row.get("duplicate_of") is not None:
+        lines.append(f"{indent}  the same configuration as #{row['duplicate_of']}: its result, not trained again")
     if row.get("run_ids"):
         lines.append(f"{indent}  runs: {', '.join(map(str, row['run_ids']))}")
     std = row.get("std")

@@ -365,7 +365,8 @@ def _iso(moment) -> str | None:
 
 
 def trials(ref: str | TuneStudy) -> list[dict]:
-    """Every trial: number, state, params, values (by objective), run_ids, reason, started/finished, tokens."""
+    """Every trial: number, state, params, values (by objective), run_ids, reason, duplicate_of (the trial whose
+    result a repeated configuration took), started/finished, tokens."""
     study = ref if isinstance(ref, TuneStudy) else get(ref)
     by_trial: dict[int, list[str]] = {}
     for run in study_runs(study.id):
@@ -383,6 +384,7 @@ def trials(ref: str | TuneStudy) -> list[dict]:
             "params": attrs.get("values") or dict(trial.params), "values": values,
             "std": attrs.get("std"), "fold_values": attrs.get("fold_results"), "run_ids": run_ids,
             "eval_runs": attrs.get("eval_jobs") or [], "reason": attrs.get("reason"),
+            "duplicate_of": attrs.get("duplicate_of"),
             "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
             "finished": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
             "tokens": sum(tokens.get(run_id, 0.0) for run_id in run_ids),
