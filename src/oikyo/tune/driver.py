@@ -101,7 +101,6 @@ class Driver:
         self._last_beat = self._last_status = 0.0
         self.budget_spent = False
         self.skips = 0  # trials drawn in a row that started nothing (too costly for the budget left, or repeats)
-        self.exhausted = False  # SKIP_LIMIT draws in a row were repeats: no more trials start
         self._finished_rows: dict[str, int] = {}  # rows trained by each finished run (they never change)
 
     # --- the loop --------------------------------------------------------------------------------
@@ -154,7 +153,7 @@ class Driver:
     def _launch_more(self) -> int:
         launched = 0
         while len(self.followers) < self.study.parallel:
-            if self.exhausted or not self._budget_allows():
+            if self.skips >= SKIP_LIMIT or not self._budget_allows():  # a launch resets skips: the limit holds
                 break
             if not studies.take_slot(self.study.id):
                 break
@@ -209,7 +208,6 @@ class Driver:
             self.say(f"trial {follower.number} repeats trial {original}'s configuration: its result, not trained "
                      f"again  ({_fmt(follower.values)})")
             if self.skips >= SKIP_LIMIT:
-                self.exhausted = True
                 self.say(f"None of the last {SKIP_LIMIT} trials drawn started (repeats of trained configurations or "
                          "too costly for the budget left): no more trials start.")
             return True
