@@ -65,6 +65,9 @@ def test_a_wrong_setting_is_refused_with_the_choices(monkeypatch):
     monkeypatch.setenv("OIKYO_CPU_BF16", "yes please")
     with pytest.raises(OikyoError, match="OIKYO_CPU_BF16='yes please': use auto .* or off"):
         hardware.cpu_bf16()
+    # refused when the config is checked, so nothing is queued that would fail as it starts
+    with pytest.raises(ConfigError, match="OIKYO_CPU_BF16='yes please'"):
+        load_config(None, [])
 
 
 @needs_native

@@ -416,6 +416,10 @@ def cross_field_problems(config: TrainConfig) -> list[str]:
     if train.early_stopping_patience is not None and (train.eval_every is None or config.data.eval_split is None):
         problems.append("train.early_stopping_patience: early stopping needs train.eval_every and data.eval_split")
 
+    try:  # read when the run starts: a wrong value is refused now, before anything is queued
+        hardware.cpu_bf16_setting()
+    except OikyoError as error:
+        problems.append(str(error))
     if train.device in ("auto", "cpu") and train.dtype != "bfloat16" and method.finetune != "qlora":
         return problems  # nothing below depends on the hardware (and torch stays unimported)
     hw = hardware.detect()

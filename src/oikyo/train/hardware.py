@@ -127,14 +127,19 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
-def cpu_bf16() -> bool:
-    """True when this CPU runs bf16 matrix products natively and ``OIKYO_CPU_BF16`` does not say off."""
+def cpu_bf16_setting() -> str:
+    """``OIKYO_CPU_BF16``: "auto" (the default) or "off"; anything else is refused, naming the choices."""
     setting = os.environ.get(CPU_BF16_ENV, "auto").strip().lower() or "auto"
     if setting not in ("auto", "off"):
         from oikyo.errors import OikyoError
 
         raise OikyoError(f"{CPU_BF16_ENV}={os.environ[CPU_BF16_ENV]!r}: use auto (detect the CPU's bf16) or off")
-    return setting == "auto" and _cpu_has_bf16()
+    return setting
+
+
+def cpu_bf16() -> bool:
+    """True when this CPU runs bf16 matrix products natively and ``OIKYO_CPU_BF16`` does not say off."""
+    return cpu_bf16_setting() == "auto" and _cpu_has_bf16()
 
 
 def device_supports_bf16(device: str) -> bool:
