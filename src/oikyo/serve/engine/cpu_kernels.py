@@ -88,6 +88,17 @@ class CPUKernels:
         self._linear = library.oikyo_linear_rows
         self._linear.argtypes = [pointer, integer, integer, pointer, integer, pointer, pointer, integer]
         self._linear.restype = None
+        self._attention = library.oikyo_decode_attention
+        self._attention.argtypes = [pointer, integer, integer, integer, integer, pointer, pointer, integer, pointer,
+                                    integer, ctypes.c_float, pointer, pointer, integer]
+        self._attention.restype = None
+        self._add_rms_norm = library.oikyo_add_rms_norm
+        self._add_rms_norm.argtypes = [pointer, pointer, integer, integer, pointer, ctypes.c_float, pointer]
+        self._add_rms_norm.restype = None
+        self._rope_cache = library.oikyo_rope_cache
+        self._rope_cache.argtypes = [pointer, pointer, pointer, integer, integer, integer, integer, pointer, pointer,
+                                     pointer, pointer, pointer, integer]
+        self._rope_cache.restype = None
         for name in ("oikyo_vector_lanes", "oikyo_panel_width", "oikyo_threaded"):
             getattr(library, name).restype = integer
         self.lanes = library.oikyo_vector_lanes()  # floats per vector in this build (16: AVX-512)
@@ -158,6 +169,45 @@ class CPUKernels:
                      None if bias is None else bias.data_ptr(), out.data_ptr(),
                      torch.get_num_threads() if self.threaded else 1)
         return out
+
+
+    # ------------------------------------------------------------------ attention
+
+    def decode_attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor,
+                         max_len: int, scale: float) -> torch.Tensor:
+        """One decoding step's attention over the slot KV cache (see ``cpu_kernels.c``, part 3).
+
+        q: (n, kv_heads, group, dim); keys, values: the cache's (slots, kv_heads, capacity, dim)
+        buffers, row b reading slot b; lengths: (n,) int64, each row's key count (at least 1, at most
+        ``max_len``). Returns (n, kv_heads, group, dim). Every tensor must pass :meth:`accepts`
+        (lengths: contiguous int64)."""
+        n, kv_heads, group, dim = q.shape
+        out = torch.empty_like(q)
+        scores = torch.empty(n * kv_heads * group * max_len, dtype=torch.float32)
+        self._attention(q.data_ptr(), n, kv_heads, group, dim, keys.data_ptr(), values.data_ptr(), keys.shape[2],
+                        lengths.data_ptr(), max_len, scale, scores.data_ptr(), out.data_ptr(),
+                        torch.get_num_threads() if self.threaded else 1)
+        return out
+
+
+    # ------------------------------------------------------------------ between the products
+
+    def add_rms_norm(self, h: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """``h`` (rows, dim) += ``delta`` in place (skipped when None); returns the RMS norm of ``h``
+        times ``weight`` (dim,), a new tensor. Every tensor must pass :meth:`accepts`."""
+        out = torch.empty_like(h)
+        self._add_rms_norm(h.data_ptr(), None if delta is None else delta.data_ptr(), h.shape[0], h.shape[1],
+                           weight.data_ptr(), eps, out.data_ptr())
+        return out
+
+    def rope_cache(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   positions: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Rotate q (n, heads, dim) in place; rotate k and copy v (n, kv_heads, dim) into the cache
+        buffers ``keys``/``values`` (slots, kv_heads, capacity, dim) at column ``positions[b]`` of slot b.
+        cos, sin: (n, dim); positions: (n,) int64; every tensor contiguous (:meth:`accepts`)."""
+        n, heads, dim = q.shape
+        self._rope_cache(q.data_ptr(), k.data_ptr(), v.data_ptr(), n, heads, k.shape[1], dim, cos.data_ptr(),
+                         sin.data_ptr(), positions.data_ptr(), keys.data_ptr(), values.data_ptr(), keys.shape[2])
 
 
 def _one_openmp_runtime() -> bool:
@@ -273,7 +323,7 @@ def _compile(compiler: str, flags: list[str], target: Path) -> None:
     os.close(handle)
     try:
         result = subprocess.run(
-            [compiler, *flags, "-std=c99", "-shared", "-fPIC", "-o", temporary, str(SOURCE)],
+            [compiler, *flags, "-std=c99", "-shared", "-fPIC", "-o", temporary, str(SOURCE), "-lm"],
             capture_output=True, text=True, timeout=120,
         )
         if result.returncode != 0:

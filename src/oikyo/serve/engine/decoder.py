@@ -1,0 +1,198 @@
+"""The engine's own decoding step for Llama-family models on the CPU: transformers' layers, called directly.
+
+A decoding step feeds one token per sequence through every layer. Its arithmetic is the weight
+products (:mod:`oikyo.serve.engine.linear_layers`); around them, transformers' ``forward`` spends
+time in per-call machinery (keyword plumbing, output recording, mask and cache helpers) that costs
+the same whether a step carries one row or thirty-two. :class:`DecodeStep` runs the same modules,
+with the same weights, in the order the model's own ``forward`` does, for the families whose
+layers it knows:
+
+    h = embed(tokens)
+    for each layer:
+        x = rms_norm(h)
+        q, k, v = q_proj(x), k_proj(x), v_proj(x)        (Qwen3: q_norm, k_norm per head)
+        q, k = rotary(q), rotary(k)                      (the model's own rotary_emb: any rope scaling)
+        write k, v into the slot KV cache
+        h = h + o_proj(attention(q, cached keys, cached values))
+        h = h + down_proj(silu(gate_proj(rms_norm(h))) * up_proj(...))
+    logits = lm_head(rms_norm(h))
+
+Every linear layer is the model's own module, so LoRA adapters apply as in the model's forward.
+The attention of the step is oikyo's native kernel where it is built
+(:meth:`oikyo.serve.engine.cpu_kernels.CPUKernels.decode_attention`: each row attends over its own
+cached length, with no mask), else PyTorch's ``scaled_dot_product_attention`` with the cache's mask.
+
+Measured on the bundled SmolLM2-135M, 8 rows, 2 threads, AMD EPYC with AVX2 (BENCHMARKS.md,
+nineteenth session): the work outside the weight products fell from about 30 ms a step
+(transformers' forward, of which 6 ms in its attention) to about 10 ms.
+
+Used for float32 models on the CPU whose ``model_type`` is in :data:`FAMILIES` and whose layers have
+the expected parts, every layer attending to the whole context (no sliding window), and the plain
+RMS norm and SiLU MLP; otherwise (and for prefills) the engine calls the model's ``forward``.
+Greedy tokens equal the model's own forward's (tested per family on tiny models, and on the bundled
+model against Hugging Face ``generate``); the logits differ only in the order of float32 additions.
+``OIKYO_DECODE_STEP=transformers`` turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oikyo.serve.engine.cpu_kernels import CPUKernels, load_kernels
+from oikyo.serve.engine.kv_cache import SlotKVCache
+
+log = logging.getLogger(__name__)
+
+ENV = "OIKYO_DECODE_STEP"
+# model_type values whose decoder layers have the structure above (Qwen3 adds q_norm/k_norm).
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+class DecodeStep:
+    """One decoding step of a supported model (see the module docstring); build it with :meth:`build`."""
+
+    def __init__(self, model: nn.Module, kernels: CPUKernels | None):
+        config = model.config
+        self.model = model
+        self.inner = model.model
+        self.kernels = kernels
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.group = self.heads // self.kv_heads
+        self.layers = list(self.inner.layers)
+
+    @classmethod
+    def build(cls, model: nn.Module) -> DecodeStep | None:
+        """The step for ``model``, or None when the model's forward must be used (the reason is logged)."""
+        choice = os.environ.get(ENV, "auto").strip().lower()
+        if choice not in ("auto", "transformers"):
+            log.warning("%s=%r is not 'auto' or 'transformers'; using 'auto'", ENV, choice)
+        if choice == "transformers":
+            return None
+        reason = unsupported_reason(model)
+        if reason:
+            log.info("decoding steps use the model's own forward: %s", reason)
+            return None
+        return cls(model, load_kernels())
+
+    @torch.inference_mode()
+    def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                 cache: SlotKVCache) -> torch.Tensor:
+        """Logits (n, vocab) for ``input_ids`` (n, 1) at ``positions`` (n,), after :meth:`SlotKVCache.decode`
+        announced the step (``mask`` is its return value, used only without the native kernels)."""
+        h = self.inner.embed_tokens(input_ids[:, 0])  # (n, hidden): the residual stream
+        cos, sin = self.inner.rotary_emb(h, positions[:, None])  # (n, 1, head_dim): the model's own rope
+        if self.kernels is not None and CPUKernels.accepts(h) and cache.layers[0].is_initialized:
+            return self._native(h, cos, sin, positions.contiguous(), cache)
+        return self._torch(h, cos, sin, mask, cache)
+
+    def _native(self, h, cos, sin, positions, cache: SlotKVCache) -> torch.Tensor:
+        """The step with oikyo's kernels between the products: the residual add fused into each RMS
+        norm, rotation and cache write in one call, the attention over each row's own length."""
+        kernels, n, d = self.kernels, h.shape[0], self.head_dim
+        cos, sin = cos.reshape(n, d).contiguous(), sin.reshape(n, d).contiguous()
+        lengths, max_len = positions + 1, cache.step.kv_length
+        h = h.contiguous()  # updated in place by add_rms_norm
+        x = _norm(kernels, h, None, self.layers[0].input_layernorm)
+        for index, layer in enumerate(self.layers):
+            attention, buffers = layer.self_attn, cache.layers[index]
+            q = attention.q_proj(x).contiguous().view(n, self.heads, d)
+            k = attention.k_proj(x).contiguous().view(n, self.kv_heads, d)
+            v = attention.v_proj(x).contiguous().view(n, self.kv_heads, d)
+            if hasattr(attention, "q_norm"):  # Qwen3: RMS norm per head before the rotation
+                q = _norm(kernels, q.view(n * self.heads, d), None, attention.q_norm).view(n, self.heads, d)
+                k = _norm(kernels, k.view(n * self.kv_heads, d), None, attention.k_norm).view(n, self.kv_heads, d)
+            kernels.rope_cache(q, k, v, cos, sin, positions, buffers.keys, buffers.values)
+            o = kernels.decode_attention(q.view(n, self.kv_heads, self.group, d), buffers.keys, buffers.values,
+                                         lengths, max_len, attention.scaling)
+            x = _norm(kernels, h, attention.o_proj(o.view(n, self.heads * d)), layer.post_attention_layernorm)
+            mlp = layer.mlp
+            following = self.layers[index + 1].input_layernorm if index + 1 < len(self.layers) else self.inner.norm
+            x = _norm(kernels, h, mlp.down_proj(F.silu(mlp.gate_proj(x)).mul_(mlp.up_proj(x))), following)
+        return self.model.lm_head(x)
+
+    def _torch(self, h, cos, sin, mask, cache: SlotKVCache) -> torch.Tensor:
+        """The step in PyTorch operators (no native kernels): the same modules, SDPA with the cache's mask."""
+        n, d = h.shape[0], self.head_dim
+        cos, sin = cos.view(n, 1, d), sin.view(n, 1, d)  # broadcast over heads
+        for index, layer in enumerate(self.layers):
+            attention = layer.self_attn
+            x = _rms_norm(layer.input_layernorm, h)
+            q = attention.q_proj(x).view(n, self.heads, d)
+            k = attention.k_proj(x).view(n, self.kv_heads, d)
+            v = attention.v_proj(x).view(n, self.kv_heads, 1, d)
+            if hasattr(attention, "q_norm"):
+                q, k = _rms_norm(attention.q_norm, q), _rms_norm(attention.k_norm, k)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            # Writes column positions[b] of slot b; returns (n, kv_heads, T, d) views of the buffers.
+            keys, values = cache.layers[index].update(k.view(n, self.kv_heads, 1, d), v)
+            q = q.view(n, self.kv_heads, self.group, d)  # query heads grouped by the key/value head they share
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attention.scaling)
+            h = h + attention.o_proj(o.reshape(n, self.heads * d))
+            x = _rms_norm(layer.post_attention_layernorm, h)
+            mlp = layer.mlp
+            h = h + mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+        return self.model.lm_head(_rms_norm(self.inner.norm, h))
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why :class:`DecodeStep` cannot run ``model`` (None: it can)."""
+    config = model.config
+    kind = getattr(config, "model_type", None)
+    if kind not in FAMILIES:
+        return f"model type {kind!r} is not one of {', '.join(FAMILIES)}"
+    param = next(model.parameters())
+    if param.device.type != "cpu" or param.dtype != torch.float32:
+        return f"the model is {param.dtype} on {param.device.type} (the step is for float32 on the CPU)"
+    inner = getattr(model, "model", None)
+    if inner is None or not all(hasattr(inner, part) for part in ("embed_tokens", "layers", "norm", "rotary_emb")):
+        return "the model lacks the expected embed_tokens, layers, norm or rotary_emb"
+    if getattr(config, "hidden_act", None) != "silu":
+        return f"hidden_act is {getattr(config, 'hidden_act', None)!r}, not 'silu'"
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and any(t != "full_attention" for t in layer_types):
+        return "some layers use sliding-window attention"
+    if layer_types is None and getattr(config, "sliding_window", None) is not None \
+            and getattr(config, "use_sliding_window", True):
+        return "the model uses sliding-window attention"
+    for layer in inner.layers:
+        attention, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        parts = [getattr(attention, name, None) for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        parts += [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+        if any(not isinstance(part, nn.Linear) for part in parts):
+            return "a layer lacks the expected q/k/v/o and gate/up/down projections"
+        norms = [layer.input_layernorm, layer.post_attention_layernorm]
+        norms += [attention.q_norm, attention.k_norm] if hasattr(attention, "q_norm") else []
+        if any(not _plain_rms_norm(norm) for norm in norms) or not hasattr(attention, "scaling"):
+            return "a layer's norms are not the plain RMS norm"
+    if not _plain_rms_norm(inner.norm):
+        return "the final norm is not the plain RMS norm"
+    return None
+
+
+def _plain_rms_norm(module: nn.Module) -> bool:
+    # transformers' Llama/Mistral/Qwen RMS norms: weight * x / sqrt(mean(x^2) + eps), no offset.
+    return type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon") \
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+def _norm(kernels: CPUKernels, h: torch.Tensor, delta: torch.Tensor | None, module: nn.Module) -> torch.Tensor:
+    """``h += delta`` in place (when given), then ``module``'s RMS norm of ``h``, by the native kernel."""
+    return kernels.add_rms_norm(h, None if delta is None else delta.contiguous(), module.weight,
+                                module.variance_epsilon)
+
+
+def _rms_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x, (x.shape[-1],), module.weight, module.variance_epsilon)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding, as transformers' ``apply_rotary_pos_emb`` (halves rotated)."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin

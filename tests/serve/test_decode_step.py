@@ -1,0 +1,136 @@
+"""oikyo's own decoding step (oikyo.serve.engine.decoder) and its attention kernel.
+
+For each family it runs (Llama, Mistral, Qwen2 with its projection biases, Qwen3 with its per-head
+norms) a tiny random model with varied weights decodes the same greedy tokens, with the same
+log-probabilities, as the engine running the model's own forward; so do the varied tiny Llama with
+LoRA adapters and the bundled model against Hugging Face ``generate`` (tests/serve/test_engine.py,
+whose engines run the step by default). The
+attention kernel equals PyTorch's on rows of different lengths over a cache holding stale keys.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from oikyo.serve.engine.core import GenerationEngine
+from oikyo.serve.engine.cpu_kernels import load_kernels
+from oikyo.serve.engine.decoder import DecodeStep, unsupported_reason
+from oikyo.serve.engine.requests import GenerationRequest
+
+NO_COMPILER = "no C compiler here (cc, gcc or clang): the native CPU kernels could not be built"
+
+
+def _family_model(path, tokenizer_dir, family: str, **extra):
+    """A tiny random model of ``family`` (2 layers, hidden 64, 4 query and 2 key/value heads) whose
+    weights are drawn with std 0.3, so greedy text varies token to token, saved with the bundled tokenizer."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+    from oikyo.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    configs = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
+    if family == "mistral":
+        common["sliding_window"] = None
+    config = configs[family](**{**common, **extra})
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        model = AutoModelForCausalLM.from_config(config).to(torch.float32)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "norm" in name:  # norms near 1, so each layer's scale still varies
+                    parameter.copy_(1 + 0.2 * torch.randn(parameter.shape))
+                else:
+                    parameter.copy_(0.3 * torch.randn(parameter.shape))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module", params=["llama", "mistral", "qwen2", "qwen3"])
+def family_model_dir(request, tmp_path_factory, serve_tokenizer_dir):
+    return _family_model(tmp_path_factory.mktemp(f"decode-{request.param}") / request.param, serve_tokenizer_dir,
+                         request.param)
+
+
+def _run(model_dir, prompts, monkeypatch, step: str, threads: int = 1):
+    monkeypatch.setenv("OIKYO_DECODE_STEP", step)
+    engine = GenerationEngine(model_dir, max_batch_size=4, num_threads=threads)
+    results = engine.generate([GenerationRequest(p, max_new_tokens=24, stop_token_ids=[], logprobs=2)
+                               for p in prompts[:4]])
+    return engine, results
+
+
+def _assert_same(results, expected):
+    for got, want in zip(results, expected):
+        assert got.token_ids == want.token_ids
+        for a, b in zip(got.logprobs, want.logprobs):
+            assert math.isclose(a.logprob, b.logprob, rel_tol=1e-4, abs_tol=1e-4)
+            assert [t.token_id for t in a.top] == [t.token_id for t in b.top]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_family_decodes_as_the_models_own_forward(family_model_dir, prompts, monkeypatch, set_threads, threads):
+    oikyo, results = _run(family_model_dir, prompts, monkeypatch, "auto", threads)
+    assert oikyo.stats()["decode_step"] == "oikyo"
+    transformers, expected = _run(family_model_dir, prompts, monkeypatch, "transformers", threads)
+    assert transformers.stats()["decode_step"] == "transformers"
+    assert len({t for r in expected for t in r.token_ids}) > 20  # varied text: a mix-up of rows or positions shows
+    _assert_same(results, expected)
+
+
+def test_without_the_native_kernels_the_step_uses_pytorch_attention(family_model_dir, prompts, monkeypatch, set_threads):
+    monkeypatch.setenv("OIKYO_CPU_KERNELS", "torch")
+    engine, results = _run(family_model_dir, prompts, monkeypatch, "auto")
+    assert engine._decode_step.kernels is None and engine.decode_step == "oikyo"
+    _, expected = _run(family_model_dir, prompts, monkeypatch, "transformers")
+    _assert_same(results, expected)
+
+
+def test_unsupported_models_keep_their_own_forward(tmp_path, serve_tokenizer_dir, monkeypatch, caplog):
+    sliding = _family_model(tmp_path / "sliding", serve_tokenizer_dir, "mistral", sliding_window=8)
+    from oikyo.models.loading import load_model
+
+    assert "sliding-window" in unsupported_reason(load_model(sliding))
+    with caplog.at_level("INFO"):
+        assert DecodeStep.build(load_model(sliding)) is None
+    assert "sliding-window" in caplog.text
+    model = load_model(_family_model(tmp_path / "llama", serve_tokenizer_dir, "llama"))
+    assert unsupported_reason(model) is None
+    model.config.model_type = "gemma"
+    assert "'gemma' is not one of" in unsupported_reason(model)
+    model.config.model_type = "llama"
+    assert "bfloat16" in unsupported_reason(model.to(torch.bfloat16))
+    monkeypatch.setenv("OIKYO_DECODE_STEP", "transformers")
+    assert DecodeStep.build(load_model(tmp_path / "llama")) is None
+
+
+def _attention_case(lengths, kv_heads=3, group=3, dim=64, capacity=256, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    n = len(lengths)
+    q = torch.randn((n, kv_heads, group, dim), generator=generator)
+    keys = torch.randn((n + 2, kv_heads, capacity, dim), generator=generator)  # stale keys past each length
+    values = torch.randn((n + 2, kv_heads, capacity, dim), generator=generator)
+    return q, keys, values, torch.tensor(lengths, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("lengths", "group", "dim"), [([1, 7, 130, 64], 3, 64), ([5], 1, 16), ([9, 2], 7, 128)])
+def test_attention_kernel_equals_pytorch(lengths, group, dim, threads, set_threads):
+    kernels = load_kernels()
+    assert kernels is not None, NO_COMPILER
+    torch.set_num_threads(threads)
+    q, keys, values, lengths_t = _attention_case(lengths, group=group, dim=dim)
+    max_len = max(lengths)
+    got = kernels.decode_attention(q, keys, values, lengths_t, max_len, dim ** -0.5)
+    n = len(lengths)
+    mask = (torch.arange(max_len)[None, :] < lengths_t[:, None])[:, None, None, :]
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.double(), keys[:n, :, :max_len].double(), values[:n, :, :max_len].double(), attn_mask=mask, scale=dim ** -0.5)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
