@@ -65,8 +65,11 @@ MAX_LINEAR_ROWS_THREADED = 32  # ... and on several threads, threaded (more: MKL
 # -march=native: vectorize for this CPU (the file's name includes the CPU's flags); retried without
 # it for compilers that do not know it. -fopenmp threads the base product (see the module docstring);
 # -fopenmp-simd honours the loops' simd pragmas only, for compilers without an OpenMP runtime.
-_FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-march=native", "-fopenmp-simd"],
-              ["-O3", "-fopenmp-simd"], ["-O3"])
+# -ffp-contract=fast: fused multiply-adds (-std=c99 alone turns them off; measured on an AVX2 EPYC at
+# 2 threads, the base product at 16-32 rows went from 64-98 to 84-118 GFLOP/s; no change at 8 rows).
+_FLAG_SETS = (["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"],
+              ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp-simd"],
+              ["-O3", "-ffp-contract=fast", "-fopenmp-simd"], ["-O3"])
 OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")  # library names of OpenMP runtimes (GNU, Intel, LLVM)
 
 _lock = threading.Lock()
