@@ -152,7 +152,7 @@ def test_mixed_adapter_batch_equals_each_adapter_alone(varied_model_dir, adapter
     plan = [("alpha", 0), ("beta", 1), (None, 2), ("alpha", 3), ("beta", 0)]
     results = engine.generate([GenerationRequest(prompts[i], max_new_tokens=15, adapter=a) for a, i in plan])
     assert engine.stats()["lora_products"] == {"native": "native kernel", "torch": "pytorch"}[products]
-    assert engine.stats()["decode_step"] == "oikyo"  # adapters apply inside oikyo's own decoding step too
+    assert engine.stats()["forward"] == "oikyo"  # adapters apply inside oikyo's own forward passes too
     for (adapter, i), result in zip(plan, results):
         expected = reference(prompts[i], 15, adapter_dirs[adapter] if adapter else None)
         assert result.token_ids == expected, (adapter, i)

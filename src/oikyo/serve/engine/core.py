@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from oikyo.serve.engine.decoder import DecodeStep
+from oikyo.serve.engine.decoder import DecoderForward
 from oikyo.serve.engine.detokenize import TextTracker
 from oikyo.serve.engine.grammar import Grammars, GrammarError
 from oikyo.serve.engine.kv_cache import SlotKVCache
@@ -139,9 +139,9 @@ class GenerationEngine:
         self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self._cache = SlotKVCache(_num_layers(self.model), max_batch_size, 256, _attention(self.model))
         self._lora = MultiLoRA(self.model, max_adapters)
-        # Decoding steps: oikyo's own step for the model families it knows, else the model's forward.
-        self._decode_step = DecodeStep.build(self.model)
-        self.decode_step = "oikyo" if self._decode_step is not None else "transformers"
+        # Forward passes: oikyo's own for the model families it knows, else the model's forward.
+        self._own_forward = DecoderForward.build(self.model)
+        self.forward = "oikyo" if self._own_forward is not None else "transformers"
         self._adapter_paths: dict[str, Path] = {}
         self._active: list[_Sequence] = []  # active[i] occupies KV slot i
         self._queue: deque[_Sequence] = deque()
@@ -265,8 +265,8 @@ class GenerationEngine:
         ``linear_products``: how the linear layers' base products are computed ("native kernel",
         "onednn" or "pytorch"; see :mod:`oikyo.serve.engine.linear_layers`), and ``lora_products``: how
         adapters' terms are computed ("native kernel" or "pytorch", None until an adapter is
-        loaded; see :mod:`oikyo.serve.engine.cpu_kernels`), and ``decode_step``: "oikyo" when decoding
-        steps run oikyo's own step (:mod:`oikyo.serve.engine.decoder`), else "transformers"."""
+        loaded; see :mod:`oikyo.serve.engine.cpu_kernels`), and ``forward``: "oikyo" when decoding
+        steps and prefills run oikyo's own forward (:mod:`oikyo.serve.engine.decoder`), else "transformers"."""
         with self._lock:
             queue_depth = len(self._queue)
         return {
@@ -276,7 +276,7 @@ class GenerationEngine:
             "adapters_loaded": len(self._lora.loaded),
             "linear_products": self.linear_products,
             "lora_products": self._lora.products,
-            "decode_step": self.decode_step,
+            "forward": self.forward,
             "running": self.running,
             **self._counters,
         }
@@ -441,12 +441,15 @@ class GenerationEngine:
 
     def _forward(self, input_ids, mask, position_ids, logits_to_keep, adapters: list[str | None]) -> torch.Tensor:
         """The model's logits: (rows, vocab) at each row's last kept position; (rows, q, vocab) at every
-        position when ``logits_to_keep`` is 0. Decoding steps run oikyo's own step where the model's
-        family has one (:mod:`oikyo.serve.engine.decoder`), else the model's forward."""
+        position when ``logits_to_keep`` is 0. oikyo's own forward runs where the model's family has one
+        (:mod:`oikyo.serve.engine.decoder`), else the model's forward (always when scoring a prompt)."""
         self._lora.set_batch(adapters)
         try:
-            if self._decode_step is not None and self._cache.step.kind == "decode":
-                return self._decode_step(input_ids, position_ids[:, 0], mask, self._cache)
+            own, kind = self._own_forward, self._cache.step.kind
+            if own is not None and kind == "decode":
+                return own.decode(input_ids, position_ids[:, 0], mask, self._cache)
+            if own is not None and kind == "prefill" and own.prefills and isinstance(logits_to_keep, torch.Tensor):
+                return own.prefill(input_ids, logits_to_keep[:, 0] + 1, self._cache)  # keep: each prompt's last index
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=mask,

@@ -54,10 +54,11 @@
  *    oikyo_add_rms_norm(h, delta, rows, dim, weight, eps, out)
  *        h (rows, dim) += delta (when not NULL), in place: the residual stream; then
  *        out = h / sqrt(mean(h^2) + eps) * weight, the RMS norm of transformers' Llama-family models.
- *    oikyo_rope_cache(q, k, v, n, heads, kv_heads, dim, cos, sin, positions, keys, values, capacity)
- *        Rotary position embedding (the rotate-half form): q (n, heads, dim) rotated in place; k (n,
- *        kv_heads, dim) rotated and v (n, kv_heads, dim) copied into the cache buffers (slots,
- *        kv_heads, capacity, dim) at column positions[b] of slot b. cos, sin: (n, dim).
+ *    oikyo_rope_cache(q, k, v, n, heads, kv_heads, dim, cos, sin, slots, positions, keys, values,
+ *                     capacity)
+ *        Rotary position embedding (the rotate-half form) of n tokens: q (n, heads, dim) rotated in
+ *        place; k (n, kv_heads, dim) rotated and v (n, kv_heads, dim) copied into the cache buffers
+ *        (slots, kv_heads, capacity, dim) at column positions[b] of slot slots[b]. cos, sin: (n, dim).
  *
  * Plain C99 plus GCC/Clang vector types (lowered to whatever SIMD the CPU has, AVX-512 to NEON, or
  * to scalar code) and __builtin_prefetch; no Python or torch headers. The omp simd loops need
@@ -318,8 +319,8 @@ static inline void rotate(const float *x, float *y, const float *c, const float 
 }
 
 void oikyo_rope_cache(float *q, const float *k, const float *v, int64_t n, int64_t heads, int64_t kv_heads,
-                      int64_t dim, const float *cos, const float *sin, const int64_t *positions, float *keys,
-                      float *values, int64_t capacity)
+                      int64_t dim, const float *cos, const float *sin, const int64_t *slots,
+                      const int64_t *positions, float *keys, float *values, int64_t capacity)
 {
     const int64_t half = dim / 2;
     for (int64_t b = 0; b < n; b++) {
@@ -330,7 +331,7 @@ void oikyo_rope_cache(float *q, const float *k, const float *v, int64_t n, int64
         }
         for (int64_t h = 0; h < kv_heads; h++) {
             const int64_t source = (b * kv_heads + h) * dim;
-            const int64_t target = ((b * kv_heads + h) * capacity + positions[b]) * dim;
+            const int64_t target = ((slots[b] * kv_heads + h) * capacity + positions[b]) * dim;
             rotate(k + source, keys + target, c, s, half);
             memcpy(values + target, v + source, (size_t)dim * sizeof(float));
         }

@@ -100,7 +100,7 @@ class CPUKernels:
         self._add_rms_norm.restype = None
         self._rope_cache = library.oikyo_rope_cache
         self._rope_cache.argtypes = [pointer, pointer, pointer, integer, integer, integer, integer, pointer, pointer,
-                                     pointer, pointer, pointer, integer]
+                                     pointer, pointer, pointer, pointer, integer]
         self._rope_cache.restype = None
         for name in ("oikyo_vector_lanes", "oikyo_panel_width", "oikyo_threaded"):
             getattr(library, name).restype = integer
@@ -204,13 +204,15 @@ class CPUKernels:
         return out
 
     def rope_cache(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   positions: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+                   slots: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Rotate q (n, heads, dim) in place; rotate k and copy v (n, kv_heads, dim) into the cache
-        buffers ``keys``/``values`` (slots, kv_heads, capacity, dim) at column ``positions[b]`` of slot b.
-        cos, sin: (n, dim); positions: (n,) int64; every tensor contiguous (:meth:`accepts`)."""
+        buffers ``keys``/``values`` (slots, kv_heads, capacity, dim) at column ``positions[b]`` of slot
+        ``slots[b]``, for each of the n tokens. cos, sin: (n, dim); slots, positions: (n,) int64; every
+        tensor contiguous (:meth:`accepts`)."""
         n, heads, dim = q.shape
         self._rope_cache(q.data_ptr(), k.data_ptr(), v.data_ptr(), n, heads, k.shape[1], dim, cos.data_ptr(),
-                         sin.data_ptr(), positions.data_ptr(), keys.data_ptr(), values.data_ptr(), keys.shape[2])
+                         sin.data_ptr(), slots.data_ptr(), positions.data_ptr(), keys.data_ptr(), values.data_ptr(),
+                         keys.shape[2])
 
 
 def _one_openmp_runtime() -> bool:

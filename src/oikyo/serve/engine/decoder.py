@@ -1,11 +1,12 @@
-"""The engine's own decoding step for Llama-family models on the CPU: transformers' layers, called directly.
+"""The engine's own forward passes for Llama-family models on the CPU: transformers' layers, called directly.
 
-A decoding step feeds one token per sequence through every layer. Its arithmetic is the weight
-products (:mod:`oikyo.serve.engine.linear_layers`); around them, transformers' ``forward`` spends
-time in per-call machinery (keyword plumbing, output recording, mask and cache helpers) that costs
-the same whether a step carries one row or thirty-two. :class:`DecodeStep` runs the same modules,
-with the same weights, in the order the model's own ``forward`` does, for the families whose
-layers it knows:
+A decoding step feeds one token per sequence through every layer; a prefill feeds the new
+sequences' prompts. Their arithmetic is the weight products (:mod:`oikyo.serve.engine.linear_layers`);
+around them, transformers' ``forward`` spends time in per-call machinery (keyword plumbing, output
+recording, mask and cache helpers, norms and rotations made of several operators each) that costs
+the same whether a step carries one row or thirty-two. :class:`DecoderForward` runs the same
+modules, with the same weights, in the order the model's own ``forward`` does, for the families
+whose layers it knows:
 
     h = embed(tokens)
     for each layer:
@@ -15,23 +16,29 @@ layers it knows:
         write k, v into the slot KV cache
         h = h + o_proj(attention(q, cached keys, cached values))
         h = h + down_proj(silu(gate_proj(rms_norm(h))) * up_proj(...))
-    logits = lm_head(rms_norm(h))
+    logits = lm_head(rms_norm(h))                        (a prefill: at each prompt's last token only)
 
 Every linear layer is the model's own module, so LoRA adapters apply as in the model's forward.
-The attention of the step is oikyo's native kernel where it is built
-(:meth:`oikyo.serve.engine.cpu_kernels.CPUKernels.decode_attention`: each row attends over its own
-cached length, with no mask), else PyTorch's ``scaled_dot_product_attention`` with the cache's mask.
+Between the products, oikyo's native kernels (:mod:`oikyo.serve.engine.cpu_kernels`) do the small
+parts in one call each: the residual add fused into the next RMS norm, the rotation fused with the
+cache write, and a decoding step's attention over each row's own cached length (no mask). A
+prefill's attention is PyTorch's ``scaled_dot_product_attention``, causal within each prompt (the
+prompts are right-padded, so causality alone keeps real tokens off the padding). Without the
+native kernels, decoding steps run the same sequence in PyTorch operators (SDPA with the cache's
+mask) and prefills go to the model's forward.
 
-Measured on the bundled SmolLM2-135M, 8 rows, 2 threads, AMD EPYC with AVX2 (BENCHMARKS.md,
-nineteenth session): the work outside the weight products fell from about 30 ms a step
-(transformers' forward, of which 6 ms in its attention) to about 10 ms.
+Measured on the bundled SmolLM2-135M, 8 rows, 2 threads, an AMD EPYC with AVX2 (BENCHMARKS.md,
+nineteenth session): a decoding step's work outside the weight products fell from about 30 ms
+(transformers' forward, 6 ms of it attention) to about 10 ms, and the engine went from 93-114 to
+121-141 tokens/s.
 
 Used for float32 models on the CPU whose ``model_type`` is in :data:`FAMILIES` and whose layers have
 the expected parts, every layer attending to the whole context (no sliding window), and the plain
-RMS norm and SiLU MLP; otherwise (and for prefills) the engine calls the model's ``forward``.
-Greedy tokens equal the model's own forward's (tested per family on tiny models, and on the bundled
-model against Hugging Face ``generate``); the logits differ only in the order of float32 additions.
-``OIKYO_DECODE_STEP=transformers`` turns it off.
+RMS norm and SiLU MLP; otherwise the engine calls the model's ``forward``, as it does for a prefill
+that scores the prompt (logits at every position). Greedy tokens equal the model's own forward's
+(tested per family on tiny models, and on the bundled model against Hugging Face ``generate``); the
+logits differ only in the order of float32 additions. ``OIKYO_ENGINE_FORWARD=transformers`` turns it
+off.
 """
 
 from __future__ import annotations
@@ -48,13 +55,13 @@ from oikyo.serve.engine.kv_cache import SlotKVCache
 
 log = logging.getLogger(__name__)
 
-ENV = "OIKYO_DECODE_STEP"
+ENV = "OIKYO_ENGINE_FORWARD"
 # model_type values whose decoder layers have the structure above (Qwen3 adds q_norm/k_norm).
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 
 
-class DecodeStep:
-    """One decoding step of a supported model (see the module docstring); build it with :meth:`build`."""
+class DecoderForward:
+    """Decoding steps and prefills of a supported model (see the module docstring); build it with :meth:`build`."""
 
     def __init__(self, model: nn.Module, kernels: CPUKernels | None):
         config = model.config
@@ -68,8 +75,8 @@ class DecodeStep:
         self.layers = list(self.inner.layers)
 
     @classmethod
-    def build(cls, model: nn.Module) -> DecodeStep | None:
-        """The step for ``model``, or None when the model's forward must be used (the reason is logged)."""
+    def build(cls, model: nn.Module) -> DecoderForward | None:
+        """The forward passes for ``model``, or None when the model's own must be used (the reason is logged)."""
         choice = os.environ.get(ENV, "auto").strip().lower()
         if choice not in ("auto", "transformers"):
             log.warning("%s=%r is not 'auto' or 'transformers'; using 'auto'", ENV, choice)
@@ -77,28 +84,49 @@ class DecodeStep:
             return None
         reason = unsupported_reason(model)
         if reason:
-            log.info("decoding steps use the model's own forward: %s", reason)
+            log.info("the engine uses the model's own forward: %s", reason)
             return None
         return cls(model, load_kernels())
 
+    @property
+    def prefills(self) -> bool:
+        """Whether :meth:`prefill` runs here (it needs the native kernels)."""
+        return self.kernels is not None
+
     @torch.inference_mode()
-    def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
-                 cache: SlotKVCache) -> torch.Tensor:
+    def decode(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+               cache: SlotKVCache) -> torch.Tensor:
         """Logits (n, vocab) for ``input_ids`` (n, 1) at ``positions`` (n,), after :meth:`SlotKVCache.decode`
         announced the step (``mask`` is its return value, used only without the native kernels)."""
         h = self.inner.embed_tokens(input_ids[:, 0])  # (n, hidden): the residual stream
         cos, sin = self.inner.rotary_emb(h, positions[:, None])  # (n, 1, head_dim): the model's own rope
-        if self.kernels is not None and CPUKernels.accepts(h) and cache.layers[0].is_initialized:
-            return self._native(h, cos, sin, positions.contiguous(), cache)
+        if self.kernels is not None and CPUKernels.accepts(h):
+            positions = positions.contiguous()
+            return self._native(h, cos, sin, cache.step.rows, positions, cache, decoding=(positions + 1))
         return self._torch(h, cos, sin, mask, cache)
 
-    def _native(self, h, cos, sin, positions, cache: SlotKVCache) -> torch.Tensor:
-        """The step with oikyo's kernels between the products: the residual add fused into each RMS
-        norm, rotation and cache write in one call, the attention over each row's own length."""
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor, lengths: torch.Tensor, cache: SlotKVCache) -> torch.Tensor:
+        """Logits (k, vocab) at each prompt's last token for ``input_ids`` (k, q), right-padded prompts of
+        ``lengths`` (k,) tokens, after :meth:`SlotKVCache.prefill` announced their slots. Needs :attr:`prefills`."""
+        rows, width = input_ids.shape
+        positions = torch.arange(width, device=input_ids.device).repeat(rows)  # (rows * width,)
+        slots = cache.step.slots.repeat_interleave(width).contiguous()
+        h = self.inner.embed_tokens(input_ids.reshape(-1))  # (rows * width, hidden)
+        cos, sin = self.inner.rotary_emb(h, positions[None, :])  # (1, rows * width, head_dim)
+        h = self._native(h, cos, sin, slots, positions, cache, prompts=(rows, width))
+        last = torch.arange(rows, device=h.device) * width + lengths - 1
+        return self.model.lm_head(h[last])
+
+    def _native(self, h, cos, sin, slots, positions, cache: SlotKVCache, decoding: torch.Tensor | None = None,
+                prompts: tuple[int, int] | None = None) -> torch.Tensor:
+        """Every layer, with oikyo's kernels between the products, for n tokens: each goes to column
+        ``positions[i]`` of slot ``slots[i]`` of the cache. A decoding step (``decoding``: each row's
+        cached length) attends over the cache and returns the logits; a prefill (``prompts``: rows,
+        width) attends within each prompt and returns the last norm's output (n, hidden)."""
         kernels, n, d = self.kernels, h.shape[0], self.head_dim
         cos, sin = cos.reshape(n, d).contiguous(), sin.reshape(n, d).contiguous()
-        lengths, max_len = positions + 1, cache.step.kv_length
-        h = h.contiguous()  # updated in place by add_rms_norm
+        h = h.contiguous()  # the residual stream, updated in place by add_rms_norm
         x = _norm(kernels, h, None, self.layers[0].input_layernorm)
         for index, layer in enumerate(self.layers):
             attention, buffers = layer.self_attn, cache.layers[index]
@@ -108,14 +136,29 @@ class DecodeStep:
             if hasattr(attention, "q_norm"):  # Qwen3: RMS norm per head before the rotation
                 q = _norm(kernels, q.view(n * self.heads, d), None, attention.q_norm).view(n, self.heads, d)
                 k = _norm(kernels, k.view(n * self.kv_heads, d), None, attention.k_norm).view(n, self.kv_heads, d)
-            kernels.rope_cache(q, k, v, cos, sin, positions, buffers.keys, buffers.values)
-            o = kernels.decode_attention(q.view(n, self.kv_heads, self.group, d), buffers.keys, buffers.values,
-                                         lengths, max_len, attention.scaling)
-            x = _norm(kernels, h, attention.o_proj(o.view(n, self.heads * d)), layer.post_attention_layernorm)
+            if not buffers.is_initialized:  # the cache's first forward: allocate (slots, kv_heads, capacity, d)
+                buffers.lazy_initialization(k.view(n, self.kv_heads, 1, d), v.view(n, self.kv_heads, 1, d))
+            kernels.rope_cache(q, k, v, cos, sin, slots, positions, buffers.keys, buffers.values)
+            if decoding is not None:
+                o = kernels.decode_attention(q.view(n, self.kv_heads, self.group, d), buffers.keys, buffers.values,
+                                             decoding, cache.step.kv_length, attention.scaling)
+            else:
+                o = self._prompt_attention(q, buffers, cache.step.slots, *prompts, attention.scaling)
+            x = _norm(kernels, h, attention.o_proj(o.reshape(n, self.heads * d)), layer.post_attention_layernorm)
             mlp = layer.mlp
             following = self.layers[index + 1].input_layernorm if index + 1 < len(self.layers) else self.inner.norm
             x = _norm(kernels, h, mlp.down_proj(F.silu(mlp.gate_proj(x)).mul_(mlp.up_proj(x))), following)
-        return self.model.lm_head(x)
+        return self.model.lm_head(x) if decoding is not None else x
+
+    def _prompt_attention(self, q, buffers, slots, rows: int, width: int, scale: float) -> torch.Tensor:
+        """Causal attention within each prompt: q (rows * width, heads, d) against the keys and values
+        just written to the prompts' slots. Returns (rows, width, heads, d)."""
+        d = self.head_dim
+        keys = buffers.keys[slots, :, :width]  # (rows, kv_heads, width, d)
+        values = buffers.values[slots, :, :width]
+        q = q.view(rows, width, self.heads, d).transpose(1, 2)  # (rows, heads, width, d)
+        o = F.scaled_dot_product_attention(q, keys, values, is_causal=True, scale=scale, enable_gqa=True)
+        return o.transpose(1, 2)
 
     def _torch(self, h, cos, sin, mask, cache: SlotKVCache) -> torch.Tensor:
         """The step in PyTorch operators (no native kernels): the same modules, SDPA with the cache's mask."""
@@ -142,7 +185,7 @@ class DecodeStep:
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
-    """Why :class:`DecodeStep` cannot run ``model`` (None: it can)."""
+    """Why :class:`DecoderForward` cannot run ``model`` (None: it can)."""
     config = model.config
     kind = getattr(config, "model_type", None)
     if kind not in FAMILIES:

@@ -1,8 +1,9 @@
-"""oikyo's own decoding step (oikyo.serve.engine.decoder) and its attention kernel.
+"""oikyo's own forward passes (oikyo.serve.engine.decoder) and their attention kernel.
 
-For each family it runs (Llama, Mistral, Qwen2 with its projection biases, Qwen3 with its per-head
-norms) a tiny random model with varied weights decodes the same greedy tokens, with the same
-log-probabilities, as the engine running the model's own forward; so do the varied tiny Llama with
+For each family they run (Llama, Mistral, Qwen2 with its projection biases, Qwen3 with its per-head
+norms) a tiny random model with varied weights prefills prompts of different lengths together and
+decodes the same greedy tokens, with the same log-probabilities, as the engine running the model's
+own forward; so do the varied tiny Llama with
 LoRA adapters and the bundled model against Hugging Face ``generate`` (tests/serve/test_engine.py,
 whose engines run the step by default). The
 attention kernel equals PyTorch's on rows of different lengths over a cache holding stale keys.
@@ -17,7 +18,7 @@ import torch
 
 from oikyo.serve.engine.core import GenerationEngine
 from oikyo.serve.engine.cpu_kernels import load_kernels
-from oikyo.serve.engine.decoder import DecodeStep, unsupported_reason
+from oikyo.serve.engine.decoder import DecoderForward, unsupported_reason
 from oikyo.serve.engine.requests import GenerationRequest
 
 NO_COMPILER = "no C compiler here (cc, gcc or clang): the native CPU kernels could not be built"
@@ -59,36 +60,43 @@ def family_model_dir(request, tmp_path_factory, serve_tokenizer_dir):
                          request.param)
 
 
-def _run(model_dir, prompts, monkeypatch, step: str, threads: int = 1):
-    monkeypatch.setenv("OIKYO_DECODE_STEP", step)
+def _run(model_dir, prompts, monkeypatch, forward: str, threads: int = 1):
+    """Five requests on a 4-slot engine: four prompts of different lengths prefilled together, the fifth
+    (scoring its prompt: the model's forward) joining when a slot frees."""
+    monkeypatch.setenv("OIKYO_ENGINE_FORWARD", forward)
     engine = GenerationEngine(model_dir, max_batch_size=4, num_threads=threads)
-    results = engine.generate([GenerationRequest(p, max_new_tokens=24, stop_token_ids=[], logprobs=2)
-                               for p in prompts[:4]])
-    return engine, results
+    requests = [GenerationRequest(p, max_new_tokens=24 - i, stop_token_ids=[], logprobs=2) for i, p in enumerate(prompts[:4])]
+    requests.append(GenerationRequest(prompts[4], max_new_tokens=8, stop_token_ids=[], logprobs=2, prompt_logprobs=1))
+    return engine, engine.generate(requests)
 
 
 def _assert_same(results, expected):
+    assert len(results) == len(expected) == 5
     for got, want in zip(results, expected):
         assert got.token_ids == want.token_ids
         for a, b in zip(got.logprobs, want.logprobs):
             assert math.isclose(a.logprob, b.logprob, rel_tol=1e-4, abs_tol=1e-4)
             assert [t.token_id for t in a.top] == [t.token_id for t in b.top]
+    scored, reference = results[4].prompt_logprobs, expected[4].prompt_logprobs
+    assert len(scored) == len(reference) > 10
+    for a, b in zip(scored[1:], reference[1:]):
+        assert math.isclose(a.logprob, b.logprob, rel_tol=1e-4, abs_tol=1e-4)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_each_family_decodes_as_the_models_own_forward(family_model_dir, prompts, monkeypatch, set_threads, threads):
     oikyo, results = _run(family_model_dir, prompts, monkeypatch, "auto", threads)
-    assert oikyo.stats()["decode_step"] == "oikyo"
+    assert oikyo.stats()["forward"] == "oikyo"
     transformers, expected = _run(family_model_dir, prompts, monkeypatch, "transformers", threads)
-    assert transformers.stats()["decode_step"] == "transformers"
+    assert transformers.stats()["forward"] == "transformers"
     assert len({t for r in expected for t in r.token_ids}) > 20  # varied text: a mix-up of rows or positions shows
     _assert_same(results, expected)
 
 
-def test_without_the_native_kernels_the_step_uses_pytorch_attention(family_model_dir, prompts, monkeypatch, set_threads):
+def test_without_the_native_kernels_decoding_uses_pytorch_operators(family_model_dir, prompts, monkeypatch, set_threads):
     monkeypatch.setenv("OIKYO_CPU_KERNELS", "torch")
     engine, results = _run(family_model_dir, prompts, monkeypatch, "auto")
-    assert engine._decode_step.kernels is None and engine.decode_step == "oikyo"
+    assert engine.forward == "oikyo" and not engine._own_forward.prefills  # prefills: the model's forward
     _, expected = _run(family_model_dir, prompts, monkeypatch, "transformers")
     _assert_same(results, expected)
 
@@ -99,7 +107,7 @@ def test_unsupported_models_keep_their_own_forward(tmp_path, serve_tokenizer_dir
 
     assert "sliding-window" in unsupported_reason(load_model(sliding))
     with caplog.at_level("INFO"):
-        assert DecodeStep.build(load_model(sliding)) is None
+        assert DecoderForward.build(load_model(sliding)) is None
     assert "sliding-window" in caplog.text
     model = load_model(_family_model(tmp_path / "llama", serve_tokenizer_dir, "llama"))
     assert unsupported_reason(model) is None
@@ -107,8 +115,8 @@ def test_unsupported_models_keep_their_own_forward(tmp_path, serve_tokenizer_dir
     assert "'gemma' is not one of" in unsupported_reason(model)
     model.config.model_type = "llama"
     assert "bfloat16" in unsupported_reason(model.to(torch.bfloat16))
-    monkeypatch.setenv("OIKYO_DECODE_STEP", "transformers")
-    assert DecodeStep.build(load_model(tmp_path / "llama")) is None
+    monkeypatch.setenv("OIKYO_ENGINE_FORWARD", "transformers")
+    assert DecoderForward.build(load_model(tmp_path / "llama")) is None
 
 
 def _attention_case(lengths, kv_heads=3, group=3, dim=64, capacity=256, seed=0):
