@@ -142,3 +142,33 @@ def test_attention_kernel_equals_pytorch(lengths, group, dim, threads, set_threa
     expected = torch.nn.functional.scaled_dot_product_attention(
         q.double(), keys[:n, :, :max_len].double(), values[:n, :, :max_len].double(), attn_mask=mask, scale=dim ** -0.5)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_norm_and_rotation_kernels_equal_pytorch():
+    from oikyo.serve.engine.decoder import _rotate
+
+    kernels = load_kernels()
+    assert kernels is not None, NO_COMPILER
+    generator = torch.Generator().manual_seed(1)
+    h, delta, weight = (torch.randn(shape, generator=generator) for shape in ((5, 96), (5, 96), (96,)))
+    expected_h = h + delta
+    expected = torch.nn.functional.rms_norm(expected_h, (96,), weight, 1e-5)
+    normed = kernels.add_rms_norm(h, delta, weight, 1e-5)
+    torch.testing.assert_close(h, expected_h)  # the residual stream, updated in place
+    torch.testing.assert_close(normed, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kernels.add_rms_norm(h, None, weight, 1e-5), expected, rtol=1e-5, atol=1e-5)
+
+    n, heads, kv_heads, d = 3, 4, 2, 16
+    q, k, v = (torch.randn((n, count, d), generator=generator) for count in (heads, kv_heads, kv_heads))
+    angles = torch.randn((n, d // 2), generator=generator)
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()  # rope's layout
+    keys, values = torch.zeros((6, kv_heads, 8, d)), torch.zeros((6, kv_heads, 8, d))
+    slots, positions = torch.tensor([4, 0, 2]), torch.tensor([7, 0, 3])
+    expected_q, expected_k = _rotate(q, cos[:, None], sin[:, None]), _rotate(k, cos[:, None], sin[:, None])
+    kernels.rope_cache(q, k, v, cos, sin, slots, positions, keys, values)
+    torch.testing.assert_close(q, expected_q, rtol=1e-6, atol=1e-6)  # rotated in place
+    torch.testing.assert_close(keys[slots, :, positions], expected_k, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(values[slots, :, positions], v)
+    written = torch.zeros(6, 8, dtype=torch.bool)
+    written[slots, positions] = True
+    assert not keys.transpose(1, 2)[~written].any() and not values.transpose(1, 2)[~written].any()  # nothing else

@@ -37,7 +37,9 @@ penalty or other logits processors from the model's generation config. Everythin
 ``torch.inference_mode`` in the model's dtype; nothing is quantized. On CPU the linear layers use
 prepacked float32 weights by default, computed by oikyo's native kernel with one torch thread and
 by oneDNN with several (:mod:`oikyo.serve.engine.linear_layers`; ``packed_weights=False`` turns
-that off), which changes only the order of float32 additions.
+that off), which changes only the order of float32 additions. For Llama-family models on the CPU the
+decoding steps and prefills call the model's layers directly instead of its ``forward``
+(:mod:`oikyo.serve.engine.decoder`; the ``forward`` statistic says which).
 ``engine.model`` is the model with those serving layers: use it for inference only.
 """
 
