@@ -29,8 +29,8 @@ mask) and prefills go to the model's forward.
 
 Measured on the bundled SmolLM2-135M, 8 rows, 2 threads, an AMD EPYC with AVX2 (BENCHMARKS.md,
 nineteenth session): a decoding step's work outside the weight products fell from about 30 ms
-(transformers' forward, 6 ms of it attention) to about 10 ms, and the engine went from 93-114 to
-121-141 tokens/s.
+(transformers' forward, 6 ms of it attention) to about 10 ms, and the engine went from about 100 to
+130-148 tokens/s (8 rows x 64 tokens, in process).
 
 Used for float32 models on the CPU whose ``model_type`` is in :data:`FAMILIES` and whose layers have
 the expected parts, every layer attending to the whole context (no sliding window), and the plain
