@@ -1,12 +1,12 @@
-"""oikyo's own forward passes (oikyo.serve.engine.decoder) and their attention kernel.
+"""oikyo's own forward passes (oikyo.serve.engine.decoder) and their kernels.
 
 For each family they run (Llama, Mistral, Qwen2 with its projection biases, Qwen3 with its per-head
 norms) a tiny random model with varied weights prefills prompts of different lengths together and
 decodes the same greedy tokens, with the same log-probabilities, as the engine running the model's
-own forward; so do the varied tiny Llama with
-LoRA adapters and the bundled model against Hugging Face ``generate`` (tests/serve/test_engine.py,
-whose engines run the step by default). The
-attention kernel equals PyTorch's on rows of different lengths over a cache holding stale keys.
+own forward. So do the varied tiny Llama with LoRA adapters and the bundled model against Hugging
+Face ``generate`` (tests/serve/test_engine.py, whose engines run oikyo's forward by default). The
+kernels equal PyTorch: the attention on rows of different lengths over a cache holding stale keys,
+the norm, and the rotation with its cache write.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def test_attention_kernel_equals_pytorch(lengths, group, dim, threads, set_threa
 
 
 def test_norm_and_rotation_kernels_equal_pytorch():
-    from oikyo.serve.engine.decoder import _rotate
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     kernels = load_kernels()
     assert kernels is not None, NO_COMPILER
@@ -164,7 +164,7 @@ def test_norm_and_rotation_kernels_equal_pytorch():
     cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()  # rope's layout
     keys, values = torch.zeros((6, kv_heads, 8, d)), torch.zeros((6, kv_heads, 8, d))
     slots, positions = torch.tensor([4, 0, 2]), torch.tensor([7, 0, 3])
-    expected_q, expected_k = _rotate(q, cos[:, None], sin[:, None]), _rotate(k, cos[:, None], sin[:, None])
+    expected_q, expected_k = apply_rotary_pos_emb(q, k, cos, sin)  # transformers' rotation, broadcast over heads
     kernels.rope_cache(q, k, v, cos, sin, slots, positions, keys, values)
     torch.testing.assert_close(q, expected_q, rtol=1e-6, atol=1e-6)  # rotated in place
     torch.testing.assert_close(keys[slots, :, positions], expected_k, rtol=1e-6, atol=1e-6)

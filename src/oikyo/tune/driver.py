@@ -19,10 +19,10 @@ One :class:`Driver` per ``oikyo tune`` process. Each tick it
    slot can be taken (:func:`oikyo.tune.study.take_slot`, then ``ask()``). With a budget, a drawn
    trial whose estimated cost does not fit what is left (:func:`oikyo.tune.budget.fits`) is skipped:
    told to Optuna as failed (user attrs ``skipped`` and ``reason``), its slot given back, and
-   another drawn; after :data:`SKIP_LIMIT` skips in a row, or once even the space's cheapest
-   configuration does not fit (:func:`oikyo.tune.budget.cheapest_rows`), no more trials start. A drawn
-   configuration that a complete trial already trained is not trained again: it gets that trial's
-   values (user attr ``duplicate_of``) and another is drawn.
+   another drawn. A drawn configuration that a complete trial already trained is not trained again:
+   it gets that trial's values (user attr ``duplicate_of``) and another is drawn. After
+   :data:`SKIP_LIMIT` such draws in a row (skips or repeats), or once even the space's cheapest
+   configuration does not fit (:func:`oikyo.tune.budget.cheapest_rows`), no more trials start.
 
 A trial's state lives in Optuna's user attributes (``values``, ``fold_results``, ``eval_jobs``,
 ``offset``, ``driver``, ``driver_seen``) and in the runs tagged with it, so any driver can pick it up.
@@ -46,7 +46,8 @@ from oikyo.tune import study as studies
 
 BEAT_S = 5.0  # how often a driver marks its trials as followed
 STATUS_S = 30.0  # how often a status line is printed
-SKIP_LIMIT = 10  # draws in a row that do not fit the budget left before a study stops starting trials
+# Draws in a row that start nothing (too costly for the budget left, or repeats) before a study stops starting trials.
+SKIP_LIMIT = 10
 
 
 def stale_after_s() -> float:

@@ -170,9 +170,13 @@ class CPUKernels:
         out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
         self._linear(x.data_ptr(), x.shape[0], x.shape[1], panels.data_ptr(), out_features,
                      None if bias is None else bias.data_ptr(), out.data_ptr(),
-                     torch.get_num_threads() if self.threaded else 1)
+                     self._team())
         return out
 
+
+    def _team(self) -> int:
+        """The OpenMP threads a threaded kernel runs on: torch's thread count when :attr:`threaded`, else 1."""
+        return torch.get_num_threads() if self.threaded else 1
 
     # ------------------------------------------------------------------ attention
 
@@ -189,9 +193,8 @@ class CPUKernels:
         scores = torch.empty(n * kv_heads * group * max_len, dtype=torch.float32)
         self._attention(q.data_ptr(), n, kv_heads, group, dim, keys.data_ptr(), values.data_ptr(), keys.shape[2],
                         lengths.data_ptr(), max_len, scale, scores.data_ptr(), out.data_ptr(),
-                        torch.get_num_threads() if self.threaded else 1)
+                        self._team())
         return out
-
 
     # ------------------------------------------------------------------ between the products
 

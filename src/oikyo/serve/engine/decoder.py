@@ -49,6 +49,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # the same in every family here
 
 from oikyo.serve.engine.cpu_kernels import CPUKernels, load_kernels
 from oikyo.serve.engine.kv_cache import SlotKVCache
@@ -100,7 +101,7 @@ class DecoderForward:
         announced the step (``mask`` is its return value, used only without the native kernels)."""
         h = self.inner.embed_tokens(input_ids[:, 0])  # (n, hidden): the residual stream
         cos, sin = self.inner.rotary_emb(h, positions[:, None])  # (n, 1, head_dim): the model's own rope
-        if self.kernels is not None and CPUKernels.accepts(h):
+        if self.kernels is not None:  # h is float32 on the CPU (unsupported_reason), as the kernels need
             positions = positions.contiguous()
             return self._native(h, cos, sin, cache.step.rows, positions, cache, decoding=(positions + 1))
         return self._torch(h, cos, sin, mask, cache)
@@ -161,27 +162,28 @@ class DecoderForward:
         return o.transpose(1, 2)
 
     def _torch(self, h, cos, sin, mask, cache: SlotKVCache) -> torch.Tensor:
-        """The step in PyTorch operators (no native kernels): the same modules, SDPA with the cache's mask."""
+        """The step in PyTorch operators (no native kernels): the same modules (norms included) and
+        transformers' rotation, SDPA with the cache's mask."""
         n, d = h.shape[0], self.head_dim
-        cos, sin = cos.view(n, 1, d), sin.view(n, 1, d)  # broadcast over heads
+        cos, sin = cos.view(n, d), sin.view(n, d)  # apply_rotary_pos_emb broadcasts them over the heads
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
-            x = _rms_norm(layer.input_layernorm, h)
+            x = layer.input_layernorm(h)
             q = attention.q_proj(x).view(n, self.heads, d)
             k = attention.k_proj(x).view(n, self.kv_heads, d)
             v = attention.v_proj(x).view(n, self.kv_heads, 1, d)
             if hasattr(attention, "q_norm"):
-                q, k = _rms_norm(attention.q_norm, q), _rms_norm(attention.k_norm, k)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+                q, k = attention.q_norm(q), attention.k_norm(k)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
             # Writes column positions[b] of slot b; returns (n, kv_heads, T, d) views of the buffers.
             keys, values = cache.layers[index].update(k.view(n, self.kv_heads, 1, d), v)
             q = q.view(n, self.kv_heads, self.group, d)  # query heads grouped by the key/value head they share
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attention.scaling)
             h = h + attention.o_proj(o.reshape(n, self.heads * d))
-            x = _rms_norm(layer.post_attention_layernorm, h)
+            x = layer.post_attention_layernorm(h)
             mlp = layer.mlp
             h = h + mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
-        return self.model.lm_head(_rms_norm(self.inner.norm, h))
+        return self.model.lm_head(self.inner.norm(h))
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -229,13 +231,3 @@ def _norm(kernels: CPUKernels, h: torch.Tensor, delta: torch.Tensor | None, modu
     """``h += delta`` in place (when given), then ``module``'s RMS norm of ``h``, by the native kernel."""
     return kernels.add_rms_norm(h, None if delta is None else delta.contiguous(), module.weight,
                                 module.variance_epsilon)
-
-
-def _rms_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return F.rms_norm(x, (x.shape[-1],), module.weight, module.variance_epsilon)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding, as transformers' ``apply_rotary_pos_emb`` (halves rotated)."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
