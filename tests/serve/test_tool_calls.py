@@ -4,7 +4,8 @@ Random tiny weights never write a tool call, so the round trips serve a scripted
 double of :class:`~oikyo.serve.engine.core.GenerationEngine` that answers each request with the
 next scripted text, streamed token by token through real engine handles. Everything else is real:
 the bundled tokenizer and chat template, the replica app, the router, the tool-call parser, the
-stream relay and the official client's stream assembly.
+stream relay and the official client's stream assembly. Forced calls (tool_choice "required" or a
+named function) run real engines over tiny random models, one per family's chat template and tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 
 import pytest
 from serving_fixtures import *  # noqa: F401,F403  (the replica fixture)
-from serving_fixtures import BASE_ID, ROUTER_TOKEN, ThreadServer
+from serving_fixtures import BASE_ID, ROUTER_TOKEN, ThreadServer, random_model_dir
 
 from oikyo.serve.gateway import openai_api as oa
 from oikyo.serve.gateway.tool_calls import ToolCallParser, answer_text, detect_format
@@ -257,6 +258,151 @@ def test_required_and_named_tool_choice_force_a_call_from_random_weights(replica
         assert arguments in allowed
     plain = client.chat.completions.create(**params)  # "auto": the same weights write no call
     assert not plain.choices[0].message.tool_calls
+
+
+# Each family's chat template (minimal, but teaching its call format as the real ones do) and the tokens
+# its tokenizer adds: Qwen's <tool_call> tags are added tokens that are not special (they stay in the
+# text), Mistral's [TOOL_CALLS] and Llama's <|python_tag|> are special (the detokenizer drops them).
+LLAMA_TEMPLATE = (
+    "{%- if tools %}<|start_header_id|>system<|end_header_id|>\n\nGiven the following functions, respond with a JSON "
+    "for a function call. " + LLAMA32 + "\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|eot_id|>{% endif %}"
+    "{%- for m in messages %}<|start_header_id|>{{ 'ipython' if m.role == 'tool' else m.role }}<|end_header_id|>\n\n"
+    "{% for c in m.tool_calls or [] %}{\"name\": \"{{ c.function.name }}\", \"parameters\": "
+    "{{ c.function.arguments | tojson }}}{% else %}{{ m.content }}{% endfor %}<|eot_id|>{% endfor %}"
+    "{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{%- for m in messages %}{%- if m.role == 'user' %}{% if loop.last and tools %}[AVAILABLE_TOOLS] "
+    "{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}[INST] {{ m.content }}[/INST]"
+    "{%- elif m.role == 'tool' %}[TOOL_RESULTS] {{ m.content }}[/TOOL_RESULTS]"
+    "{%- elif m.tool_calls %}[TOOL_CALLS] [{% for c in m.tool_calls %}{\"name\": \"{{ c.function.name }}\", "
+    "\"arguments\": {{ c.function.arguments | tojson }}}{% endfor %}]{{ eos_token }}"
+    "{%- else %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+FAMILIES = {  # format -> (chat template or None for the bundled one, added tokens, added special tokens)
+    "hermes": (HERMES_TEMPLATE, ["<tool_call>", "</tool_call>"], []),
+    "llama3": (LLAMA_TEMPLATE, [], ["<|python_tag|>"]),
+    "mistral": (MISTRAL_TEMPLATE, [], ["[TOOL_CALLS]"]),
+    "json": (None, [], []),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family_engine(request, tmp_path_factory, bundled_tokenizer_dir):
+    """A started engine over a tiny random model whose tokenizer carries the family's template and tokens."""
+    from oikyo.models.loading import load_tokenizer
+    from oikyo.serve.engine.core import GenerationEngine
+
+    template, added, special = FAMILIES[request.param]
+    tokenizer = load_tokenizer(bundled_tokenizer_dir)
+    tokenizer.add_tokens(added)
+    tokenizer.add_special_tokens({"additional_special_tokens": special})
+    if template is not None:
+        tokenizer.chat_template = template
+    folder = tmp_path_factory.mktemp(f"family-{request.param}")
+    tokenizer.save_pretrained(folder / "tokenizer")
+    model_dir = random_model_dir(folder / "model", folder / "tokenizer")
+    engine = GenerationEngine(model_dir, max_batch_size=2, num_threads=1)
+    engine.start()
+    yield request.param, engine
+    engine.stop(drain=False, timeout=10)
+
+
+def _forced_call(fmt: str, tokenizer, token_ids: list[int]) -> dict:
+    """The JSON object of the one call a model wrote in ``fmt``'s format (its raw tokens, markers included);
+    fails unless the whole answer is that call in that format."""
+    import re
+
+    raw = tokenizer.decode(token_ids)  # special tokens kept: what the model produced
+    if fmt == "hermes":
+        tag_open, tag_close = tokenizer.convert_tokens_to_ids(["<tool_call>", "</tool_call>"])
+        assert token_ids[0] == tag_open and token_ids[-1] == tag_close, raw  # the tags as the tokens Qwen uses
+        inner = re.fullmatch(r"<tool_call>\n(\{.*\})\n</tool_call>", raw, re.S)
+    elif fmt == "mistral":
+        assert token_ids[0] == tokenizer.convert_tokens_to_ids("[TOOL_CALLS]"), raw  # the special token itself
+        inner = re.fullmatch(r"\[TOOL_CALLS\] ?\[(\{.*\})\]", raw, re.S)
+    else:
+        assert "<|python_tag|>" not in raw
+        inner = re.fullmatch(r"(\{.*\})", raw, re.S)
+    assert inner, raw
+    call = json.loads(inner.group(1))
+    assert set(call) == {"name", "parameters" if fmt == "llama3" else "arguments"}, raw
+    return call
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_forced_call_is_written_in_the_model_familys_format(family_engine, stream, monkeypatch):
+    """tool_choice "required" or a named function: random tiny weights write the one call the way the chat
+    template's family does (hermes tags, llama3 "parameters", Mistral's [TOOL_CALLS] token, bare JSON), and
+    the answer comes back as tool_calls through the official client."""
+    from openai import OpenAI
+
+    from oikyo.serve.gateway.httpapi import shared_token
+    from oikyo.serve.gateway.replica import create_replica_app
+    from oikyo.serve.gateway.served_models import ModelSpec, ServedNames
+
+    fmt, engine = family_engine
+    assert oa.tool_parser(engine.tokenizer, _chat(tools=[CITY])).format == fmt
+    handles = []  # what the replica submitted: their results hold the tokens the model produced
+    submit = engine.submit
+
+    def recording_submit(request):
+        handles.append(submit(request))
+        return handles[-1]
+
+    monkeypatch.setattr(engine, "submit", recording_submit)
+    load_dir = str(engine.model_dir)
+    spec = ModelSpec(id="tiny", kind="base", load_dir=load_dir, base_model=load_dir)
+    server = ThreadServer(create_replica_app(engine, ServedNames(load_dir, [spec]),
+                                             authenticate=shared_token(ROUTER_TOKEN)))
+    try:
+        client = OpenAI(base_url=f"{server.url}/v1", api_key=ROUTER_TOKEN, max_retries=0, timeout=60)
+        params = {"model": "tiny", "messages": QUESTION, "tools": [CITY, NO_ARGS], "max_tokens": 48,
+                  "temperature": 0}
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        for choice, names in ((named, {"get_weather"}), ("required", {"get_weather", "get_time"})):
+            if stream:
+                with client.chat.completions.stream(**params, tool_choice=choice) as events:
+                    answer = events.get_final_completion()
+            else:
+                answer = client.chat.completions.create(**params, tool_choice=choice)
+            written = _forced_call(fmt, engine.tokenizer, handles[-1].result().token_ids)
+            assert written["name"] in names
+            [call] = answer.choices[0].message.tool_calls
+            assert answer.choices[0].finish_reason == "tool_calls" and answer.choices[0].message.content is None
+            arguments = written["parameters" if fmt == "llama3" else "arguments"]
+            assert (call.function.name, json.loads(call.function.arguments)) == (written["name"], arguments)
+            allowed = [{"city": "Paris"}, {"city": "Rome"}] if call.function.name == "get_weather" else [{}]
+            assert arguments in allowed
+    finally:
+        server.stop()
+
+
+def test_a_marker_the_tokenizer_lacks_is_written_as_text(bundled_tokenizer):
+    """Without <tool_call> or [TOOL_CALLS] among its tokens, the forced call spells the marker out."""
+    import llguidance.hf
+
+    from oikyo.serve.gateway.tool_calls import forced_call_grammar
+
+    tokenizer = llguidance.hf.from_tokenizer(bundled_tokenizer)
+    added = bundled_tokenizer.get_added_vocab()
+    for fmt, forced in (("hermes", b'<tool_call>\n{"name":"get_weather","arguments":{"city":"'),
+                        ("mistral", b"[TOOL_CALLS]"), ("llama3", b'{"name":"get_weather","parameters":{"city":"'),
+                        ("json", b'{"name":"get_weather","arguments":{"city":"')):
+        matcher = llguidance.LLMatcher(tokenizer, forced_call_grammar([CITY], fmt, added))
+        assert matcher.compute_ff_bytes() == forced, fmt
+
+
+@pytest.mark.parametrize("fmt", ["hermes", "llama3", "mistral", "json"])
+def test_a_schema_llguidance_cannot_compile_is_refused_in_every_format(fmt):
+    from oikyo.serve.engine.grammar import GrammarError
+    from oikyo.serve.gateway.tool_calls import forced_call_grammar
+
+    bad = {"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}
+    with pytest.raises(GrammarError):
+        forced_call_grammar([bad], fmt, {})
+    with pytest.raises(GrammarError):
+        forced_call_grammar([{"type": "function", "function": {"name": "f", "parameters": "nonsense"}}], fmt, {})
 
 
 def test_tool_choice_none_neither_offers_nor_parses_tools(bundled_tokenizer):

@@ -7,11 +7,18 @@ chosen. oikyo writes no grammar logic of its own::
 
     grammar = json_grammar({"type": "object", "properties": {...}})   # GrammarError when invalid
     request = GenerationRequest(prompt_ids, grammar=grammar)              # the engine makes the matcher
+    framed = lark_grammar(f'start: "<tool_call>" call "</tool_call>"\\ncall: {inline_json(schema)}')
 
 The engine keeps one :class:`Grammars` (the tokenizer converted once, lazily: ~1 s) and gives each
 constrained request a :class:`RowGrammar`. End-of-sequence tokens are allowed only once the JSON
 is complete, and the row ends as soon as the grammar can take nothing more. Generated JSON is
 compact (no whitespace between tokens), which keeps a model from wandering in whitespace.
+
+:func:`lark_grammar` compiles llguidance's Lark-like syntax (its "Syntax of LLGuidance Grammars"): text
+around JSON, as tool calls are framed (``<tool_call>...</tool_call>``). There ``%json {...}`` embeds a
+schema (:func:`inline_json` keeps it compact), and ``<[id]>`` matches one token by id: llguidance
+counts every added token of a tokenizer as special, so a quoted literal never matches one (worse, a
+literal that spells one makes the matcher offer that token, then refuse it).
 """
 
 from __future__ import annotations
@@ -52,6 +59,25 @@ def json_grammar(schema: dict | None = None) -> str:
     return grammar
 
 
+def inline_json(schema: dict) -> str:
+    """``schema`` as a ``%json {...}`` item of a Lark grammar, compact like :func:`json_grammar`'s output."""
+    return "%json " + json.dumps({**schema, "x-guidance": COMPILE_OPTIONS})
+
+
+def lark_grammar(lark: str) -> str:
+    """The llguidance grammar of a Lark-like text (see the module docstring); GrammarError when it does not compile."""
+    import llguidance
+
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+    except (ValueError, TypeError) as error:
+        raise GrammarError(f"invalid grammar: {error}") from None
+    problem = llguidance.LLMatcher.validate_grammar(grammar)
+    if problem:
+        raise GrammarError(f"invalid grammar: {problem}")
+    return grammar
+
+
 class Grammars:
     """Matchers for one engine's tokenizer: the llguidance tokenizer is built on first use, then shared."""
 
@@ -73,7 +99,8 @@ class Grammars:
             return self._tokenizer
 
     def matcher(self, grammar: str) -> RowGrammar:
-        """A fresh matcher for ``grammar`` (from :func:`json_grammar`); GrammarError if it does not compile."""
+        """A fresh matcher for ``grammar`` (from :func:`json_grammar` or :func:`lark_grammar`); GrammarError if it
+        does not compile."""
         import llguidance
 
         matcher = llguidance.LLMatcher(self._ll_tokenizer(), grammar, log_level=0)

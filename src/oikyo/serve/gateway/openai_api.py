@@ -8,6 +8,9 @@ importer uses), and the engine's results are written back as OpenAI bodies and s
 
     request = parse(ChatCompletionRequest, body)                   # ApiError(400) when invalid
     prompt = chat_prompt_ids(tokenizer, request)
+    tools = tool_parser(tokenizer, request)                        # None without tools
+    if tools is not None:
+        request.use_call_format(tools.format, tokenizer)           # a forced call in the family's format
     gens = generation_requests([prompt], request, adapter="mv-1a2b", default_max_tokens=None)
     body = chat_response(response_id, model, results, prompt_tokens=len(prompt))
 
@@ -16,9 +19,13 @@ Supported: ``max_tokens`` (or ``max_completion_tokens``), ``temperature``, ``top
 into the prompt by the chat template; the calls in the answer come back as ``tool_calls``, parsed by
 :mod:`oikyo.serve.gateway.tool_calls` in the model family's format, with ``finish_reason``
 ``"tool_calls"``), ``tool_choice`` ``"auto"``, ``"none"`` (tools neither offered nor parsed),
-``"required"`` or a named function (decoding constrained by llguidance to one call written as
-``{"name", "arguments"}`` JSON, the arguments following the tool's parameters schema),
-``parallel_tool_calls`` (false: one call at most, later ones stay text), and vLLM's ``ignore_eos`` extension (benchmarks).
+``"required"`` or a named function (decoding constrained by llguidance to one call, the arguments
+following the tool's parameters schema, written as the model family writes calls: hermes
+``<tool_call>\n{"name", "arguments"}\n</tool_call>``, llama3 ``{"name", "parameters"}``, mistral
+``[TOOL_CALLS][{"name", "arguments"}]``, otherwise the bare ``{"name", "arguments"}``; validation
+compiles the bare form, :meth:`ChatCompletionRequest.use_call_format` the family's once the tokenizer
+is known), ``parallel_tool_calls`` (false: one call at most, later ones stay text), and vLLM's
+``ignore_eos`` extension (benchmarks).
 On both routes: ``logprobs`` (chat: ``logprobs`` + ``top_logprobs`` up to 20; completions: ``logprobs``
 = top-N up to 20, the legacy shape; streamed chunks carry their tokens' entries; figures of the model's
 raw distribution, :mod:`oikyo.serve.gateway.logprobs`), ``presence_penalty`` / ``frequency_penalty``,
@@ -43,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from oikyo.serve.engine.requests import MAX_TOP_LOGPROBS, GenerationRequest, GenerationResult
 from oikyo.serve.gateway.logprobs import chat_logprobs, completion_logprobs, echoed_logprobs
-from oikyo.serve.gateway.tool_calls import ToolCallParser
+from oikyo.serve.gateway.tool_calls import ToolCallParser, forced_call_grammar
 
 MAX_N = 16
 MAX_STOP = 4
@@ -193,23 +200,13 @@ def _grammar(response_format: dict[str, Any] | None) -> str | None:
         raise ApiError(400, f"response_format: {error}", param="response_format", code="invalid_value") from None
 
 
-def _call_grammar(tools: list[dict]) -> str:
-    """The llguidance grammar of one call to one of ``tools``, written as the bare JSON object
-    ``{"name": ..., "arguments": {...}}`` that :mod:`oikyo.serve.gateway.tool_calls` reads for every
-    model family (the arguments follow the tool's ``parameters`` schema); ApiError(400) naming tools."""
-    from oikyo.serve.engine.grammar import GrammarError, json_grammar
+def _call_grammar(tools: list[dict], fmt: str = "json", added_tokens: dict[str, int] | None = None) -> str:
+    """The llguidance grammar of one call to one of ``tools`` in the family format ``fmt``
+    (:func:`~oikyo.serve.gateway.tool_calls.forced_call_grammar`); ApiError(400) naming tools."""
+    from oikyo.serve.engine.grammar import GrammarError
 
-    calls = []
-    for tool in tools:
-        parameters = tool["function"].get("parameters") or {"type": "object"}
-        if not isinstance(parameters, dict):
-            raise ApiError(400, f"the parameters of tool {tool['function']['name']!r} must be a JSON schema object",
-                           param="tools", code="invalid_value")
-        calls.append({"type": "object", "properties": {"name": {"const": tool["function"]["name"]},
-                                                       "arguments": parameters},
-                      "required": ["name", "arguments"], "additionalProperties": False})
     try:
-        return json_grammar(calls[0] if len(calls) == 1 else {"anyOf": calls})
+        return forced_call_grammar(tools, fmt, added_tokens)
     except GrammarError as error:
         raise ApiError(400, f"tools: {error}", param="tools", code="invalid_value") from None
 
@@ -223,6 +220,7 @@ class ChatCompletionRequest(_Generation):
     parallel_tool_calls: bool = Field(True, description="False: at most one tool call per answer.")
     logprobs: bool | None = Field(None, description="Return each token's log-probability.")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="Alternatives per token.")
+    _forced: list[dict] | None = PrivateAttr(None)  # the tools one of which must be called (tool_choice)
 
     def check_supported(self) -> None:
         super().check_supported()
@@ -247,7 +245,16 @@ class ChatCompletionRequest(_Generation):
             raise ApiError(400, "tool_choice 'required' or a named function constrains the answer to a tool call; "
                                 "it cannot be combined with a structured response_format", param="tool_choice",
                            code="invalid_value")
-        self._grammar = _call_grammar(self._forced_tools())
+        self._forced = self._forced_tools()
+        self._grammar = _call_grammar(self._forced)  # the json family's form; compiling it checks the schemas
+
+    def use_call_format(self, fmt: str, tokenizer) -> None:
+        """Write the call that tool_choice "required" or a named function forces as the model's family does
+        (``fmt``, from its chat template: :func:`~oikyo.serve.gateway.tool_calls.detect_format`). Validation,
+        before the model is known, compiled the ``json`` form; this compiles the family's, with the
+        tokenizer's added tokens (markers such as ``[TOOL_CALLS]`` are produced as their token)."""
+        if self._forced and fmt != "json":
+            self._grammar = _call_grammar(self._forced, fmt, tokenizer.get_added_vocab())
 
     def _forced_tools(self) -> list[dict]:
         """The tools one of which must be called: all of them ("required") or the named one."""

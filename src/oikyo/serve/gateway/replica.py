@@ -128,8 +128,12 @@ async def _complete(state: _State, request: Request, chat: bool):
     params = oa.parse(oa.ChatCompletionRequest if chat else oa.CompletionRequest, body)
     adapter = await state.adapter_for(params.model)
     engine = state.engine
+    tools = None
     if chat:
         prompts = [oa.chat_prompt_ids(engine.tokenizer, params)]
+        tools = oa.tool_parser(engine.tokenizer, params)
+        if tools is not None:
+            params.use_call_format(tools.format, engine.tokenizer)  # a forced call in the model family's format
     else:
         prompts = oa.completion_prompt_ids(engine.tokenizer, params)
     generations = oa.generation_requests(prompts, params, adapter, engine.context_length)
@@ -147,7 +151,7 @@ async def _complete(state: _State, request: Request, chat: bool):
     response_id = request.headers.get(RESPONSE_ID_HEADER) or oa.new_response_id("chat" if chat else "text")
     headers = {VARIANT_HEADER: variant} if variant else {}
     call = _Call(response_id, params.model, variant, chat, sum(len(p) for p in prompts), params.include_usage)
-    call.tools = oa.tool_parser(engine.tokenizer, params) if chat else None
+    call.tools = tools
     call.logprobs = params.top_logprobs_count is not None
     state.in_flight += 1
     if params.stream:

@@ -38,6 +38,22 @@ What stays plain text (never an error): a call naming a tool that was not offere
 are not a JSON object (or JSON text of one), keys other than name/arguments/parameters/type, and
 anything incomplete when the answer ends.
 
+Forced calls: with ``tool_choice`` ``"required"`` or a named function, decoding is constrained
+(llguidance, :func:`forced_call_grammar`) to exactly one call written the family's own way, so a
+model meets the format it was taught and this parser reads the answer back:
+
+- ``hermes``: ``<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`` (one block);
+- ``llama3``: ``{"name": ..., "parameters": {...}}`` (without ``<|python_tag|>``: Llama 3.1 and 3.2
+  write JSON calls to the tools given in the conversation bare, the tag opens built-in tool calls);
+- ``mistral``: ``[TOOL_CALLS][{"name": ..., "arguments": {...}}]`` (a space may precede the list);
+- ``json``: the bare object ``{"name": ..., "arguments": {...}}``.
+
+The arguments follow the tool's ``parameters`` schema; the JSON is compact. A marker that is one
+added token of the tokenizer (``[TOOL_CALLS]`` in Mistral's, ``<tool_call>`` in Qwen's) is produced as
+that token, as the model learned it: ``[TOOL_CALLS]`` is special, so the detokenizer drops it and the
+answer's text is the JSON list, which the ``mistral`` format reads as well. One call even with
+``parallel_tool_calls``: the grammar ends the answer after it.
+
 Streaming: text is released as soon as it cannot be the start of a call. From a possible opening
 (``{"name"``, ``[{"name"``, ``<tool_call>``, a marker) the text is held back until it is either a
 complete, valid call (sent as a call) or not a call (released as content: a complete JSON value that
@@ -64,6 +80,8 @@ _DECODER = json.JSONDecoder()
 _NUMBER_START = re.compile(r"-?[0-9.eE+-]*")
 _UNICODE_ESCAPE_START = re.compile(r"u[0-9a-fA-F]{0,4}")
 
+ARGUMENTS_KEY = {"llama3": "parameters"}  # how a format names a call's arguments ("arguments" for the others)
+
 # What a prefix of the text at a candidate position is: the start of a call, maybe one, or not one.
 _YES, _MAYBE, _NO = "yes", "maybe", "no"
 
@@ -88,6 +106,41 @@ def tool_names(tools: list | None) -> frozenset[str]:
         if isinstance(function, dict) and isinstance(function.get("name"), str) and function["name"]:
             names.add(function["name"])
     return frozenset(names)
+
+
+def forced_call_grammar(tools: list[dict], fmt: str, added_tokens: dict[str, int] | None = None) -> str:
+    """The llguidance grammar of one call to one of ``tools`` (OpenAI tool dicts), written as format ``fmt``
+    writes it (see "Forced calls" in the module docstring); ``added_tokens``: the tokenizer's added tokens
+    (text -> id, ``get_added_vocab()``), so markers that are tokens are produced as them. GrammarError when a
+    tool's ``parameters`` is not a schema llguidance compiles."""
+    from oikyo.serve.engine.grammar import GrammarError, inline_json, json_grammar, lark_grammar
+
+    key = ARGUMENTS_KEY.get(fmt, "arguments")
+    calls = []
+    for tool in tools:
+        name, parameters = tool["function"]["name"], tool["function"].get("parameters") or {"type": "object"}
+        if not isinstance(parameters, dict):
+            raise GrammarError(f"the parameters of tool {name!r} must be a JSON schema object")
+        calls.append({"type": "object", "properties": {"name": {"const": name}, key: parameters},
+                      "required": ["name", key], "additionalProperties": False})
+    schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    before, after = _frame(fmt, added_tokens or {})
+    if not before and not after:
+        return json_grammar(schema)
+    return lark_grammar(f"start: {' '.join(before + ['call'] + after)}\ncall: {inline_json(schema)}")
+
+
+def _frame(fmt: str, added_tokens: dict[str, int]) -> tuple[list[str], list[str]]:
+    """The Lark items before and after a forced call's JSON object in format ``fmt``."""
+
+    def marker(text: str) -> str:  # the added token it is (llguidance matches those only by id), else the text
+        return f"<[{added_tokens[text]}]>" if text in added_tokens else json.dumps(text)
+
+    if fmt == "hermes":
+        return [marker(TAG_OPEN), r'"\n"'], [r'"\n"', marker(TAG_CLOSE)]
+    if fmt == "mistral":  # the optional space: Mistral's sentencepiece writes the list after the marker as "▁["
+        return [marker("[TOOL_CALLS]"), '" "?', '"["'], ['"]"']
+    return [], []
 
 
 def new_call_id() -> str:
