@@ -67,6 +67,8 @@ from oikyo.serve.engine.sampling import RowSampling, choose_tokens, make_generat
 
 log = logging.getLogger(__name__)
 
+WEIGHTS = ("float32", "float16")  # what the engine's decoding steps read (see GenerationEngine)
+
 Progress = Callable[[int, int], None]
 
 
@@ -106,7 +108,10 @@ class GenerationEngine:
     causes to the sequences already decoding. ``num_threads`` sets torch's CPU threads.
     ``packed_weights`` (None: on for float32 on CPU when available) computes the linear layers
     with prepacked weights (:mod:`oikyo.serve.engine.linear_layers`): same float32 math, faster.
-    ``linear_products`` says which form was chosen.
+    ``linear_products`` says which form was chosen. ``weights``: "float32" (the model's own), or
+    "float16": decoding steps read float16 copies of the linear weights (half the bytes of a
+    memory-bound step; products and sums stay float32), where the native kernel with F16C runs
+    (ValueError elsewhere); greedy answers may then differ from the float32 model's after some tokens.
     """
 
     def __init__(
@@ -120,11 +125,14 @@ class GenerationEngine:
         max_prefill_tokens: int = 4096,
         num_threads: int | None = None,
         packed_weights: bool | None = None,
+        weights: str = "float32",
     ):
         from oikyo.models.loading import context_length, load_model, load_tokenizer
 
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = _resolve_device(device)
@@ -132,7 +140,10 @@ class GenerationEngine:
         self.model_dir = Path(model_dir)
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_model(model_dir, dtype=self.dtype, device=self.device)
-        self.linear_products = _prepare_layers(self.model, packed_weights, max_batch_size)
+        if weights == "float16" and packed_weights is False:
+            raise ValueError("weights='float16' needs packed weights (the native kernel's float16 panels)")
+        self.weights = weights
+        self.linear_products = _prepare_layers(self.model, packed_weights, max_batch_size, weights == "float16")
         self.max_batch_size = max_batch_size
         self.max_prefill_tokens = max_prefill_tokens
         self.context_length = context_length(model_dir)
@@ -277,6 +288,7 @@ class GenerationEngine:
             "max_batch_size": self.max_batch_size,
             "adapters_loaded": len(self._lora.loaded),
             "linear_products": self.linear_products,
+            "weights": self.weights,
             "lora_products": self._lora.products,
             "forward": self.forward,
             "running": self.running,
@@ -622,17 +634,21 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
     return torch.float32
 
 
-def _prepare_layers(model, wanted: bool | None, batch_hint: int) -> str:
+def _prepare_layers(model, wanted: bool | None, batch_hint: int, half: bool = False) -> str:
     """Swap in serving linear layers, packed when asked (None: when on CPU in float32 and possible);
-    returns how their products are computed ("native kernel", "onednn" or "pytorch")."""
-    from oikyo.serve.engine.linear_layers import packing_available, prepare_linear_layers
+    returns how their products are computed ("native kernel", "native kernel, float16 weights",
+    "onednn" or "pytorch"). ``half``: float16 panels (ValueError where they cannot be used)."""
+    from oikyo.serve.engine.linear_layers import HALF_UNAVAILABLE, packing_available, prepare_linear_layers
 
     param = next(model.parameters())
-    possible = param.device.type == "cpu" and param.dtype == torch.float32 and packing_available()
+    cpu_float32 = param.device.type == "cpu" and param.dtype == torch.float32
+    possible = cpu_float32 and packing_available()
     if wanted and not possible:
         raise ValueError("packed_weights needs a float32 model on CPU and a torch build with oneDNN")
-    pack = possible if wanted is None else bool(wanted)
-    return prepare_linear_layers(model, pack, batch_hint)
+    if half and not cpu_float32:
+        raise ValueError(HALF_UNAVAILABLE)
+    pack = (possible or half) if wanted is None else bool(wanted)
+    return prepare_linear_layers(model, pack, batch_hint, half)
 
 
 def _num_layers(model) -> int:

@@ -19,6 +19,11 @@
  *        its own output columns); cpu_kernels.py builds it so only where the OpenMP runtime is the
  *        one torch already loaded (libgomp), so the kernel and torch's operators share one team.
  *    oikyo_threaded()   1 when built with OpenMP (the threads argument is honoured), else 0.
+ *    oikyo_pack_panels_half(w, n, k, panels), oikyo_linear_rows_half(x, m, k, panels, n, bias, out,
+ *        threads)   the same with the panels in IEEE half precision (uint16, rounded to nearest even):
+ *        half the bytes to stream, each vector of weights widened to float32 (F16C's vcvtph2ps) before
+ *        the same float32 multiply-adds. Only where the build has F16C (oikyo_half() is 1); elsewhere
+ *        they do nothing.
  *
  * 2. The LoRA terms of a batch whose rows use one adapter, several or none:
  *
@@ -99,6 +104,35 @@ static inline vec load_vec(const float *p)
     return v;
 }
 
+/* Half-precision panels: F16C widens 8 halves (AVX2) or 16 (AVX-512) into one float32 vector. */
+#if defined(__F16C__) && LANES >= 8
+#include <immintrin.h>
+#define HALF 1
+static inline vec load_half(const uint16_t *p)
+{
+#if LANES == 16
+    const __m512 wide = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#else
+    const __m256 wide = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#endif
+    vec v;
+    memcpy(&v, &wide, sizeof v);
+    return v;
+}
+#else
+#define HALF 0
+static inline vec load_half(const uint16_t *p)
+{
+    (void)p;
+    return (vec){0};
+}
+#endif
+
+int64_t oikyo_half(void)
+{
+    return HALF;
+}
+
 /* Floats per vector and output columns per panel, for the Python side. */
 int64_t oikyo_vector_lanes(void)
 {
@@ -121,10 +155,26 @@ void oikyo_pack_panels(const float *w, int64_t n, int64_t k, float *panels)
             }
 }
 
+void oikyo_pack_panels_half(const float *w, int64_t n, int64_t k, uint16_t *panels)
+{
+#if HALF
+    const int64_t count = (n + PANEL - 1) / PANEL;
+    for (int64_t p = 0; p < count; p++)
+        for (int64_t c = 0; c < k; c++)
+            for (int64_t q = 0; q < PANEL; q++) {
+                const int64_t j = p * PANEL + q;
+                panels[(p * k + c) * PANEL + q] = _cvtss_sh(j < n ? w[j * k + c] : 0.0f, _MM_FROUND_TO_NEAREST_INT);
+            }
+#else
+    (void)w, (void)n, (void)k, (void)panels;
+#endif
+}
+
 /* One panel (output columns first .. first + width) for M rows, M a compile-time constant at each
- * call so that the accumulators are registers. */
-static inline __attribute__((always_inline)) void panel_rows(const int M, const float *x, int64_t k,
-                                                             const float *panel, const float *bias,
+ * call so that the accumulators are registers.
+ * ``half``, also a constant at each call: the panel holds halves (uint16), widened as they are loaded. */
+static inline __attribute__((always_inline)) void panel_rows(const int M, const int half, const float *x, int64_t k,
+                                                             const void *panel, const float *bias,
                                                              float *out, int64_t n, int64_t first,
                                                              int64_t width)
 {
@@ -132,10 +182,18 @@ static inline __attribute__((always_inline)) void panel_rows(const int M, const 
     for (int i = 0; i < M; i++)
         lo[i] = hi[i] = (vec){0};
     for (int64_t c = 0; c < k; c++) {
-        const float *w = panel + c * PANEL;
-        for (int line = 0; line < PANEL; line += 16) /* one prefetch per 64-byte cache line */
-            __builtin_prefetch(w + PREFETCH + line, 0, 3);
-        const vec w_lo = load_vec(w), w_hi = load_vec(w + LANES);
+        vec w_lo, w_hi;
+        if (half) { /* PREFETCH floats' worth of bytes ahead: the same distance in bytes */
+            const uint16_t *w = (const uint16_t *)panel + c * PANEL;
+            for (int line = 0; line < PANEL; line += 32)
+                __builtin_prefetch(w + 2 * PREFETCH + line, 0, 3);
+            w_lo = load_half(w), w_hi = load_half(w + LANES);
+        } else {
+            const float *w = (const float *)panel + c * PANEL;
+            for (int line = 0; line < PANEL; line += 16) /* one prefetch per 64-byte cache line */
+                __builtin_prefetch(w + PREFETCH + line, 0, 3);
+            w_lo = load_vec(w), w_hi = load_vec(w + LANES);
+        }
         for (int i = 0; i < M; i++) {
             const float xi = x[i * k + c];
             lo[i] += xi * w_lo;
@@ -163,35 +221,52 @@ int64_t oikyo_threaded(void)
 #endif
 }
 
-void oikyo_linear_rows(const float *x, int64_t m, int64_t k, const float *panels, int64_t n,
-                       const float *bias, float *out, int64_t threads)
+static inline __attribute__((always_inline)) void linear_rows(const int half, const float *x, int64_t m, int64_t k,
+                                                              const void *panels, int64_t n, const float *bias,
+                                                              float *out, int64_t threads)
 {
     const int64_t count = (n + PANEL - 1) / PANEL;
     (void)threads;
     /* Static chunks: neighbouring panels (adjacent memory) on one thread. Small layers stay on one. */
 #pragma omp parallel for schedule(static) num_threads((int)threads) if(threads > 1 && count >= 8)
     for (int64_t p = 0; p < count; p++) {
-        const float *panel = panels + p * k * PANEL;
+        const char *panel = (const char *)panels + p * k * PANEL * (half ? 2 : 4);
         const int64_t first = p * PANEL, width = n - first < PANEL ? n - first : PANEL;
         for (int64_t r = 0; r < m; r += ROWS) {
             const float *xr = x + r * k;
             float *o = out + r * n;
             switch (m - r < ROWS ? m - r : ROWS) {
-            case 1: panel_rows(1, xr, k, panel, bias, o, n, first, width); break;
-            case 2: panel_rows(2, xr, k, panel, bias, o, n, first, width); break;
-            case 3: panel_rows(3, xr, k, panel, bias, o, n, first, width); break;
+            case 1: panel_rows(1, half, xr, k, panel, bias, o, n, first, width); break;
+            case 2: panel_rows(2, half, xr, k, panel, bias, o, n, first, width); break;
+            case 3: panel_rows(3, half, xr, k, panel, bias, o, n, first, width); break;
 #if ROWS > 4
-            case 4: panel_rows(4, xr, k, panel, bias, o, n, first, width); break;
-            case 5: panel_rows(5, xr, k, panel, bias, o, n, first, width); break;
+            case 4: panel_rows(4, half, xr, k, panel, bias, o, n, first, width); break;
+            case 5: panel_rows(5, half, xr, k, panel, bias, o, n, first, width); break;
 #endif
 #if ROWS > 6
-            case 6: panel_rows(6, xr, k, panel, bias, o, n, first, width); break;
-            case 7: panel_rows(7, xr, k, panel, bias, o, n, first, width); break;
+            case 6: panel_rows(6, half, xr, k, panel, bias, o, n, first, width); break;
+            case 7: panel_rows(7, half, xr, k, panel, bias, o, n, first, width); break;
 #endif
-            default: panel_rows(ROWS, xr, k, panel, bias, o, n, first, width); break;
+            default: panel_rows(ROWS, half, xr, k, panel, bias, o, n, first, width); break;
             }
         }
     }
+}
+
+void oikyo_linear_rows(const float *x, int64_t m, int64_t k, const float *panels, int64_t n,
+                       const float *bias, float *out, int64_t threads)
+{
+    linear_rows(0, x, m, k, panels, n, bias, out, threads);
+}
+
+void oikyo_linear_rows_half(const float *x, int64_t m, int64_t k, const uint16_t *panels, int64_t n,
+                            const float *bias, float *out, int64_t threads)
+{
+#if HALF
+    linear_rows(1, x, m, k, panels, n, bias, out, threads);
+#else
+    (void)x, (void)m, (void)k, (void)panels, (void)n, (void)bias, (void)out, (void)threads;
+#endif
 }
 
 void oikyo_lora_add(const float *x, int64_t in_features, float *out, int64_t out_features,

@@ -28,6 +28,11 @@ product is used only when the kernels were built with AVX or AVX-512 vectors (``
 the forms measured faster than oneDNN (on an AVX2-only AMD EPYC, one thread, 65.5 against 95.8 ms a
 step at 8 rows).
 
+Float16 weights (opt-in: ``GenerationEngine(weights="float16")``, ``oikyo deploy --weights float16``):
+:meth:`CPUKernels.pack_half` and :meth:`CPUKernels.linear_half` are the base product with panels of
+IEEE halves, widened by F16C as they are read, so a memory-bound decoding step streams half the
+bytes; where the build has no F16C (``half_available`` False) the engine refuses float16.
+
 How it is built: the C source next to this file (plain C99 with GCC/Clang vector types; no Python
 or torch headers) is compiled on first use with the system C compiler (``$CC``, else
 ``cc``/``gcc``/``clang``) into ``$OIKYO_HOME/kernels/``, under a name derived from the source, the
@@ -91,6 +96,12 @@ class CPUKernels:
         self._linear = library.oikyo_linear_rows
         self._linear.argtypes = [pointer, integer, integer, pointer, integer, pointer, pointer, integer]
         self._linear.restype = None
+        self._pack_half = library.oikyo_pack_panels_half
+        self._pack_half.argtypes = [pointer, integer, integer, pointer]
+        self._pack_half.restype = None
+        self._linear_half = library.oikyo_linear_rows_half
+        self._linear_half.argtypes = [pointer, integer, integer, pointer, integer, pointer, pointer, integer]
+        self._linear_half.restype = None
         self._attention = library.oikyo_decode_attention
         self._attention.argtypes = [pointer, integer, integer, integer, integer, pointer, pointer, integer, pointer,
                                     integer, ctypes.c_float, pointer, pointer, integer]
@@ -102,7 +113,7 @@ class CPUKernels:
         self._rope_cache.argtypes = [pointer, pointer, pointer, integer, integer, integer, integer, pointer, pointer,
                                      pointer, pointer, pointer, pointer, integer]
         self._rope_cache.restype = None
-        for name in ("oikyo_vector_lanes", "oikyo_panel_width", "oikyo_threaded"):
+        for name in ("oikyo_vector_lanes", "oikyo_panel_width", "oikyo_threaded", "oikyo_half"):
             getattr(library, name).restype = integer
         self.lanes = library.oikyo_vector_lanes()  # floats per vector in this build (16: AVX-512)
         self.panel = library.oikyo_panel_width()  # output columns per packed panel
@@ -114,6 +125,9 @@ class CPUKernels:
         self.linear_available = self.lanes >= 8
         # The base product on torch's threads: built with OpenMP, and its runtime is torch's own.
         self.threaded = bool(library.oikyo_threaded()) and _one_openmp_runtime()
+        # Half-precision panels (float16 weights widened by F16C as they are read): the base product's
+        # vectors and the CPU's F16C (every x86 CPU with AVX2 has it).
+        self.half_available = self.linear_available and bool(library.oikyo_half())
 
     @staticmethod
     def accepts(*tensors: torch.Tensor) -> bool:
@@ -173,6 +187,23 @@ class CPUKernels:
                      self._team())
         return out
 
+    def pack_half(self, weight: torch.Tensor) -> torch.Tensor:
+        """:meth:`pack`'s panels in IEEE half precision (float16, rounded to nearest even), for
+        :meth:`linear_half`; needs :attr:`half_available`."""
+        weight = weight.detach().contiguous()
+        out_features, in_features = weight.shape
+        panels = torch.empty(-(-out_features // self.panel) * self.panel * in_features, dtype=torch.float16)
+        self._pack_half(weight.data_ptr(), out_features, in_features, panels.data_ptr())
+        return panels
+
+    def linear_half(self, x: torch.Tensor, panels: torch.Tensor, out_features: int,
+                    bias: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`linear` from :meth:`pack_half`'s panels: the weights widened to float32 as they are read,
+        the products and sums in float32."""
+        out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
+        self._linear_half(x.data_ptr(), x.shape[0], x.shape[1], panels.data_ptr(), out_features,
+                          None if bias is None else bias.data_ptr(), out.data_ptr(), self._team())
+        return out
 
     def _team(self) -> int:
         """The OpenMP threads a threaded kernel runs on: torch's thread count when :attr:`threaded`, else 1."""

@@ -21,6 +21,12 @@ does two things for inference:
   already do between a batch of 8 and a batch of 1), and greedy tokens equal Hugging Face
   ``generate``'s unless two candidates tie to within that rounding (tested on the tiny and the
   bundled model).
+- ``half`` (the engine's ``weights="float16"``, opt-in): the native kernel's panels hold the weights
+  rounded to float16, half the bytes a decoding step streams; each vector of weights is widened to
+  float32 as it is loaded (F16C) and the products and sums stay float32. Rows beyond the kernel's
+  (prefills) keep the float32 weights. This one approximates: the weights lose their last 13 mantissa
+  bits. On the bundled SmolLM2-135M the greedy answers to the benchmark's 8 prompts were the float32
+  ones, token for token, over 64 tokens each (BENCHMARKS.md, twentieth session).
 - ``adapters``: callables ``f(x, out) -> out`` applied after the base product, registered by
   :class:`oikyo.serve.engine.lora.MultiLoRA` (one per MultiLoRA using the model; each returns ``out``
   unchanged unless its own batch is active). A plain call costs less than a forward hook, which
@@ -40,6 +46,11 @@ from torch import nn
 from oikyo.serve.engine.cpu_kernels import CPUKernels, load_kernels
 
 
+HALF_UNAVAILABLE = ("float16 weights need oikyo's native base-product kernel built with F16C (a C compiler, an x86 "
+                    "CPU with AVX2 or AVX-512, a float32 model on the CPU, and one torch thread or the kernel "
+                    "threaded on torch's OpenMP runtime); serve with float32 weights here")
+
+
 def packing_available() -> bool:
     """True when torch has the oneDNN (mkldnn) linear ops used for packed weights."""
     return (
@@ -56,13 +67,18 @@ class ServingLinear(nn.Linear):
     layout. The weight must not change after packing (the packed copy would not follow).
     """
 
-    def __init__(self, linear: nn.Linear, pack: bool = False, batch_hint: int = 8, kernels: CPUKernels | None = None):
+    def __init__(self, linear: nn.Linear, pack: bool = False, batch_hint: int = 8, kernels: CPUKernels | None = None,
+                 half: bool = False):
         nn.Module.__init__(self)  # no fresh parameters: share the original ones
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
         # Plain attributes (not buffers): packed copies must not enter state dicts.
         self.kernels = kernels if kernels is not None and CPUKernels.accepts(*self.parameters()) else None
-        self.panels = self.kernels.pack(linear.weight) if self.kernels is not None else None
+        self.half = half and self.kernels is not None  # the panels in float16 (weights="float16")
+        if self.kernels is None:
+            self.panels = None
+        else:
+            self.panels = self.kernels.pack_half(linear.weight) if self.half else self.kernels.pack(linear.weight)
         self.packed = (
             torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), batch_hint)
             if pack and self.panels is None else None
@@ -74,7 +90,8 @@ class ServingLinear(nn.Linear):
         if self.panels is not None and x.dtype == torch.float32 and not x.requires_grad:
             rows = x.numel() // self.in_features
             if self.kernels.linear_suits(rows) and x.is_contiguous():
-                out = self.kernels.linear(x.view(rows, self.in_features), self.panels, self.out_features, self.bias)
+                product = self.kernels.linear_half if self.half else self.kernels.linear
+                out = product(x.view(rows, self.in_features), self.panels, self.out_features, self.bias)
                 out = out.view(*x.shape[:-1], self.out_features)
         elif self.packed is not None and x.dtype == self.weight.dtype and not x.requires_grad:
             out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
@@ -85,24 +102,29 @@ class ServingLinear(nn.Linear):
         return out
 
 
-def prepare_linear_layers(model: nn.Module, pack: bool, batch_hint: int = 8) -> str:
+def prepare_linear_layers(model: nn.Module, pack: bool, batch_hint: int = 8, half: bool = False) -> str:
     """Replace every ``nn.Linear`` of ``model`` by a :class:`ServingLinear`; returns how the float32 CPU
-    ones compute their products: "native kernel", "onednn" or "pytorch" (see the module docstring).
+    ones compute their products: "native kernel", "native kernel, float16 weights", "onednn" or
+    "pytorch" (see the module docstring).
 
     ``pack`` packs the float32 CPU layers: into the native kernel's panels when the kernels are built
     for AVX or AVX-512 (:attr:`CPUKernels.linear_available`) and torch has one thread or the kernel is
     threaded (:attr:`CPUKernels.threaded`), else for oneDNN when torch has it; other layers keep
-    PyTorch's product.
+    PyTorch's product. ``half``: the panels in float16 (the kernel's decoding steps stream half the
+    bytes; rows beyond the kernel's, prefills, keep the float32 weights); ValueError where the native
+    kernel with F16C cannot be used.
     """
     kernels = load_kernels() if pack else None
     if kernels is not None and not (kernels.linear_available and (kernels.threaded or torch.get_num_threads() == 1)):
         kernels = None
+    if half and (kernels is None or not kernels.half_available):
+        raise ValueError(HALF_UNAVAILABLE)
     onednn = pack and packing_available()
     targets = [(name, module) for name, module in model.named_modules() if type(module) is nn.Linear]
     for name, module in targets:
         packable = pack and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32
-        serving = ServingLinear(module, packable and onednn, batch_hint, kernels if packable else None)
+        serving = ServingLinear(module, packable and onednn, batch_hint, kernels if packable else None, half)
         model.set_submodule(name, serving)
     if kernels is not None:
-        return "native kernel"
+        return "native kernel, float16 weights" if half else "native kernel"
     return "onednn" if onednn else "pytorch"
