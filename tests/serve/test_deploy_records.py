@@ -33,6 +33,10 @@ def test_deploy_refuses_bad_input_with_a_clear_message(versions):
         ("deploy", mv, "--split", f"{versions['sales']}=1", "--detach"): "not one of the --split variants",
         ("deploy", mv, "--name", "bad name!", "--detach"): "invalid deployment name",
         ("deploy", mv, "--target-latency", "3", "--detach"): "--target-latency needs --replicas auto",
+        ("deploy", mv, "--weights", "float8", "--detach"): "--weights must be one of float32, float16, not 'float8'",
+        # Refused before the engine is even looked for: vLLM and llama.cpp choose their own precision.
+        ("deploy", mv, "--engine", "vllm", "--weights", "float16", "--detach"): '--vllm-args "--dtype float16"',
+        ("deploy", mv, "--engine", "llamacpp", "--weights", "float16", "--detach"): "--gguf-quant f16",
         ("deploy", "--name", "never-made", "--detach"): "no deployment named",
         ("deployments", "show", "nope"): "no deployment named",
         ("deployments", "stop", "nope"): "no deployment named",
@@ -53,6 +57,46 @@ def test_a_taken_port_is_refused_before_anything_starts(versions):
         with pytest.raises(OikyoError, match=f"port {port}"):
             deployments.deploy(versions["support"], name="clash", port=port)
     assert deployments.get("clash").state == "stopped"  # recorded, never started
+
+
+def test_the_weights_option_reaches_the_record_and_the_replicas(versions):
+    with socket.socket() as busy:  # a taken port: recorded, then refused before any process starts
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _invoke("deploy", versions["support"], "--name", "half", "--weights", "float16", "--port", str(port),
+                         "--detach")
+    assert result.exit_code == 2 and f"port {port}" in result.output, result.output
+    assert deployments.get("half").settings["weights"] == "float16"
+    args = deployments.plan("half").replica_args()
+    assert args[args.index("--weights") + 1] == "float16"
+    deployments._save("plain", None, variants=deployments.make_variants(versions["support"], None), host=None,
+                      port=0, replicas=None, log_requests=None, engine=None, settings=None)
+    args = deployments.plan("plain").replica_args()
+    assert args[args.index("--weights") + 1] == "float32"  # the default, said explicitly
+
+
+def test_float16_weights_are_refused_when_a_recorded_deployment_changes_engine(versions):
+    """The check also covers the recorded half: a float16 record moved to vLLM, float16 asked of a vLLM record."""
+    variants = deployments.make_variants(versions["support"], None)
+    deployments._save("half", None, variants=variants, host=None, port=0, replicas=None, log_requests=None,
+                      engine=None, settings={"weights": "float16"})
+    deployments._save("on-vllm", None, variants=variants, host=None, port=0, replicas=None, log_requests=None,
+                      engine="vllm", settings=None)
+    with pytest.raises(OikyoError, match="Pass --weights float32 with --engine vllm"):
+        deployments.deploy(name="half", engine="vllm")
+    with pytest.raises(OikyoError, match=r"--gguf-quant f16"):
+        deployments.deploy(name="half", engine="llamacpp")
+    with pytest.raises(OikyoError, match=r'--vllm-args "--dtype float16"'):
+        deployments.deploy(name="on-vllm", settings={"weights": "float16"})
+    assert (deployments.get("half").engine, deployments.get("half").settings["weights"]) == ("native", "float16")
+    assert deployments.get("on-vllm").settings["weights"] == "float32"
+
+
+def test_the_deployments_weights_are_the_engines():
+    from oikyo.serve.engine.core import WEIGHTS
+
+    assert deployments.WEIGHTS == WEIGHTS and deployments.DEFAULT_SETTINGS["weights"] == WEIGHTS[0]
 
 
 def test_replicas_option():

@@ -152,3 +152,30 @@ def test_a_request_waits_for_a_replica_to_become_ready():
         return await waiter
 
     assert asyncio.run(scenario()) is pool.replicas[0]
+
+
+def test_a_replica_whose_engine_refuses_its_settings_exits_with_the_reason_in_its_log(monkeypatch, caplog):
+    """E.g. --weights float16 where the native kernel cannot run: one log line and a failed start, no traceback."""
+    import os
+    import socket
+
+    from oikyo.serve.engine import core
+    from oikyo.serve.engine.linear_layers import HALF_UNAVAILABLE
+    from oikyo.serve.gateway import replica
+
+    asked = {}
+
+    def refusing_engine(model_dir, **kwargs):
+        asked.update(kwargs)
+        raise ValueError(HALF_UNAVAILABLE)
+
+    monkeypatch.setattr(core, "GenerationEngine", refusing_engine)
+    monkeypatch.setenv(replica.TOKEN_ENV, "secret")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        code = replica.main(["--spec", '{"load_dir": "/models/base", "models": []}', "--fd", str(os.dup(sock.fileno())),
+                             "--weights", "float16"])
+    assert code != 0 and asked["weights"] == "float16"
+    assert f"cannot start the engine: {HALF_UNAVAILABLE}" in caplog.text
+    with pytest.raises(SystemExit):  # argparse: only the engine's choices
+        replica.main(["--spec", "{}", "--fd", "0", "--weights", "float8"])

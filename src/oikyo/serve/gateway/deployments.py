@@ -48,6 +48,7 @@ Log = Callable[[str], None]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ACTIVE = ("starting", "running", "stopping")
 ENGINES = ("native", "vllm", "llamacpp")
+WEIGHTS = ("float32", "float16")  # the native engine's --weights (oikyo.serve.engine.core.WEIGHTS, without torch)
 DEFAULT_PORT = 8000
 SPLIT_CHANGED = "split_changed"  # the DeploymentEvent kind recorded for every change of variants or weights
 DEFAULT_AUTO_MAX = 2
@@ -56,6 +57,7 @@ DEFAULT_SETTINGS = {
     "max_adapters": 8,  # LoRA adapters kept loaded per replica (least recently used evicted)
     "threads": None,  # torch CPU threads per replica (None: the machine's cores shared among replicas)
     "device": "auto",  # auto | cpu | cuda | cuda:1 ...
+    "weights": "float32",  # native engine: float16 makes decoding steps read float16 copies of the linear weights
     "queue_timeout_s": 120.0,  # how long a request may wait for a ready replica
     "graceful_timeout_s": 120.0,  # how long stopping waits for requests in flight
     "rate_limit_rpm": None,  # requests per minute per API key (None: no limit); over it: 429 + Retry-After
@@ -200,11 +202,13 @@ def make_variants(model: str | None, split: str | None) -> list[Variant]:
 
 
 def check_engine(engine: str, settings: dict | None = None):
-    """A clear OikyoError unless ``engine`` can run here (for vllm and llamacpp: with these settings'
-    interpreter and flags); returns the install found (:class:`~oikyo.serve.gateway.vllm_replicas.VllmInstall`,
+    """A clear OikyoError unless ``engine`` can run here with these settings (their ``weights``; for vllm
+    and llamacpp: their interpreter and flags); returns the install found
+    (:class:`~oikyo.serve.gateway.vllm_replicas.VllmInstall`,
     :class:`~oikyo.serve.gateway.llamacpp_replicas.LlamaCppInstall`), None for the native engine."""
     if engine not in ENGINES:
         raise OikyoError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    check_weights(engine, (settings or {}).get("weights"))
     if engine == "vllm":
         from oikyo.serve.gateway.vllm_replicas import check_available, extra_args
 
@@ -216,6 +220,20 @@ def check_engine(engine: str, settings: dict | None = None):
         llamacpp_replicas.check_quant((settings or {}).get("gguf_quant"))
         return llamacpp_replicas.check_available((settings or {}).get("llamacpp_python"))
     return None
+
+
+def check_weights(engine: str, weights: str | None) -> None:
+    """A clear OikyoError unless ``weights`` (None: the default) is float32 or float16, and float16
+    goes with the native engine: vLLM and llama.cpp choose their own precision."""
+    if weights is None:
+        return
+    if weights not in WEIGHTS:
+        raise OikyoError(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}")
+    if weights == "float16" and engine != "native":
+        own = {"vllm": 'vLLM chooses its own precision (--vllm-args "--dtype float16")',
+               "llamacpp": "llama.cpp chooses its own precision (--gguf-quant f16, its default)"}[engine]
+        raise OikyoError(f"--weights float16 is the native engine's; {own}. "
+                         f"Pass --weights float32 with --engine {engine}")
 
 
 def _default_name(model: str | None, variants: list[Variant]) -> str:
@@ -248,8 +266,11 @@ def deploy(model: str | None = None, *, name: str | None = None, host: str | Non
         from oikyo.serve.gateway.ratelimit import check_settings
 
         check_settings(settings.get("rate_limit_rpm"), settings.get("rate_limit_burst"))
+    recorded = {**((existing.settings or {}) if existing else {}), **(settings or {})}
     if engine is not None or existing is None:
-        check_engine(engine or "native", {**((existing.settings or {}) if existing else {}), **(settings or {})})
+        check_engine(engine or "native", recorded)
+    else:
+        check_weights(existing.engine, recorded.get("weights"))
     if existing is None:
         name = name or _default_name(model, variants)
         if not NAME_RE.match(name):
@@ -549,6 +570,7 @@ class Plan:
         return ["--max-batch-size", str(self.settings.get("max_batch_size") or 16),
                 "--max-adapters", str(self.settings.get("max_adapters") or 8), "--threads", str(threads),
                 "--device", str(self.settings.get("device") or "auto"),
+                "--weights", str(self.settings.get("weights") or "float32"),
                 "--graceful-timeout", str(self.graceful_timeout_s)]
 
     def process_pools(self, *, token: str, log_file, on_change) -> dict:

@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m oikyo.serve.gateway.replica --spec JSON --fd N``: serve one engine on a socket from the router."""
     import uvicorn
 
-    from oikyo.serve.engine.core import GenerationEngine
+    from oikyo.serve.engine.core import WEIGHTS, GenerationEngine
 
     parser = argparse.ArgumentParser(prog="oikyo.serve.gateway.replica")
     parser.add_argument("--spec", required=True, help='{"load_dir": ..., "models": [ModelSpec dicts]}')
@@ -364,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-adapters", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--weights", choices=WEIGHTS, default="float32",
+                        help="What decoding steps read: float16 needs the native CPU kernel.")
     parser.add_argument("--graceful-timeout", type=float, default=600.0)
     parser.add_argument("--parent", type=int, default=None, help="Exit when this process is gone.")
     args = parser.parse_args(argv)
@@ -377,8 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.spec)
     sock = socket.socket(fileno=args.fd)
     started = time.perf_counter()
-    engine = GenerationEngine(spec["load_dir"], device=args.device, max_batch_size=args.max_batch_size,
-                              max_adapters=args.max_adapters, num_threads=args.threads)
+    try:
+        engine = GenerationEngine(spec["load_dir"], device=args.device, max_batch_size=args.max_batch_size,
+                                  max_adapters=args.max_adapters, num_threads=args.threads, weights=args.weights)
+    except ValueError as error:  # settings this machine cannot serve (float16 weights without the kernel...)
+        log.error("cannot start the engine: %s", error)  # one line: the router's failure shows the log's tail
+        sock.close()
+        return 2
     names = ServedNames(spec["load_dir"], [ModelSpec.from_dict(m) for m in spec["models"]])
     log.info("loaded %s in %.1f s (%d adapters known)", spec["load_dir"], time.perf_counter() - started,
              len(names.names()))
