@@ -83,6 +83,8 @@ def test_create_refuses_bad_input(api, versions, starts):
              ({"model": versions["support"], "engine": "tgi"}, 400, "--engine must be one of"),
              ({"model": versions["support"], "engine": "llamacpp", "gguf_quant": "q2_k"}, 400,
               "--gguf-quant must be one of"),  # the field reaches the engine's check
+             ({"model": versions["support"], "weights": "float8"}, 400, "--weights must be one of"),
+             ({"model": versions["support"], "engine": "llamacpp", "weights": "float16"}, 400, "--gguf-quant f16"),
              ({"model": versions["support"], "name": "bad name!"}, 400, "nvalid deployment name"),
              ({"model": versions["support"], "name": "../etc"}, 400, "nvalid deployment name"),
              ({"name": "never-made"}, 404, "no deployment named")]

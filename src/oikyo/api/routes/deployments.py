@@ -51,6 +51,8 @@ class DeploymentRequest(BaseModel):
     engine: str | None = Field(None, description="native (default), vllm or llamacpp.")
     gguf_quant: str | None = Field(None, description="With engine llamacpp: the GGUF type served (f16 default, "
                                                      "f32, bf16, q8_0, q4_k_m).")
+    weights: str | None = Field(None, description="With the native engine: float32 (default) or float16 (decoding "
+                                                  "steps read float16 copies of the weights; docs/deployment.md).")
     rate_limit_rpm: float | None = Field(None, gt=0, description="Requests per minute per API key (default: no "
                                                                  "limit); a key over it gets 429 with Retry-After.")
     rate_limit_burst: int | None = Field(None, ge=1, description="Requests a key may send at once (default: "
@@ -86,7 +88,7 @@ def create_deployment(body: DeploymentRequest) -> dict:
     replicas = body.replicas if body.replicas is None else str(body.replicas)
     return deployments.deploy(body.model, name=body.name, port=body.port, replicas=replicas, split=body.split,
                               log_requests=body.log_requests, engine=body.engine, detach=True,
-                              settings={k: v for k in ("rate_limit_rpm", "rate_limit_burst", "gguf_quant")
+                              settings={k: v for k in ("rate_limit_rpm", "rate_limit_burst", "gguf_quant", "weights")
                                         if (v := getattr(body, k)) is not None} or None)
 
 
