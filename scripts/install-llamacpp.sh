@@ -7,7 +7,8 @@
 # the engine's fallback where llama-server cannot be built.
 # `oikyo models export --to gguf|ollama` runs those converters and llama.cpp's quantizer there, and
 # the test suite checks exported GGUF files by decoding them with llama.cpp.
-#   bash scripts/install-llamacpp.sh     (compiles for 25-35 minutes on 2 cores; re-running is cheap)
+#   bash scripts/install-llamacpp.sh     (compiles for 25-35 minutes on 2 cores, llama-server included;
+#                                         re-running is cheap)
 # The source distribution is taken from OIKYO_LLAMACPP_SDIST (a .tar.gz) or the cache folder
 # ~/.cache/oikyo, where pip downloads it on first use. It vendors llama.cpp: the converters, their
 # conversion/ package and gguf-py/ are copied from it into .venv-llamacpp/share/llama.cpp, where
@@ -18,13 +19,36 @@ VERSION=${OIKYO_LLAMACPP_VERSION:-0.3.36}
 VENV=.venv-llamacpp
 SHARE="$VENV/share/llama.cpp"
 PY="$VENV/bin/python"
-if [ -x "$PY" ] && [ -f "$SHARE/convert_hf_to_gguf.py" ] && [ -x "$VENV/bin/llama-server" ] \
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/oikyo
+# llama.cpp's own server, from the same sources; without it (no cmake, a failed build, or
+# OIKYO_LLAMA_SERVER_BUILD=0) the llamacpp engine runs llama-cpp-python's server, which answers one
+# request at a time. OIKYO_LLAMA_SERVER_BUILD=0 skips the 15-20 minute build but still copies a build
+# that scripts/build-llama-server.sh cached on this machine: scripts/test.sh sets it, since building
+# llama-server belongs to the benchmark (bench/bench_serve.py --llama-server), not to CI.
+install_server() {
+    if [ -x "$VENV/bin/llama-server" ]; then
+        return 0
+    fi
+    if [ "${OIKYO_LLAMA_SERVER_BUILD:-1}" = 0 ]; then
+        CACHED="$CACHE/llama-server-$VERSION/bin/llama-server"
+        if [ -x "$CACHED" ]; then
+            cp "$CACHED" "$VENV/bin/llama-server"
+        else
+            echo "note: llama-server not built (OIKYO_LLAMA_SERVER_BUILD=0); --engine llamacpp will run llama-cpp-python's server" >&2
+        fi
+    elif SERVER_DIR=$(OIKYO_LLAMACPP_SDIST="$SDIST" OIKYO_LLAMACPP_VERSION="$VERSION" bash scripts/build-llama-server.sh); then
+        cp "$SERVER_DIR/llama-server" "$VENV/bin/llama-server"
+    else
+        echo "warning: llama-server could not be built; --engine llamacpp will run llama-cpp-python's server" >&2
+    fi
+}
+SDIST=${OIKYO_LLAMACPP_SDIST:-$CACHE/llama_cpp_python-$VERSION.tar.gz}
+if [ -x "$PY" ] && [ -f "$SHARE/convert_hf_to_gguf.py" ] \
     && "$PY" -c "import llama_cpp, llama_cpp.server.app, torch, transformers, sentencepiece" 2>/dev/null; then
+    install_server
     echo "llama.cpp is already installed in $VENV"
     exit 0
 fi
-CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/oikyo
-SDIST=${OIKYO_LLAMACPP_SDIST:-$CACHE/llama_cpp_python-$VERSION.tar.gz}
 if [ ! -f "$SDIST" ]; then
     mkdir -p "$CACHE"
     "${PYTHON:-python3}" -m pip download --quiet --no-deps --no-binary :all: \
@@ -50,11 +74,5 @@ SRC=$(echo "$TMP"/llama_cpp_python-*/vendor/llama.cpp)
 rm -rf "$SHARE"
 mkdir -p "$SHARE"
 cp -r "$SRC/convert_hf_to_gguf.py" "$SRC/convert_lora_to_gguf.py" "$SRC/conversion" "$SRC/gguf-py" "$SHARE/"
-# llama.cpp's own server, from the same sources; without it (no cmake, a failed build) the llamacpp
-# engine runs llama-cpp-python's server, which answers one request at a time.
-if SERVER_DIR=$(OIKYO_LLAMACPP_SDIST="$SDIST" OIKYO_LLAMACPP_VERSION="$VERSION" bash scripts/build-llama-server.sh); then
-    cp "$SERVER_DIR/llama-server" "$VENV/bin/llama-server"
-else
-    echo "warning: llama-server could not be built; --engine llamacpp will run llama-cpp-python's server" >&2
-fi
+install_server
 "$PY" -c "import llama_cpp; print(f'llama-cpp-python {llama_cpp.__version__} installed in $VENV')"

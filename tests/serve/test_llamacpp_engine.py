@@ -73,7 +73,8 @@ def server(request, llamacpp_python, monkeypatch) -> str:
         return "llama_cpp.server"
     monkeypatch.delenv(llamacpp_replicas.SERVER_ENV, raising=False)
     if llamacpp_replicas.check_available(llamacpp_python).server is None:
-        pytest.skip(f"no llama-server beside {llamacpp_python} (scripts/install-llamacpp.sh builds it with cmake)")
+        pytest.skip(f"no llama-server beside {llamacpp_python}: scripts/install-llamacpp.sh builds it with cmake "
+                    "(scripts/test.sh does not: OIKYO_LLAMA_SERVER_BUILD=0, only a cached build is copied)")
     return "llama-server"
 
 
