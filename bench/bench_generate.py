@@ -20,6 +20,9 @@ no stop tokens), so tokens/s compare equal work. Peers, measured in the same pro
   last completion; latency and time to first token are per request.
 - ``adapters_4``: 8 requests spread over 4 LoRA adapters (r=16, all linear layers) on one base,
   against ``merged``: one such adapter merged into the weights, served as a plain model.
+- ``engine_float16``: the engine with ``weights="float16"`` (decoding steps read float16 copies of
+  the weights through the native kernel; skipped, saying why, where that kernel cannot run), against
+  ``engine``; its greedy outputs are compared with HF ``generate`` (float32) too.
 
 Goals (from the issue): engine and serving >= 5x hf_sequential and >= 1.2x hf_batched;
 adapters_4 >= 0.8x merged. The script says plainly which goals the run met (judged on the ratios
@@ -205,7 +208,7 @@ def percentile(values, q):
     return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
-def report(info, rates, latencies, equal, n_prompts):
+def report(info, rates, latencies, equal, n_prompts, equal_half=None):
     med = {name: statistics.median(values) for name, values in rates.items()}
     print("\n== machine")
     for key, value in info.items():
@@ -220,6 +223,7 @@ def report(info, rates, latencies, equal, n_prompts):
         "serving / hf_sequential": med["serving"] / med["hf_sequential"],
         "serving / hf_batched": med["serving"] / med["hf_batched"],
         "adapters_4 / merged": med["adapters_4"] / med["merged"],
+        **({"engine_float16 / engine": med["engine_float16"] / med["engine"]} if "engine_float16" in med else {}),
     }
     # The same ratios within each repeat (peers measured minutes apart at most), less sensitive to
     # load that changes between repeats on a shared machine.
@@ -229,7 +233,8 @@ def report(info, rates, latencies, equal, n_prompts):
             "engine / hf_batched": ("engine", "hf_batched"),
             "serving / hf_batched": ("serving", "hf_batched"),
             "adapters_4 / merged": ("adapters_4", "merged"),
-        }.items()
+            "engine_float16 / engine": ("engine_float16", "engine"),
+        }.items() if top in rates
     }
     print("\n== ratios (of medians; in brackets the median of per-repeat ratios)")
     for name, value in ratios.items():
@@ -241,6 +246,8 @@ def report(info, rates, latencies, equal, n_prompts):
     print(f"  latency  p50 {percentile(lat, 0.5):.2f}  p99 {percentile(lat, 0.99):.2f}  max {max(lat):.2f}")
     print(f"  ttft     p50 {percentile(ttft, 0.5):.2f}  p99 {percentile(ttft, 0.99):.2f}  max {max(ttft):.2f}")
     print(f"\n== greedy outputs equal to HF generate run alone: {equal}/{n_prompts}")
+    if equal_half is not None:
+        print(f"   ... with float16 weights (engine_float16): {equal_half}/{n_prompts}")
     goals = {
         "(a) engine >= 5x hf_sequential and >= 1.2x hf_batched": ratios["engine / hf_sequential"] >= 5
         and ratios["engine / hf_batched"] >= 1.2,
@@ -254,7 +261,8 @@ def report(info, rates, latencies, equal, n_prompts):
     return {"machine": info, "tokens_per_s": rates, "medians": med, "ratios": ratios, "paired_ratios": paired,
             "goals": goals,
             "latency": {"p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99)},
-            "ttft": {"p50": percentile(ttft, 0.5), "p99": percentile(ttft, 0.99)}, "greedy_equal": equal}
+            "ttft": {"p50": percentile(ttft, 0.5), "p99": percentile(ttft, 0.99)}, "greedy_equal": equal,
+            "greedy_equal_float16": equal_half}
 
 
 def main() -> None:
@@ -288,15 +296,22 @@ def main() -> None:
     for name, folder in zip(names, adapters):
         multi.add_adapter(name, folder)
     merged = GenerationEngine(make_merged(model_dir, adapters[0], work / "merged"), max_batch_size=len(prompts))
+    try:
+        half = GenerationEngine(model_dir, max_batch_size=len(prompts), weights="float16")
+    except ValueError as error:
+        half = None
+        print(f"engine_float16 skipped: {error}")
     info = machine()
     info["model"] = str(model_dir)
     info["packed_weights"] = engine.packed_weights
     info["linear_products"] = engine.linear_products
 
     equal = check_greedy(engine, hf_model, prompts, args.new_tokens)
+    equal_half = check_greedy(half, hf_model, prompts, args.new_tokens) if half is not None else None
     # Warm-up: first calls allocate caches, load adapters and pack oneDNN primitives.
-    for e, a in ((engine, None), (unpacked, None), (multi, names), (merged, None)):
-        engine_generate(e, prompts[:2], 4, a)
+    for e, a in ((engine, None), (unpacked, None), (multi, names), (merged, None), (half, None)):
+        if e is not None:
+            engine_generate(e, prompts[:2], 4, a)
     n = args.new_tokens
     peers = {
         "hf_sequential": lambda: hf_sequential(hf_model, prompts, n),
@@ -305,6 +320,7 @@ def main() -> None:
         "engine_unpacked": lambda: engine_generate(unpacked, prompts, n),
         "adapters_4": lambda: engine_generate(multi, prompts, n, names),
         "merged": lambda: engine_generate(merged, prompts, n),
+        **({"engine_float16": lambda: engine_generate(half, prompts, n)} if half is not None else {}),
     }
     rates = {name: [] for name in [*peers, "serving"]}
     latencies: list[dict] = []
@@ -321,7 +337,7 @@ def main() -> None:
             rates[name].append(tokens / seconds)
             print(f"repeat {repeat + 1}/{args.repeats} {name:16s} {tokens / seconds:7.1f} tokens/s", flush=True)
     info["load_average_end"] = os.getloadavg()
-    figures = report(info, rates, latencies, equal, len(prompts))
+    figures = report(info, rates, latencies, equal, len(prompts), equal_half)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
 

@@ -42,7 +42,9 @@ after the other so none competes with another for the cores:
 
 6. With ``--alternate K`` as well: the oikyo deployment and llama-server (f32) both up, measured in turn
    K times with the same load, and the median of the K ratios (a 2-core VM's speed drifts by 20% over
-   minutes, more than the gap being measured).
+   minutes, more than the gap being measured). For each of ``--weights`` (default float32): oikyo's
+   deployment with those weights (``oikyo deploy --weights``) against llama-server at the same precision
+   (float32 against f32, float16 against f16). The first of ``--weights`` is also (c)'s.
 
 Goals (from the issue): (c) >= 5x (a) and >= 1.2x (b); adapters >= 0.8x merged; (c) >= 1.0x (f) at the
 same precision. The script prints the machine, its load average, every figure, the ratios, and whether each goal is met.
@@ -156,7 +158,7 @@ def hf_batched(model, tokenizer, prompts: list[list[int]], tokens: int) -> dict:
 
 @contextmanager
 def deployed(model: str, name: str, threads: int, batch: int, engine: str | None = None,
-             engine_settings: dict | None = None):
+             engine_settings: dict | None = None, weights: str = "float32"):
     """A detached deployment (router + one replica) on a free port; stopped on exit. ``engine_settings``:
     the engine's own (vllm_python and vllm_args for vllm, llamacpp_python and gguf_quant for llamacpp)."""
     from oikyo.serve.gateway import deployments
@@ -164,7 +166,9 @@ def deployed(model: str, name: str, threads: int, batch: int, engine: str | None
     port = deployments._free_port()
     started = time.perf_counter()
     info = deployments.deploy(model, name=name, port=port, replicas=1, wait_s=900, engine=engine,
-                              settings={"threads": threads, "max_batch_size": batch, **(engine_settings or {})})
+                              settings={"threads": threads, "max_batch_size": batch,
+                                        **({"weights": weights} if weights != "float32" else {}),
+                                        **(engine_settings or {})})
     print(f"  deployed {name} in {time.perf_counter() - started:.1f} s at {info['url']}", flush=True)
     try:
         yield info["url"]
@@ -244,6 +248,9 @@ def warm_up(url: str, key: str, models: list[str]) -> None:
 
 
 # ----------------------------------------------------------------------------- llama.cpp's own server
+
+
+GGUF_TYPES = {"float32": "f32", "float16": "f16"}  # oikyo's --weights -> llama.cpp's file type at that precision
 
 
 def requantized_gguf(binaries: Path, kind: str, folder: Path) -> Path:
@@ -362,8 +369,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--llama-server", default=None, help="Also measure llama.cpp's own llama-server: the folder "
                         "with llama-server and llama-quantize that scripts/build-llama-server.sh prints.")
     parser.add_argument("--llama-server-types", default="f32,f16", help="GGUF types for the llama-server peer.")
+    parser.add_argument("--weights", default="float32", help="oikyo deployments' weights (float32, float16; "
+                        "a comma list with --alternate: one alternated comparison each, against llama-server at "
+                        "the same precision).")
     parser.add_argument("--alternate", type=int, default=0, help="With --llama-server: then measure oikyo and "
-                        "llama-server f32 in turn this many times, both up at once, and report the median ratio.")
+                        "llama-server (each of --weights against the same precision) in turn this many times, "
+                        "both up at once, and report the median ratio.")
     return parser.parse_args()
 
 
@@ -400,7 +411,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
 
     _, key = keys.create("bench")
     load = {"clients": args.clients, "tokens": args.tokens, "rounds": args.rounds, "max_delay": args.max_delay}
-    with deployed(str(model_dir), "bench-base", threads, args.batch) as url:
+    with deployed(str(model_dir), "bench-base", threads, args.batch, weights=args.weights.split(",")[0]) as url:
         warm_up(url, key, ["bench-base"])
         results["oikyo"] = serve_clients(url, key, ["bench-base"], seed=0, **load)
     print_serving("(c) oikyo deployment", results["oikyo"])
@@ -482,29 +493,35 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
               "--engine llamacpp, same weights)")
     for name in [n for n in ratios if n.startswith("oikyo_vs_llama_server_")]:
         print("  " + goal(f"oikyo / llama-server {name.rsplit('_', 1)[1]}", ratios[name], 1.0))
-    if "alternated" in results:
-        print("  " + goal(f"oikyo / llama-server f32, median of {args.alternate} alternated pairs",
-                          results["alternated"]["median_ratio"], 1.0))
+    for weights, alternated in results.get("alternated", {}).items():
+        print("  " + goal(f"oikyo {weights} / llama-server {alternated['peer']}, median of {args.alternate} "
+                          "alternated pairs", alternated["median_ratio"], 1.0))
     return results
 
 
 def alternate(args: argparse.Namespace, binaries: Path, model_dir: str, key: str, scratch: Path, load: dict) -> dict:
-    """``--alternate K``: the oikyo deployment and llama-server (f32) both up, measured in turn K times with
-    the same client load (seeds 100 + k), so a drift of the host's speed during the run reaches both peers.
-    Returns each pair's figures and ratio and the median ratio."""
-    gguf = requantized_gguf(binaries, "f32", scratch / "gguf")
-    pairs = []
-    with deployed(model_dir, "bench-alternate", args.threads, args.batch) as url, \
-            llama_server(binaries, gguf, args.threads, args.clients, scratch / "llama-server-alternate.log") as peer:
-        warm_up(url, key, ["bench-alternate"])
-        warm_up(peer, "none", ["bundled"])
-        for k in range(args.alternate):
-            ours = serve_clients(url, key, ["bench-alternate"], seed=100 + k, **load)["tokens_per_s"]
-            theirs = serve_clients(peer, "none", ["bundled"], seed=100 + k, **load)["tokens_per_s"]
-            pairs.append({"oikyo": ours, "llama_server_f32": theirs, "ratio": ours / theirs})
-            print(f"  pair {k + 1}: oikyo {ours:.1f}, llama-server f32 {theirs:.1f} tokens/s: {ours / theirs:.2f}x",
-                  flush=True)
-    return {"pairs": pairs, "median_ratio": statistics.median(p["ratio"] for p in pairs)}
+    """``--alternate K``: for each of ``--weights``, the oikyo deployment with those weights and llama-server
+    at the same precision (f32, f16) both up, measured in turn K times with the same client load (seeds
+    100 + k), so a drift of the host's speed during the run reaches both peers. Returns, per weights, each
+    pair's figures and ratio and the median ratio."""
+    out = {}
+    for weights in args.weights.split(","):
+        kind = GGUF_TYPES[weights]
+        gguf = requantized_gguf(binaries, kind, scratch / "gguf")
+        pairs = []
+        with deployed(model_dir, f"bench-alternate-{weights}", args.threads, args.batch, weights=weights) as url, \
+                llama_server(binaries, gguf, args.threads, args.clients,
+                             scratch / f"llama-server-alternate-{kind}.log") as peer:
+            warm_up(url, key, [f"bench-alternate-{weights}"])
+            warm_up(peer, "none", ["bundled"])
+            for k in range(args.alternate):
+                ours = serve_clients(url, key, [f"bench-alternate-{weights}"], seed=100 + k, **load)["tokens_per_s"]
+                theirs = serve_clients(peer, "none", ["bundled"], seed=100 + k, **load)["tokens_per_s"]
+                pairs.append({"oikyo": ours, f"llama_server_{kind}": theirs, "ratio": ours / theirs})
+                print(f"  pair {k + 1}: oikyo {weights} {ours:.1f}, llama-server {kind} {theirs:.1f} tokens/s: "
+                      f"{ours / theirs:.2f}x", flush=True)
+        out[weights] = {"peer": kind, "pairs": pairs, "median_ratio": statistics.median(p["ratio"] for p in pairs)}
+    return out
 
 
 if __name__ == "__main__":
