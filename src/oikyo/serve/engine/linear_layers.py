@@ -25,8 +25,9 @@ does two things for inference:
   rounded to float16, half the bytes a decoding step streams; each vector of weights is widened to
   float32 as it is loaded (F16C) and the products and sums stay float32. Rows beyond the kernel's
   (prefills) keep the float32 weights. This one approximates: the weights lose their last 13 mantissa
-  bits. On the bundled SmolLM2-135M the greedy answers to the benchmark's 8 prompts were the float32
-  ones, token for token, over 64 tokens each (BENCHMARKS.md, twentieth session).
+  bits. On the bundled SmolLM2-135M the greedy answers to bench_generate's 8 prompts (up to 64
+  tokens each) equalled Hugging Face ``generate``'s in float32, and the engine ran 1.32x its float32
+  speed at 8 rows (BENCHMARKS.md, twentieth session).
 - ``adapters``: callables ``f(x, out) -> out`` applied after the base product, registered by
   :class:`oikyo.serve.engine.lora.MultiLoRA` (one per MultiLoRA using the model; each returns ``out``
   unchanged unless its own batch is active). A plain call costs less than a forward hook, which
