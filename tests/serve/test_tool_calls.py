@@ -243,21 +243,27 @@ NO_ARGS = {"type": "function", "function": {"name": "get_time", "parameters": {
 def test_required_and_named_tool_choice_force_a_call_from_random_weights(replica, stream):
     """Random tiny weights never call a tool by themselves; constrained decoding makes them."""
     client = replica.client()
-    params = {"model": BASE_ID, "messages": QUESTION, "tools": [CITY, NO_ARGS], "max_tokens": 48, "temperature": 0}
-    named = {"type": "function", "function": {"name": "get_weather"}}
-    for choice, names in ((named, {"get_weather"}), ("required", {"get_weather", "get_time"})):
-        if stream:
-            with client.chat.completions.stream(**params, tool_choice=choice) as events:
-                answer = events.get_final_completion()
-        else:
-            answer = client.chat.completions.create(**params, tool_choice=choice)
+    for names, answer in _forced_answers(client, BASE_ID, stream):
         [call] = answer.choices[0].message.tool_calls
         assert call.function.name in names and answer.choices[0].finish_reason == "tool_calls"
         arguments = json.loads(call.function.arguments)
         allowed = [{"city": "Paris"}, {"city": "Rome"}] if call.function.name == "get_weather" else [{}]
         assert arguments in allowed
-    plain = client.chat.completions.create(**params)  # "auto": the same weights write no call
+    plain = client.chat.completions.create(model=BASE_ID, messages=QUESTION, tools=[CITY, NO_ARGS], max_tokens=48,
+                                           temperature=0)  # "auto": the same weights write no call
     assert not plain.choices[0].message.tool_calls
+
+
+def _forced_answers(client, model: str, stream: bool):
+    """(the tool names allowed, the answer) for a named tool_choice, then for "required", streamed or not."""
+    params = {"model": model, "messages": QUESTION, "tools": [CITY, NO_ARGS], "max_tokens": 48, "temperature": 0}
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice, names in ((named, {"get_weather"}), ("required", {"get_weather", "get_time"})):
+        if stream:
+            with client.chat.completions.stream(**params, tool_choice=choice) as events:
+                yield names, events.get_final_completion()
+        else:
+            yield names, client.chat.completions.create(**params, tool_choice=choice)
 
 
 # Each family's chat template (minimal, but teaching its call format as the real ones do) and the tokens
@@ -357,15 +363,7 @@ def test_a_forced_call_is_written_in_the_model_familys_format(family_engine, str
                                              authenticate=shared_token(ROUTER_TOKEN)))
     try:
         client = OpenAI(base_url=f"{server.url}/v1", api_key=ROUTER_TOKEN, max_retries=0, timeout=60)
-        params = {"model": "tiny", "messages": QUESTION, "tools": [CITY, NO_ARGS], "max_tokens": 48,
-                  "temperature": 0}
-        named = {"type": "function", "function": {"name": "get_weather"}}
-        for choice, names in ((named, {"get_weather"}), ("required", {"get_weather", "get_time"})):
-            if stream:
-                with client.chat.completions.stream(**params, tool_choice=choice) as events:
-                    answer = events.get_final_completion()
-            else:
-                answer = client.chat.completions.create(**params, tool_choice=choice)
+        for names, answer in _forced_answers(client, "tiny", stream):
             written = _forced_call(fmt, engine.tokenizer, handles[-1].result().token_ids)
             assert written["name"] in names
             [call] = answer.choices[0].message.tool_calls

@@ -49,14 +49,8 @@ def json_grammar(schema: dict | None = None) -> str:
         schema = ANY_OBJECT
     if not isinstance(schema, dict):
         raise GrammarError("the JSON schema must be a JSON object")
-    try:
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=COMPILE_OPTIONS)
-    except (ValueError, TypeError) as error:
-        raise GrammarError(f"invalid JSON schema: {error}") from None
-    problem = llguidance.LLMatcher.validate_grammar(grammar)
-    if problem:
-        raise GrammarError(f"invalid JSON schema: {problem}")
-    return grammar
+    return _compiled(lambda: llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema),
+                                                                           defaults=COMPILE_OPTIONS), "JSON schema")
 
 
 def inline_json(schema: dict) -> str:
@@ -68,13 +62,20 @@ def lark_grammar(lark: str) -> str:
     """The llguidance grammar of a Lark-like text (see the module docstring); GrammarError when it does not compile."""
     import llguidance
 
+    return _compiled(lambda: llguidance.LLMatcher.grammar_from_lark(lark), "grammar")
+
+
+def _compiled(compile_grammar, what: str) -> str:
+    """The grammar ``compile_grammar()`` returns, validated by llguidance; GrammarError("invalid <what>: ...")."""
+    import llguidance
+
     try:
-        grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+        grammar = compile_grammar()
     except (ValueError, TypeError) as error:
-        raise GrammarError(f"invalid grammar: {error}") from None
+        raise GrammarError(f"invalid {what}: {error}") from None
     problem = llguidance.LLMatcher.validate_grammar(grammar)
     if problem:
-        raise GrammarError(f"invalid grammar: {problem}")
+        raise GrammarError(f"invalid {what}: {problem}")
     return grammar
 
 
