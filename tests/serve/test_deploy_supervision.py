@@ -10,7 +10,7 @@ import pytest
 
 from oikyo.serve.gateway.autoscale import AutoscalePolicy
 from oikyo.serve.gateway.openai_api import ApiError
-from oikyo.serve.gateway.replicas import MAX_START_FAILURES, PoolSpec, ProcessPool, Replica
+from oikyo.serve.gateway.replicas import MAX_START_FAILURES, SETTINGS_EXIT, PoolSpec, ProcessPool, Replica
 
 _pids = itertools.count(1000)
 
@@ -87,6 +87,18 @@ def test_a_replica_that_keeps_dying_while_loading_fails_the_pool_instead_of_loop
     with pytest.raises(ApiError) as caught:
         asyncio.run(pool.acquire(0.1))
     assert caught.value.status == 503
+
+
+def test_a_replica_that_refuses_its_settings_fails_the_pool_at_once():
+    """Exit code 2 before ready (the engine refused its settings, or bad arguments): no retry can help."""
+    pool = _pool()
+    pool._scale()
+    pool.replicas[0].process.code = SETTINGS_EXIT
+    pool._reap()
+    assert pool.failed and "refused its settings" in pool.failed
+    pool._next_spawn_at = 0.0
+    pool._scale()
+    assert pool.replicas == []  # not started again
 
 
 def test_a_replica_that_cannot_even_be_started_fails_the_pool_instead_of_looping():

@@ -48,8 +48,9 @@ from oikyo.serve.engine.cpu_kernels import CPUKernels, load_kernels
 
 
 HALF_UNAVAILABLE = ("float16 weights need oikyo's native base-product kernel built with F16C (a C compiler, an x86 "
-                    "CPU with AVX2 or AVX-512, a float32 model on the CPU, and one torch thread or the kernel "
-                    "threaded on torch's OpenMP runtime); serve with float32 weights here")
+                    "CPU with AVX2 or AVX-512, a float32 model on the CPU, one torch thread or the kernel "
+                    "threaded on torch's OpenMP runtime, and OIKYO_CPU_KERNELS not set to 'torch'); serve with "
+                    "float32 weights here")
 
 
 def packing_available() -> bool:

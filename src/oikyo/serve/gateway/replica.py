@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get(TOKEN_ENV)
     if not token:
         log.error("%s is not set: a replica only serves its router", TOKEN_ENV)
-        return 2
+        return 2  # replicas.SETTINGS_EXIT: the pool does not try again
     spec = json.loads(args.spec)
     sock = socket.socket(fileno=args.fd)
     started = time.perf_counter()
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # settings this machine cannot serve (float16 weights without the kernel...)
         log.error("cannot start the engine: %s", error)  # one line: the router's failure shows the log's tail
         sock.close()
-        return 2
+        return 2  # replicas.SETTINGS_EXIT: the pool fails at once instead of retrying
     names = ServedNames(spec["load_dir"], [ModelSpec.from_dict(m) for m in spec["models"]])
     log.info("loaded %s in %.1f s (%d adapters known)", spec["load_dir"], time.perf_counter() - started,
              len(names.names()))

@@ -8,7 +8,8 @@ the ready one with the fewest requests in flight, waiting while none is ready); 
 1. reaps replica processes that exited; one that was not asked to stop is replaced (a crash, an
    out-of-memory kill, SIGKILL). A replica that dies before ever becoming ready counts as a failed
    start; after ``MAX_START_FAILURES`` in a row the pool is marked failed (no endless crash loop),
-   and restarts back off exponentially meanwhile;
+   and restarts back off exponentially meanwhile. One that exits with ``SETTINGS_EXIT`` before it
+   was ready refused its settings, which no retry mends: the pool fails at once;
 2. health-checks starting replicas (``GET /health``) and reads ready ones' engine stats
    (``GET /stats``: queue depth, batch occupancy), marking one that refuses connections suspect;
 3. decides the replica count (fixed, or :mod:`oikyo.serve.gateway.autoscale`) and starts or drains replicas.
@@ -44,6 +45,10 @@ log = logging.getLogger("oikyo.serve.gateway.replicas")
 
 MAX_START_FAILURES = 3
 START_TIMEOUT_S = 900.0  # a replica not ready by then is killed and counts as a failed start
+# A replica that exits with this code before it was ready refused its own settings (oikyo's replica
+# when its engine cannot run them, e.g. --weights float16 without the kernel; argparse for bad
+# arguments, in oikyo's and vLLM's servers alike): trying again cannot help, so the pool fails at once.
+SETTINGS_EXIT = 2
 HEALTH_TIMEOUT_S = 3.0
 
 
@@ -300,7 +305,10 @@ class ProcessPool(ReplicaPool):
                 log.info("replica %s exited after draining", replica.id)
                 continue
             self.restarts += 1
-            if replica.ready_at is None:
+            if replica.ready_at is None and code == SETTINGS_EXIT:
+                log.error("replica %s refused its settings (exit code %d): not started again", replica.id, code)
+                self.failed = "its replica refused its settings (see `oikyo deployments logs`: its last lines say why)"
+            elif replica.ready_at is None:
                 self._start_failed(f"replica {replica.id} exited with code {code} before it was ready",
                                    f"its replica exited {self._start_failures + 1} times while loading")
             else:
