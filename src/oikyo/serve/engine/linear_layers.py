@@ -10,8 +10,8 @@ does two things for inference:
 
   - ``panels``, on a CPU with AVX2 or AVX-512, with one torch thread or a kernel threaded on torch's
     OpenMP runtime: oikyo's native kernel (:mod:`oikyo.serve.engine.cpu_kernels`) computes decoding
-    steps (up to 16 rows on one thread, 32 threaded); prefills, many rows, keep PyTorch's product on
-    the original weight. On SmolLM2-135M's linear layers at 8 rows, one thread: 44.7 ms a step
+    steps and prefills (up to 16 rows on one thread, 320 threaded: a few prompts); longer prefills
+    keep PyTorch's product on the original weight. On SmolLM2-135M's linear layers at 8 rows, one thread: 44.7 ms a step
     against 56.0 for oneDNN and 92.1 for MKL.
   - ``packed``, otherwise: oneDNN's blocked layout, what ``torch.compile`` does on CPU with frozen
     weights; threaded, and about 1.5x MKL at 8 rows.
