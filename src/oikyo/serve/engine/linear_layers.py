@@ -24,7 +24,7 @@ does two things for inference:
 - ``half`` (the engine's ``weights="float16"``, opt-in): the native kernel's panels hold the weights
   rounded to float16, half the bytes a decoding step streams; each vector of weights is widened to
   float32 as it is loaded (F16C) and the products and sums stay float32. Rows beyond the kernel's
-  (prefills) keep the float32 weights. This one approximates: the weights lose their last 13 mantissa
+  (long prefills) keep the float32 weights. This one approximates: the weights lose their last 13 mantissa
   bits. On the bundled SmolLM2-135M the greedy answers to bench_generate's 8 prompts (up to 64
   tokens each) equalled Hugging Face ``generate``'s in float32, and the engine ran 1.32x its float32
   speed at 8 rows (BENCHMARKS.md, twentieth session).
@@ -113,7 +113,7 @@ def prepare_linear_layers(model: nn.Module, pack: bool, batch_hint: int = 8, hal
     for AVX or AVX-512 (:attr:`CPUKernels.linear_available`) and torch has one thread or the kernel is
     threaded (:attr:`CPUKernels.threaded`), else for oneDNN when torch has it; other layers keep
     PyTorch's product. ``half``: the panels in float16 (the kernel's decoding steps stream half the
-    bytes; rows beyond the kernel's, prefills, keep the float32 weights); ValueError where the native
+    bytes; rows beyond the kernel's, long prefills, keep the float32 weights); ValueError where the native
     kernel with F16C cannot be used.
     """
     kernels = load_kernels() if pack else None
