@@ -42,10 +42,10 @@ def test_half_panels_equal_the_product_with_the_weights_rounded_to_float16(kerne
         weight = torch.randn(out_features, in_features, generator=generator)
         bias = torch.randn(out_features, generator=generator)
         x = torch.randn(rows, in_features, generator=generator)
-        panels = kernel.pack_half(weight)
+        panels = kernel.pack(weight, half=True)
         assert panels.dtype == torch.float16
         assert panels.numel() == -(-out_features // kernel.panel) * kernel.panel * in_features
-        out = kernel.linear_half(x, panels, out_features, bias)
+        out = kernel.linear(x, panels, out_features, bias)
         rounded = x.double() @ weight.half().double().T + bias.double()
         torch.testing.assert_close(out.double(), rounded, rtol=1e-5, atol=1e-4)
         exact = x.double() @ weight.double().T + bias.double()

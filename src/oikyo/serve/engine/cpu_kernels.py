@@ -29,8 +29,7 @@ the forms measured faster than oneDNN (on an AVX2-only AMD EPYC, one thread, 65.
 step at 8 rows).
 
 Float16 weights (opt-in: ``GenerationEngine(weights="float16")``, ``oikyo deploy --weights float16``):
-:meth:`CPUKernels.pack_half` and :meth:`CPUKernels.linear_half` are the base product with panels of
-IEEE halves, widened by F16C as they are read, so a memory-bound decoding step streams half the
+``CPUKernels.pack(weight, half=True)`` gives :meth:`CPUKernels.linear` panels of IEEE halves, widened by F16C as they are read, so a memory-bound decoding step streams half the
 bytes; where the build has no F16C (``half_available`` False) the engine refuses float16.
 
 How it is built: the C source next to this file (plain C99 with GCC/Clang vector types; no Python
@@ -174,39 +173,25 @@ class CPUKernels:
             return rows <= MAX_LINEAR_ROWS
         return self.threaded and rows <= MAX_LINEAR_ROWS_THREADED
 
-    def pack(self, weight: torch.Tensor) -> torch.Tensor:
-        """``weight`` (out, in), float32 on CPU, reordered into the panels :meth:`linear` reads (a copy)."""
+    def pack(self, weight: torch.Tensor, half: bool = False) -> torch.Tensor:
+        """``weight`` (out, in), float32 on CPU, reordered into the panels :meth:`linear` reads (a copy);
+        ``half``: the panels in IEEE half precision (float16, rounded to nearest even; needs
+        :attr:`half_available`)."""
         weight = weight.detach().contiguous()
         out_features, in_features = weight.shape
-        panels = torch.empty(-(-out_features // self.panel) * self.panel * in_features, dtype=torch.float32)
-        self._pack(weight.data_ptr(), out_features, in_features, panels.data_ptr())
+        panels = torch.empty(-(-out_features // self.panel) * self.panel * in_features,
+                             dtype=torch.float16 if half else torch.float32)
+        (self._pack_half if half else self._pack)(weight.data_ptr(), out_features, in_features, panels.data_ptr())
         return panels
 
     def linear(self, x: torch.Tensor, panels: torch.Tensor, out_features: int, bias: torch.Tensor | None) -> torch.Tensor:
-        """x (rows, in) @ weight.T (+ bias): (rows, out_features), from :meth:`pack`'s panels.
+        """x (rows, in) @ weight.T (+ bias): (rows, out_features), from :meth:`pack`'s panels (half ones are
+        widened to float32 as they are read; the products and sums are float32 either way).
         ``x`` and ``bias`` must pass :meth:`accepts`."""
         out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
-        self._linear(x.data_ptr(), x.shape[0], x.shape[1], panels.data_ptr(), out_features,
-                     None if bias is None else bias.data_ptr(), out.data_ptr(),
-                     self._team())
-        return out
-
-    def pack_half(self, weight: torch.Tensor) -> torch.Tensor:
-        """:meth:`pack`'s panels in IEEE half precision (float16, rounded to nearest even), for
-        :meth:`linear_half`; needs :attr:`half_available`."""
-        weight = weight.detach().contiguous()
-        out_features, in_features = weight.shape
-        panels = torch.empty(-(-out_features // self.panel) * self.panel * in_features, dtype=torch.float16)
-        self._pack_half(weight.data_ptr(), out_features, in_features, panels.data_ptr())
-        return panels
-
-    def linear_half(self, x: torch.Tensor, panels: torch.Tensor, out_features: int,
-                    bias: torch.Tensor | None) -> torch.Tensor:
-        """:meth:`linear` from :meth:`pack_half`'s panels: the weights widened to float32 as they are read,
-        the products and sums in float32."""
-        out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
-        self._linear_half(x.data_ptr(), x.shape[0], x.shape[1], panels.data_ptr(), out_features,
-                          None if bias is None else bias.data_ptr(), out.data_ptr(), self._team())
+        product = self._linear_half if panels.dtype == torch.float16 else self._linear
+        product(x.data_ptr(), x.shape[0], x.shape[1], panels.data_ptr(), out_features,
+                None if bias is None else bias.data_ptr(), out.data_ptr(), self._team())
         return out
 
     def _team(self) -> int:

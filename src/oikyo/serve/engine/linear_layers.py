@@ -11,8 +11,8 @@ does two things for inference:
   - ``panels``, on a CPU with AVX2 or AVX-512, with one torch thread or a kernel threaded on torch's
     OpenMP runtime: oikyo's native kernel (:mod:`oikyo.serve.engine.cpu_kernels`) computes decoding
     steps and prefills (up to 16 rows on one thread, 320 threaded: a few prompts); longer prefills
-    keep PyTorch's product on the original weight. On SmolLM2-135M's linear layers at 8 rows, one thread: 44.7 ms a step
-    against 56.0 for oneDNN and 92.1 for MKL.
+    keep PyTorch's product on the original weight. On SmolLM2-135M's linear layers at 8 rows, one
+    thread: 44.7 ms a step against 56.0 for oneDNN and 92.1 for MKL.
   - ``packed``, otherwise: oneDNN's blocked layout, what ``torch.compile`` does on CPU with frozen
     weights; threaded, and about 1.5x MKL at 8 rows.
 
@@ -24,8 +24,8 @@ does two things for inference:
 - ``half`` (the engine's ``weights="float16"``, opt-in): the native kernel's panels hold the weights
   rounded to float16, half the bytes a decoding step streams; each vector of weights is widened to
   float32 as it is loaded (F16C) and the products and sums stay float32. Rows beyond the kernel's
-  (long prefills) keep the float32 weights. This one approximates: the weights lose their last 13 mantissa
-  bits. On the bundled SmolLM2-135M the greedy answers to bench_generate's 8 prompts (up to 64
+  (long prefills) keep the float32 weights. This one approximates: the weights lose their last 13
+  mantissa bits. On the bundled SmolLM2-135M the greedy answers to bench_generate's 8 prompts (up to 64
   tokens each) equalled Hugging Face ``generate``'s in float32, and the engine ran 1.32x its float32
   speed at 8 rows (BENCHMARKS.md, twentieth session).
 - ``adapters``: callables ``f(x, out) -> out`` applied after the base product, registered by
@@ -76,11 +76,8 @@ class ServingLinear(nn.Linear):
         self.weight, self.bias = linear.weight, linear.bias
         # Plain attributes (not buffers): packed copies must not enter state dicts.
         self.kernels = kernels if kernels is not None and CPUKernels.accepts(*self.parameters()) else None
-        self.half = half and self.kernels is not None  # the panels in float16 (weights="float16")
-        if self.kernels is None:
-            self.panels = None
-        else:
-            self.panels = self.kernels.pack_half(linear.weight) if self.half else self.kernels.pack(linear.weight)
+        # half: the panels in float16 (weights="float16"); the kernel reads their dtype.
+        self.panels = self.kernels.pack(linear.weight, half) if self.kernels is not None else None
         self.packed = (
             torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), batch_hint)
             if pack and self.panels is None else None
@@ -92,8 +89,7 @@ class ServingLinear(nn.Linear):
         if self.panels is not None and x.dtype == torch.float32 and not x.requires_grad:
             rows = x.numel() // self.in_features
             if self.kernels.linear_suits(rows) and x.is_contiguous():
-                product = self.kernels.linear_half if self.half else self.kernels.linear
-                out = product(x.view(rows, self.in_features), self.panels, self.out_features, self.bias)
+                out = self.kernels.linear(x.view(rows, self.in_features), self.panels, self.out_features, self.bias)
                 out = out.view(*x.shape[:-1], self.out_features)
         elif self.packed is not None and x.dtype == self.weight.dtype and not x.requires_grad:
             out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
@@ -113,8 +109,8 @@ def prepare_linear_layers(model: nn.Module, pack: bool, batch_hint: int = 8, hal
     for AVX or AVX-512 (:attr:`CPUKernels.linear_available`) and torch has one thread or the kernel is
     threaded (:attr:`CPUKernels.threaded`), else for oneDNN when torch has it; other layers keep
     PyTorch's product. ``half``: the panels in float16 (the kernel's decoding steps stream half the
-    bytes; rows beyond the kernel's, long prefills, keep the float32 weights); ValueError where the native
-    kernel with F16C cannot be used.
+    bytes; rows beyond the kernel's, long prefills, keep the float32 weights); ValueError where the
+    native kernel with F16C cannot be used.
     """
     kernels = load_kernels() if pack else None
     if kernels is not None and not (kernels.linear_available and (kernels.threaded or torch.get_num_threads() == 1)):
