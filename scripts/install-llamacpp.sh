@@ -8,7 +8,8 @@
 # `oikyo models export --to gguf|ollama` runs those converters and llama.cpp's quantizer there, and
 # the test suite checks exported GGUF files by decoding them with llama.cpp.
 #   bash scripts/install-llamacpp.sh     (compiles for 25-35 minutes on 2 cores, llama-server included;
-#                                         re-running is cheap)
+#                                         re-running is cheap, and so is a new checkout on the same
+#                                         machine: both builds are cached under ~/.cache/oikyo)
 # The source distribution is taken from OIKYO_LLAMACPP_SDIST (a .tar.gz) or the cache folder
 # ~/.cache/oikyo, where pip downloads it on first use. It vendors llama.cpp: the converters, their
 # conversion/ package and gguf-py/ are copied from it into .venv-llamacpp/share/llama.cpp, where
@@ -59,8 +60,21 @@ PIP="$PY -m pip"
 if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
     # CPU only, tuned for this machine's instruction set; the multimodal (llava/mtmd) library is
     # not needed for text models and would double the build time.
-    CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"} \
-        $PIP install --quiet "$SDIST"
+    export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"}
+    # The compiled wheel is kept per machine, as llama-server is: a new environment on the same
+    # machine (a fresh checkout, CI) installs it in seconds instead of compiling for 10-15 minutes.
+    # Its folder is named by what the build depends on: the version, the Python, the build
+    # arguments and the CPU's instruction set (GGML_NATIVE).
+    KEY=$( { echo "$VERSION"; "$PY" -c "import sys; print(sys.version)"; echo "$CMAKE_ARGS";
+             grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m; } | sha256sum | cut -c1-16)
+    WHEELS="$CACHE/llama-cpp-python-wheel-$VERSION-$KEY"
+    if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+        rm -rf "$WHEELS.tmp"
+        $PIP wheel --quiet --no-deps --wheel-dir "$WHEELS.tmp" "$SDIST"
+        rm -rf "$WHEELS"
+        mv "$WHEELS.tmp" "$WHEELS"
+    fi
+    $PIP install --quiet "$WHEELS"/llama_cpp_python-*.whl
 fi
 # The converters' imports; torch pinned as scripts/install.sh pins it (the CPU build here). Then the
 # packages of llama-cpp-python's OpenAI-compatible server (its [server] extra), which

