@@ -18,6 +18,9 @@ no stop tokens), so tokens/s compare equal work. Peers, measured in the same pro
 - ``serving``: the engine's scheduler thread with 8 client threads that each wait a random
   0-250 ms, submit, and read the token stream; throughput counts from the first submission to the
   last completion; latency and time to first token are per request.
+- ``serving_unmixed``: the same with the engine's mixed steps off (``engine.mixed_steps = False``:
+  a step that admits newcomers while others decode runs a prefill forward and then a decoding
+  forward, not one mixed forward), against ``serving``: what mixing is worth on arrivals.
 - ``adapters_4``: 8 requests spread over 4 LoRA adapters (r=16, all linear layers) on one base,
   against ``merged``: one such adapter merged into the weights, served as a plain model.
 - ``engine_float16``: the engine with ``weights="float16"`` (decoding steps read float16 copies of
@@ -208,7 +211,7 @@ def percentile(values, q):
     return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
-def report(info, rates, latencies, equal, n_prompts, equal_half=None):
+def report(info, rates, latencies, equal, n_prompts, equal_half=None, latencies_unmixed=None):
     med = {name: statistics.median(values) for name, values in rates.items()}
     print("\n== machine")
     for key, value in info.items():
@@ -224,6 +227,7 @@ def report(info, rates, latencies, equal, n_prompts, equal_half=None):
         "serving / hf_batched": med["serving"] / med["hf_batched"],
         "adapters_4 / merged": med["adapters_4"] / med["merged"],
         **({"engine_float16 / engine": med["engine_float16"] / med["engine"]} if "engine_float16" in med else {}),
+        **({"serving / serving_unmixed": med["serving"] / med["serving_unmixed"]} if "serving_unmixed" in med else {}),
     }
     # The same ratios within each repeat (peers measured minutes apart at most), less sensitive to
     # load that changes between repeats on a shared machine.
@@ -234,7 +238,8 @@ def report(info, rates, latencies, equal, n_prompts, equal_half=None):
             "serving / hf_batched": ("serving", "hf_batched"),
             "adapters_4 / merged": ("adapters_4", "merged"),
             "engine_float16 / engine": ("engine_float16", "engine"),
-        }.items() if top in rates
+            "serving / serving_unmixed": ("serving", "serving_unmixed"),
+        }.items() if top in rates and bottom in rates
     }
     print("\n== ratios (of medians; in brackets the median of per-repeat ratios)")
     for name, value in ratios.items():
@@ -245,6 +250,11 @@ def report(info, rates, latencies, equal, n_prompts, equal_half=None):
     print(f"\n== serving latency over {len(lat)} requests (seconds)")
     print(f"  latency  p50 {percentile(lat, 0.5):.2f}  p99 {percentile(lat, 0.99):.2f}  max {max(lat):.2f}")
     print(f"  ttft     p50 {percentile(ttft, 0.5):.2f}  p99 {percentile(ttft, 0.99):.2f}  max {max(ttft):.2f}")
+    if latencies_unmixed:
+        lat_u = [x["latency"] for x in latencies_unmixed]
+        ttft_u = [x["ttft"] for x in latencies_unmixed if x["ttft"] is not None]
+        print(f"  serving_unmixed: latency p50 {percentile(lat_u, 0.5):.2f}, ttft p50 {percentile(ttft_u, 0.5):.2f}"
+              f"  p99 {percentile(ttft_u, 0.99):.2f}")
     print(f"\n== greedy outputs equal to HF generate run alone: {equal}/{n_prompts}")
     if equal_half is not None:
         print(f"   ... with float16 weights (engine_float16): {equal_half}/{n_prompts}")
@@ -322,13 +332,21 @@ def main() -> None:
         "merged": lambda: engine_generate(merged, prompts, n),
         **({"engine_float16": lambda: engine_generate(half, prompts, n)} if half is not None else {}),
     }
-    rates = {name: [] for name in [*peers, "serving"]}
+    servings = ["serving", "serving_unmixed"] if engine.mixed_steps else ["serving"]
+    rates = {name: [] for name in [*peers, *servings]}
     latencies: list[dict] = []
-    order = [*peers, "serving"]
+    latencies_unmixed: list[dict] = []
+    order = [*peers, *servings]
     for repeat in range(args.repeats):
         for name in order[repeat % len(order):] + order[: repeat % len(order)]:
             if name == "serving":
                 tokens, seconds, _ = serving(engine, prompts, n, seed=repeat, latencies=latencies)
+            elif name == "serving_unmixed":
+                engine.mixed_steps = False
+                try:
+                    tokens, seconds, _ = serving(engine, prompts, n, seed=repeat, latencies=latencies_unmixed)
+                finally:
+                    engine.mixed_steps = True
             else:
                 started = time.perf_counter()
                 tokens = peers[name]()
@@ -337,7 +355,7 @@ def main() -> None:
             rates[name].append(tokens / seconds)
             print(f"repeat {repeat + 1}/{args.repeats} {name:16s} {tokens / seconds:7.1f} tokens/s", flush=True)
     info["load_average_end"] = os.getloadavg()
-    figures = report(info, rates, latencies, equal, len(prompts), equal_half)
+    figures = report(info, rates, latencies, equal, len(prompts), equal_half, latencies_unmixed)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
 

@@ -172,3 +172,66 @@ def test_norm_and_rotation_kernels_equal_pytorch():
     written = torch.zeros(6, 8, dtype=torch.bool)
     written[slots, positions] = True
     assert not keys.transpose(1, 2)[~written].any() and not values.transpose(1, 2)[~written].any()  # nothing else
+
+
+# ----------------------------------------------------------------------------- mixed steps
+
+def _staggered(model_dir, prompts, monkeypatch, *, mixed: bool, forward: str = "auto", threads: int = 1,
+               adapters: dict | None = None):
+    """Seven requests on a 3-slot engine, each stopping after a different number of tokens, so the
+    waiting ones join one or two at a time while others decode (with ``mixed``: in mixed steps)."""
+    monkeypatch.setenv("OIKYO_ENGINE_FORWARD", forward)
+    monkeypatch.setenv("OIKYO_ENGINE_MIXED_STEPS", "1" if mixed else "0")
+    engine = GenerationEngine(model_dir, max_batch_size=3, num_threads=threads)
+    names = [None]
+    for name, folder in (adapters or {}).items():
+        engine.add_adapter(name, folder)
+        names.append(name)
+    requests = [GenerationRequest(prompts[i % len(prompts)], max_new_tokens=5 + 4 * i, stop_token_ids=[], logprobs=2,
+                                  adapter=names[i % len(names)])
+                for i in range(7)]
+    return engine, engine.generate(requests)
+
+
+def _assert_same_tokens(results, expected):
+    assert len(results) == len(expected) == 7
+    for got, want in zip(results, expected):
+        assert got.token_ids == want.token_ids
+        assert len(got.logprobs) == len(want.logprobs) == len(want.token_ids)
+        for a, b in zip(got.logprobs, want.logprobs):
+            assert math.isclose(a.logprob, b.logprob, rel_tol=1e-4, abs_tol=1e-4)
+            assert [t.token_id for t in a.top] == [t.token_id for t in b.top]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_mixed_steps_decode_as_separate_prefills_and_the_models_own_forward(family_model_dir, prompts, monkeypatch,
+                                                                           set_threads, threads):
+    if load_kernels() is None:
+        pytest.skip(NO_COMPILER)
+    mixed, results = _staggered(family_model_dir, prompts, monkeypatch, mixed=True, threads=threads)
+    assert mixed.mixed_steps and mixed.stats()["mixed_steps"] >= 3  # newcomers joined while others decoded
+    apart, separate = _staggered(family_model_dir, prompts, monkeypatch, mixed=False, threads=threads)
+    assert not apart.mixed_steps and apart.stats()["mixed_steps"] == 0
+    _, expected = _staggered(family_model_dir, prompts, monkeypatch, mixed=True, forward="transformers",
+                             threads=threads)
+    assert len({t for r in expected for t in r.token_ids}) > 20
+    _assert_same_tokens(separate, expected)
+    _assert_same_tokens(results, expected)
+
+
+def test_mixed_steps_apply_each_rows_adapter(varied_model_dir, adapter_dirs, prompts, monkeypatch, set_threads):
+    """Decoding rows and newcomers' prompts with different adapters (and none) in one forward."""
+    if load_kernels() is None:
+        pytest.skip(NO_COMPILER)
+    mixed, results = _staggered(varied_model_dir, prompts, monkeypatch, mixed=True, adapters=adapter_dirs)
+    assert mixed.stats()["mixed_steps"] >= 3
+    _, expected = _staggered(varied_model_dir, prompts, monkeypatch, mixed=False, forward="transformers",
+                             adapters=adapter_dirs)
+    _assert_same_tokens(results, expected)
+    assert len({tuple(r.token_ids) for r in expected}) == 7  # the adapters change the answers
+
+
+def test_without_native_kernels_there_are_no_mixed_steps(varied_model_dir, prompts, monkeypatch, set_threads):
+    monkeypatch.setenv("OIKYO_CPU_KERNELS", "torch")
+    engine, _ = _staggered(varied_model_dir, prompts, monkeypatch, mixed=True)
+    assert not engine.mixed_steps and engine.stats()["mixed_steps"] == 0

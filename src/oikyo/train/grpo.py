@@ -214,6 +214,10 @@ def group_engine(model_dir: Path, **kwargs):
         work. Tested: the same tokens as the plain engine for the same seeds.
         """
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.mixed_steps = False  # every admission goes through _prefill below, duplicates shared
+
         def _forward(self, *args, **kwargs):
             logits = super()._forward(*args, **kwargs)
             self._last_logits = logits  # (rows, vocab): the prefill's, read by _prefill below

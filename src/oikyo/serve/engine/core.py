@@ -22,7 +22,10 @@ prefill forward of their right-padded prompts, sampling their first token (logit
 only at each prompt's last position); (2) runs one decode forward over every active sequence
 (input ``(n, 1)``, logits ``(n, vocab)``); (3) moves finished sequences out at once, so their slot is
 free for the next step. A request submitted while others generate therefore joins at the next
-step instead of waiting for the batch to drain. Each row uses its own LoRA adapter in the same
+step instead of waiting for the batch to drain. With oikyo's own forward, a step that admits
+newcomers while others decode runs (1) and (2) as one mixed forward (the decoding rows, then the
+prompts), so the weights are read once for both; the newcomers' second token comes at the next step
+(``OIKYO_ENGINE_MIXED_STEPS=0`` keeps the two forwards apart). Each row uses its own LoRA adapter in the same
 forward (:mod:`oikyo.serve.engine.lora`).
 
 Adapters are registered by name and loaded when a request first needs them; beyond
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -68,6 +72,7 @@ from oikyo.serve.engine.sampling import RowSampling, choose_tokens, make_generat
 log = logging.getLogger(__name__)
 
 WEIGHTS = ("float32", "float16")  # what the engine's decoding steps read (see GenerationEngine)
+MIXED_STEPS_ENV = "OIKYO_ENGINE_MIXED_STEPS"  # "0": a step's prefill and decode stay two forwards
 
 Progress = Callable[[int, int], None]
 
@@ -155,6 +160,9 @@ class GenerationEngine:
         # Forward passes: oikyo's own for the model families it knows, else the model's forward.
         self._own_forward = DecoderForward.build(self.model)
         self.forward = "oikyo" if self._own_forward is not None else "transformers"
+        # Prefill and decode in one forward where the own forward runs prefills (see the module docstring).
+        self.mixed_steps = self._own_forward is not None and self._own_forward.prefills \
+            and os.environ.get(MIXED_STEPS_ENV, "1").strip() != "0"
         self._adapter_paths: dict[str, Path] = {}
         self._active: list[_Sequence] = []  # active[i] occupies KV slot i
         self._queue: deque[_Sequence] = deque()
@@ -168,7 +176,7 @@ class GenerationEngine:
         self._grammars = Grammars(self.tokenizer, self._vocab_size, self.eos_token_ids)
         self._token_texts: dict[int, str] = {}
         self._counters = dict.fromkeys(
-            ("steps", "prompt_tokens", "tokens_generated", "requests_finished", "requests_cancelled", "requests_failed",
+            ("steps", "mixed_steps", "prompt_tokens", "tokens_generated", "requests_finished", "requests_cancelled", "requests_failed",
              "adapter_loads", "adapter_evictions"),
             0,
         )
@@ -274,7 +282,7 @@ class GenerationEngine:
 
     def stats(self) -> dict:
         """Numbers for monitoring: gauges (queue_depth, active_sequences, adapters_loaded) and counters
-        since start-up (steps, prompt_tokens, tokens_generated, requests_*, adapter_loads/evictions),
+        since start-up (steps, mixed_steps: those that admitted and decoded in one forward, prompt_tokens, tokens_generated, requests_*, adapter_loads/evictions),
         ``linear_products``: how the linear layers' base products are computed ("native kernel",
         "onednn" or "pytorch"; see :mod:`oikyo.serve.engine.linear_layers`), and ``lora_products``: how
         adapters' terms are computed ("native kernel" or "pytorch", None until an adapter is
@@ -376,12 +384,18 @@ class GenerationEngine:
     def _step(self) -> None:
         self._drop_cancelled()
         self._admitting = newcomers = self._admit()
-        if newcomers:
-            self._prefill(newcomers)
+        if newcomers and self._active and self.mixed_steps \
+                and all(s.request.prompt_logprobs is None for s in newcomers):
+            self._mixed(newcomers)
             self._release_finished()
-        if self._active:
-            self._decode()
-            self._release_finished()
+            self._counters["mixed_steps"] += 1
+        else:
+            if newcomers:
+                self._prefill(newcomers)
+                self._release_finished()
+            if self._active:
+                self._decode()
+                self._release_finished()
         self._counters["steps"] += 1
 
     def _drop_cancelled(self) -> None:
@@ -510,6 +524,38 @@ class GenerationEngine:
             self._active.append(sequence)
         tokens = choose_tokens(logits, [s.sampling for s in sequences])
         for sequence, token in zip(sequences, tokens):
+            self._accept(sequence, token)
+
+    def _mixed(self, sequences: list[_Sequence]) -> None:
+        """One forward of oikyo's own (:meth:`DecoderForward.mixed`): each active sequence's pending token,
+        then the newcomers' right-padded prompts in the slots after them; samples a token for each."""
+        active, n, k = list(self._active), len(self._active), len(sequences)
+        lengths = [s.prompt_len for s in sequences]
+        q = max(lengths)
+        self._cache.reserve(n + k, max(s.prompt_len + s.max_new for s in sequences))
+        prompt_ids = torch.full((k, q), self._pad_id, dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            prompt_ids[row, : sequence.prompt_len] = torch.tensor(sequence.request.prompt_ids)
+        input_ids = torch.tensor([s.pending for s in active], device=self.device)  # (n,)
+        positions = torch.tensor([s.length for s in active], device=self.device)  # (n,)
+        self._cache.mixed(positions, torch.arange(n, n + k, device=self.device))
+        # One adapter entry per token: the decoding rows', then each prompt's for each of its q columns.
+        self._lora.set_batch([s.adapter for s in active] + [s.adapter for s in sequences for _ in range(q)])
+        try:
+            logits = self._own_forward.mixed(input_ids, positions, prompt_ids.to(self.device),
+                                             torch.tensor(lengths, device=self.device), self._cache)
+        finally:
+            self._lora.set_batch(None)
+        for sequence in active:
+            sequence.length += 1
+        for sequence in sequences:
+            sequence.length = sequence.prompt_len
+            sequence.admitted_step = self._counters["steps"]
+            self._counters["prompt_tokens"] += sequence.prompt_len
+            self._active.append(sequence)
+        everyone = active + sequences
+        tokens = choose_tokens(logits, [s.sampling for s in everyone])
+        for sequence, token in zip(everyone, tokens):
             self._accept(sequence, token)
 
     def _prompt_logprobs(self, logits: torch.Tensor, request: GenerationRequest) -> list[TokenLogprob | None]:

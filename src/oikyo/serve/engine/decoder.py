@@ -1,7 +1,7 @@
 """The engine's own forward passes for Llama-family models on the CPU: transformers' layers, called directly.
 
 A decoding step feeds one token per sequence through every layer; a prefill feeds the new
-sequences' prompts. Their arithmetic is the weight products (:mod:`oikyo.serve.engine.linear_layers`);
+sequences' prompts; a mixed step feeds both at once, so the weights are read once for both. Their arithmetic is the weight products (:mod:`oikyo.serve.engine.linear_layers`);
 around them, transformers' ``forward`` spends time in per-call machinery (keyword plumbing, output
 recording, mask and cache helpers, norms and rotations made of several operators each) that costs
 the same whether a step carries one row or thirty-two. :class:`DecoderForward` runs the same
@@ -103,7 +103,8 @@ class DecoderForward:
         cos, sin = self.inner.rotary_emb(h, positions[:, None])  # (n, 1, head_dim): the model's own rope
         if self.kernels is not None:  # h is float32 on the CPU (unsupported_reason), as the kernels need
             positions = positions.contiguous()
-            return self._native(h, cos, sin, cache.step.rows, positions, cache, decoding=(positions + 1))
+            return self.model.lm_head(self._native(h, cos, sin, cache.step.rows, positions, cache,
+                                                   decoding=(positions + 1)))
         return self._torch(h, cos, sin, mask, cache)
 
     @torch.inference_mode()
@@ -119,12 +120,32 @@ class DecoderForward:
         last = torch.arange(rows, device=h.device) * width + lengths - 1
         return self.model.lm_head(h[last])
 
+    @torch.inference_mode()
+    def mixed(self, input_ids: torch.Tensor, positions: torch.Tensor, prompt_ids: torch.Tensor, lengths: torch.Tensor,
+              cache: SlotKVCache) -> torch.Tensor:
+        """A decoding step and a prefill in one forward, so the weights are read once for both: the n
+        decoding rows' ``input_ids`` (n,) at ``positions`` (n,) in slots 0..n-1, and right-padded
+        ``prompt_ids`` (k, q) of ``lengths`` (k,) tokens, after :meth:`SlotKVCache.mixed` announced the
+        step. Returns logits (n + k, vocab): each decoding row's, then each prompt's last token's.
+        Needs :attr:`prefills`."""
+        n, (rows, width) = input_ids.shape[0], prompt_ids.shape
+        step, device = cache.step, input_ids.device
+        token_positions = torch.cat([positions, torch.arange(width, device=device).repeat(rows)]).contiguous()
+        slots = torch.cat([step.rows, step.slots.repeat_interleave(width)]).contiguous()
+        h = self.inner.embed_tokens(torch.cat([input_ids, prompt_ids.reshape(-1)]))  # (n + rows * width, hidden)
+        cos, sin = self.inner.rotary_emb(h, token_positions[None, :])
+        h = self._native(h, cos, sin, slots, token_positions, cache, decoding=(positions + 1).contiguous(),
+                         prompts=(rows, width))
+        last = n + torch.arange(rows, device=device) * width + lengths - 1
+        return self.model.lm_head(h[torch.cat([torch.arange(n, device=device), last])])
+
     def _native(self, h, cos, sin, slots, positions, cache: SlotKVCache, decoding: torch.Tensor | None = None,
                 prompts: tuple[int, int] | None = None) -> torch.Tensor:
         """Every layer, with oikyo's kernels between the products, for n tokens: each goes to column
-        ``positions[i]`` of slot ``slots[i]`` of the cache. A decoding step (``decoding``: each row's
-        cached length) attends over the cache and returns the logits; a prefill (``prompts``: rows,
-        width) attends within each prompt and returns the last norm's output (n, hidden)."""
+        ``positions[i]`` of slot ``slots[i]`` of the cache. Decoding rows (``decoding``: each one's
+        cached length, the first ``len(decoding)`` tokens) attend over the cache; the prompts that
+        follow them (``prompts``: rows, width) attend within each prompt. Returns the last norm's
+        output (n, hidden)."""
         kernels, n, d = self.kernels, h.shape[0], self.head_dim
         cos, sin = cos.reshape(n, d).contiguous(), sin.reshape(n, d).contiguous()
         h = h.contiguous()  # the residual stream, updated in place by add_rms_norm
@@ -140,16 +161,22 @@ class DecoderForward:
             if not buffers.is_initialized:  # the cache's first forward: allocate (slots, kv_heads, capacity, d)
                 buffers.lazy_initialization(k.view(n, self.kv_heads, 1, d), v.view(n, self.kv_heads, 1, d))
             kernels.rope_cache(q, k, v, cos, sin, slots, positions, buffers.keys, buffers.values)
+            parts = []
             if decoding is not None:
-                o = kernels.decode_attention(q.view(n, self.kv_heads, self.group, d), buffers.keys, buffers.values,
-                                             decoding, cache.step.kv_length, attention.scaling)
-            else:
-                o = self._prompt_attention(q, buffers, cache.step.slots, *prompts, attention.scaling)
-            x = _norm(kernels, h, attention.o_proj(o.reshape(n, self.heads * d)), layer.post_attention_layernorm)
+                m = decoding.shape[0]
+                parts.append(kernels.decode_attention(q[:m].view(m, self.kv_heads, self.group, d), buffers.keys,
+                                                      buffers.values, decoding, cache.step.kv_length,
+                                                      attention.scaling).view(m, self.heads * d))
+            if prompts is not None:
+                o = self._prompt_attention(q[n - prompts[0] * prompts[1]:], buffers, cache.step.slots, *prompts,
+                                           attention.scaling)
+                parts.append(o.reshape(-1, self.heads * d))
+            o = parts[0] if len(parts) == 1 else torch.cat(parts)
+            x = _norm(kernels, h, attention.o_proj(o), layer.post_attention_layernorm)
             mlp = layer.mlp
             following = self.layers[index + 1].input_layernorm if index + 1 < len(self.layers) else self.inner.norm
             x = _norm(kernels, h, mlp.down_proj(F.silu(mlp.gate_proj(x)).mul_(mlp.up_proj(x))), following)
-        return self.model.lm_head(x) if decoding is not None else x
+        return x
 
     def _prompt_attention(self, q, buffers, slots, rows: int, width: int, scale: float) -> torch.Tensor:
         """Causal attention within each prompt: q (rows * width, heads, d) against the keys and values

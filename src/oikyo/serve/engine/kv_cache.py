@@ -19,6 +19,10 @@ Two kinds of step, each announced with one call before the model's forward:
   occupy slots ``0..n-1`` (:meth:`SlotKVCache.move` refills a finished sequence's slot with the last
   one), so decode reads plain slices of the buffers: no gather, no concatenation, no copy.
 
+oikyo's own forward (:mod:`oikyo.serve.engine.decoder`) also runs a third kind, announced by
+:meth:`SlotKVCache.mixed`: a decoding step of slots ``0..n-1`` and a prefill of new prompts into the
+slots after them, in one forward. The model's own ``forward`` never sees it.
+
 The masks are 4-D, so transformers uses them as given (``(batch, 1, q, kv)``, boolean for SDPA,
 additive float for eager attention). This suits decoder models whose attention layers all attend
 to the full context (Llama, Qwen2, Mistral, Phi-3, ...); sliding-window layers would need their own
@@ -72,6 +76,8 @@ class SlotLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         step = self.owner.step
+        if step.kind == "mixed":
+            raise RuntimeError("a mixed step runs only through oikyo's own forward (oikyo.serve.engine.decoder)")
         if step.kind == "prefill":
             q = key_states.shape[2]
             self.keys[step.slots, :, :q] = key_states
@@ -101,13 +107,14 @@ class SlotLayer(CacheLayerMixin):
 
 
 class _Step:
-    """What the next forward writes: filled by :meth:`SlotKVCache.prefill` or :meth:`SlotKVCache.decode`."""
+    """What the next forward writes: filled by :meth:`SlotKVCache.prefill`, :meth:`SlotKVCache.decode`
+    or :meth:`SlotKVCache.mixed`."""
 
     kind: str = "none"
-    slots: torch.Tensor  # prefill: (rows,) slot of each row
-    rows: torch.Tensor  # decode: (n,) = arange(n)
-    positions: torch.Tensor  # decode: (n,) column each row writes
-    kv_length: int = 0  # columns attended over
+    slots: torch.Tensor  # prefill, mixed: (rows,) slot of each prompt
+    rows: torch.Tensor  # decode, mixed: (n,) = arange(n)
+    positions: torch.Tensor  # decode, mixed: (n,) column each decoding row writes
+    kv_length: int = 0  # columns attended over (mixed: by the decoding rows)
 
 
 class SlotKVCache(Cache):
@@ -165,6 +172,17 @@ class SlotKVCache(Cache):
         self.step = step
         cols = torch.arange(step.kv_length, device=positions.device)
         return self._format((cols[None, :] <= positions[:, None])[:, None, None, :], dtype)
+
+    def mixed(self, positions: torch.Tensor, slots: torch.Tensor) -> None:
+        """Announce a mixed step for oikyo's own forward: slots ``0..n-1`` decode, writing at ``positions``
+        (n,), and prompts are written into ``slots`` (rows,), which must come after them. No mask: the
+        own forward's kernels take each row's length."""
+        step = _Step()
+        n = positions.shape[0]
+        step.kind, step.rows, step.positions, step.slots = "mixed", torch.arange(n, device=positions.device), \
+            positions, slots
+        step.kv_length = int(positions.max()) + 1
+        self.step = step
 
     def _format(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if not self.additive_mask:
