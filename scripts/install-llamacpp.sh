@@ -31,9 +31,8 @@ install_server() {
         return 0
     fi
     if [ "${OIKYO_LLAMA_SERVER_BUILD:-1}" = 0 ]; then
-        CACHED="$CACHE/llama-server-$VERSION/bin/llama-server"
-        if [ -x "$CACHED" ]; then
-            cp "$CACHED" "$VENV/bin/llama-server"
+        if SERVER_DIR=$(OIKYO_LLAMACPP_VERSION="$VERSION" bash scripts/build-llama-server.sh --cached); then
+            cp "$SERVER_DIR/llama-server" "$VENV/bin/llama-server"
         else
             echo "note: llama-server not built (OIKYO_LLAMA_SERVER_BUILD=0); --engine llamacpp will run llama-cpp-python's server" >&2
         fi
@@ -59,8 +58,13 @@ fi
 PIP="$PY -m pip"
 if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
     # CPU only, tuned for this machine's instruction set; the multimodal (llava/mtmd) library is
-    # not needed for text models and would double the build time.
-    export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"}
+    # not needed for text models and would double the build time. Without AMX's int8 code on x86-64,
+    # as scripts/build-llama-server.sh says why (this llama.cpp's AMX path crashed decoding q8_0).
+    NO_AMX=""
+    if [ "$(uname -m)" = x86_64 ]; then
+        NO_AMX="-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8 "
+    fi
+    export CMAKE_ARGS=${CMAKE_ARGS:-"$NO_AMX-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"}
     # The compiled wheel is kept per machine, as llama-server is: a new environment on the same
     # machine (a fresh checkout, CI) installs it in seconds instead of compiling for 10-15 minutes.
     # Its folder is named by what the build depends on: the version, the Python, the build
