@@ -498,61 +498,61 @@ class GenerationEngine:
         its prompt's log-probabilities, the logits of every position are kept for this forward.
         """
         first_slot, k = len(self._active), len(sequences)
-        lengths = [s.prompt_len for s in sequences]
-        q = max(lengths)
-        self._cache.reserve(first_slot + k, max(s.prompt_len + s.max_new for s in sequences))
-        input_ids = torch.full((k, q), self._pad_id, dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            input_ids[row, : sequence.prompt_len] = torch.tensor(sequence.request.prompt_ids)
-        lengths_t = torch.tensor(lengths, device=self.device)
+        input_ids, lengths_t = self._prompts(sequences)
+        q = input_ids.shape[1]
         slots = torch.arange(first_slot, first_slot + k, device=self.device)
         mask = self._cache.prefill(slots, lengths_t, q, self.dtype)
         position_ids = torch.arange(q, device=self.device).expand(k, q)
         scoring = any(s.request.prompt_logprobs is not None for s in sequences)
         keep = 0 if scoring else (lengths_t - 1)[:, None]
-        logits = self._forward(input_ids.to(self.device), mask, position_ids, keep, [s.adapter for s in sequences])
+        logits = self._forward(input_ids, mask, position_ids, keep, [s.adapter for s in sequences])
         if scoring:
             for row, sequence in enumerate(sequences):
                 if sequence.request.prompt_logprobs is not None:
                     sequence.prompt_logprobs = self._prompt_logprobs(logits[row, : sequence.prompt_len - 1],
                                                                      sequence.request)
             logits = logits[torch.arange(k, device=self.device), lengths_t - 1]
+        self._activate(sequences)
+        tokens = choose_tokens(logits, [s.sampling for s in sequences])
+        for sequence, token in zip(sequences, tokens):
+            self._accept(sequence, token)
+
+    def _prompts(self, sequences: list[_Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The newcomers' prompts right-padded to the longest, (k, q), and their lengths (k,), with room
+        in the cache for them in the slots after the active sequences."""
+        lengths = [s.prompt_len for s in sequences]
+        self._cache.reserve(len(self._active) + len(sequences), max(s.prompt_len + s.max_new for s in sequences))
+        input_ids = torch.full((len(sequences), max(lengths)), self._pad_id, dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : sequence.prompt_len] = torch.tensor(sequence.request.prompt_ids)
+        return input_ids.to(self.device), torch.tensor(lengths, device=self.device)
+
+    def _activate(self, sequences: list[_Sequence]) -> None:
+        """Prefilled newcomers join the batch, in the slots after the active sequences, in order."""
         for sequence in sequences:
             sequence.length = sequence.prompt_len
             sequence.admitted_step = self._counters["steps"]
             self._counters["prompt_tokens"] += sequence.prompt_len
             self._active.append(sequence)
-        tokens = choose_tokens(logits, [s.sampling for s in sequences])
-        for sequence, token in zip(sequences, tokens):
-            self._accept(sequence, token)
 
     def _mixed(self, sequences: list[_Sequence]) -> None:
         """One forward of oikyo's own (:meth:`DecoderForward.mixed`): each active sequence's pending token,
         then the newcomers' right-padded prompts in the slots after them; samples a token for each."""
         active, n, k = list(self._active), len(self._active), len(sequences)
-        lengths = [s.prompt_len for s in sequences]
-        q = max(lengths)
-        self._cache.reserve(n + k, max(s.prompt_len + s.max_new for s in sequences))
-        prompt_ids = torch.full((k, q), self._pad_id, dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            prompt_ids[row, : sequence.prompt_len] = torch.tensor(sequence.request.prompt_ids)
+        prompt_ids, lengths = self._prompts(sequences)
+        q = prompt_ids.shape[1]
         input_ids = torch.tensor([s.pending for s in active], device=self.device)  # (n,)
         positions = torch.tensor([s.length for s in active], device=self.device)  # (n,)
         self._cache.mixed(positions, torch.arange(n, n + k, device=self.device))
         # One adapter entry per token: the decoding rows', then each prompt's for each of its q columns.
         self._lora.set_batch([s.adapter for s in active] + [s.adapter for s in sequences for _ in range(q)])
         try:
-            logits = self._own_forward.mixed(input_ids, positions, prompt_ids.to(self.device),
-                                             torch.tensor(lengths, device=self.device), self._cache)
+            logits = self._own_forward.mixed(input_ids, positions, prompt_ids, lengths, self._cache)
         finally:
             self._lora.set_batch(None)
         for sequence in active:
             sequence.length += 1
-        for sequence in sequences:
-            sequence.length = sequence.prompt_len
-            sequence.admitted_step = self._counters["steps"]
-            self._counters["prompt_tokens"] += sequence.prompt_len
-            self._active.append(sequence)
+        self._activate(sequences)
         everyone = active + sequences
         tokens = choose_tokens(logits, [s.sampling for s in everyone])
         for sequence, token in zip(everyone, tokens):
