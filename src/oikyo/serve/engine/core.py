@@ -25,8 +25,8 @@ free for the next step. A request submitted while others generate therefore join
 step instead of waiting for the batch to drain. With oikyo's own forward, a step that admits
 newcomers while others decode runs (1) and (2) as one mixed forward (the decoding rows, then the
 prompts), so the weights are read once for both; the newcomers' second token comes at the next step
-(``OIKYO_ENGINE_MIXED_STEPS=0`` keeps the two forwards apart). Each row uses its own LoRA adapter in the same
-forward (:mod:`oikyo.serve.engine.lora`).
+(``OIKYO_ENGINE_MIXED_STEPS=0`` keeps the two forwards apart). Each row uses its own LoRA adapter
+in the same forward (:mod:`oikyo.serve.engine.lora`).
 
 Adapters are registered by name and loaded when a request first needs them; beyond
 ``max_adapters`` the least recently used one that no running sequence uses is evicted (a request
@@ -176,8 +176,8 @@ class GenerationEngine:
         self._grammars = Grammars(self.tokenizer, self._vocab_size, self.eos_token_ids)
         self._token_texts: dict[int, str] = {}
         self._counters = dict.fromkeys(
-            ("steps", "mixed_steps", "prompt_tokens", "tokens_generated", "requests_finished", "requests_cancelled", "requests_failed",
-             "adapter_loads", "adapter_evictions"),
+            ("steps", "mixed_steps", "prompt_tokens", "tokens_generated", "requests_finished", "requests_cancelled",
+             "requests_failed", "adapter_loads", "adapter_evictions"),
             0,
         )
 
@@ -282,7 +282,8 @@ class GenerationEngine:
 
     def stats(self) -> dict:
         """Numbers for monitoring: gauges (queue_depth, active_sequences, adapters_loaded) and counters
-        since start-up (steps, mixed_steps: those that admitted and decoded in one forward, prompt_tokens, tokens_generated, requests_*, adapter_loads/evictions),
+        since start-up (steps, mixed_steps: those that admitted and decoded in one forward, prompt_tokens,
+        tokens_generated, requests_*, adapter_loads/evictions),
         ``linear_products``: how the linear layers' base products are computed ("native kernel",
         "onednn" or "pytorch"; see :mod:`oikyo.serve.engine.linear_layers`), and ``lora_products``: how
         adapters' terms are computed ("native kernel" or "pytorch", None until an adapter is

@@ -1,12 +1,13 @@
 """The engine's own forward passes for Llama-family models on the CPU: transformers' layers, called directly.
 
 A decoding step feeds one token per sequence through every layer; a prefill feeds the new
-sequences' prompts; a mixed step feeds both at once, so the weights are read once for both. Their arithmetic is the weight products (:mod:`oikyo.serve.engine.linear_layers`);
-around them, transformers' ``forward`` spends time in per-call machinery (keyword plumbing, output
-recording, mask and cache helpers, norms and rotations made of several operators each) that costs
-the same whether a step carries one row or thirty-two. :class:`DecoderForward` runs the same
-modules, with the same weights, in the order the model's own ``forward`` does, for the families
-whose layers it knows:
+sequences' prompts; a mixed step feeds both at once, so the weights are read once for both. Their
+arithmetic is the weight products (:mod:`oikyo.serve.engine.linear_layers`); around them,
+transformers' ``forward`` spends time in per-call machinery (keyword plumbing, output recording,
+mask and cache helpers, norms and rotations made of several operators each) that costs the same
+whether a step carries one row or thirty-two. :class:`DecoderForward` runs the same modules, with
+the same weights, in the order the model's own ``forward`` does, for the families whose layers it
+knows:
 
     h = embed(tokens)
     for each layer:
@@ -111,14 +112,7 @@ class DecoderForward:
     def prefill(self, input_ids: torch.Tensor, lengths: torch.Tensor, cache: SlotKVCache) -> torch.Tensor:
         """Logits (k, vocab) at each prompt's last token for ``input_ids`` (k, q), right-padded prompts of
         ``lengths`` (k,) tokens, after :meth:`SlotKVCache.prefill` announced their slots. Needs :attr:`prefills`."""
-        rows, width = input_ids.shape
-        positions = torch.arange(width, device=input_ids.device).repeat(rows)  # (rows * width,)
-        slots = cache.step.slots.repeat_interleave(width).contiguous()
-        h = self.inner.embed_tokens(input_ids.reshape(-1))  # (rows * width, hidden)
-        cos, sin = self.inner.rotary_emb(h, positions[None, :])  # (1, rows * width, head_dim)
-        h = self._native(h, cos, sin, slots, positions, cache, prompts=(rows, width))
-        last = torch.arange(rows, device=h.device) * width + lengths - 1
-        return self.model.lm_head(h[last])
+        return self._with_prompts(input_ids, lengths, cache)
 
     @torch.inference_mode()
     def mixed(self, input_ids: torch.Tensor, positions: torch.Tensor, prompt_ids: torch.Tensor, lengths: torch.Tensor,
@@ -128,16 +122,31 @@ class DecoderForward:
         ``prompt_ids`` (k, q) of ``lengths`` (k,) tokens, after :meth:`SlotKVCache.mixed` announced the
         step. Returns logits (n + k, vocab): each decoding row's, then each prompt's last token's.
         Needs :attr:`prefills`."""
-        n, (rows, width) = input_ids.shape[0], prompt_ids.shape
-        step, device = cache.step, input_ids.device
-        token_positions = torch.cat([positions, torch.arange(width, device=device).repeat(rows)]).contiguous()
-        slots = torch.cat([step.rows, step.slots.repeat_interleave(width)]).contiguous()
-        h = self.inner.embed_tokens(torch.cat([input_ids, prompt_ids.reshape(-1)]))  # (n + rows * width, hidden)
-        cos, sin = self.inner.rotary_emb(h, token_positions[None, :])
-        h = self._native(h, cos, sin, slots, token_positions, cache, decoding=(positions + 1).contiguous(),
+        return self._with_prompts(prompt_ids, lengths, cache, input_ids, positions)
+
+    def _with_prompts(self, prompt_ids: torch.Tensor, lengths: torch.Tensor, cache: SlotKVCache,
+                      input_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """A prefill of ``prompt_ids`` (k, q) into ``cache.step.slots``, after the decoding rows
+        ``input_ids`` at ``positions`` (n,) when given (a mixed step): logits (n + k, vocab)."""
+        rows, width = prompt_ids.shape
+        device = prompt_ids.device
+        tokens = prompt_ids.reshape(-1)
+        token_positions = torch.arange(width, device=device).repeat(rows)  # (rows * width,)
+        slots = cache.step.slots.repeat_interleave(width)
+        n, decoding = 0, None
+        if input_ids is not None:  # the decoding rows come first, in slots 0..n-1
+            n, decoding = input_ids.shape[0], (positions + 1).contiguous()
+            tokens = torch.cat([input_ids, tokens])
+            token_positions = torch.cat([positions, token_positions])
+            slots = torch.cat([cache.step.rows, slots])
+        h = self.inner.embed_tokens(tokens)  # (n + rows * width, hidden)
+        cos, sin = self.inner.rotary_emb(h, token_positions[None, :])  # (1, n + rows * width, head_dim)
+        h = self._native(h, cos, sin, slots.contiguous(), token_positions.contiguous(), cache, decoding=decoding,
                          prompts=(rows, width))
-        last = n + torch.arange(rows, device=device) * width + lengths - 1
-        return self.model.lm_head(h[torch.cat([torch.arange(n, device=device), last])])
+        keep = n + torch.arange(rows, device=device) * width + lengths - 1  # each prompt's last token
+        if n:
+            keep = torch.cat([torch.arange(n, device=device), keep])
+        return self.model.lm_head(h[keep])
 
     def _native(self, h, cos, sin, slots, positions, cache: SlotKVCache, decoding: torch.Tensor | None = None,
                 prompts: tuple[int, int] | None = None) -> torch.Tensor:

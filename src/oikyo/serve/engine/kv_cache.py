@@ -178,9 +178,8 @@ class SlotKVCache(Cache):
         (n,), and prompts are written into ``slots`` (rows,), which must come after them. No mask: the
         own forward's kernels take each row's length."""
         step = _Step()
-        n = positions.shape[0]
-        step.kind, step.rows, step.positions, step.slots = "mixed", torch.arange(n, device=positions.device), \
-            positions, slots
+        step.kind, step.positions, step.slots = "mixed", positions, slots
+        step.rows = torch.arange(positions.shape[0], device=positions.device)
         step.kv_length = int(positions.max()) + 1
         self.step = step
 
